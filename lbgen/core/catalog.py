@@ -1,0 +1,114 @@
+"""The catalog reducer: registry snapshot + watch events → `Catalog`.
+
+Values are decoded and validated once, when they arrive; a rejected value is remembered with its
+reason (for logs and metrics) and never reaches the catalog. Building a catalog regroups only the
+services touched since the last build, so a single change in a 100,000-key registry stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from lbgen.core.model import Catalog, Endpoint, Service
+from lbgen.core.schema import decode_endpoint, decode_spec, parse_key
+from lbgen.errors import InvalidValue
+from lbgen.ports import Snapshot, WatchEvent
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A registry key whose value failed validation, and why."""
+
+    key: str
+    reason: str
+
+
+class CatalogState:
+    """The decoded registry under one prefix, updated by a snapshot then by watch events."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._reset()
+
+    def _reset(self) -> None:
+        self.revision = 0
+        self._specs: dict[str, dict[str, Any]] = {}
+        self._endpoints: dict[str, dict[str, Endpoint]] = {}
+        self._rejected: dict[str, str] = {}
+        self._services: dict[str, Service] = {}
+        self._dirty: set[str] = set()
+
+    @property
+    def rejected(self) -> list[Rejected]:
+        """Keys currently holding an invalid value, sorted by key."""
+        return [Rejected(k, r) for k, r in sorted(self._rejected.items())]
+
+    def load(self, snapshot: Snapshot) -> list[Rejected]:
+        """Replace the whole state with `snapshot`; returns the values it rejected."""
+        self._reset()
+        rejected = [r for kv in snapshot.items if (r := self._put(kv.key, kv.value))]
+        self.revision = snapshot.revision
+        return rejected
+
+    def apply(self, events: Iterable[WatchEvent]) -> list[Rejected]:
+        """Apply watch events in order; returns the values they rejected."""
+        rejected: list[Rejected] = []
+        for event in events:
+            if event.kind == "put":
+                if problem := self._put(event.key, event.value):
+                    rejected.append(problem)
+            else:
+                self._delete(event.key)
+            self.revision = max(self.revision, event.revision)
+        return rejected
+
+    def catalog(self) -> Catalog:
+        """The catalog at the current revision (only services changed since last call are rebuilt)."""
+        for name in self._dirty:
+            if name in self._specs or self._endpoints.get(name):
+                self._services[name] = Service(
+                    name=name,
+                    spec=self._specs.get(name, {}),
+                    all_endpoints=tuple(v for _, v in sorted(self._endpoints.get(name, {}).items())),
+                )
+            else:
+                self._services.pop(name, None)
+        self._dirty.clear()
+        return Catalog(self.revision, tuple(v for _, v in sorted(self._services.items())))
+
+    def _put(self, key: str, raw: bytes) -> Rejected | None:
+        ref = parse_key(self.prefix, key)
+        if ref is None or ref.kind == "lb":
+            return None
+        self._delete(key)
+        try:
+            if ref.kind == "spec":
+                self._specs[ref.service] = decode_spec(raw)
+            else:
+                endpoint = decode_endpoint(ref.endpoint_id, raw)
+                self._endpoints.setdefault(ref.service, {})[ref.endpoint_id] = endpoint
+        except InvalidValue as e:
+            self._rejected[key] = str(e)
+            return Rejected(key, str(e))
+        self._dirty.add(ref.service)
+        return None
+
+    def _delete(self, key: str) -> None:
+        self._rejected.pop(key, None)
+        ref = parse_key(self.prefix, key)
+        if ref is None or ref.kind == "lb":
+            return
+        if ref.kind == "spec":
+            self._specs.pop(ref.service, None)
+        else:
+            self._endpoints.get(ref.service, {}).pop(ref.endpoint_id, None)
+        self._dirty.add(ref.service)
+
+
+def catalog_from_snapshot(prefix: str, snapshot: Snapshot) -> tuple[Catalog, list[Rejected]]:
+    """One-shot helper for commands that read the registry once (render, registry ls)."""
+    state = CatalogState(prefix)
+    rejected = state.load(snapshot)
+    return state.catalog(), rejected
+

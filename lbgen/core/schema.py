@@ -1,0 +1,212 @@
+"""The registry contract, version 1: key layout and value validation (docs/registry.md).
+
+Every value is validated here when it is read, whatever wrote it (an agent, an operator with
+`lbgen registry put`, a YAML file). A value that fails raises `InvalidValue` with the reason, and
+never reaches a template: names, addresses and metadata may only use characters that cannot
+open or close a directive in an nginx or HAProxy config.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from lbgen.core.model import HEALTH_STATES, Endpoint
+from lbgen.errors import InvalidValue
+
+CONTRACT_VERSION = 1
+DEFAULT_PREFIX = "/lbgen"
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+META_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~-]{0,256}")
+HOST_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+PATH_RE = re.compile(r"/[A-Za-z0-9_.~/-]{0,255}")
+MAX_WEIGHT = 256
+MODES = ("http", "tcp")
+BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
+
+
+@dataclass(frozen=True)
+class KeyRef:
+    """What a registry key names: a service's spec, one of its endpoints, or an LB node's status."""
+
+    kind: str  # "spec" | "endpoint" | "lb"
+    service: str = ""
+    endpoint_id: str = ""
+    node: str = ""
+
+
+def normalize_prefix(prefix: str) -> str:
+    """`lbgen` or `/lbgen/` → `/lbgen`; the prefix must itself be a safe path."""
+    stripped = "/" + prefix.strip("/")
+    if stripped != "/" and not PATH_RE.fullmatch(stripped):
+        raise InvalidValue(f"prefix {prefix!r}: only letters, digits and _.~/- are allowed")
+    return stripped.rstrip("/")
+
+
+def services_prefix(prefix: str) -> str:
+    """The key prefix under which every service lives (with a trailing slash)."""
+    return f"{prefix}/services/"
+
+
+def spec_key(prefix: str, service: str) -> str:
+    """`{prefix}/services/{service}/spec`."""
+    return f"{prefix}/services/{check_name('service', service)}/spec"
+
+
+def endpoint_key(prefix: str, service: str, endpoint_id: str) -> str:
+    """`{prefix}/services/{service}/endpoints/{endpoint_id}`."""
+    check_name("service", service)
+    check_name("endpoint id", endpoint_id)
+    return f"{prefix}/services/{service}/endpoints/{endpoint_id}"
+
+
+def lb_status_key(prefix: str, node: str) -> str:
+    """`{prefix}/lb/{node}`: where a watcher publishes what it applied."""
+    return f"{prefix}/lb/{check_name('node', node)}"
+
+
+def parse_key(prefix: str, key: str) -> KeyRef | None:
+    """What `key` names under `prefix`, or None for keys outside the contract (ignored)."""
+    if not key.startswith(prefix + "/"):
+        return None
+    parts = key[len(prefix) + 1 :].split("/")
+    match parts:
+        case ["services", service, "spec"] if NAME_RE.fullmatch(service):
+            return KeyRef("spec", service=service)
+        case ["services", service, "endpoints", eid] if NAME_RE.fullmatch(service) and NAME_RE.fullmatch(eid):
+            return KeyRef("endpoint", service=service, endpoint_id=eid)
+        case ["lb", node] if NAME_RE.fullmatch(node):
+            return KeyRef("lb", node=node)
+    return None
+
+
+def check_name(what: str, value: Any) -> str:
+    """A service name, endpoint id, node name, tag or meta key: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`."""
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
+        raise InvalidValue(f"{what} {value!r}: must match {NAME_RE.pattern}")
+    return value
+
+
+def check_address(value: Any) -> str:
+    """An IPv4/IPv6 address or an RFC 1123 host name."""
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            if is_hostname(value):
+                return value
+    raise InvalidValue(f"address {value!r}: not an IP address or host name")
+
+
+def is_hostname(value: str, allow_wildcard: bool = False) -> bool:
+    """RFC 1123 host name; with `allow_wildcard`, a leading `*.` label too (server_name style)."""
+    if allow_wildcard and value.startswith("*."):
+        value = value[2:]
+    labels = value.split(".")
+    return 0 < len(value) <= 253 and all(HOST_LABEL_RE.fullmatch(label) for label in labels)
+
+
+def check_int(what: str, value: Any, low: int, high: int) -> int:
+    """An integer (not a bool) within [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidValue(f"{what} {value!r}: expected an integer from {low} to {high}")
+    return value
+
+
+def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
+    """One of `choices`."""
+    if value not in choices:
+        raise InvalidValue(f"{what} {value!r}: expected one of {', '.join(choices)}")
+    return value
+
+
+def check_path(what: str, value: Any) -> str:
+    """A URL path: starts with `/`, letters, digits and `_.~/-` only."""
+    if not isinstance(value, str) or not PATH_RE.fullmatch(value):
+        raise InvalidValue(f"{what} {value!r}: expected a path like /api (letters, digits, _.~/-)")
+    return value
+
+
+def _check_list(what: str, value: Any, check: Callable[[Any], Any]) -> tuple[Any, ...]:
+    if not isinstance(value, list):
+        raise InvalidValue(f"{what}: expected a list, got {type(value).__name__}")
+    return tuple(check(item) for item in value)
+
+
+def _check_meta(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise InvalidValue(f"meta: expected an object, got {type(value).__name__}")
+    for key, item in value.items():
+        check_name("meta key", key)
+        if not isinstance(item, str) or not META_VALUE_RE.fullmatch(item):
+            raise InvalidValue(f"meta.{key} {item!r}: must match {META_VALUE_RE.pattern}")
+    return dict(sorted(value.items()))
+
+
+def _load_json_object(raw: bytes | str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidValue(f"not JSON: {e}") from e
+    if not isinstance(value, dict):
+        raise InvalidValue(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
+    """Validate an endpoint value; unknown fields are ignored (forward compatibility)."""
+    value = _load_json_object(raw)
+    for required in ("address", "port"):
+        if required not in value:
+            raise InvalidValue(f"missing field {required!r}")
+    container = value.get("container", "")
+    if not isinstance(container, str) or (container and not NAME_RE.fullmatch(container)):
+        raise InvalidValue(f"container {container!r}: must match {NAME_RE.pattern}")
+    node = value.get("node", "")
+    return Endpoint(
+        id=check_name("endpoint id", endpoint_id),
+        address=check_address(value["address"]),
+        port=check_int("port", value["port"], 1, 65535),
+        weight=check_int("weight", value.get("weight", 1), 0, MAX_WEIGHT),
+        node=check_name("node", node) if node else "",
+        container=container,
+        health=check_choice("health", value.get("health", "none"), HEALTH_STATES),
+        tags=_check_list("tags", value.get("tags", []), lambda t: check_name("tag", t)),
+        meta=_check_meta(value.get("meta", {})),
+    )
+
+
+def encode_endpoint(endpoint: Endpoint) -> bytes:
+    """The JSON value stored for `endpoint` (compact, keys sorted: equal endpoints encode equal)."""
+    return json.dumps(endpoint.to_dict(), sort_keys=True, separators=(",", ":")).encode()
+
+
+_SPEC_FIELDS: Mapping[str, Callable[[Any], Any]] = {
+    "listen": lambda v: check_int("listen", v, 1, 65535),
+    "hosts": lambda v: list(_check_list("hosts", v, _check_server_name)),
+    "path": lambda v: check_path("path", v),
+    "mode": lambda v: check_choice("mode", v, MODES),
+    "balance": lambda v: check_choice("balance", v, BALANCE_ALGORITHMS),
+    "health_check": lambda v: check_path("health_check", v),
+}
+
+
+def _check_server_name(value: Any) -> str:
+    if not isinstance(value, str) or not is_hostname(value, allow_wildcard=True):
+        raise InvalidValue(f"host {value!r}: not a host name (a leading *. is allowed)")
+    return value
+
+
+def decode_spec(raw: bytes | str) -> dict[str, Any]:
+    """Validate a service spec. Only known fields are kept, so nothing unchecked reaches a template."""
+    value = _load_json_object(raw)
+    return {name: check(value[name]) for name, check in _SPEC_FIELDS.items() if name in value}
+
+
+def encode_spec(spec: Mapping[str, Any]) -> bytes:
+    """The JSON value stored for a service spec."""
+    return json.dumps(dict(spec), sort_keys=True, separators=(",", ":")).encode()

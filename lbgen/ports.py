@@ -1,0 +1,206 @@
+"""What lbgen's services need from the outside world, as Protocols.
+
+The core and the services import only these; the CLI wires in the concrete adapters
+(`lbgen.adapters.*`), and tests wire in fakes that honour the same contract.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Protocol
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """One registry key as stored: raw bytes, the revision that last changed it, its lease (0 = none)."""
+
+    key: str
+    value: bytes
+    mod_revision: int
+    lease: int = 0
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Every key under a prefix at exactly one revision.
+
+    `cluster_id` identifies the backend's data set: when it changes, or the revision goes
+    backwards, the backend was restored from scratch and watchers must re-snapshot.
+    """
+
+    revision: int
+    items: tuple[KeyValue, ...]
+    cluster_id: str = ""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """A put or a delete of one key, at `revision`."""
+
+    kind: str  # "put" | "delete"
+    key: str
+    value: bytes
+    revision: int
+
+
+class Watch(Protocol):
+    """A stream of event batches under a prefix, oldest first; `cancel()` ends the iteration.
+
+    Iteration raises `Compacted` when the start revision is gone, and `StoreUnavailable` when the
+    connection breaks; the caller resumes with `watch(prefix, last_revision + 1)` or re-snapshots.
+    """
+
+    def __iter__(self) -> Iterator[list[WatchEvent]]: ...
+
+    def cancel(self) -> None: ...
+
+
+class Store(Protocol):
+    """A key-value registry with revisions, prefix watches and leases (etcd v3, or a YAML file)."""
+
+    def snapshot(self, prefix: str) -> Snapshot: ...
+
+    def get(self, key: str) -> KeyValue | None: ...
+
+    def watch(self, prefix: str, start_revision: int) -> Watch: ...
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        """Write `value`; returns the new revision."""
+        ...
+
+    def delete(self, key: str) -> bool:
+        """Remove `key`; returns whether it existed."""
+        ...
+
+    def grant_lease(self, ttl: int) -> int:
+        """A new lease of `ttl` seconds; returns its id."""
+        ...
+
+    def keep_alive(self, lease: int) -> int:
+        """Refresh `lease` once; returns the TTL granted. Raises `LeaseLost` if it has expired."""
+        ...
+
+    def revoke_lease(self, lease: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a finished command left: exit code (None when killed at its timeout) and its output."""
+
+    argv: tuple[str, ...]
+    returncode: int | None
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+class Runner(Protocol):
+    """Runs an argv list with a timeout (never a shell string), capturing stdout and stderr."""
+
+    def run(self, argv: list[str], timeout: float) -> CommandResult: ...
+
+
+class Clock(Protocol):
+    """Monotonic time and sleeping, injected so policies and loops can be tested without waiting."""
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+# --- Docker -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """A container port published on the host (`HostIp:HostPort` → `container_port/protocol`)."""
+
+    container_port: int
+    protocol: str
+    host_ip: str
+    host_port: int
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What lbgen needs to know of one container, read from `docker inspect`.
+
+    `health` is the Docker HEALTHCHECK status (`healthy|starting|unhealthy`), or `none` when the
+    container has no health check. `networks` maps network name → the container's IP on it.
+    """
+
+    id: str
+    name: str
+    image: str
+    state: str
+    health: str
+    labels: Mapping[str, str]
+    env: Mapping[str, str]
+    network_mode: str
+    exposed_ports: tuple[int, ...] = ()
+    bindings: tuple[PortBinding, ...] = ()
+    networks: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DockerEvent:
+    """One event from the Docker daemon (type `container`, action `start`, `die`, `health_status: healthy`...)."""
+
+    type: str
+    action: str
+    id: str
+    time: float
+
+
+class DockerEvents(Protocol):
+    """A stream of Docker events; `close()` ends the iteration. A broken stream raises `DockerError`."""
+
+    def __iter__(self) -> Iterator[DockerEvent]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What `deploy` asks Docker to create (a subset of the Engine API's container create body)."""
+
+    name: str
+    image: str
+    command: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    network_mode: str = "host"
+    ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (bridge only)
+    mem_limit: int = 0  # bytes, 0 = unlimited
+    nano_cpus: int = 0  # 1e9 = one CPU, 0 = unlimited
+    mounts: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read_only)
+    restart_policy: str = "no"
+    healthcheck: Mapping[str, object] | None = None  # Engine API HealthConfig
+
+
+class Docker(Protocol):
+    """The Docker Engine, as the agent and deploy use it."""
+
+    def events(self) -> DockerEvents: ...
+
+    def list_containers(self, label: str | None = None, include_stopped: bool = False) -> list[ContainerInfo]:
+        """Running containers (with `label`, only those carrying that label key or `key=value`)."""
+        ...
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        """None when the container does not exist (any more)."""
+        ...
+
+    def create_and_start(self, spec: ContainerSpec) -> str:
+        """Create and start a container; returns its id."""
+        ...
+
+    def stop(self, container_id: str, timeout: float) -> None: ...
+
+    def remove(self, container_id: str) -> None: ...
+
+    def close(self) -> None: ...

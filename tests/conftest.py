@@ -1,0 +1,3 @@
+"""Shared pytest setup. Fixtures for the real services live in `tests/support/` as plugins."""
+
+pytest_plugins: list[str] = []

@@ -1,0 +1,70 @@
+"""The catalog reducer: snapshot then events give the same catalog as a fresh snapshot."""
+
+import json
+
+from lbgen.core.catalog import CatalogState, catalog_from_snapshot
+from lbgen.ports import KeyValue, Snapshot, WatchEvent
+
+P = "/lbgen"
+
+
+def ep(port: int, health: str = "none", weight: int = 1) -> bytes:
+    return json.dumps({"address": "127.0.0.1", "port": port, "health": health, "weight": weight}).encode()
+
+
+def snap(revision: int, **items: bytes) -> Snapshot:
+    return Snapshot(revision, tuple(KeyValue(k.replace("__", "/"), v, revision) for k, v in items.items()))
+
+
+def test_snapshot_builds_sorted_services_and_rejects_bad_values() -> None:
+    snapshot = Snapshot(5, (
+        KeyValue(f"{P}/services/web/endpoints/b", ep(2), 3),
+        KeyValue(f"{P}/services/web/endpoints/a", ep(1), 4),
+        KeyValue(f"{P}/services/api/spec", b'{"listen": 9000}', 2),
+        KeyValue(f"{P}/services/api/endpoints/x", b"{bad", 2),
+        KeyValue(f"{P}/lb/node1", b"{}", 2),
+        KeyValue(f"{P}/unrelated", b"", 2),
+    ))
+    catalog, rejected = catalog_from_snapshot(P, snapshot)
+    assert catalog.revision == 5
+    assert [s.name for s in catalog.services] == ["api", "web"]
+    assert [e.id for e in catalog.service("web").all_endpoints] == ["a", "b"]
+    assert catalog.service("api").spec == {"listen": 9000}
+    assert catalog.service("api").all_endpoints == ()
+    assert [r.key for r in rejected] == [f"{P}/services/api/endpoints/x"]
+
+
+def test_events_update_only_what_changed() -> None:
+    state = CatalogState(P)
+    state.load(Snapshot(1, (KeyValue(f"{P}/services/web/endpoints/a", ep(1), 1),)))
+    first = state.catalog()
+    state.apply([
+        WatchEvent("put", f"{P}/services/web/endpoints/b", ep(2, "starting"), 2),
+        WatchEvent("put", f"{P}/services/db/endpoints/z", ep(3), 3),
+        WatchEvent("delete", f"{P}/services/db/endpoints/z", b"", 4),
+    ])
+    catalog = state.catalog()
+    assert catalog.revision == 4
+    assert [s.name for s in catalog.services] == ["web"]
+    web = catalog.service("web")
+    assert [e.id for e in web.all_endpoints] == ["a", "b"]
+    assert [e.id for e in web.served()] == ["a"]
+    assert first.service("web").all_endpoints[0] is web.all_endpoints[0]
+
+
+def test_a_bad_put_replaces_the_old_value_and_is_remembered() -> None:
+    state = CatalogState(P)
+    key = f"{P}/services/web/endpoints/a"
+    state.apply([WatchEvent("put", key, ep(1), 1)])
+    rejected = state.apply([WatchEvent("put", key, b'{"address": "x;y", "port": 1}', 2)])
+    assert [r.key for r in rejected] == [key] and state.rejected[0].reason.startswith("address")
+    assert state.catalog().services == ()
+    state.apply([WatchEvent("delete", key, b"", 3)])
+    assert state.rejected == []
+
+
+def test_weight_zero_is_registered_but_not_served() -> None:
+    state = CatalogState(P)
+    state.apply([WatchEvent("put", f"{P}/services/web/endpoints/a", ep(1, weight=0), 1)])
+    web = state.catalog().service("web")
+    assert len(web.all_endpoints) == 1 and web.served() == ()
