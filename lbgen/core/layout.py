@@ -72,15 +72,33 @@ class IdentityMemo:
         self._entries, self._used = self._used, {}
 
 
-_VIEWS = IdentityMemo()
-_SLOTS = IdentityMemo()
+class _Memos:
+    """The views and slot lists of the catalog being rendered, and of the one rendered before.
+
+    Every target of one pass renders the same `Catalog` object, so the memos are swept only when
+    a new catalog arrives: then they keep what the previous pass used and drop the rest.
+    """
+
+    def __init__(self) -> None:
+        self.catalog: Catalog | None = None
+        self.views = IdentityMemo()
+        self.slots = IdentityMemo()
+
+    def start(self, catalog: Catalog) -> None:
+        if catalog is not self.catalog:
+            self.views.sweep()
+            self.slots.sweep()
+            self.catalog = catalog
+
+
+_MEMOS = _Memos()
 
 
 def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
     """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order)."""
-    _VIEWS.sweep()
-    _SLOTS.sweep()
-    return tuple(_VIEWS.get(s, served_health, lambda s=s: _view(s, served_health)) for s in catalog.services)
+    _MEMOS.start(catalog)
+    views = _MEMOS.views
+    return tuple(views.get(s, served_health, lambda s=s: _view(s, served_health)) for s in catalog.services)
 
 
 def _view(service: Service, served_health: frozenset[str]) -> ServiceView:
@@ -229,7 +247,18 @@ class Slot(NamedTuple):
     port: int
     weight: int
     enabled: bool
-    endpoint_id: str = ""
+    endpoint_id: str
+    addr: Verbatim  # `address:port` as both LBs write it (see `host_port`)
+
+
+def host_port(address: str, port: int) -> Verbatim:
+    """`address:port`, IPv6 in brackets. `address` was validated by `schema.check_address`."""
+    return Verbatim(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _slot_name(number: int) -> Verbatim:
+    return Verbatim(f"slot{number}")
 
 
 PLACEHOLDER_ADDRESS = "127.0.0.1"
@@ -246,7 +275,8 @@ def slot_count(endpoints: int, minimum: int) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def _free_slot(number: int) -> Slot:
-    return Slot(f"slot{number}", PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT, 1, False)
+    placeholder = host_port(PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT)
+    return Slot(_slot_name(number), PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT, 1, False, "", placeholder)
 
 
 def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
@@ -256,14 +286,14 @@ def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
     (unhealthy, starting, weight 0) are rendered `disabled`, so a health change only flips one
     slot's state. The remaining slots are disabled placeholders. Slot names are `slot1..slotN`.
     """
-    return _SLOTS.get(service, minimum, lambda: _slots(service, minimum))
+    return _MEMOS.slots.get(service, minimum, lambda: _slots(service, minimum))
 
 
 def _slots(service: ServiceView, minimum: int) -> tuple[Slot, ...]:
     served = {e.id for e in service.endpoints}
     count = slot_count(len(service.all_endpoints), minimum)
     filled = [
-        Slot(f"slot{i}", e.address, e.port, e.weight, e.id in served, e.id)
+        Slot(_slot_name(i), e.address, e.port, e.weight, e.id in served, e.id, host_port(e.address, e.port))
         for i, e in enumerate(service.all_endpoints, start=1)
     ]
     return (*filled, *map(_free_slot, range(len(filled) + 1, count + 1)))

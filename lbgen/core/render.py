@@ -20,7 +20,9 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from lbgen.core import layout as lay
-from lbgen.core.layout import Verbatim, default_backend, haproxy_rules, layout, service_views, slots
+from lbgen.core.layout import (
+    Verbatim, default_backend, haproxy_rules, host_port, layout, service_views, slots,
+)
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
@@ -67,14 +69,9 @@ def haproxy_quote(value: Any) -> Verbatim:
     return Verbatim(f"'{text}'")
 
 
-def hostport(endpoint: Endpoint | lay.Slot) -> Verbatim:
-    """`address:port`, with IPv6 addresses in brackets (both nginx and HAProxy accept that form).
-
-    The address was validated by `schema.check_address` (an IP or an RFC 1123 host name).
-    """
-    if ":" in endpoint.address:
-        return Verbatim(f"[{endpoint.address}]:{endpoint.port}")
-    return Verbatim(f"{endpoint.address}:{endpoint.port}")
+def hostport(endpoint: Endpoint) -> Verbatim:
+    """`address:port`, with IPv6 addresses in brackets (both nginx and HAProxy accept that form)."""
+    return host_port(endpoint.address, endpoint.port)
 
 
 def _guard_output(value: Any) -> Any:

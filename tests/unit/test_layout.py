@@ -107,14 +107,14 @@ def test_slots_follow_endpoint_ids_and_disable_the_unserved() -> None:
     )
     (view,) = service_views(Catalog(1, (Service("web", {}, endpoints),)), DEFAULT_SERVED_HEALTH)
     assert slots(view, 4) == (
-        Slot("slot1", "10.0.0.1", 80, 3, True, "a"),
-        Slot("slot2", "10.0.0.2", 80, 1, False, "b"),
-        Slot("slot3", "::1", 81, 0, False, "c"),
-        Slot("slot4", "10.0.0.4", 82, 1, True, "d"),
-        Slot("slot5", "10.0.0.5", 83, 1, False, "e"),
-        Slot("slot6", "127.0.0.1", 1, 1, False),
-        Slot("slot7", "127.0.0.1", 1, 1, False),
-        Slot("slot8", "127.0.0.1", 1, 1, False),
+        Slot("slot1", "10.0.0.1", 80, 3, True, "a", "10.0.0.1:80"),
+        Slot("slot2", "10.0.0.2", 80, 1, False, "b", "10.0.0.2:80"),
+        Slot("slot3", "::1", 81, 0, False, "c", "[::1]:81"),
+        Slot("slot4", "10.0.0.4", 82, 1, True, "d", "10.0.0.4:82"),
+        Slot("slot5", "10.0.0.5", 83, 1, False, "e", "10.0.0.5:83"),
+        Slot("slot6", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+        Slot("slot7", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+        Slot("slot8", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
     )
 
 
@@ -128,3 +128,14 @@ def test_unchanged_services_reuse_their_views_and_slots() -> None:
     assert second[1] is not first[1] and [e.id for e in second[1].endpoints] == ["b"]
     third = service_views(Catalog(3, (same,)), frozenset({"healthy"}))
     assert third[0] is not first[0] and third[0].endpoints == ()
+
+
+def test_targets_of_one_pass_share_the_memo_across_passes() -> None:
+    web = Service("web", {}, (Endpoint("a", "127.0.0.1", 1),))
+    first_pass = Catalog(1, (web,))
+    (view,) = service_views(first_pass, DEFAULT_SERVED_HEALTH)  # target 1 (no slots used)
+    first_slots = slots(service_views(first_pass, DEFAULT_SERVED_HEALTH)[0])  # target 2
+    second_pass = Catalog(2, (web, Service("api", {}, ())))
+    service_views(second_pass, DEFAULT_SERVED_HEALTH)  # target 1 again: must not forget the slots
+    assert slots(service_views(second_pass, DEFAULT_SERVED_HEALTH)[0]) is first_slots
+    assert service_views(second_pass, DEFAULT_SERVED_HEALTH)[0] is view
