@@ -36,12 +36,13 @@ STOP_TIMEOUT = 30.0
 
 
 def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
+    """The kernel's start time of a live `pid` (field 22 of /proc/pid/stat), which tells a live
+    owner from a reused pid; None when there is no such process or only its zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] == "Z" else fields[19]
 
 
 class Dockerd:
