@@ -114,7 +114,7 @@ class Dockerd:
         """SIGTERM and wait for the exit (never sooner: containerd would be orphaned), then tidy up
         what it leaves: stray containerd/shims and mounts. Returns the seconds the stop took."""
         began = time.monotonic()
-        pid = self.proc.pid if self.proc else _read_pid(self.root / "dockerd.pid")
+        pid = self.proc.pid if self.proc else self._pid_from_file()
         if pid is not None and _signal(pid, signal.SIGTERM):
             if not _wait_exit(pid, self.proc, STOP_TIMEOUT):
                 log.warning("dockerd %s still running %ss after SIGTERM: killing it", pid, STOP_TIMEOUT)
@@ -124,6 +124,11 @@ class Dockerd:
         _kill_tree(_pids_mentioning(self.root / "exec"))
         _unmount_under(self.root)
         return time.monotonic() - began
+
+    def _pid_from_file(self) -> int | None:
+        """The pidfile's pid, if that process is still this daemon (a stale file's pid may be reused)."""
+        pid = _read_pid(self.root / "dockerd.pid")
+        return pid if pid in _pids_mentioning(self.root) else None
 
     def remove_all_containers(self) -> None:
         """Everything on this private daemon was created by the tests."""
