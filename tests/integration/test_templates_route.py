@@ -109,7 +109,7 @@ def setup(tmp_path: Path) -> Iterator[tuple[Catalog, dict[str, str], int, int]]:
     lb_http, lb_tcp, *backend_ports = free_ports(3 + len(SERVICES))
     owners: dict[str, str] = {}
     services = []
-    for (name, spec), port in zip(sorted(SERVICES.items()), backend_ports):
+    for (name, spec), port in zip(sorted(SERVICES.items()), backend_ports, strict=False):
         endpoints = () if name == "empty" else (Endpoint("e1", "127.0.0.1", port),)
         services.append(Service(name, {**spec, "listen": lb_http}, endpoints))
         owners[str(port)] = name
