@@ -65,7 +65,7 @@ class IdentityMemo:
         if hit is None or hit[0] is not source:
             hit = (source, compute())
         self._used[slot] = hit
-        return hit[1]  # type: ignore[no-any-return]
+        return hit[1]
 
     def sweep(self) -> None:
         """Keep only what was used since the last sweep."""
@@ -97,8 +97,8 @@ _MEMOS = _Memos()
 def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
     """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order)."""
     _MEMOS.start(catalog)
-    views = _MEMOS.views
-    return tuple(views.get(s, served_health, lambda s=s: _view(s, served_health)) for s in catalog.services)
+    return tuple(_MEMOS.views.get(s, served_health, functools.partial(_view, s, served_health))
+                 for s in catalog.services)
 
 
 def _view(service: Service, served_health: frozenset[str]) -> ServiceView:

@@ -38,7 +38,8 @@ CASES = {
     "to-zero-off": (catalog(web=10, api=1), catalog(web=10), Guard(to_zero=False), 0, True, ""),
     "guard-off": (catalog(web=3), catalog(), GUARD_OFF, 0, True, ""),
     "held-long-enough": (catalog(web=3), catalog(), Guard(hold_max=60), 60, True,
-                         "served endpoints would drop from 3 to 0 (more than 50% at once); applied after holding it 1m"),
+                         "served endpoints would drop from 3 to 0 (more than 50% at once); "
+                         "applied after holding it 1m"),
     "held-not-long-enough": (catalog(web=3), catalog(), Guard(hold_max=60), 59.9, False, "served endpoints"),
     "hold-forever": (catalog(web=3), catalog(), Guard(hold_max=0), 1e9, False, "served endpoints"),
     "empty-before-is-no-drop": (catalog(web=(2, "starting")), catalog(), Guard(), 0, True, ""),

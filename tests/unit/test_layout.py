@@ -13,7 +13,8 @@ from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 
 
 def views(**specs: dict[str, Any]) -> tuple:
-    services = tuple(Service(name, spec, (Endpoint("e1", "127.0.0.1", 1000),)) for name, spec in sorted(specs.items()))
+    endpoints = (Endpoint("e1", "127.0.0.1", 1000),)
+    services = tuple(Service(name, spec, endpoints) for name, spec in sorted(specs.items()))
     return service_views(Catalog(1, services), DEFAULT_SERVED_HEALTH)
 
 
@@ -48,21 +49,23 @@ def test_hosts_with_identical_routes_share_one_server() -> None:
 @pytest.mark.parametrize("specs, conflict", [
     ({"a": {"listen": 80, "hosts": ["x.test"]}, "b": {"listen": 80, "hosts": ["x.test"], "path": "/"}},
      "b: route x.test:80/ is taken by a"),
-    ({"a": {"listen": 80, "path": "/api"}, "b": {"listen": 80, "path": "/api/"}}, "b: route any host:80/api is taken by a"),
+    ({"a": {"listen": 80, "path": "/api"}, "b": {"listen": 80, "path": "/api/"}},
+     "b: route any host:80/api is taken by a"),
     ({"a": {"listen": 5432, "mode": "tcp"}, "b": {"listen": 5432}}, "b: port 5432 is taken by tcp service a"),
     ({"a": {"listen": 80}, "b": {"listen": 80, "mode": "tcp"}}, "b: port 80 is taken by http service a"),
-    ({"a": {"listen": 5432, "mode": "tcp"}, "b": {"listen": 5432, "mode": "tcp"}}, "b: port 5432 is taken by tcp service a"),
+    ({"a": {"listen": 5432, "mode": "tcp"}, "b": {"listen": 5432, "mode": "tcp"}},
+     "b: port 5432 is taken by tcp service a"),
 ], ids=["same-host-and-path", "same-path-trailing-slash", "tcp-port-first", "http-port-first", "two-tcp"])
 def test_conflicts_keep_the_first_service_by_name(specs: dict, conflict: str) -> None:
     lb = layout(views(**specs))
     assert lb.conflicts == (conflict,)
-    rendered = {r.service.name for l in lb.http for v in l.hosts for r in v.routes} | {l.service.name for l in lb.tcp}
-    assert rendered == {"a"}
+    http = {r.service.name for listener in lb.http for v in listener.hosts for r in v.routes}
+    assert http | {listener.service.name for listener in lb.tcp} == {"a"}
 
 
 def test_tcp_listener_carries_its_service() -> None:
     lb = layout(views(db={"listen": 5432, "mode": "tcp"}))
-    assert [(l.port, l.mode, l.service.name) for l in lb.tcp] == [(5432, "tcp", "db")]
+    assert [(t.port, t.mode, t.service.name) for t in lb.tcp] == [(5432, "tcp", "db")]
 
 
 def test_haproxy_rules_match_in_nginx_order() -> None:

@@ -19,7 +19,8 @@ CASES = {
     "off-renders-each-change": (Wait(0, 0), [("change", 5), ("due", 5, True), ("change", 6), ("due", 6, True)]),
     "nothing-pending": (Wait(1, 4), [("due", 100, False), ("sleep", 100, None)]),
     "sleep-until-min": (Wait(1, 4), [("change", 0), ("sleep", 0.25, 0.75)]),
-    "sleep-until-max": (Wait(1, 4), [("change", 0), ("change", 1), ("change", 2), ("change", 3.5), ("sleep", 3.5, 0.5)]),
+    "sleep-until-max": (Wait(1, 4), [("change", 0), ("change", 1), ("change", 2), ("change", 3.5),
+                                     ("sleep", 3.5, 0.5)]),
     "overdue-sleeps-zero": (Wait(1, 4), [("change", 0), ("sleep", 7, 0.0), ("due", 7, True)]),
 }
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -92,7 +91,8 @@ def test_context_is_services_vars_and_revision() -> None:
         "42 hi\napi 81 served=b:10.0.0.2:80:1:healthy:n1:t:v; all=b,c\nweb - served= all=a\n"
     )
     unhealthy_too = frozenset({"healthy", "unhealthy"})
-    assert "served=b:10.0.0.2:80:1:healthy:n1:t:v;c:10.0.0.3:80:1:unhealthy::" in render(source, catalog, target(greeting="hi"), unhealthy_too)
+    rendered = render(source, catalog, target(greeting="hi"), unhealthy_too)
+    assert "served=b:10.0.0.2:80:1:healthy:n1:t:v;c:10.0.0.3:80:1:unhealthy::" in rendered
 
 
 @pytest.mark.parametrize("source, message", [
