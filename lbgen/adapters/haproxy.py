@@ -34,7 +34,8 @@ _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, B
 class HaproxyControl:
     """`lbgen.ports.LbControl` for one HAProxy master, through its master CLI socket."""
 
-    default_check = ("haproxy", "-c", "-q", "-f", "{staged}")
+    # Not `-q`: with it, `haproxy -c` also hides the errors that say why a config is invalid.
+    default_check = ("haproxy", "-c", "-f", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
