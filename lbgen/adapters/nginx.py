@@ -29,7 +29,7 @@ from typing import Iterator
 
 from lbgen.adapters import process as procfs
 from lbgen.core.settings import Target
-from lbgen.errors import ApplyError, ConfigError
+from lbgen.errors import ApplyError
 from lbgen.ports import Clock, Generation
 
 log = logging.getLogger(__name__)
@@ -60,14 +60,18 @@ class NginxControl:
         The shadow sits beside the main config (hidden) so relative paths resolve as they will
         live: nginx resolves them against the directory of the `-c` file.
         """
-        if self._main_config is None:
+        dest = Path(os.path.realpath(self._target.dest))
+        if self._main_config is None or Path(os.path.realpath(self._main_config)) == dest:
             yield staged
             return
-        text = shadow_main_config(self._main_config, Path(os.path.realpath(self._target.dest)), staged)
-        fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
+        text = shadow_main_config(self._main_config, dest, staged)
         try:
+            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
+        except OSError as e:
+            raise ApplyError(f"{self._target.name}: write a shadow of {self._main_config}: {e}") from e
+        try:
             yield Path(name)
         finally:
             Path(name).unlink(missing_ok=True)
@@ -80,7 +84,10 @@ class NginxControl:
         pid = self._master_pid()
         if pid is None:
             raise ApplyError(f"{self._target.name}: nginx is not running (no pid in {self._pid_file})")
-        os.kill(pid, signal.SIGHUP)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as e:
+            raise ApplyError(f"{self._target.name}: signal nginx master {pid}: {e}") from e
 
     def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
         """Wait until the master has handled SIGHUP; the reload took if it started new workers."""
@@ -112,13 +119,13 @@ def shadow_main_config(main_config: Path, dest: Path, staged: Path) -> str:
     """`main_config`'s text with the `include` that loads `dest` loading `staged` instead.
 
     A glob include (`conf.d/*.conf`) becomes one include per file it matches, in nginx's (sorted)
-    order, with dest swapped for the candidate; the other fragments stay in. `ConfigError` when no
-    include of the main config matches dest.
+    order, with dest swapped for the candidate; the other fragments stay in. `ApplyError` when no
+    include of the main config matches dest (`vars.main_config` is then wrong).
     """
     try:
         text = main_config.read_text()
     except OSError as e:
-        raise ConfigError(f"vars.main_config: cannot read {main_config}: {e}") from e
+        raise ApplyError(f"vars.main_config: cannot read {main_config}: {e}") from e
     found = False
 
     def swap(match: re.Match[str]) -> str:
@@ -132,7 +139,7 @@ def shadow_main_config(main_config: Path, dest: Path, staged: Path) -> str:
 
     shadow = _INCLUDE_RE.sub(swap, text)
     if not found:
-        raise ConfigError(f"vars.main_config: {main_config} has no include that loads {dest}")
+        raise ApplyError(f"vars.main_config: {main_config} has no include that loads {dest}")
     return shadow
 
 

@@ -94,7 +94,7 @@ def nginx_conf(lb_dir: Path, port: int, http: str) -> str:
     """A whole nginx.conf whose every path is under `lb_dir`; `http` is the http{} body."""
     temp = " ".join(f"{k}_temp_path {lb_dir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return (
-        f"worker_processes 1;\npid {lb_dir}/nginx.pid;\nerror_log {lb_dir}/error.log;\n"
+        f"worker_processes 1;\npid {lb_dir}/nginx.pid;\nerror_log {lb_dir}/error.log notice;\n"
         "events { worker_connections 64; }\n"
         f"http {{\n  access_log off;\n  {temp}\n{http}\n}}\n"
     )
