@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MASTER_SOCKET = "/run/haproxy-master.sock"
 _POLL_SECONDS = 0.01
-_IO_TIMEOUT = 2.0
+# Per attempt: a connection accepted while the master re-executes can hang unanswered; retry sooner.
+_IO_TIMEOUT = 0.25
 _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, BrokenPipeError, socket.timeout)
 
 
