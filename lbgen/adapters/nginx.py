@@ -43,7 +43,7 @@ _INCLUDE_RE = re.compile(r"""^(?P<indent>[ \t]*)include[ \t]+(?P<arg>"[^"]*"|'[^
 class NginxControl:
     """`lbgen.ports.LbControl` for one nginx master, found through its pid file."""
 
-    default_check = ("nginx", "-t", "-q", "-c", "{staged}")
+    default_check: tuple[str, ...] = ("nginx", "-t", "-q", "-c", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
