@@ -27,14 +27,16 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MASTER_SOCKET = "/run/haproxy-master.sock"
 _POLL_SECONDS = 0.01
-_IO_TIMEOUT = 2.0
+# Per attempt: a connection accepted while the master re-executes can hang unanswered; retry sooner.
+_IO_TIMEOUT = 0.25
 _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, BrokenPipeError, socket.timeout)
 
 
 class HaproxyControl:
     """`lbgen.ports.LbControl` for one HAProxy master, through its master CLI socket."""
 
-    default_check = ("haproxy", "-c", "-q", "-f", "{staged}")
+    # Not `-q`: with it, `haproxy -c` also hides the errors that say why a config is invalid.
+    default_check: tuple[str, ...] = ("haproxy", "-c", "-f", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target

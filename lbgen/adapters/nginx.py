@@ -29,7 +29,7 @@ from typing import Iterator
 
 from lbgen.adapters import process as procfs
 from lbgen.core.settings import Target
-from lbgen.errors import ApplyError, ConfigError
+from lbgen.errors import ApplyError
 from lbgen.ports import Clock, Generation
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ _INCLUDE_RE = re.compile(r"""^(?P<indent>[ \t]*)include[ \t]+(?P<arg>"[^"]*"|'[^
 class NginxControl:
     """`lbgen.ports.LbControl` for one nginx master, found through its pid file."""
 
-    default_check = ("nginx", "-t", "-q", "-c", "{staged}")
+    default_check: tuple[str, ...] = ("nginx", "-t", "-q", "-c", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
@@ -60,14 +60,18 @@ class NginxControl:
         The shadow sits beside the main config (hidden) so relative paths resolve as they will
         live: nginx resolves them against the directory of the `-c` file.
         """
-        if self._main_config is None:
+        dest = Path(os.path.realpath(self._target.dest))
+        if self._main_config is None or Path(os.path.realpath(self._main_config)) == dest:
             yield staged
             return
-        text = shadow_main_config(self._main_config, Path(os.path.realpath(self._target.dest)), staged)
-        fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
+        text = shadow_main_config(self._main_config, dest, staged)
         try:
+            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
+        except OSError as e:
+            raise ApplyError(f"{self._target.name}: write a shadow of {self._main_config}: {e}") from e
+        try:
             yield Path(name)
         finally:
             Path(name).unlink(missing_ok=True)
@@ -80,17 +84,24 @@ class NginxControl:
         pid = self._master_pid()
         if pid is None:
             raise ApplyError(f"{self._target.name}: nginx is not running (no pid in {self._pid_file})")
-        os.kill(pid, signal.SIGHUP)
+        try:
+            os.kill(pid, signal.SIGHUP)
+        except OSError as e:
+            raise ApplyError(f"{self._target.name}: signal nginx master {pid}: {e}") from e
 
     def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
-        """Wait until the master has handled SIGHUP; the reload took if it started new workers."""
+        """Wait until the master has handled SIGHUP; the reload took if it started new workers.
+
+        Where /proc cannot tell whether the master is idle (no `syscall` file, another
+        architecture), new workers prove success and a rejected reload is only known at `timeout`.
+        """
         deadline = self._clock.now() + timeout
         pid = before.master
         while True:
             if not procfs.alive(pid):
                 raise ApplyError(f"{self._target.name}: nginx master {pid} exited during the reload")
+            idle = _master_idle(pid)  # before the children: once idle, they are the final ones
             new = procfs.children(pid) - before.workers
-            idle = _master_idle(pid)
             if idle or (idle is None and new):
                 break
             if self._clock.now() >= deadline:
@@ -112,13 +123,13 @@ def shadow_main_config(main_config: Path, dest: Path, staged: Path) -> str:
     """`main_config`'s text with the `include` that loads `dest` loading `staged` instead.
 
     A glob include (`conf.d/*.conf`) becomes one include per file it matches, in nginx's (sorted)
-    order, with dest swapped for the candidate; the other fragments stay in. `ConfigError` when no
-    include of the main config matches dest.
+    order, with dest swapped for the candidate; the other fragments stay in. `ApplyError` when no
+    include of the main config matches dest (`vars.main_config` is then wrong).
     """
     try:
         text = main_config.read_text()
     except OSError as e:
-        raise ConfigError(f"vars.main_config: cannot read {main_config}: {e}") from e
+        raise ApplyError(f"vars.main_config: cannot read {main_config}: {e}") from e
     found = False
 
     def swap(match: re.Match[str]) -> str:
@@ -132,7 +143,7 @@ def shadow_main_config(main_config: Path, dest: Path, staged: Path) -> str:
 
     shadow = _INCLUDE_RE.sub(swap, text)
     if not found:
-        raise ConfigError(f"vars.main_config: {main_config} has no include that loads {dest}")
+        raise ApplyError(f"vars.main_config: {main_config} has no include that loads {dest}")
     return shadow
 
 

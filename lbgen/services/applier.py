@@ -67,10 +67,10 @@ class _Outcome:
     error: str | None = None
     output: str = ""
 
-    def fields(self) -> dict[str, object]:
+    def applied_to(self, result: TargetResult) -> TargetResult:
         if self.error is None:
-            return {"reloaded": self.reloaded}
-        return {"rolled_back": self.rolled_back, "step": "reload", "error": self.error, "output": self.output}
+            return replace(result, reloaded=self.reloaded)
+        return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
 
 
 def no_controls(target: Target) -> LbControl | None:
@@ -93,7 +93,7 @@ class Applier:
         for group in self._reload_groups(written):
             outcome = self._reload_group(group)
             for target in group:
-                results[target.name] = replace(results[target.name], **outcome.fields())
+                results[target.name] = outcome.applied_to(results[target.name])
         return list(results.values())
 
     def preview(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[Preview]:
@@ -101,11 +101,11 @@ class Applier:
         previews = []
         for target in (t for t in targets if t.name in rendered):
             text = rendered[target.name]
-            diff = unified_diff(target, self._files.read(target), text)
             try:
+                diff = unified_diff(target, self._files.read(target), text)
                 staged = self._files.stage(target, text)
             except ApplyError as e:
-                previews.append(Preview(target.name, diff, False, str(e)))
+                previews.append(Preview(target.name, "", False, str(e)))
                 continue
             try:
                 self._check(target, staged)
@@ -119,13 +119,13 @@ class Applier:
     # --- writing ----------------------------------------------------------------------------------
 
     def _write(self, target: Target, text: str) -> TargetResult:
-        current = self._files.read(target)
-        if current == text:
-            log.debug("%s: unchanged", target.name)
-            return TargetResult(target.name)
-        diff = unified_diff(target, current, text)
-        step = "check"
+        step, diff = "check", ""
         try:
+            current = self._files.read(target)
+            if current == text:
+                log.debug("%s: unchanged", target.name)
+                return TargetResult(target.name)
+            diff = unified_diff(target, current, text)
             staged = self._files.stage(target, text)
             try:
                 self._check(target, staged)
@@ -152,12 +152,15 @@ class Applier:
     # --- reloading --------------------------------------------------------------------------------
 
     def _reload_groups(self, targets: Sequence[Target]) -> list[list[Target]]:
-        """Targets grouped by the reload they need (same argv, or same running LB), first-seen order."""
+        """Targets grouped by the reload they need (same argv, or same running LB), first-seen order.
+        A target with neither a reload command nor a built-in one is only written."""
         groups: dict[tuple[str, ...], list[Target]] = {}
         for target in targets:
             control = self._controls(target)
-            key = target.reload or ((control.key,) if control else ("", target.name))
-            groups.setdefault(key, []).append(target)
+            if target.reload:
+                groups.setdefault(target.reload, []).append(target)
+            elif control:
+                groups.setdefault((control.key,), []).append(target)
         return list(groups.values())
 
     def _reload_group(self, group: list[Target]) -> _Outcome:

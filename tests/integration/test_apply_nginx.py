@@ -42,7 +42,7 @@ def test_a_good_change_starts_new_workers_that_serve_the_new_backend(
     [result] = applier.apply([lb.target()], {"nginx": nginx_proxy(lb.dir, lb.port, new.port)})
     assert (result.ok, result.wrote, result.reloaded) == (True, True, True), result.error
     assert workers(lb).isdisjoint(before) and workers(lb)
-    assert get(lb.port) == "new", "the reload is verified, so the very next request sees the new config"
+    serves(lb.port, "new", timeout=1.0)  # verified: the old workers have been told to stop listening
 
 
 def test_a_config_failing_the_check_leaves_dest_and_nginx_untouched(
@@ -119,6 +119,27 @@ def test_a_conf_d_fragment_is_validated_inside_a_shadow_of_the_main_config(
     assert site.read_text() == _site(lb.port, "new") and get(lb.port) == "new"
     assert sorted(os.listdir(lb.dir / "conf.d")) == [".site.conf.lkg", "0-upstreams.conf", "site.conf"]
     assert not [name for name in os.listdir(lb.dir) if name.endswith(".shadow")]
+
+
+def test_the_main_config_and_a_fragment_of_one_nginx_changed_together_reload_it_once(
+    nginx_lb: StartNginx, backend: Callable[[str], Backend], applier: Applier
+) -> None:
+    old, new = backend("old"), backend("new")
+
+    def main(lb_dir: Path, port: int) -> str:
+        (lb_dir / "conf.d").mkdir()
+        (lb_dir / "conf.d" / "site.conf").write_text(_site(port, f"127.0.0.1:{old.port}"))
+        return nginx_conf(lb_dir, port, "  include conf.d/*.conf;")
+
+    lb = nginx_lb(main)
+    site = lb.dir / "conf.d" / "site.conf"
+    facts = {"pid": str(lb.pid_file), "main_config": str(lb.conf)}
+    targets = [lb.target(), lb.target(name="site", dest=str(site), vars=facts)]
+    rendered = {"nginx": lb.conf.read_text() + "# v2\n", "site": _site(lb.port, f"127.0.0.1:{new.port}")}
+    results = applier.apply(targets, rendered)
+    assert [(r.wrote, r.reloaded) for r in results] == [(True, True), (True, True)], results
+    assert lb.log().count("(SIGHUP) received") == 1
+    serves(lb.port, "new", timeout=1.0)
 
 
 def test_dry_run_gives_nginx_t_verdicts_and_touches_nothing(

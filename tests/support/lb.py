@@ -29,7 +29,7 @@ from lbgen.adapters.haproxy import HaproxyControl
 from lbgen.adapters.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.core.settings import Target
-from lbgen.ports import LbControl
+from lbgen.ports import Clock, LbControl
 from lbgen.services.applier import Applier
 from tests.support.util import free_port, wait_until
 
@@ -69,7 +69,7 @@ class Lb:
 
 def real_controls(target: Target) -> LbControl | None:
     """The wiring the CLI does: the built-in control of the target's kind."""
-    kinds = {"nginx": NginxControl, "haproxy": HaproxyControl}
+    kinds: dict[str, Callable[[Target, Clock], LbControl]] = {"nginx": NginxControl, "haproxy": HaproxyControl}
     factory = kinds.get(target.kind)
     return factory(target, SystemClock()) if factory else None
 
@@ -94,7 +94,7 @@ def nginx_conf(lb_dir: Path, port: int, http: str) -> str:
     """A whole nginx.conf whose every path is under `lb_dir`; `http` is the http{} body."""
     temp = " ".join(f"{k}_temp_path {lb_dir}/{k};" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     return (
-        f"worker_processes 1;\npid {lb_dir}/nginx.pid;\nerror_log {lb_dir}/error.log;\n"
+        f"worker_processes 1;\npid {lb_dir}/nginx.pid;\nerror_log {lb_dir}/error.log notice;\n"
         "events { worker_connections 64; }\n"
         f"http {{\n  access_log off;\n  {temp}\n{http}\n}}\n"
     )

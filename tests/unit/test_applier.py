@@ -173,6 +173,14 @@ def test_a_target_without_check_goes_live_unvalidated(tmp_path: Path) -> None:
     assert result.ok and runner.ran("check") == 0 and Path(target.dest).read_text() == NEW
 
 
+def test_a_target_without_any_reload_is_only_written(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    target = make_target(tmp_path, reload=(), verify=("verify",))
+    [result] = Applier(LocalFiles(), runner).apply([target], {"lb": NEW})
+    assert (result.ok, result.wrote, result.reloaded) == (True, True, False)
+    assert [argv[0] for argv in runner.calls] == ["check"]
+
+
 # --- the built-in reload of a kind (LbControl) ---------------------------------------------------
 
 
