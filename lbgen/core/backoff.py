@@ -1,18 +1,26 @@
-"""Retry delays: exponential, capped low, with caller-supplied jitter.
+"""Retry delays for reconnecting to the registry (and anything else that retries).
 
-The cap is seconds, not minutes: confd inherited gRPC's 120 s reconnect cap and applied changes
-91 s after a 5-minute etcd outage (FIELD.md). lbgen must converge within a few seconds of a
-backend coming back, so it retries at most every `cap` seconds.
+Capped low on purpose: gRPC's own reconnect backoff grows to 120 s, and confd, which relies on it,
+took 91 s to notice etcd was back after a 5-minute outage (confd 0.16, etcd 3.4, measured). A retry every few
+seconds costs an etcd nothing; a load balancer serving a stale config for a minute and a half does.
 """
 
 from __future__ import annotations
 
+DEFAULT_BASE = 0.2
+DEFAULT_CAP = 3.0
 
-def backoff(attempt: int, base: float = 0.2, cap: float = 3.0, jitter: float = 0.0) -> float:
-    """Delay before retry number `attempt` (0-based): `base * 2**attempt`, at most `cap`.
 
-    `jitter` in [0, 1) spreads a fleet's retries: the delay is scaled into [d/2, d). Pass
-    `random.random()`; tests pass a fixed value (the core reads no randomness itself).
+def backoff(attempt: int, jitter: float, base: float = DEFAULT_BASE, cap: float = DEFAULT_CAP) -> float:
+    """Seconds to wait before retry number `attempt` (0 = the first retry).
+
+    Exponential from `base`, capped at `cap`, then spread over [½, 1] of that by `jitter` (a number
+    in [0, 1) the caller draws, so a fleet of watchers does not reconnect in lockstep and this
+    function stays pure).
     """
-    delay = min(cap, base * 2 ** min(attempt, 32))
-    return delay * (1 - jitter / 2) if jitter else delay
+    if attempt < 0:
+        raise ValueError(f"attempt {attempt}: must be 0 or more")
+    if not 0.0 <= jitter < 1.0:
+        raise ValueError(f"jitter {jitter}: must be in [0, 1)")
+    delay = min(cap, base * 2.0 ** min(attempt, 32))
+    return delay * (0.5 + 0.5 * jitter)

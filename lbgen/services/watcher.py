@@ -121,7 +121,7 @@ class Watcher:
                 if self._stopping.is_set():
                     return
                 self._queue.put(_Disconnected(str(e)))
-                delay = backoff(attempt, *self._retry, jitter=random.random())
+                delay = backoff(attempt, random.random(), *self._retry)
                 attempt += 1
                 self._stopping.wait(delay)
 
@@ -255,6 +255,6 @@ class Watcher:
         self.status.last_error = f"{target.name}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
-        delay = backoff(attempt, *self._retry, jitter=random.random())
+        delay = backoff(attempt, random.random(), *self._retry)
         self._retry_at[target.name] = self._clock.now() + delay
         log.error("%s: revision %s not applied (retry in %.1fs): %s", target.name, self._state.revision, delay, error)
