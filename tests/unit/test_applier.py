@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.files import LocalFiles, lkg_path
+from lbgen.adapters.process import SubprocessRunner
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.ports import CommandResult, Generation
@@ -264,3 +267,24 @@ def test_a_bind_mounted_dest_is_written_in_place_and_rolled_back_in_place(
     [failed] = Applier(LocalFiles(), FakeRunner(failing("reload"))).apply([target], {"lb": "third\n"})
     assert failed.rolled_back and bind_mounted.read_text() == NEW
     assert leftovers(tmp_path) == []
+
+
+# --- the real runner ----------------------------------------------------------------------------
+
+
+def test_the_runner_combines_output_and_reports_the_exit_code() -> None:
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=10)
+    assert (result.returncode, sorted(result.output.split())) == (3, ["err", "out"])
+
+
+def test_the_runner_does_not_wait_for_a_daemon_the_command_left_behind() -> None:
+    script = "import subprocess; subprocess.Popen(['sleep', '2'], start_new_session=True)"
+    started = time.monotonic()
+    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=3)
+    assert result.ok and time.monotonic() - started < 1.5, "waited for the daemon's stdout"
+
+
+def test_a_missing_program_is_a_failed_command_not_a_crash() -> None:
+    result = SubprocessRunner().run(["/nonexistent/lbgen-reload"], timeout=1)
+    assert result.returncode == 127 and "cannot run" in result.output
