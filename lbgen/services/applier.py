@@ -191,7 +191,7 @@ class Applier:
             self._run(target, target.reload)
         elif control:
             if before is None:
-                raise ApplyError(f"{target.name}: the {target.kind} LB is not running: nothing to reload")
+                raise ApplyError(f"{target.name}: no running {target.kind} found (vars.pid / vars.master_socket)")
             control.signal_reload()
         if control and before is not None:
             _wait(control, before, target)
