@@ -194,7 +194,8 @@ class Applier:
             self._run(target, target.reload)
         elif control:
             if before is None:
-                log.warning("%s: the %s LB is not running: config written, not reloaded", target.name, target.kind)
+                log.warning("%s: no running %s found (vars.pid / vars.master_socket): config written, not reloaded",
+                            target.name, target.kind)
                 return False
             control.signal_reload()
         if control and before is not None:
