@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration
-from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
+from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list, load_yaml
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
 from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
@@ -112,6 +112,11 @@ class Settings:
     @property
     def registry_is_file(self) -> bool:
         return self.registry[0].startswith("file:")
+
+
+def settings_from_yaml(text: str, path: str) -> Settings:
+    """Settings from the text of the file at `path` (relative paths resolve against its directory)."""
+    return parse_settings(load_yaml(text, path), posixpath.dirname(path) or ".")
 
 
 def parse_settings(data: Any, base_dir: str) -> Settings:

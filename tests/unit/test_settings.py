@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from lbgen.core.durations import format_duration, parse_duration
-from lbgen.core.settings import GUARD_OFF, Guard, Wait, guess_kind, parse_settings, parse_wait
+from lbgen.core.settings import (
+    GUARD_OFF, Guard, Wait, guess_kind, parse_settings, parse_wait, settings_from_yaml,
+)
 from lbgen.errors import ConfigError
 
 from tests.unit.catalogs import ROOT
@@ -195,5 +197,23 @@ def test_yaml_octal_mode_is_read_as_written() -> None:
 @pytest.mark.parametrize("path", ["examples/lbgen.yaml", "nginx/lbgen.yaml", "haproxy/lbgen.yaml"])
 def test_shipped_settings_files_are_valid(path: str) -> None:
     file = ROOT / path
-    settings = parse_settings(yaml.safe_load(file.read_text()), str(file.parent))
-    assert settings.targets
+    settings = settings_from_yaml(file.read_text(), str(file))
+    assert settings.targets and all(t.check and t.reload for t in settings.targets)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("registry: etcd://a:1\nregistry: etcd://b:1\n", "/etc/lbgen/lbgen.yaml:2:1: duplicate key 'registry'"),
+    ("targets:\n  - name: x\n    name: y\n", "/etc/lbgen/lbgen.yaml:3:5: duplicate key 'name'"),
+    ("targets: [\n", "/etc/lbgen/lbgen.yaml:2:1: expected the node content"),
+    ("wait: a: b\n", "/etc/lbgen/lbgen.yaml:1:8: mapping values are not allowed here"),
+    ("", "settings: expected a mapping, got NoneType"),
+], ids=["duplicate-top-level", "duplicate-nested", "unclosed", "bad-mapping", "empty-file"])
+def test_yaml_problems_name_file_line_and_column(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from_yaml(text, "/etc/lbgen/lbgen.yaml")
+    assert str(caught.value).startswith(message)
+
+
+def test_settings_from_yaml_resolves_against_the_file_directory() -> None:
+    text = yaml.safe_dump(BASE).replace("templates/nginx.conf.j2", "t/n.j2")
+    assert settings_from_yaml(text, "/etc/lbgen/lbgen.yaml").targets[0].template == "/etc/lbgen/t/n.j2"
