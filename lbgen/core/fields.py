@@ -1,15 +1,9 @@
-"""Reading YAML settings files: parse errors with file:line, duplicate keys refused, and nested
-mappings read with field paths in every error (`targets[1].reload: ...`).
-
-Pure: callers read the file and pass its text.
-"""
+"""Reading nested settings mappings with field paths in every error (`targets[1].reload: ...`)."""
 
 from __future__ import annotations
 
 import difflib
 from typing import Any, Callable, TypeVar
-
-import yaml
 
 from lbgen.errors import ConfigError
 
@@ -78,33 +72,3 @@ def expect_str_list(value: Any) -> tuple[str, ...]:
         raise ValueError("expected a list of strings")
     return tuple(value)
 
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader refusing duplicate keys: PyYAML keeps the last one silently, losing a setting."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def load_yaml(text: str, source: str) -> Any:
-    """Parse YAML `text` read from `source` (a path, for messages): `lbgen.yaml:7:3: duplicate key 'wait'`."""
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-        raise ConfigError(f"{where}: {e.problem or e.context}") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from e

@@ -1,6 +1,7 @@
 """Watcher settings (`lbgen.yaml`): the values, and their validation from an already-parsed YAML mapping.
 
-Loading is pure: the CLI reads and parses the file, then calls `parse_settings(data, base_dir)`.
+Loading is pure: the CLI reads and parses the file (`adapters.yaml_file.load_yaml`), then calls
+`parse_settings(data, base_dir)` with the file's directory.
 Every problem raises `ConfigError` naming the field path (`targets[1].reload: expected a list of
 strings`); unknown keys are errors too, since a typo silently ignored is a setting silently lost.
 """
@@ -14,15 +15,15 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration
-from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list, load_yaml
+from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
+from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
 KINDS = ("nginx", "haproxy", "generic")
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-_ENDPOINT_RE = re.compile(r"(etcd|http|https)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
 @dataclass(frozen=True)
@@ -114,11 +115,6 @@ class Settings:
         return self.registry[0].startswith("file:")
 
 
-def settings_from_yaml(text: str, path: str) -> Settings:
-    """Settings from the text of the file at `path` (relative paths resolve against its directory)."""
-    return parse_settings(load_yaml(text, path), posixpath.dirname(path) or ".")
-
-
 def parse_settings(data: Any, base_dir: str) -> Settings:
     """Validate a parsed `lbgen.yaml`; relative paths resolve against `base_dir` (the file's directory)."""
     root = Section(data, "")
@@ -150,21 +146,16 @@ def parse_wait(value: Any) -> Wait:
 
 
 def parse_registry(value: Any, resolve: Callable[[str], str]) -> tuple[str, ...]:
-    """One URL or a list of them (an etcd cluster): `etcd://h:p`, `http(s)://h:p`, or `file:path`."""
-    urls = expect_str_list(value) if isinstance(value, list) else (expect_str(value),)
-    if not urls:
-        raise ValueError("expected at least one registry address")
-    if any(u.startswith("file:") for u in urls):
-        if len(urls) > 1:
-            raise ValueError("a file: registry cannot be combined with other addresses")
-        return (f"file:{resolve(urls[0][len('file:'):])}",)
-    for url in urls:
-        match = _ENDPOINT_RE.fullmatch(url)
-        if not match or not 0 < int(match.group(3)) < 65536:
-            raise ValueError(f"{url!r}: expected etcd://host:port, https://host:port or file:path")
-    if len({u.split("://")[0] for u in urls}) > 1:
-        raise ValueError("every member of a cluster must use the same scheme")
-    return urls
+    """The registry URLs (see `registry_url`), normalised; a `file:` path resolved with `resolve`."""
+    if not isinstance(value, (str, list)):
+        raise ValueError(f"expected a URL or a list of URLs, got {value!r}")
+    try:
+        url = parse_registry_url(value)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix("registry ")) from e
+    if url.kind == "file":
+        return (f"file:{resolve(url.path)}",)
+    return tuple(str(url).split(","))
 
 
 def _resolver(base_dir: str) -> Callable[[str], str]:

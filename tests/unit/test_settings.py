@@ -9,9 +9,7 @@ import pytest
 import yaml
 
 from lbgen.core.durations import format_duration, parse_duration
-from lbgen.core.settings import (
-    GUARD_OFF, Guard, Wait, guess_kind, parse_settings, parse_wait, settings_from_yaml,
-)
+from lbgen.core.settings import GUARD_OFF, Guard, Wait, guess_kind, parse_settings, parse_wait
 from lbgen.errors import ConfigError
 
 from tests.unit.catalogs import ROOT
@@ -83,7 +81,8 @@ def test_full_target_and_top_level_fields() -> None:
     ("file:/var/lib/lbgen/registry.yaml", ("file:/var/lib/lbgen/registry.yaml",)),
     ("etcd://[::1]:2379", ("etcd://[::1]:2379",)),
     (["etcd://a:2379", "etcd://b:2379"], ("etcd://a:2379", "etcd://b:2379")),
-], ids=["relative-file", "absolute-file", "ipv6", "cluster"])
+    ("http://a:2379,http://b", ("etcd://a:2379", "etcd://b:2379")),
+], ids=["relative-file", "absolute-file", "ipv6", "cluster", "comma-list-and-default-port"])
 def test_registry_forms(registry: Any, expected: tuple[str, ...]) -> None:
     settings = parse_settings(with_("registry", registry), "/srv/lb")
     assert settings.registry == expected
@@ -137,10 +136,12 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets", {"name": "x"}), "targets: expected a list, got dict"),
     (with_("targets.0", "nginx"), "targets[0]: expected a mapping, got str"),
     (with_("registry", ...), "registry: required"),
-    (with_("registry", "127.0.0.1:2379"), "registry: '127.0.0.1:2379': expected etcd://host:port"),
-    (with_("registry", ["file:a.yaml", "etcd://b:1"]), "registry: a file: registry cannot be combined"),
-    (with_("registry", ["etcd://a:1", "https://b:1"]), "registry: every member of a cluster must use the same scheme"),
-    (with_("registry", "etcd://a:99999"), "registry: 'etcd://a:99999': expected"),
+    (with_("registry", "127.0.0.1:2379"), "registry: '127.0.0.1:2379': expected etcd://HOST:PORT"),
+    (with_("registry", ["file:a.yaml", "etcd://b:1"]), "registry: ['file:a.yaml', 'etcd://b:1']: a file registry"),
+    (with_("registry", ["etcd://a:1", "https://b:1"]), "registry: ['etcd://a:1', 'https://b:1']: mixes https://"),
+    (with_("registry", "etcd://a:99999"), "registry: 'etcd://a:99999': port '99999' is not a number"),
+    (with_("registry", 2379), "registry: expected a URL or a list of URLs, got 2379"),
+    (with_("registry", [2379]), "registry: [2379]: 2379 is not a string"),
     (with_("prefix", "/lb gen"), "prefix: prefix '/lb gen': only letters"),
     (with_("served_health", ["healthy", "ok"]), "served_health: expected a non-empty list of healthy"),
     (with_("served_health", []), "served_health: expected a non-empty list"),
@@ -197,23 +198,6 @@ def test_yaml_octal_mode_is_read_as_written() -> None:
 @pytest.mark.parametrize("path", ["examples/lbgen.yaml", "nginx/lbgen.yaml", "haproxy/lbgen.yaml"])
 def test_shipped_settings_files_are_valid(path: str) -> None:
     file = ROOT / path
-    settings = settings_from_yaml(file.read_text(), str(file))
+    settings = parse_settings(yaml.safe_load(file.read_text()), str(file.parent))
     assert settings.targets and all(t.check and t.reload for t in settings.targets)
 
-
-@pytest.mark.parametrize("text, message", [
-    ("registry: etcd://a:1\nregistry: etcd://b:1\n", "/etc/lbgen/lbgen.yaml:2:1: duplicate key 'registry'"),
-    ("targets:\n  - name: x\n    name: y\n", "/etc/lbgen/lbgen.yaml:3:5: duplicate key 'name'"),
-    ("targets: [\n", "/etc/lbgen/lbgen.yaml:2:1: expected the node content"),
-    ("wait: a: b\n", "/etc/lbgen/lbgen.yaml:1:8: mapping values are not allowed here"),
-    ("", "settings: expected a mapping, got NoneType"),
-], ids=["duplicate-top-level", "duplicate-nested", "unclosed", "bad-mapping", "empty-file"])
-def test_yaml_problems_name_file_line_and_column(text: str, message: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        settings_from_yaml(text, "/etc/lbgen/lbgen.yaml")
-    assert str(caught.value).startswith(message)
-
-
-def test_settings_from_yaml_resolves_against_the_file_directory() -> None:
-    text = yaml.safe_dump(BASE).replace("templates/nginx.conf.j2", "t/n.j2")
-    assert settings_from_yaml(text, "/etc/lbgen/lbgen.yaml").targets[0].template == "/etc/lbgen/t/n.j2"
