@@ -174,13 +174,16 @@ def test_duplicate_names_and_destinations_are_refused() -> None:
         parse_settings(data, "/")
 
 
-@pytest.mark.parametrize("guard, expected", [
-    (False, GUARD_OFF), ("off", GUARD_OFF), ({}, Guard()), ({"max_drop": "100%", "to_zero": False}, Guard(1.0, False)),
-    ({"max_drop": 0.3}, Guard(max_drop=0.3)), ({"hold_max": 0}, Guard(hold_max=0.0)),
-], ids=["false", "off", "empty", "both-off", "fraction", "hold-forever"])
-def test_guard_forms(guard: Any, expected: Guard) -> None:
-    assert parse_settings(with_("guard", guard), "/").guard == expected
-    assert expected.enabled == (expected != GUARD_OFF and expected != Guard(1.0, False))
+@pytest.mark.parametrize("guard, expected, enabled", [
+    (False, GUARD_OFF, False), ("off", GUARD_OFF, False), ({}, Guard(), True),
+    ({"max_drop": "100%", "to_zero": False}, Guard(1.0, False), False),
+    ({"max_drop": "100%"}, Guard(1.0, True), True), ({"max_drop": 0.3}, Guard(max_drop=0.3), True),
+    ({"hold_max": 0}, Guard(hold_max=0.0), True),
+], ids=["false", "off", "empty", "both-off", "to-zero-only", "fraction", "hold-forever"])
+def test_guard_forms(guard: Any, expected: Guard, enabled: bool) -> None:
+    parsed = parse_settings(with_("guard", guard), "/").guard
+    assert parsed == expected
+    assert parsed.enabled is enabled
 
 
 @pytest.mark.parametrize("check, kind", [
