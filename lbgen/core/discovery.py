@@ -385,16 +385,16 @@ class Plan:
 
 def owned_keys(items: Iterable[KeyValue], prefix: str, node: str) -> dict[str, KeyValue]:
     """The endpoint keys under `prefix` whose value names `node`: the only keys this node may touch."""
-    return {kv.key: kv for kv in items if _is_endpoint(prefix, kv.key) and value_node(kv.value) == node}
+    return {kv.key: kv for kv in items if _is_endpoint(prefix, kv.key) and json_field(kv.value, "node") == node}
 
 
-def value_node(raw: bytes) -> str | None:
-    """The `node` field of an endpoint value, or None when the value is not a JSON object."""
+def json_field(raw: bytes, name: str) -> object:
+    """Field `name` of a JSON object value, or None (absent, or the value is not a JSON object)."""
     try:
         value = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
-    return value.get("node") if isinstance(value, dict) else None
+    return value.get(name) if isinstance(value, dict) else None
 
 
 def plan(
