@@ -110,6 +110,7 @@ def test_internal_flag_applies_only_to_attached_containers() -> None:
     assert endpoints(off, options) == {KEY: ("10.0.0.5", 32768, "none")}
 
 
+WEB = ["web/endpoints/host-a.web-1.80"]
 SERVICE_CASES = [
     ("opt-in-without-labels-registers-nothing", {}, {}, OPTIONS, []),
     ("lbgen-service", {"lbgen.service": "web"}, {}, OPTIONS, ["web/endpoints/host-a.web-1.80"]),
@@ -117,14 +118,16 @@ SERVICE_CASES = [
     ("label-beats-env", {"lbgen.service": "api"}, {"SERVICE_NAME": "web"}, OPTIONS, ["api/endpoints/host-a.web-1.80"]),
     ("all-uses-image-name", {}, {}, replace(OPTIONS, register_all=True), ["web/endpoints/host-a.web-1.80"]),
     ("service-ignore-env", {}, {"SERVICE_NAME": "web", "SERVICE_IGNORE": "true"}, OPTIONS, []),
-    ("service-ignore-false-word", {"lbgen.service": "web"}, {"SERVICE_IGNORE": "false"}, OPTIONS, ["web/endpoints/host-a.web-1.80"]),
+    ("service-ignore-false-word", {"lbgen.service": "web"}, {"SERVICE_IGNORE": "false"}, OPTIONS, WEB),
     ("lbgen-ignore", {"lbgen.service": "web", "lbgen.ignore": "1"}, {}, OPTIONS, []),
-    ("other-tools-lbgen-labels-ignored", {"lbgen.service": "web", "lbgen.deploy.hash": "x y"}, {}, OPTIONS, ["web/endpoints/host-a.web-1.80"]),
+    ("other-tools-lbgen-labels-ignored", {"lbgen.service": "web", "lbgen.deploy.hash": "x y"}, {}, OPTIONS, WEB),
 ]
 
 
 @pytest.mark.parametrize("labels,env,options,keys", [c[1:] for c in SERVICE_CASES], ids=[c[0] for c in SERVICE_CASES])
-def test_service_naming(labels: dict[str, str], env: dict[str, str], options: DiscoveryOptions, keys: list[str]) -> None:
+def test_service_naming(
+    labels: dict[str, str], env: dict[str, str], options: DiscoveryOptions, keys: list[str]
+) -> None:
     found = endpoints(container(labels=labels, env=env), options)
     assert sorted(found) == [f"{PREFIX}/services/{k}" for k in keys]
 
