@@ -137,7 +137,7 @@ class Agent:
         self._rejects: frozenset[Reject] = frozenset()
         self._conflicts: frozenset[str] = frozenset()
         self._retry_at: float | None = None
-        self._failures = 0
+        self._failures = {"docker": 0, "etcd": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -215,9 +215,11 @@ class Agent:
                 self._registered = None
 
     def _reconcile(self) -> None:
+        """Refresh containers, then make etcd match; a failure on either side schedules a retry."""
         self._retry_at = None
-        if not self._refresh_containers() or not self._listed:
-            return  # never touch etcd before one full listing: desired state unknown
+        self._refresh_containers()
+        if not self._listed:
+            return  # never touch etcd before one full listing: the desired state is unknown
         found = discover(self._containers.values(), self.config.options, self.config.prefix)
         self._report_rejects(found)
         try:
@@ -226,16 +228,20 @@ class Agent:
             log.warning("%s: granting a new lease and re-registering", e)
             self.metrics.errors.labels("lease").inc()
             self._drop_lease()
-            self._retry(self.config.store_retry)
+            self._retry("etcd", self.config.store_retry)
         except StoreError as e:
             self._store_failed(e)
         else:
-            self._failures = 0
+            self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
 
-    def _refresh_containers(self) -> bool:
-        """Bring `_containers` up to date: a full listing when needed, else inspect what events named."""
+    def _refresh_containers(self) -> None:
+        """Bring `_containers` up to date: a full listing when needed, else inspect what events named.
+
+        On a Docker error the last known containers stay (and so do their endpoints)."""
+        if not (self._need_listing or self._dirty):
+            return
         try:
             if self._need_listing:
                 listing = self.docker.list_containers()
@@ -252,11 +258,11 @@ class Agent:
             self.metrics.errors.labels("docker").inc()
             self.health.down("docker", str(e))
             self._need_listing = True
-            self._retry(self.config.docker_retry)
-            return False
+            self._retry("docker", self.config.docker_retry)
+            return
+        self._failures["docker"] = 0
         self.health.up("docker")
         self.metrics.containers.set(len(self._containers))
-        return True
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)
@@ -280,9 +286,10 @@ class Agent:
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
             revision = self.store.put(key, value, lease=self._lease)
+            verb = "updated" if key in self._registered else "registered"
             self._registered[key] = KeyValue(key, value, revision, self._lease)
             self.metrics.writes.labels("put").inc()
-            self._log_registered(key, desired[key])
+            self._log_put(verb, key, desired[key])
         for key in changes.deletes:
             old = self._registered[key]
             self.store.delete(key)
@@ -320,11 +327,13 @@ class Agent:
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
         self._registered = None  # a write may or may not have landed: re-read before the next one
-        self._retry(self.config.store_retry)
+        self._retry("etcd", self.config.store_retry)
 
-    def _retry(self, delay: RetryDelay) -> None:
-        self._retry_at = time.monotonic() + delay(self._failures)
-        self._failures += 1
+    def _retry(self, side: str, delay: RetryDelay) -> None:
+        """Wake the consumer again after `side`'s next backoff delay (the earliest of both sides)."""
+        at = time.monotonic() + delay(self._failures[side])
+        self._failures[side] += 1
+        self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
 
     def _report_rejects(self, found: Discovered) -> None:
         rejects = frozenset(found.rejects)
@@ -341,11 +350,10 @@ class Agent:
             self.metrics.errors.labels("conflict").inc()
         self._conflicts = current
 
-    def _log_registered(self, key: str, endpoint: Endpoint) -> None:
+    def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
         container = self._containers.get(endpoint.container)
         log.info(
-            "registered %s -> %s:%d (container %s %s, health %s, lease %x)",
-            _short(self.config.prefix, key), endpoint.address, endpoint.port,
+            "%s %s -> %s:%d (container %s %s, health %s, lease %x)", verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
             container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
         )
 
