@@ -232,6 +232,8 @@ class Agent:
         except StoreError as e:
             self._store_failed(e)
         else:
+            if self._failures["etcd"]:
+                log.info("etcd answers again: this node's keys are in sync")
             self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
@@ -254,7 +256,7 @@ class Agent:
                 self._inspect(cid)
                 self._dirty.discard(cid)
         except DockerError as e:
-            log.warning("%s; keeping the last known containers and retrying", e)
+            log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
             self.health.down("docker", str(e))
             self._need_listing = True
@@ -323,7 +325,7 @@ class Agent:
         self.metrics.lease_held.set(0)
 
     def _store_failed(self, error: StoreError) -> None:
-        log.warning("etcd: %s; keeping the desired state and retrying", error)
+        log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
         self._registered = None  # a write may or may not have landed: re-read before the next one
@@ -353,7 +355,8 @@ class Agent:
     def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
         container = self._containers.get(endpoint.container)
         log.info(
-            "%s %s -> %s:%d (container %s %s, health %s, lease %x)", verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
+            "%s %s -> %s:%d (container %s %s, health %s, lease %x)",
+            verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
             container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
         )
 
@@ -367,7 +370,7 @@ class Agent:
             try:
                 self._follow_events()
             except DockerError as e:
-                log.warning("%s; reconnecting", e)
+                log.log(_level(attempt), "%s; reconnecting", e)
                 self.metrics.errors.labels("docker").inc()
                 self._queue.put(DockerLost(str(e)))
             attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
@@ -392,25 +395,36 @@ class Agent:
 
     def _keep_alive(self) -> None:
         """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
+        failing = 0
         while not self._stopping.wait(self.config.ttl / 3):
             lease = self._lease
             if not lease:
                 continue
             try:
                 self.store.keep_alive(lease)
-                self.metrics.lease_held.set(1)
-                self.health.up("etcd")
             except LeaseLost:
                 self.metrics.lease_held.set(0)
                 self._queue.put(LeaseExpired(lease))
             except StoreError as e:
-                log.warning("lease %x keep-alive: %s", lease, e)
+                log.log(_level(failing), "%s", e)
+                failing += 1
                 self.metrics.errors.labels("etcd").inc()
                 self.health.down("etcd", str(e))
+            else:
+                if failing:
+                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
+                failing = 0
+                self.metrics.lease_held.set(1)
+                self.health.up("etcd")
 
     def _resync_timer(self) -> None:
         while not self._stopping.wait(self.config.resync_interval):
             self._queue.put(Resync())
+
+
+def _level(streak: int) -> int:
+    """The first failure of a streak is a warning, repeats are debug: an outage logs one line."""
+    return logging.WARNING if streak == 0 else logging.DEBUG
 
 
 def _short(prefix: str, key: str) -> str:
