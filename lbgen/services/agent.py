@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from lbgen.core.backoff import backoff
 from lbgen.core.discovery import Discovered, DiscoveryOptions, Reject, discover, json_field, owned_keys, plan
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import parse_key, services_prefix
@@ -35,9 +37,9 @@ log = logging.getLogger(__name__)
 RetryDelay = Callable[[int], float]
 
 
-def capped_doubling(low: float, high: float) -> RetryDelay:
-    """`low`, `2*low`, `4*low`... up to `high` seconds."""
-    return lambda attempt: min(high, low * 2 ** min(attempt, 30))
+def jittered_backoff(base: float, cap: float) -> RetryDelay:
+    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
+    return lambda attempt: backoff(attempt, random.random(), base, cap)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class AgentConfig:
     ttl: int = 15
     resync_interval: float = 60.0
     keep_on_exit: bool = False
-    store_retry: RetryDelay = field(default=capped_doubling(0.1, 2.0))
-    docker_retry: RetryDelay = field(default=capped_doubling(0.2, 5.0))
+    store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
+    docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
 
 
 # --- messages from the producers -----------------------------------------------------------------

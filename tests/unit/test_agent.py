@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from lbgen.adapters.memory_store import MemoryStore
+from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import encode_endpoint
@@ -301,3 +302,42 @@ def test_restart_takes_kept_keys_over_to_the_new_lease(store: MemoryStore, start
     start(docker)
     wait_for(lambda: leases(store) - {old} and len(leases(store)) == 1, what="keys moved to the new lease")
     assert set(endpoints(store)) == {key(1), key(2)}
+
+
+# --- the command line ------------------------------------------------------------------------------
+
+GOOD = ["agent", "--etcd", "etcd://127.0.0.1:2379", "--node", "host-a", "--host-ip", "10.0.0.5"]
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (GOOD[:5], "the following arguments are required: --host-ip"),
+        (GOOD + ["--ttl", "soon"], "argument --ttl: 'soon' is not a number"),
+        (GOOD + ["--ttl", "1"], "argument --ttl: '1' must be from 2 to 3600"),
+        (GOOD[:4] + ["a b"] + GOOD[5:], "Error: node 'a b': must match"),
+        (GOOD[:6] + ["10.0.0.300"], "Error: host IP '10.0.0.300': not an IP address"),
+        (GOOD + ["--internal", "a;b"], "Error: internal network 'a;b'"),
+        (GOOD + ["--metrics-addr", "localhost"], "Error: metrics address 'localhost'"),
+        (["agent"] + GOOD[3:], "Error: no registry: pass --registry"),
+        (GOOD[:2] + ["mysql://x"] + GOOD[3:], "Error: registry 'mysql://x'"),
+        (GOOD + ["--prefix", "a b"], "Error: --prefix"),
+    ],
+    ids=["missing-host-ip", "ttl-not-a-number", "ttl-too-short", "bad-node", "bad-host-ip", "bad-network",
+         "bad-metrics-addr", "no-registry", "bad-registry", "bad-prefix"],
+)
+def test_bad_flags_exit_2_naming_the_flag(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LBGEN_REGISTRY", raising=False)
+    monkeypatch.setattr("lbgen.cli.agent.open_store", _must_not_open)
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def _must_not_open(*args: object) -> None:
+    raise AssertionError("a bad flag must be refused before the registry is opened")
