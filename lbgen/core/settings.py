@@ -1,28 +1,85 @@
-"""Watcher settings (`lbgen.yaml`): the values. Loading and validation build these from YAML."""
+"""Watcher settings (`lbgen.yaml`): the values, and their validation from an already-parsed YAML mapping.
+
+Loading is pure: the CLI reads and parses the file, then calls `parse_settings(data, base_dir)`.
+Every problem raises `ConfigError` naming the field path (`targets[1].reload: expected a list of
+strings`); unknown keys are errors too, since a typo silently ignored is a setting silently lost.
+"""
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
-from lbgen.core.model import DEFAULT_SERVED_HEALTH
+from lbgen.core.durations import parse_duration
+from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
+from lbgen.core.schema import NAME_RE, normalize_prefix
+from lbgen.errors import ConfigError, InvalidValue
+
+KINDS = ("nginx", "haproxy", "generic")
+PLACEHOLDERS = ("staged", "dest")
+_PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
+_ENDPOINT_RE = re.compile(r"(etcd|http|https)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
 @dataclass(frozen=True)
 class Wait:
-    """Quiescence: render once changes stop for `min` seconds, or at the latest `max` after the first."""
+    """Quiescence: render once changes stop for `min` seconds, or at the latest `max` after the first.
+
+    `Wait(0, 0)` is off: every change renders at once.
+    """
 
     min: float
     max: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.min > 0
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The drop guard: a render that suddenly loses too many served endpoints is held back.
+
+    `max_drop` is the share (0..1) of all served endpoints one render may remove (1.0 = no limit);
+    `to_zero` holds a render that leaves a service which had served endpoints with none;
+    `hold_max` seconds after a drop was first held it is applied anyway (0 = hold until restart).
+    """
+
+    max_drop: float = 0.5
+    to_zero: bool = True
+    hold_max: float = 120.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_drop < 1.0 or self.to_zero
+
+
+GUARD_OFF = Guard(max_drop=1.0, to_zero=False, hold_max=0.0)
+
+
+@dataclass(frozen=True)
+class EtcdOptions:
+    """How to reach etcd: TLS material, user and password file (read by the adapter), RPC timeout."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password_file: str | None = None
+    timeout: float = 5.0
 
 
 @dataclass(frozen=True)
 class Target:
     """One rendered file and how to make it live.
 
-    `check`, `reload` and `verify` are argv lists; `{staged}` in `check` is replaced by the path of
-    the candidate file. `kind` (`nginx`, `haproxy` or `generic`) selects how the whole config is
-    validated and how a reload is verified.
+    `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
+    candidate file and `{dest}` by the live one. `kind` (`nginx`, `haproxy` or `generic`) selects
+    how the whole config is validated and how a reload is verified.
     """
 
     name: str
@@ -49,3 +106,239 @@ class Settings:
     prefix: str = "/lbgen"
     wait: Wait = Wait(0.1, 1.0)
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH
+    guard: Guard = Guard()
+    etcd: EtcdOptions = EtcdOptions()
+
+    @property
+    def registry_is_file(self) -> bool:
+        return self.registry[0].startswith("file:")
+
+
+def parse_settings(data: Any, base_dir: str) -> Settings:
+    """Validate a parsed `lbgen.yaml`; relative paths resolve against `base_dir` (the file's directory)."""
+    root = Section(data, "")
+    resolve = _resolver(base_dir)
+    settings = Settings(
+        registry=root.take("registry", lambda v: parse_registry(v, resolve)),
+        prefix=root.take("prefix", _parse_prefix, "/lbgen"),
+        wait=root.take("wait", parse_wait, Settings.wait),
+        served_health=root.take("served_health", _parse_served_health, DEFAULT_SERVED_HEALTH),
+        guard=root.take("guard", _parse_guard, Guard()),
+        etcd=root.take("etcd", lambda v: _parse_etcd(v, resolve), EtcdOptions()),
+        targets=root.take("targets", lambda v: _parse_targets(v, resolve)),
+    )
+    root.done()
+    return settings
+
+
+def parse_wait(value: Any) -> Wait:
+    """`"100ms:1s"`, `"100ms"` (max = 4 x min, as consul-template), or `"0"` / `0` (off)."""
+    text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
+    if text is None:
+        raise ValueError(f"expected min:max like 100ms:1s, got {value!r}")
+    low_text, _, high_text = text.partition(":")
+    low = parse_duration(low_text)
+    high = parse_duration(high_text) if high_text else 4 * low
+    if high < low:
+        raise ValueError(f"max {high_text} is shorter than min {low_text}")
+    return Wait(low, high)
+
+
+def parse_registry(value: Any, resolve: Callable[[str], str]) -> tuple[str, ...]:
+    """One URL or a list of them (an etcd cluster): `etcd://h:p`, `http(s)://h:p`, or `file:path`."""
+    urls = expect_str_list(value) if isinstance(value, list) else (expect_str(value),)
+    if not urls:
+        raise ValueError("expected at least one registry address")
+    if any(u.startswith("file:") for u in urls):
+        if len(urls) > 1:
+            raise ValueError("a file: registry cannot be combined with other addresses")
+        return (f"file:{resolve(urls[0][len('file:'):])}",)
+    for url in urls:
+        match = _ENDPOINT_RE.fullmatch(url)
+        if not match or not 0 < int(match.group(3)) < 65536:
+            raise ValueError(f"{url!r}: expected etcd://host:port, https://host:port or file:path")
+    if len({u.split("://")[0] for u in urls}) > 1:
+        raise ValueError("every member of a cluster must use the same scheme")
+    return urls
+
+
+def _resolver(base_dir: str) -> Callable[[str], str]:
+    def resolve(path: str) -> str:
+        if not path:
+            raise ValueError("expected a path")
+        return posixpath.normpath(posixpath.join(base_dir, path))
+
+    return resolve
+
+
+def _parse_prefix(value: Any) -> str:
+    try:
+        return normalize_prefix(expect_str(value))
+    except InvalidValue as e:
+        raise ValueError(str(e)) from e
+
+
+def _parse_served_health(value: Any) -> frozenset[str]:
+    states = expect_str_list(value)
+    unknown = [s for s in states if s not in HEALTH_STATES]
+    if unknown or not states:
+        raise ValueError(f"expected a non-empty list of {', '.join(HEALTH_STATES)}, got {value!r}")
+    return frozenset(states)
+
+
+def _parse_share(value: Any) -> float:
+    text = str(value).strip() if not isinstance(value, bool) else ""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        share = float(number) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1 or not text:
+        raise ValueError(f"expected a share like 50% (0% to 100%), got {value!r}")
+    return share
+
+
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _parse_guard(value: Any) -> Guard:
+    if value is False or value == "off":
+        return GUARD_OFF
+    section = Section(value, "guard")
+    guard = Guard(
+        max_drop=section.take("max_drop", _parse_share, Guard.max_drop),
+        to_zero=section.take("to_zero", _parse_bool, Guard.to_zero),
+        hold_max=section.take("hold_max", parse_duration, Guard.hold_max),
+    )
+    section.done()
+    return guard
+
+
+def _parse_etcd(value: Any, resolve: Callable[[str], str]) -> EtcdOptions:
+    section = Section(value, "etcd")
+    path = lambda v: resolve(expect_str(v))  # noqa: E731
+    options = EtcdOptions(
+        ca=section.take("ca", path, None),
+        cert=section.take("cert", path, None),
+        key=section.take("key", path, None),
+        user=section.take("user", expect_str, None),
+        password_file=section.take("password_file", path, None),
+        timeout=section.take("timeout", _positive_duration, EtcdOptions.timeout),
+    )
+    section.done()
+    if (options.cert is None) != (options.key is None):
+        raise ConfigError("etcd: cert and key go together")
+    if (options.user is None) != (options.password_file is None):
+        raise ConfigError("etcd: user and password_file go together")
+    return options
+
+
+def _positive_duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a duration above 0, got {value!r}")
+    return seconds
+
+
+def _parse_targets(value: Any, resolve: Callable[[str], str]) -> tuple[Target, ...]:
+    items = expect_list(value)
+    if not items:
+        raise ValueError("expected at least one target")
+    targets = tuple(_parse_target(item, f"targets[{i}]", resolve) for i, item in enumerate(items))
+    for attribute in ("name", "dest"):
+        seen: dict[str, int] = {}
+        for i, target in enumerate(targets):
+            other = seen.setdefault(getattr(target, attribute), i)
+            if other != i:
+                raise ConfigError(f"targets[{i}].{attribute}: same as targets[{other}].{attribute}")
+    return targets
+
+
+def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Target:
+    section = Section(value, path)
+    check = section.take("check", _argv_with_placeholders, ())
+    target = Target(
+        name=section.take("name", _parse_name),
+        template=section.take("template", lambda v: resolve(expect_str(v))),
+        dest=section.take("dest", lambda v: resolve(expect_str(v))),
+        check=check,
+        reload=section.take("reload", _argv_with_placeholders, ()),
+        verify=section.take("verify", _argv_with_placeholders, ()),
+        kind=section.take("kind", _parse_kind, guess_kind(check)),
+        mode=section.take("mode", _parse_mode, 0o644),
+        owner=section.take("owner", _parse_account, None),
+        group=section.take("group", _parse_account, None),
+        vars=section.take("vars", _parse_vars, MappingProxyType({})),
+        wait=section.take("wait", parse_wait, None),
+        timeout=section.take("timeout", _positive_duration, 30.0),
+    )
+    section.done()
+    if target.check and not any("{staged}" in arg for arg in target.check):
+        raise ConfigError(f"{path}.check: must name the candidate file with {{staged}}")
+    return target
+
+
+def guess_kind(check: tuple[str, ...]) -> str:
+    """`nginx` or `haproxy` when the checker is that program, else `generic`."""
+    program = posixpath.basename(check[0]) if check else ""
+    return program if program in ("nginx", "haproxy") else "generic"
+
+
+def _parse_name(value: Any) -> str:
+    name = expect_str(value)
+    if not NAME_RE.fullmatch(name):
+        raise ValueError(f"{name!r}: must match {NAME_RE.pattern}")
+    return name
+
+
+def _parse_kind(value: Any) -> str:
+    if value not in KINDS:
+        raise ValueError(f"expected one of {', '.join(KINDS)}, got {value!r}")
+    return str(value)
+
+
+def _argv_with_placeholders(value: Any) -> tuple[str, ...]:
+    argv = expect_str_list(value)
+    if not argv:
+        raise ValueError("expected a non-empty list of strings (an argv, not a shell line)")
+    for arg in argv:
+        for name in _PLACEHOLDER_RE.findall(arg):
+            if name not in PLACEHOLDERS:
+                raise ValueError(f"unknown placeholder {{{name}}} in {arg!r} (known: {{staged}}, {{dest}})")
+    return argv
+
+
+def _parse_mode(value: Any) -> int:
+    text = value if isinstance(value, str) else None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _check_mode(value)  # YAML 1.1 reads an unquoted 0644 as the octal number itself
+    if text is None or not re.fullmatch(r"0?[0-7]{3,4}", text):
+        raise ValueError(f'expected an octal mode like "0644", got {value!r}')
+    return _check_mode(int(text, 8))
+
+
+def _check_mode(mode: int) -> int:
+    if not 0 <= mode <= 0o7777:
+        raise ValueError(f"mode {mode:o} is out of range")
+    return mode
+
+
+def _parse_account(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return str(value)
+    name = expect_str(value)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", name):
+        raise ValueError(f"{name!r}: not a user or group name")
+    return name
+
+
+def _parse_vars(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{key!r}: variable names are identifiers (letters, digits, _)")
+    return MappingProxyType(dict(value))

@@ -1,0 +1,73 @@
+"""Reading nested settings mappings with field paths in every error (`targets[1].reload: ...`)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable, TypeVar
+
+from lbgen.errors import ConfigError
+
+T = TypeVar("T")
+_REQUIRED: Any = object()
+
+
+class Section:
+    """One mapping being read: each key is taken once, and `done()` rejects whatever is left.
+
+    Parsers passed to `take` raise `ValueError` with what was expected; it becomes a `ConfigError`
+    prefixed with the field's path. A `ConfigError` a parser raises itself passes through as is.
+    """
+
+    def __init__(self, data: Any, path: str) -> None:
+        if data is None and path:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or 'settings'}: expected a mapping, got {type(data).__name__}")
+        self.path = path
+        self._data = data
+        self._taken: set[str] = set()
+
+    def field(self, key: str) -> str:
+        """The path of `key` in this section."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def take(self, key: str, parse: Callable[[Any], T], default: T = _REQUIRED) -> T:
+        """The parsed value of `key`, or `default` when absent (absent and no default: an error)."""
+        self._taken.add(key)
+        if key not in self._data or self._data[key] is None:
+            if default is _REQUIRED:
+                raise ConfigError(f"{self.field(key)}: required")
+            return default
+        try:
+            return parse(self._data[key])
+        except ValueError as e:
+            raise ConfigError(f"{self.field(key)}: {e}") from e
+
+    def done(self) -> None:
+        """Reject keys nobody took: a typo must not silently drop a setting."""
+        for key in self._data:
+            if key not in self._taken:
+                close = difflib.get_close_matches(str(key), sorted(self._taken), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{self.field(str(key))}: unknown setting{hint}")
+
+
+def expect_str(value: Any) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def expect_list(value: Any) -> list[Any]:
+    """A list (YAML sequence)."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list, got {type(value).__name__}")
+    return value
+
+
+def expect_str_list(value: Any) -> tuple[str, ...]:
+    """A list of non-empty strings; numbers are refused so `[sleep, 1]` is caught, not guessed."""
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("expected a list of strings")
+    return tuple(value)

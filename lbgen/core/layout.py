@@ -1,0 +1,226 @@
+"""What the default templates lay out, decided in Python: listeners, virtual hosts, routes, slots.
+
+Templates only format. Everything with a rule in it lives here and is unit-tested: which services
+share a listen port, which host names share a server block, which route wins a conflict (the
+first service by name; the loser is reported, never rendered, so one bad spec cannot break every
+site as in nginx-proxy #107), and how HAProxy server slots are filled (issue 7).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from lbgen.core.model import Catalog, Endpoint, Service
+
+
+class Verbatim(str):
+    """Config text lbgen built itself from validated values, or a quoting filter's output:
+    the renderer's output guard lets it through as is."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """A service as templates see it: `endpoints` are the served ones, `all_endpoints` every one."""
+
+    name: str
+    spec: Mapping[str, Any]
+    endpoints: tuple[Endpoint, ...]
+    all_endpoints: tuple[Endpoint, ...]
+
+    @property
+    def mode(self) -> str:
+        """`http` (the default) or `tcp`."""
+        return str(self.spec.get("mode", "http"))
+
+    @property
+    def balance(self) -> str:
+        """`roundrobin` (the default), `leastconn`, `random` or `source`."""
+        return str(self.spec.get("balance", "roundrobin"))
+
+
+def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
+    """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order)."""
+    return tuple(_view(s, served_health) for s in catalog.services)
+
+
+def _view(service: Service, served_health: frozenset[str]) -> ServiceView:
+    served = tuple(e for e in service.all_endpoints if e.health in served_health and e.weight > 0)
+    return ServiceView(service.name, service.spec, served, service.all_endpoints)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A URL path prefix (`/` or `/api`, never with a trailing slash) served by one service."""
+
+    path: str
+    service: ServiceView
+
+
+@dataclass(frozen=True)
+class VirtualHost:
+    """Host names that route alike on one port; `names == ()` is the port's default server."""
+
+    names: tuple[str, ...]
+    routes: tuple[Route, ...]  # longest path first
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One listen port: HTTP virtual hosts (named first, the default last), or one TCP service."""
+
+    port: int
+    mode: str
+    hosts: tuple[VirtualHost, ...] = ()
+    service: ServiceView | None = None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every listener, and the spec conflicts that were resolved (reported, not rendered)."""
+
+    http: tuple[Listener, ...]
+    tcp: tuple[Listener, ...]
+    conflicts: tuple[Verbatim, ...]
+
+
+def layout(services: Iterable[ServiceView]) -> Layout:
+    """Group the exposed services (those with a `listen` port) by port, host name and path."""
+    by_port: dict[int, list[ServiceView]] = defaultdict(list)
+    for service in services:
+        if "listen" in service.spec:
+            by_port[int(service.spec["listen"])].append(service)
+    http: list[Listener] = []
+    tcp: list[Listener] = []
+    conflicts: list[str] = []
+    for port in sorted(by_port):
+        group = by_port[port]
+        if group[0].mode == "tcp":
+            tcp.append(Listener(port, "tcp", service=group[0]))
+            conflicts += [f"{s.name}: port {port} is taken by tcp service {group[0].name}" for s in group[1:]]
+            continue
+        others = [s for s in group if s.mode == "tcp"]
+        conflicts += [f"{s.name}: port {port} is taken by http service {group[0].name}" for s in others]
+        hosts, clashes = _virtual_hosts(port, [s for s in group if s.mode == "http"])
+        http.append(Listener(port, "http", hosts=hosts))
+        conflicts += clashes
+    return Layout(tuple(http), tuple(tcp), tuple(Verbatim(c) for c in conflicts))
+
+
+def _virtual_hosts(port: int, services: list[ServiceView]) -> tuple[tuple[VirtualHost, ...], list[str]]:
+    """Per host name its path → service map, then host names with equal maps share a server."""
+    routes: dict[str, dict[str, ServiceView]] = defaultdict(dict)  # host ("" = default) → path → svc
+    clashes: list[str] = []
+    for service in services:  # sorted by name: the first service claiming a route keeps it
+        path = str(service.spec.get("path", "/")).rstrip("/") or "/"
+        for host in service.spec.get("hosts") or [""]:
+            owner = routes[host.lower()].setdefault(path, service)
+            if owner is not service:
+                where = f"{host or 'any host'}:{port}{path}"
+                clashes.append(f"{service.name}: route {where} is taken by {owner.name}")
+    routes.setdefault("", {})
+    shared: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
+    for host, paths in routes.items():
+        if host:
+            shared[tuple((p, s.name) for p, s in sorted(paths.items()))].append(host)
+    named = [
+        VirtualHost(tuple(sorted(names)), _sorted_routes(routes[names[0]]))
+        for names in sorted(shared.values(), key=lambda n: sorted(n)[0])
+    ]
+    return (*named, VirtualHost((), _sorted_routes(routes[""]))), clashes
+
+
+def _sorted_routes(paths: dict[str, ServiceView]) -> tuple[Route, ...]:
+    return tuple(Route(p, s) for p, s in sorted(paths.items(), key=lambda item: (-len(item[0]), item[0])))
+
+
+@dataclass(frozen=True)
+class HaproxyRule:
+    """One `use_backend <backend> if <condition>` line; the condition is built from validated values."""
+
+    backend: str
+    condition: Verbatim
+
+
+def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
+    """`use_backend` rules in match order: exact hosts, wildcard hosts (longest first), any host;
+    within each, longest path first. A host-less `/` route is left to `default_backend`."""
+    ranked: list[tuple[tuple[int, int, int], HaproxyRule]] = []
+    for vhost in listener.hosts:
+        exact = [n for n in vhost.names if not n.startswith("*.")]
+        wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
+        host_tests: list[tuple[tuple[int, int], str]] = []
+        if exact:
+            host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(exact)} }}"))
+        if wild:
+            host_tests.append(((1, -len(wild[0])), f"{{ var(txn.host) -m end {' '.join(wild)} }}"))
+        if not vhost.names:
+            host_tests.append(((2, 0), ""))
+        for rank, host_test in host_tests:
+            for route in vhost.routes:
+                if host_test or route.path != "/":
+                    rule = HaproxyRule(route.service.name, _condition(host_test, route.path))
+                    ranked.append(((*rank, -len(route.path)), rule))
+    return tuple(rule for _, rule in sorted(ranked, key=lambda item: item[0]))
+
+
+def _condition(host_test: str, path: str) -> Verbatim:
+    if path == "/":
+        return Verbatim(host_test)
+    prefix = f"{host_test} " if host_test else ""
+    return Verbatim(f"{prefix}{{ path {path} }} || {prefix}{{ path_beg {path}/ }}")
+
+
+def default_backend(listener: Listener) -> str | None:
+    """The service behind `any host` + `/` on this port, if one claims it."""
+    for vhost in listener.hosts:
+        if not vhost.names:
+            return next((r.service.name for r in vhost.routes if r.path == "/"), None)
+    return None
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One HAProxy server line of a backend; `endpoint_id == ""` is a free placeholder slot."""
+
+    name: str
+    address: str
+    port: int
+    weight: int
+    enabled: bool
+    endpoint_id: str = ""
+
+
+PLACEHOLDER_ADDRESS = "127.0.0.1"
+PLACEHOLDER_PORT = 1
+
+
+def slot_count(endpoints: int, minimum: int) -> int:
+    """The next power of two at or above `endpoints`, and at least `minimum` (issue 7)."""
+    count = max(1, minimum)
+    while count < endpoints:
+        count *= 2
+    return count
+
+
+def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
+    """Fixed server slots for a backend, so endpoint changes can go through the Runtime API.
+
+    Every registered endpoint takes a slot in id order; the served ones are enabled, the others
+    (unhealthy, starting, weight 0) are rendered `disabled`, so a health change only flips one
+    slot's state. The remaining slots are disabled placeholders. Slot names are `slot1..slotN`.
+    """
+    served = {e.id for e in service.endpoints}
+    count = slot_count(len(service.all_endpoints), minimum)
+    filled = [
+        Slot(f"slot{i}", e.address, e.port, e.weight, e.id in served, e.id)
+        for i, e in enumerate(service.all_endpoints, start=1)
+    ]
+    free = [
+        Slot(f"slot{i}", PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT, 1, False)
+        for i in range(len(filled) + 1, count + 1)
+    ]
+    return (*filled, *free)

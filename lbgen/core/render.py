@@ -1,0 +1,153 @@
+"""Rendering: template source + catalog + target → config text. Pure: no file reads, no clock.
+
+The Jinja environment is sandboxed and immutable (a template cannot call arbitrary methods or
+mutate the catalog), undefined names are errors (`StrictUndefined`), and autoescape is off (these
+are config files, not HTML). Registry values are validated by `schema` before they get here;
+as a second line of defence, for nginx and HAProxy targets every `{{ ... }}` output must be either
+a plain token that cannot open, end or comment out a directive, or the output of a quoting filter
+(`nginx`, `haproxy`). Templates are compiled once per source text and reused.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from types import TracebackType
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+from lbgen.core.layout import Verbatim, default_backend, haproxy_rules, layout, service_views, slots
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
+from lbgen.core.settings import Target
+from lbgen.errors import TemplateError
+
+# Nothing in this set opens a block, ends a directive, starts a comment, quotes or expands a variable.
+BARE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~*\[\]-]+")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+GUARDED_KINDS = ("nginx", "haproxy")
+
+
+class UnsafeValue(ValueError):
+    """A value cannot be written into the config without changing its structure."""
+
+
+def _scalar_text(value: Any, dialect: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise UnsafeValue(f"{dialect}: cannot quote a {type(value).__name__} ({value!r})")
+    text = str(value)
+    if not text or _CONTROL_RE.search(text):
+        raise UnsafeValue(f"{dialect}: refusing empty or control-character value {text!r}")
+    return text
+
+
+def nginx_quote(value: Any) -> Verbatim:
+    """An nginx directive argument: bare when safe, else double-quoted with `\\` escapes.
+
+    `$` is refused: nginx expands variables even inside quotes and has no escape for it.
+    """
+    text = _scalar_text(value, "nginx")
+    if BARE_RE.fullmatch(text):
+        return Verbatim(text)
+    if "$" in text:
+        raise UnsafeValue(f"nginx: refusing {text!r}: '$' would be expanded as a variable")
+    return Verbatim('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+
+
+def haproxy_quote(value: Any) -> Verbatim:
+    """An HAProxy word: bare when safe, else single-quoted (no escapes or `$` expansion inside)."""
+    text = _scalar_text(value, "haproxy")
+    if BARE_RE.fullmatch(text):
+        return Verbatim(text)
+    if "'" in text:
+        raise UnsafeValue(f"haproxy: refusing {text!r}: a single quote cannot be quoted safely")
+    return Verbatim(f"'{text}'")
+
+
+def hostport(endpoint: Endpoint) -> str:
+    """`address:port`, with IPv6 addresses in brackets (both nginx and HAProxy accept that form)."""
+    if ":" in endpoint.address:
+        return f"[{endpoint.address}]:{endpoint.port}"
+    return f"{endpoint.address}:{endpoint.port}"
+
+
+def _guard_output(value: Any) -> Any:
+    """Jinja `finalize` for nginx/HAProxy targets: let only quoted or plainly safe values through."""
+    if isinstance(value, Verbatim) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and BARE_RE.fullmatch(value):
+        return value
+    raise UnsafeValue(
+        f"unquoted output {value!r}: pass values through the nginx or haproxy filter"
+    )
+
+
+def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        finalize=_guard_output if guarded else None,
+        auto_reload=False,
+    )
+    env.filters.update(nginx=nginx_quote, haproxy=haproxy_quote, hostport=hostport)
+    env.globals.update(
+        layout=layout, slots=slots, haproxy_rules=haproxy_rules, default_backend=default_backend
+    )
+    return env
+
+
+_ENVIRONMENTS = {True: _environment(True), False: _environment(False)}
+
+
+@functools.lru_cache(maxsize=64)
+def compile_template(source: str, name: str, guarded: bool) -> jinja2.Template:
+    """The compiled template for `source` (cached: the watcher renders the same source many times)."""
+    env = _ENVIRONMENTS[guarded]
+    try:
+        code = env.compile(source, name=name, filename=name)
+    except jinja2.TemplateSyntaxError as e:
+        raise TemplateError(f"{name}:{e.lineno}: {e.message}") from e
+    return env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def render(
+    source: str,
+    catalog: Catalog,
+    target: Target,
+    served_health: frozenset[str] = DEFAULT_SERVED_HEALTH,
+    name: str | None = None,
+) -> str:
+    """Render `source` for `target` with the documented context (docs/templates.md).
+
+    Context: `services` (sorted by name, each with `name`, `spec`, `endpoints` = the served ones,
+    `all_endpoints`), `vars` (the target's vars) and `revision`. Raises `TemplateError` naming the
+    template and line for syntax errors, undefined names, sandbox violations and unsafe values.
+    """
+    name = name or target.template
+    template = compile_template(source, name, target.kind in GUARDED_KINDS)
+    context = {
+        "services": service_views(catalog, served_health),
+        "vars": target.vars,
+        "revision": catalog.revision,
+    }
+    try:
+        return template.render(context)
+    except (jinja2.TemplateError, SecurityError, UnsafeValue, TypeError, ValueError, ArithmeticError,
+            LookupError, AttributeError) as e:
+        line = _template_line(e.__traceback__, name)
+        where = f"{name}:{line}" if line else name
+        raise TemplateError(f"{where}: {type(e).__name__}: {e}") from e
+
+
+def _template_line(tb: TracebackType | None, name: str) -> int | None:
+    """The innermost line of `name` in a traceback (Jinja maps template frames back to it)."""
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == name:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
