@@ -16,14 +16,17 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 from lbgen.core.deploy_checks import (
-    Fields, argv, boolean, choice, cpu_count, duration, host_path, int_in, kind, matching, memory_size,
+    argv, boolean, choice, cpu_count, duration, host_path, int_in, mapping, matching, memory_size,
 )
+from lbgen.core.fields import Section, expect_list
 from lbgen.core.schema import MAX_WEIGHT, NAME_RE
 from lbgen.errors import ConfigError
 from lbgen.ports import ContainerSpec
+
+T = TypeVar("T")
 
 SPEC_VERSION = 1
 LABEL_SERVICE = "lbgen.service"
@@ -174,10 +177,11 @@ def with_port(args: tuple[str, ...], port: int) -> tuple[str, ...]:
 
 def _env(path: str, value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping of NAME: value, got {kind(value)}")
+        raise ConfigError(f"{path}: expected a mapping of NAME: value, got {type(value).__name__}")
     env = {}
     for name, item in value.items():
-        matching(ENV_NAME_RE, "an env name like LOG_LEVEL")(f"{path}.{name}", name)
+        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
+            raise ConfigError(f"{path}.{name}: expected an env name like LOG_LEVEL")
         if name == "PORT":
             raise ConfigError(f"{path}.PORT: set by lbgen to each replica's port; remove it")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
@@ -186,35 +190,38 @@ def _env(path: str, value: Any) -> dict[str, str]:
     return dict(sorted(env.items()))
 
 
-def _volume(path: str, value: Any) -> tuple[str, str, bool]:
+def _volume(value: Any) -> tuple[str, str, bool]:
     """`/host:/container` or `/host:/container:ro|rw`."""
     parts = value.split(":") if isinstance(value, str) else []
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ConfigError(f"{path}: expected /host/path:/container/path[:ro|rw], got {value!r}")
-    return host_path(path, parts[0]), host_path(path, parts[1]), parts[2:] == ["ro"]
+        raise ValueError(f"expected /host/path:/container/path[:ro|rw], got {value!r}")
+    return host_path(parts[0]), host_path(parts[1]), parts[2:] == ["ro"]
 
 
 def _volumes(path: str, value: Any) -> tuple[tuple[str, str, bool], ...]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{path}: expected a list, got {kind(value)}")
-    return tuple(_volume(f"{path}[{i}]", item) for i, item in enumerate(value))
+    volumes = []
+    for i, item in enumerate(expect_list(value)):
+        try:
+            volumes.append(_volume(item))
+        except ValueError as e:
+            raise ConfigError(f"{path}[{i}]: {e}") from e
+    return tuple(volumes)
 
 
 def _logs(path: str, value: Any) -> tuple[str, str]:
-    fields = Fields(value, path)
+    fields = Section(value, path)
     logs = (fields.take("host", host_path), fields.take("container", host_path))
     fields.done()
     return logs
 
 
 def _healthcheck(path: str, value: Any) -> HealthCheck:
-    fields = Fields(value, path)
+    fields = Section(value, path)
     if fields.take("disable", boolean, False):
         fields.done()
         return HealthCheck(("NONE",))
-    cmd = fields.take("cmd", _cmd)
     check = HealthCheck(
-        cmd,
+        fields.take("cmd", _cmd),
         interval=fields.take("interval", duration, 5.0),
         timeout=fields.take("timeout", duration, 3.0),
         retries=fields.take("retries", int_in(1, 100), 3),
@@ -224,23 +231,23 @@ def _healthcheck(path: str, value: Any) -> HealthCheck:
     return check
 
 
-def _cmd(path: str, value: Any) -> tuple[str, ...]:
+def _cmd(value: Any) -> tuple[str, ...]:
     """A list runs as argv (`CMD`), a string through the container's shell (`CMD-SHELL`)."""
     if isinstance(value, str) and value.strip():
         return ("CMD-SHELL", value)
-    return ("CMD",) + argv(path, value)
+    return ("CMD",) + argv(value)
 
 
-def _port_range(path: str, value: Any) -> PortPool:
+def _port_range(value: Any) -> PortPool:
     match = RANGE_RE.fullmatch(value) if isinstance(value, str) else None
     first, last = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     if not (match and 1 <= first <= last <= 65535):
-        raise ConfigError(f"{path}: expected a port range like 18081-18090, got {value!r}")
+        raise ValueError(f"expected a port range like 18081-18090, got {value!r}")
     return PortPool(first, last)
 
 
 def _update(path: str, value: Any, replicas: int) -> UpdatePolicy:
-    fields = Fields(value, path)
+    fields = Section(value, path)
     parallelism = fields.take("parallelism", int_in(1), 1)
     order = fields.take("order", choice(ORDERS), "start-first")
     policy = UpdatePolicy(
@@ -261,52 +268,58 @@ def _update(path: str, value: Any, replicas: int) -> UpdatePolicy:
     return policy
 
 
-def _pool(fields: Fields, replicas: int, update: UpdatePolicy) -> PortPool:
+def _pool(fields: Section, given: dict[str, Any], replicas: int, update: UpdatePolicy) -> PortPool:
     """`port: N` → N onwards, one per replica plus the spares start-first needs; `ports: A-B` as is."""
     spares = update.parallelism if update.order == "start-first" else 0
     needed = max(1, replicas + spares)
-    if "ports" in fields.value and "port" in fields.value:
-        raise ConfigError(f"{fields.path}.ports: give either port or ports, not both")
-    if "ports" in fields.value:
+    if "ports" in given and "port" in given:
+        raise ConfigError(f"{fields.field('ports')}: give either port or ports, not both")
+    if "ports" in given:
         pool = fields.take("ports", _port_range)
         if pool.size < needed:
             raise ConfigError(
-                f"{fields.path}.ports: {pool} holds {pool.size} ports; {replicas} replicas "
+                f"{fields.field('ports')}: {pool} holds {pool.size} ports; {replicas} replicas "
                 f"need {needed} ({spares} spare for a {update.order} update of {update.parallelism})"
             )
         return pool
     base = fields.take("port", int_in(1, 65535))
     if base + needed - 1 > 65535:
-        raise ConfigError(f"{fields.path}.port: {base} + {needed} ports passes 65535")
+        raise ConfigError(f"{fields.field('port')}: {base} + {needed} ports passes 65535")
     return PortPool(base, base + needed - 1)
 
 
-def _service(name: Any, value: Any) -> ServiceSpec:
-    path = f"services.{name}"
-    matching(NAME_RE, "a service name of letters, digits and _.- (see docs/registry.md)")(path, name)
-    fields = Fields(value, path)
+def _nested(fields: Section, key: str, parse: Callable[[str, Any], T]) -> Callable[[Any], T]:
+    """A parser for `key` that knows its own field path (for mappings with their own keys)."""
+    return lambda value: parse(fields.field(key), value)
+
+
+def _service(name: str, value: Any) -> ServiceSpec:
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"services.{name}: expected a service name of letters, digits and _.- (docs/registry.md)")
+    fields = Section(value, f"services.{name}")
+    given = value if isinstance(value, dict) else {}
     replicas = fields.take("replicas", int_in(0, 1000), 1)
-    update = _update(fields.at("update"), fields.raw("update", {}), replicas)
+    update = _update(fields.field("update"), fields.take("update", mapping, {}), replicas)
     network = fields.take("network", choice(NETWORKS), "host")
     container_port = fields.take("container_port", int_in(1, 65535), 0)
     if (network == "bridge") != bool(container_port):
-        raise ConfigError(f"{path}.container_port: required with network: bridge, and only then")
-    resources = Fields(fields.raw("resources", {}), fields.at("resources"))
+        raise ConfigError(f"{fields.field('container_port')}: required with network: bridge, and only then")
+    resources = Section(fields.take("resources", mapping, {}), fields.field("resources"))
     spec = ServiceSpec(
         name=name,
         image=fields.take("image", matching(IMAGE_RE, "an image reference like lbgen-demo:1")),
         replicas=replicas,
-        pool=_pool(fields, replicas, update),
+        pool=_pool(fields, given, replicas, update),
         command=fields.take("command", argv, ()),
-        env=fields.take("env", _env, {}),
+        env=fields.take("env", _nested(fields, "env", _env), {}),
         network=network,
         container_port=container_port,
         cpus=resources.take("cpus", cpu_count, 0.0),
         memory=resources.take("memory", memory_size, 0),
-        logs=fields.take("logs", _logs, None),
-        volumes=fields.take("volumes", _volumes, ()),
+        logs=fields.take("logs", _nested(fields, "logs", _logs), None),
+        volumes=fields.take("volumes", _nested(fields, "volumes", _volumes), ()),
         restart=fields.take("restart", choice(RESTART_POLICIES), "unless-stopped"),
-        healthcheck=fields.take("healthcheck", _healthcheck, None),
+        healthcheck=fields.take("healthcheck", _nested(fields, "healthcheck", _healthcheck), None),
         weight=fields.take("weight", int_in(0, MAX_WEIGHT), 1),
         update=update,
     )
@@ -327,14 +340,15 @@ def _check_pools_apart(services: tuple[ServiceSpec, ...]) -> None:
 
 def parse_deploy_spec(value: Any, default_project: str) -> DeploySpec:
     """Validate a loaded YAML document. `default_project` names the project when the spec does not."""
-    fields = Fields(value, "")
-    fields.take("version", choice((SPEC_VERSION,)), SPEC_VERSION)  # type: ignore[arg-type]
-    project_name = matching(NAME_RE, "a project name of letters, digits and _.-")
-    project = project_name("project", fields.raw("project", default_project))
-    raw = Fields(fields.take("services", lambda p, v: v), "services").value
-    if not raw:
-        raise ConfigError("services: expected at least one service")
+    if not isinstance(value, dict):
+        raise ConfigError(f"spec: expected a mapping, got {type(value).__name__}")
+    fields = Section(value, "")
+    fields.take("version", choice((SPEC_VERSION,)), SPEC_VERSION)
+    project = fields.take("project", matching(NAME_RE, "a name of letters, digits and _.-"), default_project)
+    services = fields.take("services", mapping)
     fields.done()
-    services = tuple(_service(name, raw[name]) for name in sorted(raw, key=str))
-    _check_pools_apart(services)
-    return DeploySpec(project=project, services=services)
+    if not services:
+        raise ConfigError("services: expected at least one service")
+    parsed = tuple(_service(str(name), services[name]) for name in sorted(services, key=str))
+    _check_pools_apart(parsed)
+    return DeploySpec(project=project, services=parsed)

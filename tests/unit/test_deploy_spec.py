@@ -94,7 +94,7 @@ def test_config_hash_changes_only_with_what_needs_a_new_container(change: dict[s
 
 
 def test_durations_and_sizes() -> None:
-    web = parse_deploy_spec(_spec(update={"drain": "1.5s", "health_timeout": "2m", "stop_timeout": 7}), "d").services[0]
+    web = parse_deploy_spec(_spec(update={"drain": "1.5s", "health_timeout": "2m", "stop_timeout": "7s"}), "d").services[0]
     assert (web.update.drain, web.update.health_timeout, web.update.stop_timeout) == (1.5, 120.0, 7.0)
     assert parse_deploy_spec(_spec(resources={"memory": "1g"}), "d").services[0].memory == 1024**3
 
@@ -108,17 +108,17 @@ BAD: list[tuple[Any, str]] = [
     ([], "spec: expected a mapping"),
     ({}, "services: required"),
     ({"services": {}}, "services: expected at least one service"),
-    ({"services": {"web": WEB}, "extra": 1}, "extra: unknown key"),
+    ({"services": {"web": WEB}, "extra": 1}, "extra: unknown setting"),
     ({"services": {"web": WEB}, "version": 2}, "version: expected one of 1"),
-    ({"services": {"web": WEB}, "project": "a b"}, "project: expected a project name"),
+    ({"services": {"web": WEB}, "project": "a b"}, "project: expected a name of letters"),
     ({"services": {"bad name": WEB}}, "services.bad name: expected a service name"),
-    ({"services": {"web": None}}, "services.web: expected a mapping, got nothing"),
+    ({"services": {"web": None}}, "services.web.image: required"),
     (_spec(replicas=-1), "services.web.replicas: expected an integer from 0 to 1000, got -1"),
     (_spec(replicas="3"), "services.web.replicas: expected an integer"),
     (_spec(replicas=True), "services.web.replicas: expected an integer"),
     (_spec(image=None), "services.web.image: required"),
     (_spec(image="a b"), "services.web.image: expected an image reference"),
-    (_spec(imgae="x"), "services.web.imgae: unknown key"),
+    (_spec(imgae="x"), "services.web.imgae: unknown setting"),
     (_spec(port=None), "services.web.port: required"),
     (_spec(port=70000), "services.web.port: expected an integer from 1 to 65535"),
     (_spec(port=65534), "services.web.port: 65534 + 4 ports passes 65535"),
@@ -138,7 +138,7 @@ BAD: list[tuple[Any, str]] = [
     (_spec(resources={"cpus": 0}), "services.web.resources.cpus: expected a number of CPUs above 0"),
     (_spec(resources={"memory": "1k"}), "services.web.resources.memory: expected a size of at least 6m"),
     (_spec(resources={"memory": "lots"}), "services.web.resources.memory: expected a size"),
-    (_spec(resources={"gpus": 1}), "services.web.resources.gpus: unknown key"),
+    (_spec(resources={"gpus": 1}), "services.web.resources.gpus: unknown setting"),
     (_spec(logs="/var/log"), "services.web.logs: expected a mapping"),
     (_spec(logs={"host": "var/log", "container": "/logs"}), "services.web.logs.host: expected an absolute path"),
     (_spec(logs={"host": "/a/../etc", "container": "/logs"}), "services.web.logs.host: expected an absolute path"),
@@ -158,9 +158,10 @@ BAD: list[tuple[Any, str]] = [
     (_spec(update={"order": "random"}), "services.web.update.order: expected one of start-first, stop-first"),
     (_spec(update={"drain": "-1s"}), "services.web.update.drain: expected a duration"),
     (_spec(update={"drain": -1}), "services.web.update.drain: expected a duration"),
+    (_spec(update={"drain": 5}), "services.web.update.drain: expected a duration like 100ms"),
     (_spec(update={"min_healthy": 4}), "services.web.update.min_healthy: expected an integer from 0 to 3"),
     (_spec(update={"order": "stop-first", "min_healthy": 3}), "services.web.update.min_healthy: 3 cannot hold"),
-    (_spec(update={"surge": 1}), "services.web.update.surge: unknown key"),
+    (_spec(update={"surge": 1}), "services.web.update.surge: unknown setting"),
     ({"services": {"web": WEB, "api": {**WEB, "port": 18083}}}, "services.api: ports 18083-18086 overlap services.web ports 18081-18084"),
 ]
 

@@ -169,7 +169,7 @@ def test_stop_first_stops_before_it_starts() -> None:
 
 def test_stop_first_failure_says_the_old_replica_is_gone() -> None:
     world = _deployed_v1(health=lambda spec, n: "starting" if spec.env["VERSION"] == "2" else "healthy")
-    outcome = world.deploy(make_spec(env={"VERSION": "2"}, update={"order": "stop-first", "health_timeout": 3}))
+    outcome = world.deploy(make_spec(env={"VERSION": "2"}, update={"order": "stop-first", "health_timeout": "3s"}))
     assert str(outcome.error).endswith("; stop-first had already removed demo-web-1-p18081")
 
 
