@@ -113,7 +113,7 @@ class ServiceSpec:
     container_port: int = 0  # bridge only: the port the app listens on inside
     cpus: float = 0.0
     memory: int = 0
-    logs: tuple[str, str] | None = None  # (host dir, container dir); one subdir per container
+    logs: tuple[str, str] | None = None  # (host dir, container dir), shared by the replicas
     volumes: tuple[tuple[str, str, bool], ...] = ()
     restart: str = "unless-stopped"
     healthcheck: HealthCheck | None = None  # None: the image's own HEALTHCHECK
@@ -141,9 +141,7 @@ class ServiceSpec:
             LABEL_PROJECT: project, LABEL_DEPLOY_SERVICE: self.name, LABEL_REPLICA: str(replica),
             LABEL_HOST_PORT: str(port), LABEL_CONFIG_HASH: self.config_hash(),
         }
-        mounts = self.volumes
-        if self.logs:
-            mounts = ((f"{self.logs[0].rstrip('/')}/{name}", self.logs[1], False),) + mounts
+        mounts = ((self.logs[0], self.logs[1], False),) + self.volumes if self.logs else self.volumes
         return ContainerSpec(
             name=name, image=self.image, command=with_port(self.command, app_port),
             env={**self.env, "PORT": str(app_port)}, labels=labels, network_mode=self.network,

@@ -16,11 +16,11 @@ from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence, TypeVar
 
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
-from lbgen.core.deploy_spec import LABEL_PROJECT
+from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
 from lbgen.core.schema import decode_endpoint, encode_endpoint, parse_key
 from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
-from lbgen.ports import Clock, Docker, Store
+from lbgen.ports import Clock, ContainerInfo, Docker, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -322,3 +322,53 @@ class Deployer:
 
     def _say(self, step: Step, message: str) -> None:
         self.reporter.progress(step.subject, message)
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica for `lbgen deploy status`: its container (None when missing) and registration."""
+
+    subject: str
+    deployed: Deployed | None
+    config: str  # current | stale | orphan
+    registered: Registered | None = None
+    served_by: tuple[str, ...] = ()
+
+    def cells(self, registry: bool) -> tuple[str, ...]:
+        d = self.deployed
+        if d is None:
+            return (self.subject, "(missing)", "", "", "", "", "", "", "")
+        unknown = "not registered" if registry else "-"
+        endpoint = self.registered.endpoint.id if self.registered else unknown
+        weight = str(self.registered.endpoint.weight) if self.registered else ""
+        served = ", ".join(self.served_by) or ("none" if registry else "-")
+        return (self.subject, d.name, str(d.port), d.state, d.health, self.config, endpoint, weight, served)
+
+
+def replica_status(
+    spec: DeploySpec, containers: Sequence[ContainerInfo], registry: Registry | None
+) -> tuple[list[ReplicaStatus], dict[str, int]]:
+    """Every replica the spec wants or a container holds, and the LB nodes' applied revisions.
+
+    An LB node serves a replica when it has applied a revision at or after the replica's
+    registration, and the endpoint is served (healthy or check-less, weight above 0).
+    """
+    lbs = registry.lb_revisions() if registry else {}
+    rows = []
+    for d in (read_deployed(c) for c in containers):
+        service = spec.service(d.service)
+        config = "orphan" if service is None else "current" if d.config_hash == service.config_hash() else "stale"
+        found = registry.endpoint(d.service, d.id) if registry else None
+        served = found is not None and found.endpoint.is_served()
+        nodes = tuple(n for n, rev in sorted(lbs.items()) if served and found and rev >= found.revision)
+        rows.append(ReplicaStatus(f"{d.service}.{d.replica}", d, config, found, nodes))
+    present = {r.subject for r in rows}
+    rows += [
+        ReplicaStatus(f"{s.name}.{i}", None, "")
+        for s in spec.services for i in range(1, s.replicas + 1) if f"{s.name}.{i}" not in present
+    ]
+    return sorted(rows, key=lambda r: (r.subject.rpartition(".")[0], int(r.subject.rpartition(".")[2]),
+                                       r.deployed.name if r.deployed else "")), lbs

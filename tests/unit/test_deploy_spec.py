@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from lbgen.core.deploy_spec import PortPool, parse_deploy_spec
 from lbgen.errors import ConfigError
@@ -51,7 +53,7 @@ def test_container_spec_carries_port_labels_resources_and_health() -> None:
     assert c.command == ("httpd", "-f", "-p", "18082")
     assert c.env == {"GREETING": "hi", "WORKERS": "2", "PORT": "18082"}
     assert (c.mem_limit, c.nano_cpus, c.network_mode, c.ports) == (256 * 1024**2, 500_000_000, "host", {})
-    assert c.mounts == (("/var/log/lbgen/demo-web-2-p18082", "/logs", False), ("/srv/www", "/www", True))
+    assert c.mounts == (("/var/log/lbgen", "/logs", False), ("/srv/www", "/www", True))
     assert c.healthcheck == {"Test": ["CMD", "wget", "-q", "http://127.0.0.1:18082/"], "Interval": 500_000_000,
                              "Timeout": 3_000_000_000, "Retries": 5, "StartPeriod": 0}
     assert {k: v for k, v in c.labels.items() if k != "lbgen.deploy.config-hash"} == {
@@ -171,3 +173,11 @@ def test_bad_specs_name_the_field(raw: Any, message: str) -> None:
     with pytest.raises(ConfigError) as error:
         parse_deploy_spec(raw, "demo")
     assert str(error.value).startswith(message), str(error.value)
+
+
+def test_the_annotated_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "deploy.yaml"
+    spec = parse_deploy_spec(yaml.safe_load(example.read_text()), "deploy")
+    web = spec.service("web")
+    assert spec.project == "demo" and web is not None
+    assert (web.image, web.replicas, web.pool, web.update.min_healthy) == ("lbgen-demo:1", 3, PortPool(18081, 18084), 2)

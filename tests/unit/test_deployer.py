@@ -12,7 +12,7 @@ from lbgen.core.deploy_plan import plan_deploy, plan_removal
 from lbgen.core.deploy_spec import DeploySpec
 from lbgen.errors import DeployError
 from lbgen.ports import ContainerSpec
-from lbgen.services.deployer import Deployer, Registry
+from lbgen.services.deployer import Deployer, Registry, replica_status
 from tests.unit.deploy_fakes import FakeAgent, FakeClock, FakeDocker, FakeLB, FakeStore, make_spec
 
 V1 = make_spec(env={"VERSION": "1"}, update={"drain": "2s", "health_timeout": "10s", "register_timeout": "5s"})
@@ -237,3 +237,25 @@ def test_lb_revisions_read_only_well_formed_reports(value: bytes, expected: dict
     store = FakeStore([])
     store.put("/lbgen/lb/lb1", value)
     assert Registry(store, "/lbgen").lb_revisions() == expected
+
+
+def test_status_shows_registration_lb_and_missing_replicas() -> None:
+    world = _deployed_v1()
+    assert world.docker and world.deployer
+    world.clock.sleep(0.5)  # the LB applies the latest revision
+    rows, lbs = replica_status(make_spec(env={"VERSION": "2"}, replicas=4), world.docker.list_containers(),
+                               world.deployer.registry)
+    assert list(lbs) == ["lb1"]
+    cells = [row.cells(registry=True) for row in rows]
+    assert [c[0] for c in cells] == ["web.1", "web.2", "web.3", "web.4"]
+    assert cells[0][1:] == ("demo-web-1-p18081", "18081", "running", "healthy", "stale",
+                            "host-a.demo-web-1-p18081.18081", "1", "lb1")
+    assert cells[3][1] == "(missing)"
+
+
+def test_status_without_registry() -> None:
+    world = make_world(registry=False)
+    world.deploy(V1)
+    assert world.docker
+    rows, lbs = replica_status(V1, world.docker.list_containers(), None)
+    assert lbs == {} and [r.cells(registry=False)[5:] for r in rows][0] == ("current", "-", "", "-")
