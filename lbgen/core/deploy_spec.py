@@ -1,7 +1,7 @@
 """Deploy specs (`lbgen deploy`, docs/deploy.md): a loaded YAML mapping → validated `DeploySpec`.
 
 Every value is checked before anything is started; a bad one raises `ConfigError` naming its
-field path (`services.web.replicas: expected an integer ≥ 0, got -1`). Unknown keys are errors,
+field path (`services.web.replicas: expected an integer from 0 to 1000, got -1`). Unknown keys are errors,
 so a typo never silently falls back to a default.
 
 Each replica gets its own host port from the service's port pool (host networking cannot share
@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
 from lbgen.core.deploy_checks import (
@@ -126,7 +126,7 @@ class ServiceSpec:
             "version": SPEC_VERSION, "image": self.image, "command": self.command, "env": dict(self.env),
             "network": self.network, "container_port": self.container_port, "cpus": self.cpus,
             "memory": self.memory, "logs": self.logs, "volumes": self.volumes, "restart": self.restart,
-            "healthcheck": self.healthcheck and self.healthcheck.__dict__, "weight": self.weight,
+            "healthcheck": self.healthcheck and asdict(self.healthcheck), "weight": self.weight,
             "service": self.name,
         }
         canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
