@@ -154,6 +154,7 @@ class DockerEvent:
     action: str
     id: str
     time: float
+    name: str = ""  # the container's name (Actor.Attributes.name), for logs: a destroyed one cannot be inspected
 
 
 class DockerEvents(Protocol):

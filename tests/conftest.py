@@ -1,3 +1,36 @@
-"""Shared pytest setup. Fixtures for the real services live in `tests/support/` as plugins."""
+"""Shared pytest setup. Fixtures for the real services live in `tests/support/` as plugins:
+append yours to `pytest_plugins`.
 
-pytest_plugins: list[str] = []
+In CI (`CI=true`) a skipped test is a failure: a missing etcd, dockerd, nginx or haproxy must
+never pass silently there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Generator
+
+import pytest
+
+pytest_plugins: list[str] = ["tests.support.docker"]
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, None, None]:
+    outcome = yield
+    _fail_skip_in_ci(outcome.get_result())
