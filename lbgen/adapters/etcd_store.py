@@ -1,0 +1,295 @@
+"""The etcd v3 registry: `lbgen.ports.Store` on pyetcd (PyPI `etcd-sdk-python`, the `etcd3` API).
+
+pyetcd is fast and current, but left alone it turns a short etcd outage into a long one. What this
+adapter does about each of its caveats (docs/registry.md, "Design choices"):
+
+- After a failed call pyetcd refuses an endpoint for `time_retry` (300 s by default): we lower it
+  to `retry_after` and, when every endpoint is marked failed, try them again anyway: the caller's
+  backoff (`lbgen.core.backoff`, capped at a few seconds) decides when, not the library.
+- gRPC's reconnect backoff grows to 120 s (confd took 91 s to notice etcd was back): capped at 1 s.
+- A list of endpoints is one cluster: a call that finds its endpoint down moves to the next one.
+- 100k keys exceed gRPC's 4 MB message limit: the limit is raised and snapshots are paged, every
+  page pinned to the first page's revision so the snapshot is consistent.
+- Watches run on their own gRPC stream and ask etcd for a progress report when idle: a watch whose
+  etcd died or froze raises `StoreUnavailable` within seconds instead of hanging ("feign death").
+- No background lease keep-alive: `keep_alive()` refreshes once, the services loop it.
+- Auth tokens die with an etcd restart: on "invalid auth token" we authenticate again and retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+import grpc
+import pyetcd
+from pyetcd import etcdrpc, exceptions as etcd_exceptions, utils
+
+from lbgen.adapters.etcd_watch import EtcdWatch, WatchStream
+from lbgen.errors import Compacted, ConfigError, LeaseLost, StoreError, StoreUnavailable
+from lbgen.ports import KeyValue, Snapshot
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PAGE_SIZE = 5_000
+MAX_MESSAGE_BYTES = 256 << 20
+GRPC_OPTIONS = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
+    # etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 3_000),
+)
+# Codes after which the endpoint is considered down (pyetcd marks it failed on the same codes).
+UNAVAILABLE_CODES = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
+)
+_UNAVAILABLE_EXCEPTIONS = (
+    etcd_exceptions.ConnectionFailedError,
+    etcd_exceptions.ConnectionTimeoutError,
+    etcd_exceptions.NoServerAvailableError,
+    etcd_exceptions.InternalServerError,
+)
+
+
+@dataclass(frozen=True)
+class EtcdConfig:
+    """How to reach an etcd cluster. `endpoints` are `(host, port)`; several = one cluster."""
+
+    endpoints: tuple[tuple[str, int], ...]
+    tls: bool = False
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    user: str | None = None
+    password: str | None = None
+    timeout: float = 5.0
+    retry_after: float = 1.0
+    probe_interval: float = 2.0
+    probe_timeout: float = 2.0
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(f"{what} {path}: {e.strerror}") from e
+
+
+def _credentials(config: EtcdConfig) -> grpc.ChannelCredentials | None:
+    if not (config.tls or config.ca or config.cert):
+        return None
+    if bool(config.cert) != bool(config.key):
+        raise ConfigError("etcd TLS: --cert and --key go together")
+    return grpc.ssl_channel_credentials(
+        root_certificates=_read(config.ca, "etcd CA") if config.ca else None,
+        private_key=_read(config.key, "etcd client key") if config.key else None,
+        certificate_chain=_read(config.cert, "etcd client certificate") if config.cert else None,
+    )
+
+
+def rpc_error(error: BaseException) -> grpc.RpcError | None:
+    """The gRPC error behind `error` (pyetcd re-raises its own exception inside the handler)."""
+    for candidate in (error, error.__cause__, error.__context__):
+        if isinstance(candidate, grpc.RpcError):
+            return candidate
+    return None
+
+
+def describe(error: BaseException) -> str:
+    """One line saying what went wrong, from the gRPC status when there is one."""
+    rpc = rpc_error(error)
+    if rpc is not None and hasattr(rpc, "code"):
+        details = (rpc.details() or "").splitlines()
+        return f"{rpc.code().name.lower()}: {details[0] if details else 'no details'}"
+    return str(error) or type(error).__name__
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether `error` means the endpoint cannot be reached (retry elsewhere or later)."""
+    rpc = rpc_error(error)
+    if rpc is not None and hasattr(rpc, "code"):
+        return rpc.code() in UNAVAILABLE_CODES
+    return isinstance(error, _UNAVAILABLE_EXCEPTIONS)
+
+
+def _code(error: BaseException) -> grpc.StatusCode | None:
+    rpc = rpc_error(error)
+    return rpc.code() if rpc is not None and hasattr(rpc, "code") else None
+
+
+class EtcdStore:
+    """`Store` on an etcd v3 cluster. No I/O happens before the first call: a daemon can start while
+    etcd is down, and every call raises `StoreUnavailable` until it is back."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        if not config.endpoints:
+            raise ConfigError("etcd: no endpoints")
+        if bool(config.user) != bool(config.password):
+            raise ConfigError("etcd auth: a user needs a password (--password or LBGEN_ETCD_PASSWORD)")
+        self.config = config
+        credentials = _credentials(config)
+        endpoints = [
+            pyetcd.Endpoint(host, port, secure=credentials is not None, creds=credentials,
+                            time_retry=config.retry_after, opts=list(GRPC_OPTIONS))
+            for host, port in config.endpoints
+        ]
+        self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=config.timeout, failover=True)
+        self._auth_lock = threading.Lock()
+        self._token: str | None = None
+        self.name = ",".join(f"{host}:{port}" for host, port in config.endpoints)
+        if config.user and credentials is None:
+            log.warning("etcd %s: password auth without TLS sends the password in clear text", self.name)
+
+    # --- error handling, failover, auth -------------------------------------------------------
+
+    def _call(self, op: str, fn: Callable[[], T]) -> T:
+        """Run `fn` on the current endpoint; on an outage move to the next live one, on an expired
+        token authenticate again; map every failure to our errors, naming endpoint and operation."""
+        reauthenticated = False
+        attempts = len(self._client.endpoints)
+        while True:
+            self._revive_if_all_failed()
+            endpoint = self._client.endpoint_in_use.netloc
+            try:
+                self._ensure_token(op)
+                return fn()
+            except (grpc.RpcError, etcd_exceptions.Etcd3Exception) as e:
+                code = _code(e)
+                if code == grpc.StatusCode.UNAUTHENTICATED and self.config.user and not reauthenticated:
+                    log.info("etcd %s: auth token rejected (%s), authenticating again", endpoint, describe(e))
+                    self._token, reauthenticated = None, True
+                    continue
+                attempts -= 1
+                if is_unavailable(e) and attempts > 0 and self._has_live_endpoint():
+                    log.warning("etcd %s: %s: %s; trying the next endpoint", endpoint, op, describe(e))
+                    continue
+                raise self._error(endpoint, op, e) from e
+
+    def _error(self, endpoint: str, op: str, error: BaseException) -> StoreError:
+        message = f"etcd {endpoint}: {op}: {describe(error)}"
+        if is_unavailable(error):
+            return StoreUnavailable(message)
+        if _code(error) == grpc.StatusCode.NOT_FOUND and "lease" in describe(error):
+            return LeaseLost(message)
+        return StoreError(message)
+
+    def _has_live_endpoint(self) -> bool:
+        return any(not ep.is_failed() for ep in self._client.endpoints.values())
+
+    def _revive_if_all_failed(self) -> None:
+        # pyetcd would refuse every call until `time_retry` passes; the caller's backoff decides.
+        if not self._has_live_endpoint():
+            for endpoint in self._client.endpoints.values():
+                endpoint.last_failed = 0
+
+    def _ensure_token(self, op: str) -> None:
+        if not self.config.user or self._token is not None:
+            return
+        with self._auth_lock:
+            if self._token is None:
+                request = etcdrpc.AuthenticateRequest(name=self.config.user, password=self.config.password)
+                response = self._client.authstub.Authenticate(request, self.config.timeout)
+                self._token = response.token
+                # Metadata only (not call credentials): works on plain and TLS channels alike.
+                self._client.metadata = (("token", self._token),)
+
+    # --- Store ------------------------------------------------------------------------------------
+
+    def snapshot(self, prefix: str) -> Snapshot:
+        """Every key under `prefix` at one revision, read in pages of `PAGE_SIZE` keys."""
+        for _ in range(3):
+            try:
+                return self._snapshot_pages(prefix)
+            except Compacted:
+                log.info("etcd %s: snapshot of %r outran a compaction, starting again", self.name, prefix)
+        raise StoreError(f"etcd {self.name}: snapshot {prefix!r}: compacted three times while paging")
+
+    def _snapshot_pages(self, prefix: str) -> Snapshot:
+        start = prefix.encode()
+        end = utils.prefix_range_end(start)
+        revision, cluster_id, items = 0, "", []
+        while True:
+            try:
+                response = self._call(
+                    f"snapshot {prefix!r}",
+                    lambda: self._client.get_range_response(start, end, limit=PAGE_SIZE, revision=revision or None),
+                )
+            except StoreError as e:
+                if revision and _code(e.__cause__ or e) == grpc.StatusCode.OUT_OF_RANGE:
+                    raise Compacted(revision, 0) from e
+                raise
+            if not revision:
+                revision, cluster_id = int(response.header.revision), f"{response.header.cluster_id:x}"
+            items.extend(_key_value(kv) for kv in response.kvs)
+            if not response.more or not response.kvs:
+                return Snapshot(revision, tuple(items), cluster_id)
+            start = response.kvs[-1].key + b"\0"
+
+    def get(self, key: str) -> KeyValue | None:
+        response = self._call(f"get {key!r}", lambda: self._client.get_response(key))
+        return _key_value(response.kvs[0]) if response.kvs else None
+
+    def watch(self, prefix: str, start_revision: int) -> EtcdWatch:
+        """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there)."""
+        return EtcdWatch(self, prefix, start_revision)
+
+    def open_watch_stream(self, request_iterator: object) -> WatchStream:
+        """A raw gRPC watch stream on the current endpoint (used by `EtcdWatch`)."""
+
+        def open_stream() -> WatchStream:
+            channel = self._client.channel
+            call = etcdrpc.WatchStub(channel).Watch(request_iterator, metadata=self._client.metadata)
+            return WatchStream(self._client.endpoint_in_use.netloc, call)
+
+        return self._call("watch", open_stream)
+
+    def stream_failed(self, endpoint: str, error: BaseException) -> str:
+        """A watch stream broke: mark its endpoint failed so the next watch tries another member
+        (or drop a token etcd no longer accepts). Returns the one-line reason."""
+        if _code(error) == grpc.StatusCode.UNAUTHENTICATED:
+            self._token = None
+        elif endpoint in self._client.endpoints and is_unavailable(error):
+            self._client.endpoints[endpoint].fail()
+        return describe(error)
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        response = self._call(f"put {key!r}", lambda: self._client.put(key, value, lease=lease or None))
+        return int(response.header.revision)
+
+    def delete(self, key: str) -> bool:
+        response = self._call(f"delete {key!r}", lambda: self._client.delete(key, return_response=True))
+        return int(response.deleted) > 0
+
+    def grant_lease(self, ttl: int) -> int:
+        return int(self._call(f"grant a {ttl}s lease", lambda: self._client.lease(ttl)).id)
+
+    def keep_alive(self, lease: int) -> int:
+        responses = self._call(f"keep lease {lease:x} alive", lambda: list(self._client.refresh_lease(lease)))
+        ttl = int(responses[0].TTL) if responses else 0
+        if ttl <= 0:
+            raise LeaseLost(f"etcd {self.name}: lease {lease:x} has expired or was revoked")
+        return ttl
+
+    def revoke_lease(self, lease: int) -> None:
+        try:
+            self._call(f"revoke lease {lease:x}", lambda: self._client.revoke_lease(lease))
+        except LeaseLost:
+            log.debug("etcd %s: lease %x was already gone", self.name, lease)
+
+    def compact(self, revision: int) -> None:
+        """Drop history before `revision` (operators and tests: etcd does this by itself when told to)."""
+        self._call(f"compact to {revision}", lambda: self._client.compact(revision, physical=True))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _key_value(kv: object) -> KeyValue:
+    return KeyValue(kv.key.decode(errors="replace"), bytes(kv.value), int(kv.mod_revision), int(kv.lease))

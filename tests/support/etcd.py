@@ -1,0 +1,239 @@
+"""pytest plugin: real etcd 3.4 servers on free 127.0.0.1 ports, with temp data dirs.
+
+- `etcd_server` (session): one shared server; tests isolate themselves with `etcd_prefix`.
+- `etcd_factory`: servers a test owns, to stop, kill, freeze, restart or wipe (outages, restores).
+- `etcd_prefix`: a unique key prefix per test, so tests can share a server under pytest-xdist.
+
+Without `/usr/bin/etcd` the tests are skipped, except in CI (`CI=true`), where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from lbgen.ports import Watch, WatchEvent
+from tests.support.util import free_port, wait_until
+
+ETCD_BINARY = os.environ.get("LBGEN_TEST_ETCD", "/usr/bin/etcd")
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+
+
+def require_binary(path: str, what: str) -> None:
+    """Skip when a real service binary is missing, but fail in CI where nothing may be skipped."""
+    if shutil.which(path):
+        return
+    message = f"{what} not found at {path}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message} (CI=true: a missing component is a failure)")
+    pytest.skip(message)
+
+
+@dataclass
+class EtcdServer:
+    """One etcd member we started. Ports and data dir survive `stop()`/`start()` (a restart)."""
+
+    workdir: Path
+    name: str = "lbgen-test"
+    client_port: int = field(default_factory=free_port)
+    peer_port: int = field(default_factory=free_port)
+    extra_args: tuple[str, ...] = ()
+    scheme: str = "http"
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "etcd.log"
+
+    @property
+    def client_url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        """The registry URL lbgen takes (`--registry`)."""
+        return f"{'https' if self.scheme == 'https' else 'etcd'}://127.0.0.1:{self.client_port}"
+
+    def argv(self) -> list[str]:
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        return [
+            ETCD_BINARY, "--name", self.name, "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-token", uuid.uuid4().hex,
+            "--auto-compaction-retention=0", "--logger=zap", "--log-level=warn",
+            *self.extra_args,
+        ]
+
+    def start(self, wait: bool = True) -> None:
+        """Start the process (again) and wait until it serves (`/health`, for plain HTTP)."""
+        assert self.process is None, "already running"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+        if wait and self.scheme == "http":
+            self.wait_healthy()
+
+    def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
+        wait_until(self._healthy, timeout, f"etcd on {self.client_url} to be healthy")
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"etcd exited {self.process.returncode}: {self._log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as response:
+                return b'"true"' in response.read()
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        return " | ".join(lines[-3:]) or "no output"
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after a deadline; waits for the process to be gone."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
+            self.process.terminate()
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_TIMEOUT)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: an etcd that dies without closing anything cleanly."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(STOP_TIMEOUT)
+            self.process = None
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process is there but never answers (a partition, a hung host)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def wipe(self) -> None:
+        """Stop, delete the data and start empty: an etcd restored from scratch (new cluster id)."""
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.start()
+
+
+class EtcdFactory:
+    """Starts servers for one test and removes every process and directory at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.servers: list[EtcdServer] = []
+
+    def __call__(self, extra_args: tuple[str, ...] = (), scheme: str = "http") -> EtcdServer:
+        workdir = Path(tempfile.mkdtemp(prefix="etcd-", dir=self.root))
+        server = EtcdServer(workdir, extra_args=extra_args, scheme=scheme)
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.stop()
+            shutil.rmtree(server.workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
+    """The shared etcd of the test session. Never stop it: use `etcd_factory` for that."""
+    require_binary(ETCD_BINARY, "etcd")
+    factory = EtcdFactory(tmp_path_factory.mktemp("etcd-session"))
+    try:
+        yield factory()
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdServer]]:
+    """`etcd_factory()` → a fresh server this test may stop, kill, freeze or wipe."""
+    require_binary(ETCD_BINARY, "etcd")
+    factory = EtcdFactory(tmp_path)
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture
+def etcd_prefix() -> str:
+    """A key prefix no other test uses, e.g. `/t/3f2a.../lbgen` (without a trailing slash)."""
+    return f"/t/{uuid.uuid4().hex[:12]}/lbgen"
+
+
+class WatchReader:
+    """Iterates a `Watch` on a thread so a test can wait for events or an error with a deadline."""
+
+    def __init__(self, watch: Watch) -> None:
+        self.watch = watch
+        self._items: queue.Queue[object] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="watch-reader", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for batch in self.watch:
+                self._items.put(batch)
+        except Exception as e:  # handed to the test, which asserts on it
+            self._items.put(e)
+
+    def events(self, count: int, timeout: float = 10.0) -> list[WatchEvent]:
+        """The next `count` events (across batches); fails at the deadline or on a watch error."""
+        events: list[WatchEvent] = []
+        deadline = time.monotonic() + timeout
+        while len(events) < count:
+            item = self._next(deadline, f"{count} watch events (got {len(events)})")
+            if isinstance(item, Exception):
+                raise AssertionError(f"watch failed after {len(events)} events: {item!r}") from item
+            events.extend(item)  # type: ignore[arg-type]
+        return events
+
+    def error(self, timeout: float = 10.0) -> Exception:
+        """The exception the watch raised, skipping any events still queued before it."""
+        deadline = time.monotonic() + timeout
+        while not isinstance(item := self._next(deadline, "the watch to fail"), Exception):
+            pass
+        return item
+
+    def _next(self, deadline: float, what: str) -> object:
+        try:
+            return self._items.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            raise AssertionError(f"timed out waiting for {what}") from None
+
+    def close(self) -> None:
+        self.watch.cancel()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the watch did not end after cancel()"
