@@ -17,9 +17,9 @@ from typing import Iterable, Sequence
 
 from lbgen.core.deploy_spec import (
     LABEL_CONFIG_HASH,
-    LABEL_DEPLOY_SERVICE,
     LABEL_HOST_PORT,
     LABEL_REPLICA,
+    LABEL_SERVICE,
     DeploySpec,
     ServiceSpec,
     UpdatePolicy,
@@ -62,7 +62,7 @@ def read_deployed(info: ContainerInfo) -> Deployed:
         return int(value) if value.isdigit() else 0
 
     return Deployed(
-        id=info.id, name=info.name, service=labels.get(LABEL_DEPLOY_SERVICE, ""),
+        id=info.id, name=info.name, service=labels.get(LABEL_SERVICE, ""),
         replica=number(LABEL_REPLICA), port=number(LABEL_HOST_PORT),
         config_hash=labels.get(LABEL_CONFIG_HASH, ""), state=info.state, health=info.health,
     )

@@ -32,8 +32,9 @@ SPEC_VERSION = 1
 LABEL_SERVICE = "lbgen.service"
 LABEL_PORT = "lbgen.port"
 LABEL_WEIGHT = "lbgen.weight"
+# The agent reads `lbgen.<port>.service|weight|tags` as per-port labels: deploy's own labels under
+# `lbgen.deploy.` must never end in those words. A replica's service is its `lbgen.service`.
 LABEL_PROJECT = "lbgen.deploy.project"
-LABEL_DEPLOY_SERVICE = "lbgen.deploy.service"
 LABEL_REPLICA = "lbgen.deploy.replica"
 LABEL_HOST_PORT = "lbgen.deploy.port"
 LABEL_CONFIG_HASH = "lbgen.deploy.config-hash"
@@ -138,7 +139,7 @@ class ServiceSpec:
         app_port = self.container_port if self.network == "bridge" else port
         labels = {
             LABEL_SERVICE: self.name, LABEL_PORT: str(app_port), LABEL_WEIGHT: str(self.weight),
-            LABEL_PROJECT: project, LABEL_DEPLOY_SERVICE: self.name, LABEL_REPLICA: str(replica),
+            LABEL_PROJECT: project, LABEL_REPLICA: str(replica),
             LABEL_HOST_PORT: str(port), LABEL_CONFIG_HASH: self.config_hash(),
         }
         mounts = ((self.logs[0], self.logs[1], False),) + self.volumes if self.logs else self.volumes

@@ -231,14 +231,17 @@ class Deployer:
         assert self.registry is not None
         registry, behind = self.registry, [""]
 
-        def applied() -> bool | None:
+        def applied() -> int | None:
             revisions = registry.lb_revisions()
             behind[0] = ", ".join(f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision)
-            return None if behind[0] else True
+            return None if behind[0] else len(revisions)
 
-        self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
-                   f"waiting for revision {revision} ({behind[0]})")
-        self._say(step, f"LB nodes applied revision {revision} ({what})")
+        nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
+                           f"waiting for revision {revision} ({behind[0]})")
+        if nodes:
+            self._say(step, f"{nodes} LB node(s) applied revision {revision} ({what})")
+        else:
+            self._say(step, f"no LB node reports an applied revision: not waiting for one ({what})")
 
     def _roll_back(self, started: list[tuple[Step, str]], batch: Batch, error: BaseException) -> None:
         for step, cid in started:

@@ -81,7 +81,7 @@ def test_new_containers_carry_the_new_config() -> None:
 
 
 def test_orphans_are_kept_unless_asked() -> None:
-    orphans = [deployed(OLD, 1, 19001, labels={"lbgen.deploy.service": "api"})]
+    orphans = [deployed(OLD, 1, 19001, labels={"lbgen.service": "api"})]
     plan = plan_deploy(OLD, [*_three_running(), *orphans])
     assert [(s.action, s.subject) for s in plan.untouched][-1] == ("orphan", "api.1")
     assert not plan.changes

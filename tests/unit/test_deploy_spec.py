@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from lbgen.core.deploy_spec import PortPool, parse_deploy_spec
+from lbgen.core.discovery import DiscoveryOptions, container_endpoints
 from lbgen.errors import ConfigError
+from tests.unit.deploy_fakes import info
 
 WEB: dict[str, Any] = {"image": "lbgen-demo:1", "replicas": 3, "port": 18081}
 
@@ -58,7 +60,7 @@ def test_container_spec_carries_port_labels_resources_and_health() -> None:
                              "Timeout": 3_000_000_000, "Retries": 5, "StartPeriod": 0}
     assert {k: v for k, v in c.labels.items() if k != "lbgen.deploy.config-hash"} == {
         "lbgen.service": "web", "lbgen.port": "18082", "lbgen.weight": "3", "lbgen.deploy.project": "demo",
-        "lbgen.deploy.service": "web", "lbgen.deploy.replica": "2", "lbgen.deploy.port": "18082",
+        "lbgen.deploy.replica": "2", "lbgen.deploy.port": "18082",
     }
     assert c.labels["lbgen.deploy.config-hash"] == web.config_hash()
 
@@ -181,3 +183,11 @@ def test_the_annotated_example_is_valid() -> None:
     web = spec.service("web")
     assert spec.project == "demo" and web is not None
     assert (web.image, web.replicas, web.pool, web.update.min_healthy) == ("lbgen-demo:1", 3, PortPool(18081, 18084), 2)
+
+
+def test_the_agent_registers_a_deployed_replica_as_is() -> None:
+    web = parse_deploy_spec(_spec(weight=3), "demo").services[0]
+    container = info(web.container_spec("demo", 1, 18082), cid="f" * 64)
+    [(service, endpoint)] = container_endpoints(container, DiscoveryOptions(node="host-a", host_ip="127.0.0.1"))
+    assert (service, endpoint.address, endpoint.port, endpoint.weight, endpoint.container) == (
+        "web", "127.0.0.1", 18082, 3, "f" * 64)
