@@ -17,6 +17,7 @@ import pytest
 import pyetcd
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
 from lbgen.ports import Store, WatchEvent
@@ -41,13 +42,17 @@ class Case:
     compact: Callable[[int], None] | None
 
 
-@pytest.fixture(params=["etcd", "memory"])
+@pytest.fixture(params=["etcd", "file", "memory"])
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Case]:
     if request.param == "etcd":
         etcd = etcd_store(request.getfixturevalue("etcd_server"))
         prefix = request.getfixturevalue("etcd_prefix")
         yield Case(etcd, f"{prefix}/services/", etcd.compact)
         etcd.close()
+    elif request.param == "file":
+        store = FileStore(tmp_path / "registry.yaml", prefix="/lbgen", must_exist=False)
+        yield Case(store, "/lbgen/services/", None)
+        store.close()
     elif request.param == "memory":
         memory = MemoryStore()
         yield Case(memory, "/lbgen/services/", memory.compact)
