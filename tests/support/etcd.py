@@ -13,6 +13,7 @@ import os
 import queue
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -29,6 +30,7 @@ from lbgen.ports import Watch, WatchEvent
 from tests.support.util import free_port, wait_until
 
 ETCD_BINARY = os.environ.get("LBGEN_TEST_ETCD", "/usr/bin/etcd")
+ETCDCTL_BINARY = os.environ.get("LBGEN_TEST_ETCDCTL", "/usr/bin/etcdctl")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 
@@ -43,6 +45,38 @@ def require_binary(path: str, what: str) -> None:
     pytest.skip(message)
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A test CA and a certificate/key pair it signed, valid for 127.0.0.1 as server and client."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A throw-away CA and one P-256 certificate (SAN IP:127.0.0.1), made with the openssl CLI."""
+    require_binary("openssl", "openssl")
+    ca, ca_key = directory / "ca.pem", directory / "ca.key"
+    cert, key, csr = directory / "cert.pem", directory / "cert.key", directory / "cert.csr"
+    ext = directory / "ext.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for argv in (
+        ["req", "-x509", *new_key, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=lbgen-test-ca"],
+        ["req", *new_key, "-keyout", key, "-out", csr, "-subj", "/CN=lbgen-test"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "2", "-extfile", ext],
+    ):
+        subprocess.run(["openssl", *map(str, argv)], check=True, capture_output=True, timeout=30)
+    return TlsFiles(ca, cert, key)
+
+
 @dataclass
 class EtcdServer:
     """One etcd member we started. Ports and data dir survive `stop()`/`start()` (a restart)."""
@@ -52,8 +86,13 @@ class EtcdServer:
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
-    scheme: str = "http"
+    tls: TlsFiles | None = None
+    client_cert_auth: bool = False
     process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     @property
     def data_dir(self) -> Path:
@@ -80,15 +119,23 @@ class EtcdServer:
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
             "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-token", uuid.uuid4().hex,
             "--auto-compaction-retention=0", "--logger=zap", "--log-level=warn",
-            *self.extra_args,
+            *self._tls_args(), *self.extra_args,
         ]
 
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        args = ["--cert-file", str(self.tls.cert), "--key-file", str(self.tls.key)]
+        if self.client_cert_auth:
+            args += ["--client-cert-auth", "--trusted-ca-file", str(self.tls.ca)]
+        return args
+
     def start(self, wait: bool = True) -> None:
-        """Start the process (again) and wait until it serves (`/health`, for plain HTTP)."""
+        """Start the process (again) and wait until it serves (`/health`)."""
         assert self.process is None, "already running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
-        if wait and self.scheme == "http":
+        if wait:
             self.wait_healthy()
 
     def wait_healthy(self, timeout: float = START_TIMEOUT) -> None:
@@ -99,7 +146,8 @@ class EtcdServer:
         if self.process.poll() is not None:
             raise RuntimeError(f"etcd exited {self.process.returncode}: {self._log_tail()}")
         try:
-            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1) as response:
+            context = self.tls.client_context() if self.tls else None
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=1, context=context) as response:
                 return b'"true"' in response.read()
         except OSError:
             return False
@@ -107,6 +155,13 @@ class EtcdServer:
     def _log_tail(self) -> str:
         lines = self.log_path.read_text(errors="replace").strip().splitlines()
         return " | ".join(lines[-3:]) or "no output"
+
+    def etcdctl(self, *args: str) -> str:
+        """Run etcdctl (API v3) against this server; its output, or `CalledProcessError`."""
+        tls = ["--cacert", str(self.tls.ca), "--cert", str(self.tls.cert), "--key", str(self.tls.key)] if self.tls else []
+        argv = [ETCDCTL_BINARY, "--endpoints", self.client_url, *tls, *args]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        return subprocess.run(argv, check=True, capture_output=True, text=True, timeout=30, env=env).stdout
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a deadline; waits for the process to be gone."""
@@ -152,9 +207,11 @@ class EtcdFactory:
         self.root = root
         self.servers: list[EtcdServer] = []
 
-    def __call__(self, extra_args: tuple[str, ...] = (), scheme: str = "http") -> EtcdServer:
+    def __call__(
+        self, extra_args: tuple[str, ...] = (), tls: TlsFiles | None = None, client_cert_auth: bool = False
+    ) -> EtcdServer:
         workdir = Path(tempfile.mkdtemp(prefix="etcd-", dir=self.root))
-        server = EtcdServer(workdir, extra_args=extra_args, scheme=scheme)
+        server = EtcdServer(workdir, extra_args=extra_args, tls=tls, client_cert_auth=client_cert_auth)
         self.servers.append(server)
         server.start()
         return server

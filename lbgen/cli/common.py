@@ -1,0 +1,67 @@
+"""What every registry-using command shares: the `--registry` options and opening the store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.adapters.file_store import FileStore
+from lbgen.core.registry_url import FORMS, RegistryUrl, parse_registry_url
+from lbgen.core.schema import DEFAULT_PREFIX, normalize_prefix
+from lbgen.errors import InvalidValue, UsageError
+from lbgen.ports import Store
+
+PASSWORD_ENV = "LBGEN_ETCD_PASSWORD"
+REGISTRY_ENV = "LBGEN_REGISTRY"
+PREFIX_ENV = "LBGEN_PREFIX"
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--registry`, `--prefix` and etcd's TLS and auth options."""
+    group = parser.add_argument_group("registry")
+    group.add_argument("--registry", metavar="URL",
+                       help=f"{FORMS} (default: ${REGISTRY_ENV}, then the settings file)")
+    group.add_argument("--prefix", help=f"key prefix (default: ${PREFIX_ENV} or {DEFAULT_PREFIX})")
+    group.add_argument("--ca", dest="tls_ca", metavar="FILE", help="CA certificate to verify etcd (implies TLS)")
+    group.add_argument("--cert", dest="tls_cert", metavar="FILE", help="client certificate for etcd (with --key)")
+    group.add_argument("--key", dest="tls_key", metavar="FILE", help="client private key for etcd (with --cert)")
+    group.add_argument("--user", help="etcd user name (password: --password or $" + PASSWORD_ENV + ")")
+    group.add_argument("--password", help=f"etcd password (prefer ${PASSWORD_ENV}: argv is visible in ps)")
+    group.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECONDS",
+                       help="deadline of each etcd call (default: 5)")
+
+
+def registry_url(args: argparse.Namespace, fallback: str | Sequence[str] | None = None) -> RegistryUrl:
+    """The registry from `--registry`, else `$LBGEN_REGISTRY`, else `fallback` (settings)."""
+    value = args.registry or os.environ.get(REGISTRY_ENV) or fallback
+    if not value:
+        raise UsageError(f"no registry: pass --registry ({FORMS}) or set ${REGISTRY_ENV}")
+    return parse_registry_url(value)
+
+
+def registry_prefix(args: argparse.Namespace, fallback: str | None = None) -> str:
+    """The key prefix from `--prefix`, else `$LBGEN_PREFIX`, else `fallback`, else `/lbgen`."""
+    value = args.prefix or os.environ.get(PREFIX_ENV) or fallback or DEFAULT_PREFIX
+    try:
+        return normalize_prefix(value)
+    except InvalidValue as e:
+        raise UsageError(f"--prefix: {e}") from e
+
+
+def open_store(args: argparse.Namespace, url: RegistryUrl, prefix: str, create: bool = False) -> Store:
+    """The adapter for `url`. `create`: a file registry that does not exist yet starts empty."""
+    options = {"--ca": args.tls_ca, "--cert": args.tls_cert, "--key": args.tls_key, "--user": args.user}
+    etcd_only = [name for name, value in options.items() if value]
+    if url.kind == "file":
+        if etcd_only:
+            raise UsageError(f"{', '.join(etcd_only)}: only for an etcd registry, not {url}")
+        return FileStore(url.path, prefix=prefix, must_exist=not create)
+    password = args.password or os.environ.get(PASSWORD_ENV)
+    if args.user and not password:
+        raise UsageError(f"--user {args.user}: needs --password or ${PASSWORD_ENV}")
+    return EtcdStore(EtcdConfig(
+        endpoints=url.endpoints, tls=url.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
+        user=args.user, password=password if args.user else None, timeout=args.etcd_timeout,
+    ))
