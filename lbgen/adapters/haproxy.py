@@ -36,7 +36,7 @@ class HaproxyControl:
     """`lbgen.ports.LbControl` for one HAProxy master, through its master CLI socket."""
 
     # Not `-q`: with it, `haproxy -c` also hides the errors that say why a config is invalid.
-    default_check = ("haproxy", "-c", "-f", "{staged}")
+    default_check: tuple[str, ...] = ("haproxy", "-c", "-f", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target

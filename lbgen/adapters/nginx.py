@@ -43,7 +43,7 @@ _INCLUDE_RE = re.compile(r"""^(?P<indent>[ \t]*)include[ \t]+(?P<arg>"[^"]*"|'[^
 class NginxControl:
     """`lbgen.ports.LbControl` for one nginx master, found through its pid file."""
 
-    default_check = ("nginx", "-t", "-q", "-c", "{staged}")
+    default_check: tuple[str, ...] = ("nginx", "-t", "-q", "-c", "{staged}")
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
@@ -90,14 +90,18 @@ class NginxControl:
             raise ApplyError(f"{self._target.name}: signal nginx master {pid}: {e}") from e
 
     def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
-        """Wait until the master has handled SIGHUP; the reload took if it started new workers."""
+        """Wait until the master has handled SIGHUP; the reload took if it started new workers.
+
+        Where /proc cannot tell whether the master is idle (no `syscall` file, another
+        architecture), new workers prove success and a rejected reload is only known at `timeout`.
+        """
         deadline = self._clock.now() + timeout
         pid = before.master
         while True:
             if not procfs.alive(pid):
                 raise ApplyError(f"{self._target.name}: nginx master {pid} exited during the reload")
+            idle = _master_idle(pid)  # before the children: once idle, they are the final ones
             new = procfs.children(pid) - before.workers
-            idle = _master_idle(pid)
             if idle or (idle is None and new):
                 break
             if self._clock.now() >= deadline:

@@ -42,9 +42,9 @@ class SubprocessRunner:
             return CommandResult(tuple(argv), proc.returncode, out.decode(errors="replace"))
         except subprocess.TimeoutExpired:
             _kill_group(proc.pid)
-            out = _drain(proc)
+            partial = _drain(proc)
             log.warning("killed %s after %ss", argv, timeout)
-            return CommandResult(tuple(argv), None, out + f"\n(killed after {timeout}s)")
+            return CommandResult(tuple(argv), None, partial + f"\n(killed after {timeout}s)")
 
 
 def _kill_group(pgid: int) -> None:

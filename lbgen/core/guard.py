@@ -61,5 +61,6 @@ def _drop_problem(before: dict[str, int], after: dict[str, int], guard: Guard) -
         emptied = sorted(name for name, count in before.items() if count and not after.get(name))
         if emptied:
             shown = ", ".join(emptied[:5]) + (f" and {len(emptied) - 5} more" if len(emptied) > 5 else "")
-            return f"service {shown} would be left with no served endpoints"
+            noun = "service" if len(emptied) == 1 else "services"
+            return f"{noun} {shown} would be left with no served endpoints"
     return ""

@@ -10,15 +10,20 @@ a plain token that cannot open, end or comment out a directive, or the output of
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from types import TracebackType
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from lbgen.core.layout import Verbatim, default_backend, haproxy_rules, layout, service_views, slots
+from lbgen.core import layout as lay
+from lbgen.core.layout import (
+    Verbatim, default_backend, haproxy_rules, host_port, layout, service_views, slots,
+)
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
@@ -65,26 +70,48 @@ def haproxy_quote(value: Any) -> Verbatim:
     return Verbatim(f"'{text}'")
 
 
-def hostport(endpoint: Endpoint) -> str:
+def hostport(endpoint: Endpoint) -> Verbatim:
     """`address:port`, with IPv6 addresses in brackets (both nginx and HAProxy accept that form)."""
-    if ":" in endpoint.address:
-        return f"[{endpoint.address}]:{endpoint.port}"
-    return f"{endpoint.address}:{endpoint.port}"
+    return host_port(endpoint.address, endpoint.port)
 
 
 def _guard_output(value: Any) -> Any:
     """Jinja `finalize` for nginx/HAProxy targets: let only quoted or plainly safe values through."""
-    if isinstance(value, Verbatim) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+    kind = type(value)
+    if kind is Verbatim or kind is int or kind is float:
         return value
     if isinstance(value, str) and BARE_RE.fullmatch(value):
         return value
+    if isinstance(value, jinja2.Undefined):
+        return value  # printing it raises the precise UndefinedError or SecurityError
     raise UnsafeValue(
         f"unquoted output {value!r}: pass values through the nginx or haproxy filter"
     )
 
 
+# lbgen's own frozen value types: their public fields are plain data, safe to read without the
+# sandbox's generic checks, which cost about 10 us per read (3 s at 100,000 endpoints).
+_VALUE_TYPES = (Endpoint, lay.ServiceView, lay.Route, lay.VirtualHost, lay.Listener, lay.Layout,
+                lay.HaproxyRule)
+_PUBLIC_FIELDS = {
+    cls: frozenset(f.name for f in dataclasses.fields(cls))
+    | {name for name, member in vars(cls).items() if isinstance(member, property)}
+    for cls in _VALUE_TYPES
+} | {lay.Slot: frozenset(lay.Slot._fields)}
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with a fast path for reading fields of lbgen's value types."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        fields = _PUBLIC_FIELDS.get(type(obj))
+        if fields is not None and attribute in fields:
+            return getattr(obj, attribute)
+        return super().getattr(obj, attribute)
+
+
 def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
+    env = _Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         trim_blocks=True,

@@ -259,7 +259,8 @@ def _parse_targets(value: Any, resolve: Callable[[str], str]) -> tuple[Target, .
 
 def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Target:
     section = Section(value, path)
-    check = section.take("check", _argv_with_placeholders, ())
+    no_argv: tuple[str, ...] = ()
+    check = section.take("check", _argv_with_placeholders, no_argv)
     target = Target(
         name=section.take("name", _parse_name),
         template=section.take("template", lambda v: resolve(expect_str(v))),

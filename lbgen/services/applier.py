@@ -67,10 +67,10 @@ class _Outcome:
     error: str | None = None
     output: str = ""
 
-    def fields(self) -> dict[str, object]:
+    def applied_to(self, result: TargetResult) -> TargetResult:
         if self.error is None:
-            return {"reloaded": self.reloaded}
-        return {"rolled_back": self.rolled_back, "step": "reload", "error": self.error, "output": self.output}
+            return replace(result, reloaded=self.reloaded)
+        return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
 
 
 def no_controls(target: Target) -> LbControl | None:
@@ -93,7 +93,7 @@ class Applier:
         for group in self._reload_groups(written):
             outcome = self._reload_group(group)
             for target in group:
-                results[target.name] = replace(results[target.name], **outcome.fields())
+                results[target.name] = outcome.applied_to(results[target.name])
         return list(results.values())
 
     def preview(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[Preview]:

@@ -29,7 +29,7 @@ from lbgen.adapters.haproxy import HaproxyControl
 from lbgen.adapters.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.core.settings import Target
-from lbgen.ports import LbControl
+from lbgen.ports import Clock, LbControl
 from lbgen.services.applier import Applier
 from tests.support.util import free_port, wait_until
 
@@ -69,7 +69,7 @@ class Lb:
 
 def real_controls(target: Target) -> LbControl | None:
     """The wiring the CLI does: the built-in control of the target's kind."""
-    kinds = {"nginx": NginxControl, "haproxy": HaproxyControl}
+    kinds: dict[str, Callable[[Target, Clock], LbControl]] = {"nginx": NginxControl, "haproxy": HaproxyControl}
     factory = kinds.get(target.kind)
     return factory(target, SystemClock()) if factory else None
 

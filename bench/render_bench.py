@@ -1,0 +1,100 @@
+"""Render time and peak RSS of the default templates at 10,000 services / 100,000 endpoints.
+
+    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 3] [--check]
+
+Prints one line per template: first render (includes compiling the template and building the
+views and slots), the best of the following renders (the watcher's steady state: compiled once,
+views and slots of unchanged services reused), CPU time, the output size, and the process's peak
+RSS. With --check, also the wall time of the real `nginx -t` and `haproxy -c` on the output.
+The catalog is built in memory (registry validation is measured by the catalog bench).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from lbgen.core.model import Catalog, Endpoint, Service  # noqa: E402
+from lbgen.core.render import render  # noqa: E402
+from lbgen.core.settings import Target  # noqa: E402
+
+HEALTH = ("healthy", "healthy", "healthy", "none", "starting")
+
+
+def big_catalog(services: int, per_service: int) -> Catalog:
+    """`services` http services on 100 ports, each with its own host name and `per_service` endpoints."""
+    built = []
+    for i in range(services):
+        spec = {"listen": 10000 + i % 100, "mode": "http", "hosts": [f"svc{i}.example.test"]}
+        endpoints = tuple(
+            Endpoint(id=f"node{j}.svc{i}.{j}", address=f"10.{i // 250 % 250}.{i % 250}.{j + 1}",
+                     port=8000 + j, weight=1 + j % 3, node=f"node{j}", health=HEALTH[j % len(HEALTH)])
+            for j in range(per_service)
+        )
+        built.append(Service(f"svc{i:05d}", spec, endpoints))
+    return Catalog(revision=1, services=tuple(built))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def time_checker(kind: str, text: str) -> str:
+    """Wall time of the LB's own checker on `text`, as the watcher runs it."""
+    with tempfile.TemporaryDirectory() as workdir:
+        config = Path(workdir) / kind
+        config.write_text(text)
+        argv = (["nginx", "-t", "-q", "-c", str(config), "-p", workdir] if kind == "nginx"
+                else ["haproxy", "-c", "-q", "-f", str(config)])
+        start, start_cpu = time.perf_counter(), children_cpu()
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        elapsed, cpu = time.perf_counter() - start, children_cpu() - start_cpu
+    verdict = "ok" if result.returncode == 0 else f"FAILED: {result.stderr.strip()[-200:]}"
+    return f"{argv[0]} {argv[1]}: {elapsed * 1000:.0f} ms (CPU {cpu * 1000:.0f} ms), {verdict}"
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--per-service", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--check", action="store_true", help="also time nginx -t / haproxy -c")
+    args = parser.parse_args()
+    catalog = big_catalog(args.services, args.per_service)
+    print(f"catalog: {args.services} services, {catalog.endpoint_count} endpoints, "
+          f"peak RSS {peak_rss_mb():.0f} MB")
+    for kind, name in (("nginx", "nginx.conf.j2"), ("haproxy", "haproxy.cfg.j2")):
+        source = (ROOT / "templates" / name).read_text()
+        variables = {"pid": "/tmp/lbgen-bench.pid", "error_log": "stderr", "access_log": "off",
+                     "stats_socket": "/tmp/lbgen-bench.sock"}
+        target = Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=variables)
+        start, start_cpu = time.perf_counter(), time.process_time()
+        text = render(source, catalog, target)
+        first, first_cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        times, cpu = [], []
+        for _ in range(args.repeat):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            render(source, catalog, target)
+            times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        print(f"{name}: first {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f} ms), "
+              f"best {min(times) * 1000:.0f} ms (CPU {min(cpu) * 1000:.0f} ms), "
+              f"{len(text) / 1e6:.1f} MB of config, peak RSS {peak_rss_mb():.0f} MB")
+        if args.check:
+            print(f"  {time_checker(kind, text)}")
+
+if __name__ == "__main__":
+    main()

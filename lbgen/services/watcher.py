@@ -1,0 +1,260 @@
+"""The watcher: registry snapshot + watch → catalog → quiescence → render → apply, forever.
+
+One consumer loop owns all state (the catalog, the quiescence windows, the last applied catalog).
+Producers feed it through one queue: the registry follower (snapshot, then watch from the
+snapshot's revision + 1, re-snapshot after any break) and the template file observer.
+
+It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
+registry connection keeps the last applied config, a sudden drop is held by the guard, and every
+template, check or reload failure is logged, counted and retried while the daemon keeps running.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lbgen.core.backoff import backoff
+from lbgen.core.catalog import CatalogState
+from lbgen.core.guard import check_drop
+from lbgen.core.model import Catalog
+from lbgen.core.quiescence import Quiescence
+from lbgen.core.render import render
+from lbgen.core.settings import Settings, Target
+from lbgen.errors import Compacted, LbgenError, StoreError
+from lbgen.ports import Clock, Snapshot, Store, WatchEvent
+from lbgen.services.applier import Applier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    snapshot: Snapshot
+
+
+@dataclass(frozen=True)
+class _Changed:
+    events: list[WatchEvent]
+
+
+@dataclass(frozen=True)
+class _Disconnected:
+    error: str
+
+
+@dataclass(frozen=True)
+class _TemplatesChanged:
+    pass
+
+
+_STOP = object()
+
+
+@dataclass
+class WatcherStatus:
+    """What the health endpoint, metrics and `lbgen status` report; updated by the consumer only."""
+
+    connected: bool = False
+    revision: int = 0
+    applied_revision: int = 0
+    last_error: str = ""
+    disconnected_since: float | None = None
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+class Watcher:
+    """Keeps every target of `settings` rendered from the registry and applied."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        applier: Applier,
+        clock: Clock,
+        read_template: Callable[[str], str] = lambda path: Path(path).read_text(),
+        retry_base: float = 0.5,
+        retry_cap: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.status = WatcherStatus()
+        self._store = store
+        self._applier = applier
+        self._clock = clock
+        self._read_template = read_template
+        self._retry = (retry_base, retry_cap)
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._stopping = threading.Event()
+        self._state = CatalogState(settings.prefix)
+        self._loaded = False
+        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
+        self._templates: dict[str, str] = {}
+        self._applied: dict[str, Catalog] = {}
+        self._held_since: float | None = None
+        self._retry_at: dict[str, float] = {}
+        self._consecutive_failures: dict[str, int] = {}
+        self._watch = None
+
+    # --- producers -------------------------------------------------------------------------
+
+    def follow_registry(self) -> None:
+        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot."""
+        attempt = 0
+        while not self._stopping.is_set():
+            try:
+                snapshot = self._store.snapshot(self.settings.prefix)
+                self._queue.put(_Loaded(snapshot))
+                attempt = 0
+                self._watch = self._store.watch(self.settings.prefix, snapshot.revision + 1)
+                for events in self._watch:
+                    self._queue.put(_Changed(events))
+                if not self._stopping.is_set():
+                    raise StoreError("watch ended unexpectedly")
+            except Compacted as e:
+                log.warning("registry: %s", e)
+            except StoreError as e:
+                if self._stopping.is_set():
+                    return
+                self._queue.put(_Disconnected(str(e)))
+                delay = backoff(attempt, random.random(), *self._retry)
+                attempt += 1
+                self._stopping.wait(delay)
+
+    def templates_changed(self) -> None:
+        """Producer hook (file observer): a template file changed on disk."""
+        self._queue.put(_TemplatesChanged())
+
+    def stop(self) -> None:
+        """Ask every loop to end; safe from any thread or a signal handler."""
+        self._stopping.set()
+        self._queue.put(_STOP)
+        if self._watch is not None:
+            self._watch.cancel()
+
+    # --- the consumer ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
+        follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
+        follower.start()
+        try:
+            while not self._stopping.is_set():
+                message = self._next_message()
+                if message is _STOP:
+                    break
+                if message is not None:
+                    self._handle(message)
+                self._render_due()
+        finally:
+            self.stop()
+            follower.join(timeout=5)
+
+    def _next_message(self) -> object | None:
+        now = self._clock.now()
+        deadlines = [d for w in self._windows.values() if (d := w.deadline()) is not None]
+        deadlines += self._retry_at.values()
+        try:
+            return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+        except queue.Empty:
+            return None
+
+    def _handle(self, message: object) -> None:
+        now = self._clock.now()
+        if isinstance(message, _Loaded):
+            rejected = self._state.load(message.snapshot)
+            self._loaded = True
+            self._connected(now)
+            log.info("registry: snapshot at revision %s, %s keys", message.snapshot.revision,
+                     len(message.snapshot.items))
+            self._log_rejected(rejected)
+            self._note_all(now)
+        elif isinstance(message, _Changed):
+            self._log_rejected(self._state.apply(message.events))
+            self._note_all(now)
+        elif isinstance(message, _Disconnected):
+            if self.status.connected or self.status.disconnected_since is None:
+                self.status.disconnected_since = now
+                log.error("registry unreachable, keeping the last applied config: %s", message.error)
+            self.status.connected = False
+            self.status.last_error = message.error
+        elif isinstance(message, _TemplatesChanged):
+            self._templates.clear()
+            self._note_all(now)
+
+    def _connected(self, now: float) -> None:
+        self.status.connected = True
+        self.status.disconnected_since = None
+
+    def _note_all(self, now: float) -> None:
+        if self._loaded:
+            for window in self._windows.values():
+                window.note(now)
+
+    def _log_rejected(self, rejected: list) -> None:
+        for item in rejected:
+            log.warning("registry: skipping %s at revision %s: %s", item.key, self._state.revision, item.reason)
+
+    # --- render and apply --------------------------------------------------------------------
+
+    def _render_due(self) -> None:
+        now = self._clock.now()
+        due = [t for t in self.settings.targets if self._is_due(t.name, now)]
+        if not due:
+            return
+        for target in due:
+            self._windows[target.name].fired()
+            self._retry_at.pop(target.name, None)
+        catalog = self._state.catalog()
+        rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
+        if rendered:
+            self._apply(due, rendered, catalog)
+
+    def _is_due(self, name: str, now: float) -> bool:
+        retry_at = self._retry_at.get(name)
+        return self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
+
+    def _render(self, target: Target, catalog: Catalog) -> str | None:
+        verdict = check_drop(self._applied.get(target.name), catalog, self.settings.guard,
+                             self.settings.served_health, self._held_for())
+        if not verdict.allowed:
+            self._held_since = self._held_since or self._clock.now()
+            self._fail(target, f"held by the drop guard: {verdict.reason}")
+            return None
+        try:
+            source = self._templates.get(target.template) or self._read_template(target.template)
+            self._templates[target.template] = source
+            return render(source, catalog, target, self.settings.served_health)
+        except (LbgenError, OSError) as e:
+            self._fail(target, str(e))
+            return None
+
+    def _held_for(self) -> float:
+        return 0.0 if self._held_since is None else self._clock.now() - self._held_since
+
+    def _apply(self, due: list[Target], rendered: dict[str, str], catalog: Catalog) -> None:
+        targets = {t.name: t for t in due}
+        for outcome in self._applier.apply(due, rendered):
+            if outcome.ok:
+                self._applied[outcome.target] = catalog
+                self._consecutive_failures.pop(outcome.target, None)
+                self._held_since = None
+                self.status.applied_revision = catalog.revision
+                if outcome.changed:
+                    log.info("%s: applied revision %s", outcome.target, catalog.revision)
+            else:
+                self._fail(targets[outcome.target], f"{outcome.step}: {outcome.error}")
+
+    def _fail(self, target: Target, error: str) -> None:
+        """Log and count a failed render or apply, and try the target again after a backoff."""
+        self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
+        self.status.last_error = f"{target.name}: {error}"
+        attempt = self._consecutive_failures.get(target.name, 0)
+        self._consecutive_failures[target.name] = attempt + 1
+        delay = backoff(attempt, random.random(), *self._retry)
+        self._retry_at[target.name] = self._clock.now() + delay
+        log.error("%s: revision %s not applied (retry in %.1fs): %s", target.name, self._state.revision, delay, error)

@@ -1,0 +1,144 @@
+"""Layout: ports, host names, paths and HAProxy slots are decided in Python, conflicts reported."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lbgen.core.layout import (
+    Slot, default_backend, haproxy_rules, layout, service_views, slot_count, slots,
+)
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
+
+
+def views(**specs: dict[str, Any]) -> tuple:
+    endpoints = (Endpoint("e1", "127.0.0.1", 1000),)
+    services = tuple(Service(name, spec, endpoints) for name, spec in sorted(specs.items()))
+    return service_views(Catalog(1, services), DEFAULT_SERVED_HEALTH)
+
+
+def routes_of(vhost: Any) -> list[tuple[str, str]]:
+    return [(r.path, r.service.name) for r in vhost.routes]
+
+
+def test_services_sharing_a_port_become_hosts_and_locations() -> None:
+    lb = layout(views(
+        web={"listen": 80, "hosts": ["a.test", "b.test"]},
+        api={"listen": 80, "hosts": ["a.test"], "path": "/api/"},
+        other={"listen": 80, "hosts": ["B.test"], "path": "/other"},
+        fallback={"listen": 80},
+        internal={},
+    ))
+    assert [listener.port for listener in lb.http] == [80] and lb.tcp == () and lb.conflicts == ()
+    hosts = {vhost.names: routes_of(vhost) for vhost in lb.http[0].hosts}
+    assert hosts == {
+        ("a.test",): [("/api", "api"), ("/", "web")],
+        ("b.test",): [("/other", "other"), ("/", "web")],
+        (): [("/", "fallback")],
+    }
+    assert lb.http[0].hosts[-1].names == ()  # the default server comes last
+
+
+def test_hosts_with_identical_routes_share_one_server() -> None:
+    lb = layout(views(web={"listen": 80, "hosts": ["b.test", "a.test", "*.c.test"]}))
+    assert [v.names for v in lb.http[0].hosts] == [("*.c.test", "a.test", "b.test"), ()]
+    assert lb.http[0].hosts[-1].routes == ()  # no host-less service: the default server returns 404
+
+
+@pytest.mark.parametrize("specs, conflict", [
+    ({"a": {"listen": 80, "hosts": ["x.test"]}, "b": {"listen": 80, "hosts": ["x.test"], "path": "/"}},
+     "b: route x.test:80/ is taken by a"),
+    ({"a": {"listen": 80, "path": "/api"}, "b": {"listen": 80, "path": "/api/"}},
+     "b: route any host:80/api is taken by a"),
+    ({"a": {"listen": 5432, "mode": "tcp"}, "b": {"listen": 5432}}, "b: port 5432 is taken by tcp service a"),
+    ({"a": {"listen": 80}, "b": {"listen": 80, "mode": "tcp"}}, "b: port 80 is taken by http service a"),
+    ({"a": {"listen": 5432, "mode": "tcp"}, "b": {"listen": 5432, "mode": "tcp"}},
+     "b: port 5432 is taken by tcp service a"),
+], ids=["same-host-and-path", "same-path-trailing-slash", "tcp-port-first", "http-port-first", "two-tcp"])
+def test_conflicts_keep_the_first_service_by_name(specs: dict, conflict: str) -> None:
+    lb = layout(views(**specs))
+    assert lb.conflicts == (conflict,)
+    http = {r.service.name for listener in lb.http for v in listener.hosts for r in v.routes}
+    assert http | {listener.service.name for listener in lb.tcp} == {"a"}
+
+
+def test_tcp_listener_carries_its_service() -> None:
+    lb = layout(views(db={"listen": 5432, "mode": "tcp"}))
+    assert [(t.port, t.mode, t.service.name) for t in lb.tcp] == [(5432, "tcp", "db")]
+
+
+def test_haproxy_rules_match_in_nginx_order() -> None:
+    lb = layout(views(
+        site={"listen": 80, "hosts": ["a.test"]},
+        wild={"listen": 80, "hosts": ["*.a.test"]},
+        deeper={"listen": 80, "hosts": ["*.x.a.test"]},
+        api={"listen": 80, "hosts": ["a.test"], "path": "/api"},
+        docs={"listen": 80, "path": "/docs"},
+        root={"listen": 80},
+    ))
+    rules = [(r.backend, r.condition) for r in haproxy_rules(lb.http[0])]
+    assert rules == [
+        ("api", "{ var(txn.host) -m str a.test } { path /api } || { var(txn.host) -m str a.test } { path_beg /api/ }"),
+        ("site", "{ var(txn.host) -m str a.test }"),
+        ("deeper", "{ var(txn.host) -m end .x.a.test }"),
+        ("wild", "{ var(txn.host) -m end .a.test }"),
+        ("docs", "{ path /docs } || { path_beg /docs/ }"),
+    ]
+    assert default_backend(lb.http[0]) == "root"
+
+
+def test_no_default_backend_without_a_hostless_root() -> None:
+    lb = layout(views(site={"listen": 80, "hosts": ["a.test"]}, docs={"listen": 80, "path": "/docs"}))
+    assert default_backend(lb.http[0]) is None
+
+
+@pytest.mark.parametrize("endpoints, minimum, count", [
+    (0, 4, 4), (3, 4, 4), (4, 4, 4), (5, 4, 8), (9, 4, 16), (100, 4, 128), (3, 1, 4), (0, 0, 1), (17, 32, 32),
+])
+def test_slot_count_is_a_power_of_two_with_a_floor(endpoints: int, minimum: int, count: int) -> None:
+    assert slot_count(endpoints, minimum) == count
+
+
+def test_slots_follow_endpoint_ids_and_disable_the_unserved() -> None:
+    endpoints = (
+        Endpoint("a", "10.0.0.1", 80, weight=3, health="healthy"),
+        Endpoint("b", "10.0.0.2", 80, health="unhealthy"),
+        Endpoint("c", "::1", 81, weight=0),
+        Endpoint("d", "10.0.0.4", 82, health="none"),
+        Endpoint("e", "10.0.0.5", 83, health="starting"),
+    )
+    (view,) = service_views(Catalog(1, (Service("web", {}, endpoints),)), DEFAULT_SERVED_HEALTH)
+    assert slots(view, 4) == (
+        Slot("slot1", "10.0.0.1", 80, 3, True, "a", "10.0.0.1:80"),
+        Slot("slot2", "10.0.0.2", 80, 1, False, "b", "10.0.0.2:80"),
+        Slot("slot3", "::1", 81, 0, False, "c", "[::1]:81"),
+        Slot("slot4", "10.0.0.4", 82, 1, True, "d", "10.0.0.4:82"),
+        Slot("slot5", "10.0.0.5", 83, 1, False, "e", "10.0.0.5:83"),
+        Slot("slot6", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+        Slot("slot7", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+        Slot("slot8", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+    )
+
+
+def test_unchanged_services_reuse_their_views_and_slots() -> None:
+    same = Service("same", {}, (Endpoint("a", "127.0.0.1", 1),))
+    first = service_views(Catalog(1, (same, Service("other", {}, ()))), DEFAULT_SERVED_HEALTH)
+    first_slots = slots(first[0])
+    changed = Service("other", {}, (Endpoint("b", "127.0.0.1", 2),))
+    second = service_views(Catalog(2, (same, changed)), DEFAULT_SERVED_HEALTH)
+    assert second[0] is first[0] and slots(second[0]) is first_slots
+    assert second[1] is not first[1] and [e.id for e in second[1].endpoints] == ["b"]
+    third = service_views(Catalog(3, (same,)), frozenset({"healthy"}))
+    assert third[0] is not first[0] and third[0].endpoints == ()
+
+
+def test_targets_of_one_pass_share_the_memo_across_passes() -> None:
+    web = Service("web", {}, (Endpoint("a", "127.0.0.1", 1),))
+    first_pass = Catalog(1, (web,))
+    (view,) = service_views(first_pass, DEFAULT_SERVED_HEALTH)  # target 1 (no slots used)
+    first_slots = slots(service_views(first_pass, DEFAULT_SERVED_HEALTH)[0])  # target 2
+    second_pass = Catalog(2, (web, Service("api", {}, ())))
+    service_views(second_pass, DEFAULT_SERVED_HEALTH)  # target 1 again: must not forget the slots
+    assert slots(service_views(second_pass, DEFAULT_SERVED_HEALTH)[0]) is first_slots
+    assert service_views(second_pass, DEFAULT_SERVED_HEALTH)[0] is view

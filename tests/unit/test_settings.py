@@ -1,0 +1,199 @@
+"""Settings: valid files load to the documented values; every mistake names its field path."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import yaml
+
+from lbgen.core.durations import format_duration, parse_duration
+from lbgen.core.settings import GUARD_OFF, Guard, Wait, guess_kind, parse_settings, parse_wait
+from lbgen.errors import ConfigError
+
+from tests.unit.catalogs import ROOT
+
+BASE: dict[str, Any] = {
+    "registry": "etcd://127.0.0.1:2379",
+    "targets": [{
+        "name": "nginx",
+        "template": "templates/nginx.conf.j2",
+        "dest": "/etc/nginx/nginx.conf",
+        "check": ["nginx", "-t", "-q", "-c", "{staged}"],
+        "reload": ["nginx", "-s", "reload"],
+    }],
+}
+
+
+def with_(path: str, value: Any) -> dict[str, Any]:
+    """BASE with one field set (`targets.0.mode`); value `...` deletes the field."""
+    data = copy.deepcopy(BASE)
+    *parents, last = path.split(".")
+    node: Any = data
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    key: Any = int(last) if last.isdigit() else last
+    if value is ...:
+        del node[key]
+    else:
+        node[key] = value
+    return data
+
+
+def test_minimal_settings_get_documented_defaults() -> None:
+    settings = parse_settings(BASE, "/srv/lb")
+    target = settings.targets[0]
+    assert settings.registry == ("etcd://127.0.0.1:2379",)
+    assert settings.prefix == "/lbgen"
+    assert settings.wait == Wait(0.1, 1.0)
+    assert settings.served_health == {"healthy", "none"}
+    assert settings.guard == Guard(max_drop=0.5, to_zero=True, hold_max=120.0)
+    assert target.template == "/srv/lb/templates/nginx.conf.j2"
+    assert target.dest == "/etc/nginx/nginx.conf"
+    assert target.kind == "nginx"
+    assert (target.mode, target.timeout, target.wait, dict(target.vars)) == (0o644, 30.0, None, {})
+
+
+def test_full_target_and_top_level_fields() -> None:
+    data = with_("targets.0.vars", {"pid": "/run/nginx.pid", "min_slots": 8})
+    data.update(prefix="lbgen/", wait="50ms:2s", served_health=["healthy"],
+                guard={"max_drop": "25%", "to_zero": False, "hold_max": "5m"},
+                registry=["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
+                etcd={"ca": "pki/ca.pem", "user": "lbgen", "password_file": "/etc/lbgen/pass", "timeout": "2s"})
+    data["targets"][0].update(mode="0640", owner="root", group=0, wait="10ms", timeout="5s",
+                              verify=["curl", "-fsS", "http://127.0.0.1:18999/healthz"], kind="generic")
+    settings = parse_settings(data, "/srv/lb")
+    target = settings.targets[0]
+    assert settings.prefix == "/lbgen"
+    assert settings.wait == Wait(0.05, 2.0)
+    assert settings.served_health == {"healthy"}
+    assert settings.guard == Guard(0.25, False, 300.0)
+    assert settings.registry == ("https://10.0.0.1:2379", "https://10.0.0.2:2379")
+    assert settings.etcd.ca == "/srv/lb/pki/ca.pem" and settings.etcd.timeout == 2.0
+    assert (target.mode, target.owner, target.group, target.kind) == (0o640, "root", "0", "generic")
+    assert target.wait == Wait(0.01, 0.04) and target.timeout == 5.0
+    assert target.vars == {"pid": "/run/nginx.pid", "min_slots": 8}
+
+
+@pytest.mark.parametrize("registry, expected", [
+    ("file:registry.yaml", ("file:/srv/lb/registry.yaml",)),
+    ("file:/var/lib/lbgen/registry.yaml", ("file:/var/lib/lbgen/registry.yaml",)),
+    ("etcd://[::1]:2379", ("etcd://[::1]:2379",)),
+    (["etcd://a:2379", "etcd://b:2379"], ("etcd://a:2379", "etcd://b:2379")),
+], ids=["relative-file", "absolute-file", "ipv6", "cluster"])
+def test_registry_forms(registry: Any, expected: tuple[str, ...]) -> None:
+    settings = parse_settings(with_("registry", registry), "/srv/lb")
+    assert settings.registry == expected
+    assert settings.registry_is_file == expected[0].startswith("file:")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("100ms:1s", Wait(0.1, 1.0)),
+    ("100ms", Wait(0.1, 0.4)),
+    ("2s:2s", Wait(2.0, 2.0)),
+    ("0", Wait(0.0, 0.0)),
+    (0, Wait(0.0, 0.0)),
+    ("1.5s:1m", Wait(1.5, 60.0)),
+], ids=["min-max", "max-defaults-to-4x", "equal", "off-string", "off-int", "fractions"])
+def test_wait_forms(value: Any, expected: Wait) -> None:
+    assert parse_wait(value) == expected
+    assert parse_wait(value).enabled == (expected.min > 0)
+
+
+@pytest.mark.parametrize("value", ["5", "1s:100ms", "fast", "1x", "-1s", True, None, "1s:2s:3s"])
+def test_bad_waits_are_refused(value: Any) -> None:
+    with pytest.raises(ValueError):
+        parse_wait(value)
+
+
+@pytest.mark.parametrize("text, seconds", [("100ms", 0.1), ("2m", 120.0), ("1h", 3600.0), ("0", 0.0)])
+def test_durations_round_trip(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+    assert format_duration(seconds) == (text if text != "0" else "0ms")
+
+
+@pytest.mark.parametrize("data, message", [
+    (with_("targets.0.reload", "nginx -s reload"), "targets[0].reload: expected a list of strings"),
+    (with_("targets.0.reload", ["sleep", 1]), "targets[0].reload: expected a list of strings"),
+    (with_("targets.0.reload", []), "targets[0].reload: expected a non-empty list"),
+    (with_("targets.0.check", ["nginx", "-t"]), "targets[0].check: must name the candidate file with {staged}"),
+    (with_("targets.0.check", ["x", "{stagged}"]), "targets[0].check: unknown placeholder {stagged}"),
+    (with_("targets.0.relaod", ["x"]), "targets[0].relaod: unknown setting (did you mean 'reload'?)"),
+    (with_("targets.0.name", ...), "targets[0].name: required"),
+    (with_("targets.0.name", "a b"), "targets[0].name: 'a b': must match"),
+    (with_("targets.0.kind", "apache"), "targets[0].kind: expected one of nginx, haproxy, generic"),
+    (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like "0644"'),
+    (with_("targets.0.mode", 0o17777), "targets[0].mode: mode 17777 is out of range"),
+    (with_("targets.0.owner", "root; rm"), "targets[0].owner: 'root; rm': not a user or group name"),
+    (with_("targets.0.vars", {"bad-name": 1}), "targets[0].vars: 'bad-name': variable names are identifiers"),
+    (with_("targets.0.vars", ["pid"]), "targets[0].vars: expected a mapping, got list"),
+    (with_("targets.0.timeout", "0"), "targets[0].timeout: expected a duration above 0"),
+    (with_("targets.0.wait", "soon"), "targets[0].wait: expected a duration like 100ms"),
+    (with_("targets.0.template", ""), "targets[0].template: expected a non-empty string"),
+    (with_("targets", []), "targets: expected at least one target"),
+    (with_("targets", {"name": "x"}), "targets: expected a list, got dict"),
+    (with_("targets.0", "nginx"), "targets[0]: expected a mapping, got str"),
+    (with_("registry", ...), "registry: required"),
+    (with_("registry", "127.0.0.1:2379"), "registry: '127.0.0.1:2379': expected etcd://host:port"),
+    (with_("registry", ["file:a.yaml", "etcd://b:1"]), "registry: a file: registry cannot be combined"),
+    (with_("registry", ["etcd://a:1", "https://b:1"]), "registry: every member of a cluster must use the same scheme"),
+    (with_("registry", "etcd://a:99999"), "registry: 'etcd://a:99999': expected"),
+    (with_("prefix", "/lb gen"), "prefix: prefix '/lb gen': only letters"),
+    (with_("served_health", ["healthy", "ok"]), "served_health: expected a non-empty list of healthy"),
+    (with_("served_health", []), "served_health: expected a non-empty list"),
+    (with_("wait", "1s:100ms"), "wait: max 100ms is shorter than min 1s"),
+    (with_("guard", {"max_drop": "150%"}), "guard.max_drop: expected a share like 50%"),
+    (with_("guard", {"max_drop": "half"}), "guard.max_drop: expected a share like 50%"),
+    (with_("guard", {"to_zero": "yes"}), "guard.to_zero: expected true or false"),
+    (with_("guard", {"maxdrop": "10%"}), "guard.maxdrop: unknown setting (did you mean 'max_drop'?)"),
+    (with_("etcd", {"cert": "c.pem"}), "etcd: cert and key go together"),
+    (with_("etcd", {"user": "u"}), "etcd: user and password_file go together"),
+    (with_("etcd", {"password": "hunter2"}), "etcd.password: unknown setting (did you mean 'password_file'?)"),
+    (with_("targes", []), "targes: unknown setting (did you mean 'targets'?)"),
+    ([1, 2], "settings: expected a mapping, got list"),
+], ids=lambda v: v if isinstance(v, str) and len(v) < 60 and ":" in v else None)
+def test_errors_name_the_field_path(data: Any, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(data, "/srv/lb")
+    assert str(caught.value).startswith(message)
+    assert "\n" not in str(caught.value)
+
+
+def test_duplicate_names_and_destinations_are_refused() -> None:
+    data = copy.deepcopy(BASE)
+    data["targets"].append(dict(data["targets"][0], dest="/tmp/other.conf"))
+    with pytest.raises(ConfigError, match=r"^targets\[1\]\.name: same as targets\[0\]\.name$"):
+        parse_settings(data, "/")
+    data["targets"][1]["name"] = "other"
+    data["targets"][1]["dest"] = "/etc/nginx/../nginx/nginx.conf"
+    with pytest.raises(ConfigError, match=r"^targets\[1\]\.dest: same as targets\[0\]\.dest$"):
+        parse_settings(data, "/")
+
+
+@pytest.mark.parametrize("guard, expected", [
+    (False, GUARD_OFF), ("off", GUARD_OFF), ({}, Guard()), ({"max_drop": "100%", "to_zero": False}, Guard(1.0, False)),
+    ({"max_drop": 0.3}, Guard(max_drop=0.3)), ({"hold_max": 0}, Guard(hold_max=0.0)),
+], ids=["false", "off", "empty", "both-off", "fraction", "hold-forever"])
+def test_guard_forms(guard: Any, expected: Guard) -> None:
+    assert parse_settings(with_("guard", guard), "/").guard == expected
+    assert expected.enabled == (expected != GUARD_OFF and expected != Guard(1.0, False))
+
+
+@pytest.mark.parametrize("check, kind", [
+    ((), "generic"), (("/usr/sbin/nginx", "-t"), "nginx"), (("haproxy", "-c"), "haproxy"), (("sh", "-c"), "generic"),
+])
+def test_kind_is_guessed_from_the_checker(check: tuple[str, ...], kind: str) -> None:
+    assert guess_kind(check) == kind
+
+
+def test_yaml_octal_mode_is_read_as_written() -> None:
+    data = yaml.safe_load("mode: 0640")  # YAML 1.1 turns this into 416
+    assert parse_settings(with_("targets.0.mode", data["mode"]), "/").targets[0].mode == 0o640
+
+
+@pytest.mark.parametrize("path", ["examples/lbgen.yaml", "nginx/lbgen.yaml", "haproxy/lbgen.yaml"])
+def test_shipped_settings_files_are_valid(path: str) -> None:
+    file = ROOT / path
+    settings = parse_settings(yaml.safe_load(file.read_text()), str(file.parent))
+    assert settings.targets

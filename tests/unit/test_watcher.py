@@ -1,0 +1,204 @@
+"""The watcher loop against the in-memory store and a recording applier.
+
+Each test tells one of the stories that hurt users of confd and consul-template (FIELD.md) and
+checks lbgen does the right thing: no render before a complete snapshot, one apply per burst, the
+last config kept through an outage, a drop held by the guard, failures retried.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+
+import pytest
+
+from lbgen.adapters.memory_store import MemoryStore
+from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
+from lbgen.services.applier import TargetResult
+from lbgen.services.watcher import Watcher
+
+P = "/lbgen"
+TEMPLATE = "{% for s in services %}{{ s.name }}={% for e in s.endpoints %}{{ e.port }},{% endfor %};{% endfor %}"
+
+
+class RecordingApplier:
+    """Records every pass; fails while `failing` is set."""
+
+    def __init__(self) -> None:
+        self.passes: list[dict[str, str]] = []
+        self.failing = ""
+
+    def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
+        self.passes.append(dict(rendered))
+        if self.failing:
+            return [TargetResult(name, step="check", error=self.failing) for name in rendered]
+        return [TargetResult(name, changed=True, wrote=True) for name in rendered]
+
+    @property
+    def last(self) -> str:
+        return self.passes[-1]["lb"] if self.passes else ""
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def endpoint(port: int) -> bytes:
+    return json.dumps({"address": "127.0.0.1", "port": port}).encode()
+
+
+def key(service: str, eid: str) -> str:
+    return f"{P}/services/{service}/endpoints/{eid}"
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met within %.1fs" % timeout)
+        time.sleep(0.005)
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+def applier() -> RecordingApplier:
+    return RecordingApplier()
+
+
+def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
+                  template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2)
+                  ) -> Iterator[Watcher]:
+    settings = Settings(registry=("memory",), prefix=P, wait=wait, guard=guard,
+                        targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
+                      retry_base=0.01, retry_cap=0.05)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        yield watcher
+    finally:
+        watcher.stop()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "watcher did not stop"
+
+
+@pytest.fixture
+def watcher(store: MemoryStore, applier: RecordingApplier) -> Iterator[Watcher]:
+    yield from start_watcher(store, applier)
+
+
+def test_renders_the_snapshot_then_follows_changes(store: MemoryStore, applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    for _ in start_watcher(store, applier):
+        wait_for(lambda: applier.last == "web=1,;")
+        store.put(key("web", "b"), endpoint(2))
+        wait_for(lambda: applier.last == "web=1,2,;")
+
+
+def test_a_burst_is_applied_once_with_the_final_state(store: MemoryStore, applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    for _ in start_watcher(store, applier, wait=Wait(0.1, 2.0)):
+        wait_for(lambda: applier.last == "web=1,;")
+        before = len(applier.passes)
+        for port in range(2, 1002):
+            store.put(key("web", "a"), endpoint(port))
+        wait_for(lambda: applier.last == "web=1001,;")
+        assert len(applier.passes) - before <= 2
+
+
+def test_an_outage_keeps_the_config_and_changes_after_it_are_applied(
+        watcher: Watcher, store: MemoryStore, applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    wait_for(lambda: applier.last == "web=1,;")
+    passes = len(applier.passes)
+    store.set_available(False)
+    wait_for(lambda: not watcher.status.connected)
+    assert len(applier.passes) == passes, "nothing may be applied while the registry is down"
+    store.set_available(True)
+    store.put(key("web", "b"), endpoint(2))
+    wait_for(lambda: applier.last == "web=1,2,;")
+    assert watcher.status.connected
+
+
+def test_a_registry_restored_from_scratch_is_re_snapshotted(store: MemoryStore, applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    store.put(key("web", "b"), endpoint(2))
+    for _ in start_watcher(store, applier):
+        wait_for(lambda: applier.last == "web=1,2,;")
+        store.wipe()
+        store.put(key("web", "c"), endpoint(3))
+        wait_for(lambda: applier.last == "web=3,;")
+
+
+def test_compaction_past_the_watch_forces_a_resnapshot(store: MemoryStore, applier: RecordingApplier) -> None:
+    small = MemoryStore(history=5)
+    small.put(key("web", "a"), endpoint(1))
+    for watcher in start_watcher(small, applier):
+        wait_for(lambda: applier.last == "web=1,;")
+        small.set_available(False)
+        small.set_available(True)
+        for port in range(2, 20):
+            small.put(key("web", "a"), endpoint(port))
+        wait_for(lambda: applier.last == "web=19,;")
+
+
+def test_bad_values_are_skipped_and_the_rest_renders(watcher: Watcher, store: MemoryStore,
+                                                     applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    store.put(key("web", "evil"), b'{"address": "1.2.3.4;deny all", "port": 80}')
+    store.put(key("api", "x"), endpoint(9))
+    wait_for(lambda: applier.last == "api=9,;web=1,;")
+
+
+def test_the_guard_holds_a_sudden_drop_to_zero(store: MemoryStore, applier: RecordingApplier) -> None:
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in start_watcher(store, applier, guard=Guard(max_drop=0.5, to_zero=True, hold_max=0)):
+        wait_for(lambda: applier.last == "web=1,;")
+        store.delete(key("web", "a"))
+        wait_for(lambda: "drop guard" in watcher.status.last_error)
+        assert applier.last == "web=1,;"
+        store.put(key("web", "b"), endpoint(2))
+        wait_for(lambda: applier.last == "web=2,;")
+
+
+def test_failures_are_retried_and_the_daemon_keeps_running(watcher: Watcher, store: MemoryStore,
+                                                           applier: RecordingApplier) -> None:
+    applier.failing = "nginx -t exited 1: unknown directive"
+    store.put(key("web", "a"), endpoint(1))
+    wait_for(lambda: len(applier.passes) >= 3)
+    assert "unknown directive" in watcher.status.last_error
+    applier.failing = ""
+    wait_for(lambda: watcher.status.applied_revision == store.revision)
+
+
+def test_a_template_error_is_retried_after_the_template_is_fixed(store: MemoryStore,
+                                                                 applier: RecordingApplier) -> None:
+    source = {"text": "{{ nope.missing }}"}
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in start_watcher(store, applier, template=lambda _: source["text"]):
+        wait_for(lambda: "nope" in watcher.status.last_error)
+        assert applier.passes == []
+        source["text"] = TEMPLATE
+        watcher.templates_changed()
+        wait_for(lambda: applier.last == "web=1,;")
+
+
+def test_nothing_is_rendered_while_the_registry_was_never_reached(store: MemoryStore,
+                                                                  applier: RecordingApplier) -> None:
+    store.set_available(False)
+    for watcher in start_watcher(store, applier):
+        wait_for(lambda: watcher.status.last_error != "")
+        assert applier.passes == []
+        store.set_available(True)
+        store.put(key("web", "a"), endpoint(1))
+        wait_for(lambda: applier.last == "web=1,;")
