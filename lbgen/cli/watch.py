@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -21,6 +22,7 @@ from lbgen.cli.lb_node import (
     open_registry,
     read_template,
 )
+from lbgen.services.metrics import parse_listen_address, start_metrics_server
 from lbgen.services.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
         "the last good config on any failure. Runs until SIGTERM or SIGINT.")
     add_settings_arguments(parser)
+    parser.add_argument("--metrics-addr", default="127.0.0.1:9102", metavar="IP:PORT",
+                        help="Prometheus /metrics and /healthz (default 127.0.0.1:9102; 'off' disables)")
     parser.set_defaults(run=run)
 
 
@@ -63,16 +67,19 @@ def run(args: argparse.Namespace) -> int:
     store, settings = open_registry(args, settings)
     settings = replace(settings, targets=targets)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template)
-    observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
-    _stop_on_signals(watcher)
-    log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
-             ", ".join(t.name for t in targets))
-    try:
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        metrics_addr = parse_listen_address(args.metrics_addr)
+        if metrics_addr is not None:
+            server = start_metrics_server(metrics_addr, watcher.metrics.registry, watcher.problems)
+            stack.callback(server.close)
+        observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
+        stack.callback(observer.join, 5)
+        stack.callback(observer.stop)
+        _stop_on_signals(watcher)
+        log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
+                 ", ".join(t.name for t in targets))
         watcher.run()
-    finally:
-        observer.stop()
-        observer.join(timeout=5)
-        store.close()
     return 0
 
 
