@@ -156,21 +156,22 @@ class EtcdStore:
         attempts = len(self._client.endpoints)
         while True:
             self._revive_if_all_failed()
-            endpoint = self._client.endpoint_in_use.netloc
             try:
-                self._ensure_token(op)
+                self._ensure_token()
                 return fn()
             except (grpc.RpcError, etcd_exceptions.Etcd3Exception) as e:
-                code = _code(e)
-                if code == grpc.StatusCode.UNAUTHENTICATED and self.config.user and not reauthenticated:
-                    log.info("etcd %s: auth token rejected (%s), authenticating again", endpoint, describe(e))
+                current = self._client.endpoint_in_use  # the one the call went to
+                if _code(e) == grpc.StatusCode.UNAUTHENTICATED and self.config.user and not reauthenticated:
+                    log.info("etcd %s: auth token rejected (%s), authenticating again", current.netloc, describe(e))
                     self._token, reauthenticated = None, True
                     continue
                 attempts -= 1
-                if is_unavailable(e) and attempts > 0 and self._has_live_endpoint():
-                    log.warning("etcd %s: %s: %s; trying the next endpoint", endpoint, op, describe(e))
-                    continue
-                raise self._error(endpoint, op, e) from e
+                if is_unavailable(e):
+                    current.fail()  # pyetcd does it too, but not for our own raw calls (auth)
+                    if attempts > 0 and self._has_live_endpoint():
+                        log.warning("etcd %s: %s: %s; trying the next endpoint", current.netloc, op, describe(e))
+                        continue
+                raise self._error(current.netloc, op, e) from e
 
     def _error(self, endpoint: str, op: str, error: BaseException) -> StoreError:
         message = f"etcd {endpoint}: {op}: {describe(error)}"
@@ -189,7 +190,7 @@ class EtcdStore:
             for endpoint in self._client.endpoints.values():
                 endpoint.last_failed = 0
 
-    def _ensure_token(self, op: str) -> None:
+    def _ensure_token(self) -> None:
         if not self.config.user or self._token is not None:
             return
         with self._auth_lock:
