@@ -150,12 +150,13 @@ class EtcdStore:
     # --- error handling, failover, auth -------------------------------------------------------
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
-        """Run `fn` on the current endpoint; on an outage move to the next live one, on an expired
-        token authenticate again; map every failure to our errors, naming endpoint and operation."""
+        """Run `fn` on the current endpoint; when it is unreachable, on each other endpoint in turn;
+        on a rejected token, authenticate again. Every failure becomes one of our errors, naming
+        the endpoint and the operation."""
+        tried: set[str] = set()
         reauthenticated = False
-        attempts = len(self._client.endpoints)
+        self._revive_if_all_failed()
         while True:
-            self._revive_if_all_failed()
             try:
                 self._ensure_token()
                 return fn()
@@ -165,13 +166,20 @@ class EtcdStore:
                     log.info("etcd %s: auth token rejected (%s), authenticating again", current.netloc, describe(e))
                     self._token, reauthenticated = None, True
                     continue
-                attempts -= 1
-                if is_unavailable(e):
-                    current.fail()  # pyetcd does it too, but not for our own raw calls (auth)
-                    if attempts > 0 and self._has_live_endpoint():
-                        log.warning("etcd %s: %s: %s; trying the next endpoint", current.netloc, op, describe(e))
-                        continue
+                tried.add(current.netloc)
+                if is_unavailable(e) and self._fail_over(current, tried):
+                    log.warning("etcd %s: %s: %s; trying the next endpoint", current.netloc, op, describe(e))
+                    continue
                 raise self._error(current.netloc, op, e) from e
+
+    def _fail_over(self, current: pyetcd.Endpoint, tried: set[str]) -> bool:
+        """Mark `current` failed; make the endpoints not yet tried by this call eligible (whatever
+        an earlier call found), so the next attempt goes to one of them. False when none is left."""
+        current.fail()  # pyetcd does it too, but not for our own raw calls (auth)
+        untried = [ep for label, ep in self._client.endpoints.items() if label not in tried]
+        for endpoint in untried:
+            endpoint.last_failed = 0
+        return bool(untried)
 
     def _error(self, endpoint: str, op: str, error: BaseException) -> StoreError:
         message = f"etcd {endpoint}: {op}: {describe(error)}"
