@@ -193,13 +193,13 @@ def _succeeds(call: Callable[[], object]) -> bool:
 
 
 @pytest.mark.parametrize("how", ["kill", "freeze"])
-def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds(
+def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds_then_resumes(
     etcd_factory: Callable[..., EtcdServer], how: str
 ) -> None:
     server = etcd_factory()
     store = etcd_store(server, probe_interval=1.0, probe_timeout=1.0, timeout=2.0)
     reader = WatchReader(store.watch("/w/", store.snapshot("/w/").revision + 1))
-    store.put("/w/a", b"1")
+    last = store.put("/w/a", b"1")
     reader.events(1)
     started = time.monotonic()
     server.kill() if how == "kill" else server.freeze()
@@ -209,6 +209,11 @@ def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds(
     assert isinstance(error, StoreUnavailable)
     assert f"127.0.0.1:{server.client_port}" in str(error)
     reader.close()
+    server.start() if how == "kill" else server.thaw()
+    wait_until(lambda: _succeeds(lambda: store.put("/w/b", b"2")), 5, f"a put after the {how}")
+    resumed = WatchReader(store.watch("/w/", last + 1))
+    assert [e.key for e in resumed.events(1)] == ["/w/b"]
+    resumed.close()
     store.close()
 
 
