@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -59,6 +59,7 @@ def parse_registry(text: str, where: str) -> dict[str, Any]:
     if not isinstance(services, dict):
         raise ConfigError(f"{where}: services: expected a mapping of service names")
     for name, service in services.items():
+        service = {} if service is None else service  # `web:` alone: a service with nothing yet
         if not isinstance(service, dict) or not set(service) <= {"spec", "endpoints"}:
             raise ConfigError(f"{where}: services.{name}: expected a mapping with 'spec' and/or 'endpoints'")
         if not isinstance(service.get("endpoints") or {}, dict):
@@ -70,6 +71,7 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
     """The etcd keys and JSON values of a parsed registry; badly named entries are skipped, logged."""
     keys: dict[str, bytes] = {}
     for name, service in (document.get("services") or {}).items():
+        service = service or {}
         if not _good_name(name, f"{where}: services.{name}"):
             continue
         if "spec" in service:
@@ -229,7 +231,7 @@ class FileStore:
         if self.path.exists():
             self._reload(strict=True)
         document = copy.deepcopy(self._document)
-        document["services"] = document.get("services") or {}
+        document["services"] = {name: entry or {} for name, entry in (document.get("services") or {}).items()}
         return document
 
     def _save(self, document: dict[str, Any]) -> int:
@@ -277,7 +279,7 @@ class _FileEvents(FileSystemEventHandler):
 
     IGNORED = frozenset({"opened", "closed_no_write"})
 
-    def __init__(self, path: str, callback: Any) -> None:
+    def __init__(self, path: str, callback: Callable[[], None]) -> None:
         self.path = path
         self.callback = callback
 
