@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import grpc
 import pyetcd
@@ -223,7 +223,8 @@ class EtcdStore:
     def _snapshot_pages(self, prefix: str) -> Snapshot:
         start = prefix.encode()
         end = utils.prefix_range_end(start)
-        revision, cluster_id, items = 0, "", []
+        revision, cluster_id = 0, ""
+        items: list[KeyValue] = []
         while True:
             try:
                 response = self._call(
@@ -303,5 +304,5 @@ class EtcdStore:
         self._client.close()
 
 
-def _key_value(kv: object) -> KeyValue:
+def _key_value(kv: Any) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), bytes(kv.value), int(kv.mod_revision), int(kv.lease))

@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import pyetcd
@@ -20,14 +20,14 @@ from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
-from lbgen.ports import Store, WatchEvent
-from tests.support.etcd import EtcdServer, WatchReader
+from lbgen.ports import Snapshot, Store, WatchEvent
+from tests.support.etcd import EtcdFactory, EtcdServer, WatchReader
 from tests.support.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
 
-def etcd_store(server: EtcdServer, **options: float) -> EtcdStore:
+def etcd_store(server: EtcdServer, **options: Any) -> EtcdStore:
     return EtcdStore(EtcdConfig(endpoints=(("127.0.0.1", server.client_port),), **options))
 
 
@@ -162,7 +162,7 @@ def test_etcd_lease_keys_vanish_after_the_ttl_and_keep_alive_holds_them(etcd: Et
     etcd.revoke_lease(kept)  # revoking twice is not an error
 
 
-def test_etcd_outage_fails_fast_and_calls_work_right_after_restart(etcd_factory: Callable[..., EtcdServer]) -> None:
+def test_etcd_outage_fails_fast_and_calls_work_right_after_restart(etcd_factory: EtcdFactory) -> None:
     server = etcd_factory()
     store = etcd_store(server)
     store.put("/o/a", b"1")
@@ -194,7 +194,7 @@ def _succeeds(call: Callable[[], object]) -> bool:
 
 @pytest.mark.parametrize("how", ["kill", "freeze"])
 def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds_then_resumes(
-    etcd_factory: Callable[..., EtcdServer], how: str
+    etcd_factory: EtcdFactory, how: str
 ) -> None:
     server = etcd_factory()
     store = etcd_store(server, probe_interval=1.0, probe_timeout=1.0, timeout=2.0)
@@ -217,7 +217,7 @@ def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds_then_resumes(
     store.close()
 
 
-def test_etcd_watch_resumes_from_the_next_revision_after_a_restart(etcd_factory: Callable[..., EtcdServer]) -> None:
+def test_etcd_watch_resumes_from_the_next_revision_after_a_restart(etcd_factory: EtcdFactory) -> None:
     server = etcd_factory()
     store = etcd_store(server)
     reader = WatchReader(store.watch("/r/", store.snapshot("/r/").revision + 1))
@@ -234,18 +234,18 @@ def test_etcd_watch_resumes_from_the_next_revision_after_a_restart(etcd_factory:
     store.close()
 
 
-def test_etcd_restored_from_scratch_has_a_new_cluster_id(etcd_factory: Callable[..., EtcdServer]) -> None:
+def test_etcd_restored_from_scratch_has_a_new_cluster_id(etcd_factory: EtcdFactory) -> None:
     server = etcd_factory()
     store = etcd_store(server)
     store.put("/s/a", b"1")
     before = store.snapshot("/s/")
     server.wipe()
     after = wait_until(lambda: _snapshot_or_none(store, "/s/"), 5, "a snapshot of the wiped etcd")
-    assert after.items == () and after.cluster_id != before.cluster_id
+    assert after is not None and after.items == () and after.cluster_id != before.cluster_id
     store.close()
 
 
-def _snapshot_or_none(store: EtcdStore, prefix: str) -> object:
+def _snapshot_or_none(store: EtcdStore, prefix: str) -> Snapshot | None:
     try:
         return store.snapshot(prefix)
     except StoreUnavailable:
@@ -292,9 +292,9 @@ def _put_batch(client: pyetcd.Etcd3Client, keys: list[str], value: bytes) -> Non
 
 
 def test_etcd_cluster_keeps_serving_and_watching_while_each_member_restarts(
-    etcd_factory: Callable[..., EtcdServer]
+    etcd_factory: EtcdFactory
 ) -> None:
-    members = etcd_factory.cluster(3)  # type: ignore[attr-defined]
+    members = etcd_factory.cluster(3)
     store = EtcdStore(EtcdConfig(endpoints=tuple(("127.0.0.1", m.client_port) for m in members)))
     start = store.snapshot("/c/").revision + 1
     reader = WatchReader(store.watch("/c/", start))
@@ -305,7 +305,8 @@ def test_etcd_cluster_keeps_serving_and_watching_while_each_member_restarts(
             store.put(f"/c/{n}-{i}", b"v")  # no retry here: failover is the store's job
             written.append(f"/c/{n}-{i}")
         member.start()
-    seen, resumes = [], 0
+    seen: list[WatchEvent] = []
+    resumes = 0
     while len(seen) < len(written):
         events, error = reader.collect(len(written) - len(seen))
         seen += events

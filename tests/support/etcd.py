@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -256,7 +256,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 
 
 @pytest.fixture
-def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdServer]]:
+def etcd_factory(tmp_path: Path) -> Iterator[EtcdFactory]:
     """`etcd_factory()` → a fresh server this test may stop, kill, freeze or wipe."""
     require_binary(ETCD_BINARY, "etcd")
     factory = EtcdFactory(tmp_path)
