@@ -115,9 +115,10 @@ class FileStore:
 
     # --- loading ----------------------------------------------------------------------------------
 
-    def _reload(self, strict: bool = False) -> None:
+    def _reload(self, strict: bool = False, edited: bool = False) -> None:
         """Read the file; when its content changed and is valid, apply the diff as one change.
-        An invalid file raises `ConfigError` when `strict`, else is logged and ignored."""
+        An invalid file raises `ConfigError` when `strict`, else is logged and ignored. Changes
+        are logged at INFO when `edited` (seen by the file watch), else at DEBUG."""
         with self._lock:
             try:
                 raw = self.path.read_bytes()
@@ -131,7 +132,7 @@ class FileStore:
             except ConfigError as e:
                 self._refuse(e, strict, e)
                 return
-            self._apply(document, registry_keys(document, self.prefix, str(self.path)))
+            self._apply(document, registry_keys(document, self.prefix, str(self.path)), edited)
             self._loaded = raw
 
     def _refuse(self, error: ConfigError, strict: bool, cause: BaseException) -> None:
@@ -139,20 +140,21 @@ class FileStore:
             raise error from cause
         log.error("%s; keeping the previous content (revision %s)", error, self._memory.revision)
 
-    def _apply(self, document: dict[str, Any], keys: dict[str, bytes]) -> None:
+    def _apply(self, document: dict[str, Any], keys: dict[str, bytes], edited: bool) -> None:
         current = {kv.key: kv.value for kv in self._memory.snapshot(f"{self.prefix}/services/").items}
         puts = {k: v for k, v in keys.items() if current.get(k) != v}
         deletes = [k for k in current if k not in keys]
         revision = self._memory.apply(puts, deletes)
         self._document = document
         if puts or deletes:
-            log.info("registry file %s: %d put, %d deleted (revision %s)", self.path, len(puts), len(deletes), revision)
+            log.log(logging.INFO if edited else logging.DEBUG, "registry file %s: %d put, %d deleted (revision %s)",
+                    self.path, len(puts), len(deletes), revision)
 
     def _on_file_event(self) -> None:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(DEBOUNCE_SECONDS, self._reload)
+            self._timer = threading.Timer(DEBOUNCE_SECONDS, self._reload, kwargs={"edited": True})
             self._timer.daemon = True
             self._timer.start()
 
