@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.cli import main
 from lbgen.errors import StoreError
 from tests.support.etcd import (
     ETCDCTL_BINARY, EtcdFactory, EtcdServer, TlsFiles, WatchReader, make_tls_files, require_binary,
@@ -63,3 +64,21 @@ def test_password_auth_survives_an_etcd_restart_and_a_wrong_password_is_refused(
     with pytest.raises(StoreError, match="authentication failed"):
         intruder.get("/auth/a")
     intruder.close()
+
+
+def test_registry_cli_uses_tls_files_and_the_password_from_the_environment(
+    etcd_factory: EtcdFactory, tls: TlsFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_binary(ETCDCTL_BINARY, "etcdctl")
+    server = etcd_factory(tls=tls, client_cert_auth=True)
+    server.etcdctl("user", "add", "root:s3cret")
+    server.etcdctl("auth", "enable")
+    monkeypatch.setenv("LBGEN_ETCD_PASSWORD", "s3cret")
+    options = ["--registry", server.url, "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key),
+               "--user", "root"]
+    assert main(["registry", "put", "services/web/spec", '{"listen": 443}', *options]) == 0
+    assert main(["registry", "ls", *options]) == 0
+    assert "web  listen=443" in capsys.readouterr().out
+    monkeypatch.setenv("LBGEN_ETCD_PASSWORD", "wrong")
+    assert main(["registry", "ls", *options]) == 3
+    assert "authentication failed" in capsys.readouterr().err
