@@ -7,6 +7,7 @@ etcds break watches within seconds, leases expire for real, 100k keys snapshot i
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -209,6 +210,7 @@ def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds_then_resumes(
     assert isinstance(error, StoreUnavailable)
     assert f"127.0.0.1:{server.client_port}" in str(error)
     reader.close()
+    assert not [t for t in threading.enumerate() if t.name == "etcd-watch /w/"], "the stream reader leaked"
     server.start() if how == "kill" else server.thaw()
     wait_until(lambda: _succeeds(lambda: store.put("/w/b", b"2")), 5, f"a put after the {how}")
     resumed = WatchReader(store.watch("/w/", last + 1))
