@@ -7,7 +7,8 @@ adapter does about each of its caveats (docs/registry.md, "Design choices"):
   to `retry_after` and, when every endpoint is marked failed, try them again anyway: the caller's
   backoff (`lbgen.core.backoff`, capped at a few seconds) decides when, not the library.
 - gRPC's reconnect backoff grows to 120 s (confd took 91 s to notice etcd was back): capped at 1 s.
-- A list of endpoints is one cluster: a call that finds its endpoint down moves to the next one.
+- A list of endpoints is one cluster: a call that finds its member down tries each other member
+  in turn, whatever earlier calls found about them.
 - 100k keys exceed gRPC's 4 MB message limit: the limit is raised and snapshots are paged, every
   page pinned to the first page's revision so the snapshot is consistent.
 - Watches run on their own gRPC stream and ask etcd for a progress report when idle: a watch whose
