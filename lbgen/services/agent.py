@@ -131,7 +131,6 @@ class Agent:
         # Consumer-owned state. `_lease` is also read (never written) by the keep-alive thread.
         self._lease = 0
         self._containers: dict[str, ContainerInfo] = {}
-        self._names: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._need_listing = True
         self._listed = False
@@ -202,8 +201,6 @@ class Agent:
             case ContainerChanged(container_id=cid, name=name, action=action):
                 log.debug("docker event %s: container %s (%s)", action, name, cid[:12])
                 self._dirty.add(cid)
-                if name:
-                    self._names[cid] = name
             case DockerConnected():
                 self._need_listing = True
             case DockerLost(reason=reason):
@@ -270,14 +267,12 @@ class Agent:
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)
-        name = info.name if info else self._names.get(cid, "")
         if info is not None and info.state == "running":
             if cid not in self._containers:
-                log.info("container %s (%s) is running", name, cid[:12])
+                log.info("container %s (%s) is running", info.name, cid[:12])
             self._containers[cid] = info
-        elif self._containers.pop(cid, None) is not None:
-            log.info("container %s (%s) is %s", name, cid[:12], info.state if info else "gone")
-        self._names.pop(cid, None)
+        elif (known := self._containers.pop(cid, None)) is not None:
+            log.info("container %s (%s) is %s", known.name, cid[:12], info.state if info else "gone")
 
     def _sync(self, desired: Mapping[str, Endpoint]) -> None:
         """Make etcd hold exactly `desired` for this node, on the current lease."""
