@@ -171,16 +171,25 @@ class Agent:
         self.stop()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._lease and not self.config.keep_on_exit:
-            try:
-                self.store.revoke_lease(self._lease)
-                log.info("revoked lease %x: this node's endpoints are gone", self._lease)
-            except StoreError as e:
-                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
-        elif self._lease:
+        if self._lease and self.config.keep_on_exit:
             log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over",
                      self.config.ttl)
+        elif self._lease:
+            try:
+                self._release()
+            except StoreError as e:
+                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
         self.metrics.lease_held.set(0)
+
+    def _release(self) -> None:
+        """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
+        node's keys survived (none on etcd; a file registry's leases hold nothing)."""
+        self.store.revoke_lease(self._lease)
+        prefix, node = self.config.prefix, self.config.options.node
+        left = owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node)
+        for key in left:
+            self.store.delete(key)
+        log.info("revoked lease %x: this node's endpoints are gone", self._lease)
 
     # --- consumer ----------------------------------------------------------------------------
 
