@@ -19,12 +19,12 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import urlsplit
 
 import docker
 import pytest
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.schema import decode_endpoint, parse_key
 from tests.support.docker import RunContainer, TestContainer, wait_health
 from tests.support.etcd import EtcdServer
@@ -117,8 +117,7 @@ class Registry:
     """Reads what agents registered under one prefix, decoded and validated like a watcher does."""
 
     def __init__(self, url: str, prefix: str) -> None:
-        parts = urlsplit(url)
-        self.store = EtcdStore(EtcdConfig(endpoints=((str(parts.hostname), int(parts.port or 2379)),)))
+        self.store = EtcdStore(EtcdConfig(endpoints=parse_registry_url(url).endpoints))
         self.prefix = prefix
 
     def endpoints(self, node: str | None = None) -> dict[str, dict]:

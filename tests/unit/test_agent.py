@@ -7,11 +7,13 @@ import queue
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
@@ -291,6 +293,18 @@ def test_stop_revokes_or_keeps(store: MemoryStore, start: Callable[..., Running]
     wait_for(lambda: key(1) in endpoints(store))
     running.stop()
     assert len(endpoints(store)) == left
+
+
+def test_stop_deletes_the_keys_where_a_lease_holds_none(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    store = FileStore(path, prefix=PREFIX, must_exist=False)
+    running = Running(store, FakeDocker(web(1)))  # type: ignore[arg-type]
+    try:
+        wait_for(lambda: path.exists() and "host-a.web-1.80" in path.read_text())
+    finally:
+        running.stop()
+        store.close()
+    assert "host-a.web-1.80" not in path.read_text()
 
 
 def test_restart_takes_kept_keys_over_to_the_new_lease(store: MemoryStore, start: Callable[..., Running]) -> None:
