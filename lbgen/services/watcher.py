@@ -11,6 +11,7 @@ template, check or reload failure is logged, counted and retried while the daemo
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import random
@@ -25,6 +26,7 @@ from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.render import render
+from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import Clock, Snapshot, Store, WatchEvent
@@ -66,6 +68,8 @@ class WatcherStatus:
     last_error: str = ""
     disconnected_since: float | None = None
     failures: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
+    errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
 
 
 class Watcher:
@@ -80,6 +84,7 @@ class Watcher:
         read_template: Callable[[str], str] = lambda path: Path(path).read_text(),
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
+        on_status: Callable[[WatcherStatus], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -99,18 +104,23 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
+        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
 
     def follow_registry(self) -> None:
-        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot."""
+        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot.
+
+        Only `{prefix}/services/` is followed: LB nodes' status keys (`{prefix}/lb/`, written after
+        each apply) must not wake every watcher into another pass, and another status, forever."""
         attempt = 0
+        services = services_prefix(self.settings.prefix)
         while not self._stopping.is_set():
             try:
-                snapshot = self._store.snapshot(self.settings.prefix)
+                snapshot = self._store.snapshot(services)
                 self._queue.put(_Loaded(snapshot))
                 attempt = 0
-                self._watch = self._store.watch(self.settings.prefix, snapshot.revision + 1)
+                self._watch = self._store.watch(services, snapshot.revision + 1)
                 for events in self._watch:
                     self._queue.put(_Changed(events))
                 if not self._stopping.is_set():
@@ -150,6 +160,8 @@ class Watcher:
                 if message is not None:
                     self._handle(message)
                 self._render_due()
+                if self._on_status is not None:
+                    self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
             follower.join(timeout=5)
@@ -244,6 +256,8 @@ class Watcher:
                 self._consecutive_failures.pop(outcome.target, None)
                 self._held_since = None
                 self.status.applied_revision = catalog.revision
+                self.status.applied[outcome.target] = catalog.revision
+                self.status.errors.pop(outcome.target, None)
                 if outcome.changed:
                     log.info("%s: applied revision %s", outcome.target, catalog.revision)
             else:
@@ -253,6 +267,7 @@ class Watcher:
         """Log and count a failed render or apply, and try the target again after a backoff."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
         self.status.last_error = f"{target.name}: {error}"
+        self.status.errors[target.name] = error
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
         delay = backoff(attempt, random.random(), *self._retry)
