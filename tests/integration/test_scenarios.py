@@ -68,7 +68,7 @@ class LbNode:
 
     def start_lb(self) -> None:
         conf = self.dir / f"{self.kind}.conf"
-        wait_until(conf.exists, 20, f"{self.node} to render {conf}")
+        wait_until(conf.exists, 30, f"{self.node} to render {conf}")
         argv = (["nginx", "-c", str(conf), "-g", "daemon off;"] if self.kind == "nginx"
                 else ["haproxy", "-W", "-S", f"{self.dir}/master.sock,mode,600", "-f", str(conf)])
         with (self.dir / "lb.log").open("wb") as out:
@@ -154,10 +154,10 @@ def _in_sync(fleet: dict[str, Any], nodes: set[str]) -> dict[str, Any] | None:
 
 def test_two_hosts_two_lb_nodes_converge_and_report(fleet: dict[str, Any]) -> None:
     lbs: dict[str, LbNode] = fleet["lbs"]
-    for lb in lbs.values():
-        lb.start_lb()
     both = {"host-a-web-1", "host-b-web-1"}
     try:
+        for lb in lbs.values():
+            lb.start_lb()
         for lb in lbs.values():
             lb.serves(both)
 
