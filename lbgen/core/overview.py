@@ -10,7 +10,7 @@ that missed only a deletion is not flagged; its `connected` flag tells the rest)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
@@ -64,8 +64,7 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
                         _agents(prefix, catalog, leases, served_health), lbs, ())
-    problems = _problems(overview, expect_lbs, served_health)
-    return Overview(**{**overview.__dict__, "problems": problems})
+    return replace(overview, problems=_problems(overview, expect_lbs, served_health))
 
 
 def _lb_view(node: str, raw: bytes, services_revision: int) -> LbView:
