@@ -60,7 +60,7 @@ def test_agents_and_watchers_ride_out_any_one_member_down(
     lbgen_processes.start("agent", "agent", *registry, "--node", "host-a", "--host-ip", "127.0.0.1",
                           "--docker-host", docker_host, "--ttl", str(TTL), "--metrics-addr", "off")
     lbgen_processes.start("watch", "watch", "-c", str(_settings(tmp_path)), *registry, "--node", "lb-1",
-                          "--status-ttl", str(TTL))
+                          "--status-ttl", str(TTL), "--metrics-addr", "off")
     figures: dict[str, float] = {}
     try:
         started = time.monotonic()

@@ -131,7 +131,7 @@ def fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hosts: dict
         node, directory = f"lb-{kind}", tmp_path / f"lb-{kind}"
         settings = watch_settings(directory, kind, _lb_vars(kind, directory, listen))
         watchers[node] = lbgen_processes.start(node, "watch", "-c", str(settings), *registry, "--node", node,
-                                               "--status-ttl", str(TTL))
+                                               "--status-ttl", str(TTL), "--metrics-addr", "off")
         lbs[node] = LbNode(node, kind, port, directory)
     try:
         yield {"registry": etcd_server.url, "prefix": etcd_prefix, "hosts": hosts, "agents": agents,
