@@ -1,0 +1,170 @@
+"""End to end: how long a change takes to be served, through real processes (issue 6).
+
+    sudo /tmp/v/bin/python bench/e2e_bench.py [--containers 30] [--puts 50] [--burst 1000] [--wait 100ms:1s]
+
+Starts etcd, a private dockerd (no bridge, no iptables) with the busybox backend image, two nginx
+`return 200` backends, one `lbgen watch` per LB (nginx, HAProxy; each reads its own prefix, so a
+change reloads only the LB under measurement), nginx and HAProxy on what they rendered, and one
+`lbgen agent` on the dockerd. Then measures, on a new connection per probe (every 1 ms):
+
+1. `docker run` of a labelled container → its first answer through nginx (p50/p99). Each
+   container is its own service (spec put and applied beforehand, reached by its host name),
+   so the probe sees exactly that replica. No Docker HEALTHCHECK unless --healthcheck (the
+   image's check runs every second: served only once healthy).
+2. etcd put (one endpoint moved to the other backend) → the first answer from the new backend,
+   through nginx and through HAProxy (p50/p99); the next put waits until the watcher reports
+   the previous one applied.
+3. A burst of --burst puts (100 endpoints added, then re-weighted) → reloads per LB (the watcher's
+   `lbgen_watcher_reloads_total`) and the time from the first put until the watcher reports the
+   last put's revision live (`lbgen_watcher_applied_revision`).
+
+Everything is stopped on exit, Ctrl-C included. Needs root (dockerd).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack import (DEFAULT_WAIT, Lb, Stack, Watcher, http_get, machine, new_prefix,  # noqa: E402
+                   percentile)
+
+from lbgen.adapters.etcd_store import EtcdStore  # noqa: E402
+from lbgen.core.model import Endpoint  # noqa: E402
+from lbgen.core.schema import encode_endpoint, encode_spec, endpoint_key, spec_key  # noqa: E402
+from tests.support.dockerd import Dockerd  # noqa: E402
+from tests.support.util import free_port, wait_until  # noqa: E402
+
+PROBE = 0.001  # seconds between probes through the LB
+NO_HEALTHCHECK = {"Test": ["NONE"]}
+
+
+def put_endpoint(store: EtcdStore, prefix: str, service: str, id: str, port: int, weight: int = 1) -> int:
+    endpoint = Endpoint(id=id, address="127.0.0.1", port=port, weight=weight, node="bench")
+    return store.put(endpoint_key(prefix, service, id), encode_endpoint(endpoint))
+
+
+def put_spec(store: EtcdStore, prefix: str, service: str, **spec: object) -> int:
+    return store.put(spec_key(prefix, service), encode_spec(spec))
+
+
+def summary(what: str, samples: list[float]) -> str:
+    ms = [s * 1000 for s in samples]
+    return (f"{what} ({len(ms)} samples): p50 {percentile(ms, 50):.0f} ms, p99 {percentile(ms, 99):.0f} ms "
+            f"(min {min(ms):.0f}, max {max(ms):.0f})")
+
+
+def until_answer(port: int, host: str, accept: Callable[[str], bool], what: str) -> float:
+    """Probe until an answer's body passes `accept`; returns the perf_counter time it came."""
+    wait_until(lambda: accept(http_get(port, host)[1]), 60, what, interval=PROBE)
+    return time.perf_counter()
+
+
+def bench_docker(daemon: Dockerd, watcher: Watcher, store: EtcdStore, count: int,
+                 healthcheck: bool) -> None:
+    """docker run → served through nginx, one service (own host name) per container."""
+    listen = free_port()
+    total, after_run = [], []
+    with closing(daemon.client()) as client:
+        for i in range(count):
+            name = f"bench-e2e-{i}"
+            host = f"{name}.bench"
+            watcher.wait_applied(put_spec(store, watcher.prefix, name, listen=listen, hosts=[host]))
+            port = free_port()
+            start = time.perf_counter()
+            client.containers.run(
+                daemon.image, name=name, detach=True, network_mode="host",
+                environment={"PORT": str(port), "REPLICA": name},
+                labels={"lbgen.service": name, "lbgen.port": str(port)},
+                healthcheck=None if healthcheck else NO_HEALTHCHECK)
+            ran = time.perf_counter()
+            served = until_answer(listen, host, lambda body: body.startswith(f"replica={name} "),
+                                  f"{name} served through nginx")
+            total.append(served - start)
+            after_run.append(served - ran)
+    check = "with the image's HEALTHCHECK" if healthcheck else "no HEALTHCHECK"
+    print(summary(f"docker run → served by nginx, {check}", total))
+    print("  " + summary("of which docker run returned → served", after_run))
+
+
+def bench_puts(watcher: Watcher, lb: Lb, store: EtcdStore, backends: list[int], count: int) -> None:
+    """etcd put (the one endpoint moves to the other backend) → first answer from that backend."""
+    samples, (lag_before, applies_before) = [], watcher.lag()
+    for i in range(1, count + 1):
+        n = i % len(backends)
+        start = time.perf_counter()
+        revision = put_endpoint(store, watcher.prefix, "put", "bench.put.1", backends[n])
+        served = until_answer(lb.port, "bench", lambda body: body == f"b{n}\n", f"b{n} through {lb.kind}")
+        samples.append(served - start)
+        watcher.wait_applied(revision)
+    lag, applies = watcher.lag()
+    mean_lag = (lag - lag_before) / max(applies - applies_before, 1)
+    print(summary(f"etcd put → served by {lb.kind}", samples))
+    print(f"  the watcher's own mean apply lag (change seen → reload verified): {mean_lag * 1000:.0f} ms")
+
+
+def bench_burst(watcher: Watcher, store: EtcdStore, backends: list[int], changes: int) -> None:
+    """`changes` puts as fast as one client writes them: 100 endpoints added, then re-weighted."""
+    reloads = watcher.reloads()
+    start = time.perf_counter()
+    for i in range(changes):
+        revision = put_endpoint(store, watcher.prefix, "burst", f"bench.burst.{i % 100}",
+                                backends[i % len(backends)], weight=1 + i // 100 % 256)
+    written = time.perf_counter()
+    watcher.wait_applied(revision, timeout=120)
+    done = time.perf_counter()
+    print(f"{changes}-change burst → {watcher.kind}: puts took {written - start:.2f} s, "
+          f"{watcher.reloads() - reloads} reloads, final state live {done - start:.2f} s after the first put "
+          f"({done - written:.2f} s after the last)")
+
+
+def run(args: argparse.Namespace) -> None:
+    with Stack() as stack:
+        stack.etcd()
+        store = stack.store()
+        daemon = stack.dockerd() if args.containers else None
+        backends = stack.backends(2)
+        lbs = {}
+        for kind in ("nginx", "haproxy"):
+            prefix, listen = new_prefix(kind), free_port()
+            put_spec(store, prefix, "put", listen=listen)
+            put_endpoint(store, prefix, "put", "bench.put.1", backends[0])
+            put_spec(store, prefix, "burst", listen=free_port())
+            watcher = stack.watcher(kind, prefix, args.wait)
+            lbs[kind] = (watcher, stack.lb(watcher, listen))
+        print(f"machine: {machine()}; watcher wait {args.wait}")
+        if daemon is not None:
+            stack.agent(daemon, lbs["nginx"][0].prefix)
+            bench_docker(daemon, lbs["nginx"][0], store, args.containers, args.healthcheck)
+        for watcher, lb in lbs.values():
+            bench_puts(watcher, lb, store, backends, args.puts)
+        for watcher, _ in lbs.values():
+            if args.burst:
+                bench_burst(watcher, store, backends, args.burst)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--containers", type=int, default=30, help="docker run samples (0: skip dockerd)")
+    parser.add_argument("--puts", type=int, default=50, help="etcd put samples per LB")
+    parser.add_argument("--burst", type=int, default=1000, help="changes in the burst (0: skip)")
+    parser.add_argument("--wait", default=DEFAULT_WAIT, help="the watchers' quiescence min:max")
+    parser.add_argument("--healthcheck", action="store_true", help="keep the image's Docker HEALTHCHECK")
+    args = parser.parse_args()
+    if args.containers and os.geteuid() != 0:
+        sys.exit("e2e_bench: dockerd needs root (or pass --containers 0)")
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

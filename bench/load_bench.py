@@ -1,0 +1,171 @@
+"""Failed requests under load while `lbgen watch` applies registry changes (issue 6).
+
+    /tmp/v/bin/python bench/load_bench.py [--duration 20] [--changes 100] [--threads 2] [--connections 50]
+
+Starts etcd, --backends nginx instances answering `return 200` (so the backends are never the
+bottleneck), one `lbgen watch` per LB (nginx, HAProxy; each on its own registry prefix, so a
+change reloads only the LB under load) and nginx / HAProxy on what they rendered. The service
+starts with every backend registered. Four runs, each a bounded `wrk -t2 -c50 -d20s` against
+127.0.0.1 while --changes registry changes are applied, spread evenly over the run (a cycle of:
+weight change, endpoint removed, endpoint added back; never fewer than all-but-one backends):
+
+  nginx   new connection per request (Connection: close)   goal 0 failed
+  haproxy new connection per request (Connection: close)   goal 0 failed
+  haproxy keep-alive                                        goal 0 failed
+  nginx   keep-alive                                        reported as it is (nginx 1.22 closes
+                                                            reused connections on reload: FIELD.md)
+
+Failed = wrk's non-2xx responses + socket errors (connect, read, write, timeout). Also printed:
+requests/s, and the reloads the watcher did during the run (`lbgen_watcher_reloads_total`).
+Without wrk it says how to install it and exits 2. Everything is stopped on exit, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from stack import DEFAULT_WAIT, Lb, Stack, Watcher, machine, new_prefix  # noqa: E402
+
+from lbgen.adapters.etcd_store import EtcdStore  # noqa: E402
+from lbgen.core.model import Endpoint  # noqa: E402
+from lbgen.core.schema import encode_endpoint, encode_spec, endpoint_key, spec_key  # noqa: E402
+from tests.support.util import free_port  # noqa: E402
+
+RUNS = (("nginx", False), ("haproxy", False), ("haproxy", True), ("nginx", True))
+SERVICE = "load"
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    rate: float
+    non_2xx: int
+    socket_errors: int
+
+    @property
+    def failed(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The figures of wrk's summary; a missing `Non-2xx` or `Socket errors` line means none."""
+    requests = re.search(r"(\d+) requests in", output)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if requests is None or rate is None:
+        raise RuntimeError(f"unexpected wrk output: {output[-500:]}")
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    return WrkResult(int(requests.group(1)), float(rate.group(1)), int(non_2xx.group(1)) if non_2xx else 0,
+                     sum(map(int, errors.groups())) if errors else 0)
+
+
+class Registry:
+    """The bench's writes: the service's endpoints, one per backend, under one LB's prefix."""
+
+    def __init__(self, store: EtcdStore, prefix: str, backends: list[int]) -> None:
+        self.store, self.prefix, self.backends = store, prefix, backends
+
+    def put(self, n: int, weight: int = 1) -> int:
+        endpoint = Endpoint(id=f"bench.load.{n}", address="127.0.0.1", port=self.backends[n], weight=weight,
+                            node="bench")
+        return self.store.put(endpoint_key(self.prefix, SERVICE, endpoint.id), encode_endpoint(endpoint))
+
+    def change(self, i: int) -> int:
+        """Change `i` of the cycle: re-weight a backend, remove one, add it back. Returns the revision."""
+        n = i // 3 % len(self.backends)
+        step = i % 3
+        if step == 0:
+            return self.put(n, weight=1 + i % 5)
+        if step == 1:
+            self.store.delete(endpoint_key(self.prefix, SERVICE, f"bench.load.{n}"))
+            return self.store.snapshot(self.prefix).revision  # delete() does not return one
+        return self.put(n)
+
+
+def apply_changes(registry: Registry, count: int, start_after: float, spread: float,
+                  revisions: list[int], stop: threading.Event) -> None:
+    """`count` changes evenly over `spread` seconds, starting `start_after` seconds from now."""
+    began = time.monotonic() + start_after
+    for i in range(count):
+        if stop.wait(max(0.0, began + i * spread / count - time.monotonic())):
+            return
+        revisions.append(registry.change(i))
+
+
+def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args: argparse.Namespace) -> str:
+    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
+            *([] if keepalive else ["-H", "Connection: close"]), f"http://127.0.0.1:{lb.port}/"]
+    reloads = watcher.reloads()
+    revisions: list[int] = []
+    stop = threading.Event()
+    changer = threading.Thread(target=apply_changes, name="changes", daemon=True,
+                               args=(registry, args.changes, 1.0, args.duration - 3.0, revisions, stop))
+    changer.start()
+    try:
+        wrk = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 30)
+    finally:
+        stop.set()
+        changer.join(timeout=30)
+    if wrk.returncode != 0:
+        raise RuntimeError(f"wrk exited {wrk.returncode}: {wrk.stderr.strip()}")
+    if revisions:
+        watcher.wait_applied(max(revisions))
+    result = parse_wrk(wrk.stdout)
+    mode = "keep-alive" if keepalive else "new connection per request"
+    return (f"{lb.kind:7} {mode:26}: {result.failed} failed of {result.requests} "
+            f"({result.non_2xx} non-2xx, {result.socket_errors} socket errors), {result.rate:.0f} req/s, "
+            f"{len(revisions)} changes, {watcher.reloads() - reloads} reloads")
+
+
+def run(args: argparse.Namespace) -> None:
+    with Stack() as stack:
+        stack.etcd()
+        store = stack.store()
+        backends = stack.backends(args.backends)
+        lbs = {}
+        for kind in ("nginx", "haproxy"):
+            prefix, listen = new_prefix(kind), free_port()
+            store.put(spec_key(prefix, SERVICE), encode_spec({"listen": listen}))
+            registry = Registry(store, prefix, backends)
+            for n in range(len(backends)):
+                registry.put(n)
+            watcher = stack.watcher(kind, prefix, args.wait)
+            lbs[kind] = (watcher, stack.lb(watcher, listen), registry)
+        print(f"machine: {machine()}; watcher wait {args.wait}; "
+              f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.backends} nginx backends")
+        for kind, keepalive in RUNS:
+            print(run_one(*lbs[kind], keepalive, args), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=20, help="seconds of each wrk run (default 20)")
+    parser.add_argument("--changes", type=int, default=100, help="registry changes per run (default 100)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--backends", type=int, default=4, help="nginx `return 200` backends (default 4)")
+    parser.add_argument("--wait", default=DEFAULT_WAIT, help="the watchers' quiescence min:max")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("load_bench: wrk is not installed: apt-get install -y wrk", file=sys.stderr)
+        sys.exit(2)
+    if args.duration < 5:
+        parser.error("--duration: at least 5 seconds (changes start after 1 s and end 2 s before the end)")
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
