@@ -27,9 +27,9 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -85,7 +85,8 @@ def bench_docker(daemon: Dockerd, watcher: Watcher, store: EtcdStore, count: int
                 labels={"lbgen.service": name, "lbgen.port": str(port)},
                 healthcheck=None if healthcheck else NO_HEALTHCHECK)
             ran = time.perf_counter()
-            served = until_answer(listen, host, lambda body: body.startswith(f"replica={name} "),
+            expected = f"replica={name} "
+            served = until_answer(listen, host, lambda body, e=expected: body.startswith(e),
                                   f"{name} served through nginx")
             total.append(served - start)
             after_run.append(served - ran)
@@ -101,7 +102,8 @@ def bench_puts(watcher: Watcher, lb: Lb, store: EtcdStore, backends: list[int], 
         n = i % len(backends)
         start = time.perf_counter()
         revision = put_endpoint(store, watcher.prefix, "put", "bench.put.1", backends[n])
-        served = until_answer(lb.port, "bench", lambda body: body == f"b{n}\n", f"b{n} through {lb.kind}")
+        expected = f"b{n}\n"
+        served = until_answer(lb.port, "bench", lambda body, e=expected: body == e, f"b{n} through {lb.kind}")
         samples.append(served - start)
         watcher.wait_applied(revision)
     lag, applies = watcher.lag()

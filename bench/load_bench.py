@@ -15,6 +15,8 @@ weight change, endpoint removed, endpoint added back; never fewer than all-but-o
   nginx   keep-alive                                        reported as it is (nginx 1.22 closes
                                                             reused connections on reload: FIELD.md)
 
+First, the same wrk for 5 s against one backend alone (new connection per request, then
+keep-alive): the LB spreads over all backends, so this rate must be above the LB's.
 Failed = wrk's non-2xx responses + socket errors (connect, read, write, timeout). Also printed:
 requests/s, and the reloads the watcher did during the run (`lbgen_watcher_reloads_total`).
 Without wrk it says how to install it and exits 2. Everything is stopped on exit, Ctrl-C included.
@@ -43,6 +45,7 @@ from tests.support.util import free_port  # noqa: E402
 
 RUNS = (("nginx", False), ("haproxy", False), ("haproxy", True), ("nginx", True))
 SERVICE = "load"
+BASELINE_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,27 @@ def apply_changes(registry: Registry, count: int, start_after: float, spread: fl
         revisions.append(registry.change(i))
 
 
+def wrk_argv(port: int, keepalive: bool, seconds: int, args: argparse.Namespace) -> list[str]:
+    return ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s",
+            *([] if keepalive else ["-H", "Connection: close"]), f"http://127.0.0.1:{port}/"]
+
+
+def wrk(argv: list[str], seconds: int) -> WrkResult:
+    done = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=seconds + 30)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip()}")
+    return parse_wrk(done.stdout)
+
+
+def baseline(port: int, args: argparse.Namespace) -> str:
+    """One backend alone, with the same wrk: the LB spreads over all of them, so it must beat the LB."""
+    rates = [f"{wrk(wrk_argv(port, keepalive, BASELINE_SECONDS, args), BASELINE_SECONDS).rate:.0f}"
+             for keepalive in (False, True)]
+    return f"one backend alone, no LB ({BASELINE_SECONDS} s each): {rates[0]} req/s new connection per request, " \
+           f"{rates[1]} req/s keep-alive"
+
+
 def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args: argparse.Namespace) -> str:
-    argv = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s",
-            *([] if keepalive else ["-H", "Connection: close"]), f"http://127.0.0.1:{lb.port}/"]
     reloads = watcher.reloads()
     revisions: list[int] = []
     stop = threading.Event()
@@ -112,19 +133,18 @@ def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args:
                                args=(registry, args.changes, 1.0, args.duration - 3.0, revisions, stop))
     changer.start()
     try:
-        wrk = subprocess.run(argv, capture_output=True, text=True, timeout=args.duration + 30)
+        result = wrk(wrk_argv(lb.port, keepalive, args.duration, args), args.duration)
     finally:
         stop.set()
         changer.join(timeout=30)
-    if wrk.returncode != 0:
-        raise RuntimeError(f"wrk exited {wrk.returncode}: {wrk.stderr.strip()}")
     if revisions:
         watcher.wait_applied(max(revisions))
-    result = parse_wrk(wrk.stdout)
+    reloads = watcher.reloads() - reloads
     mode = "keep-alive" if keepalive else "new connection per request"
-    return (f"{lb.kind:7} {mode:26}: {result.failed} failed of {result.requests} "
+    per_reload = f" (~{result.failed / reloads:.0f} per reload)" if result.failed and reloads else ""
+    return (f"{lb.kind:7} {mode:26}: {result.failed} failed{per_reload} of {result.requests} "
             f"({result.non_2xx} non-2xx, {result.socket_errors} socket errors), {result.rate:.0f} req/s, "
-            f"{len(revisions)} changes, {watcher.reloads() - reloads} reloads")
+            f"{len(revisions)} changes, {reloads} reloads")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -143,6 +163,7 @@ def run(args: argparse.Namespace) -> None:
             lbs[kind] = (watcher, stack.lb(watcher, listen), registry)
         print(f"machine: {machine()}; watcher wait {args.wait}; "
               f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.backends} nginx backends")
+        print(baseline(backends[0], args), flush=True)
         for kind, keepalive in RUNS:
             print(run_one(*lbs[kind], keepalive, args), flush=True)
 

@@ -68,7 +68,7 @@ def machine() -> str:
 
 
 def _version(argv: list[str], pattern: str) -> str:
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    result = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=10)
     found = re.search(pattern, result.stdout + result.stderr)
     return found.group(1) if found else "?"
 
@@ -220,7 +220,7 @@ class Stack:
             conf = directory / "nginx.conf"
             conf.write_text(_backend_conf(directory, port, f"b{n}"))
             self._spawn(f"backend{n}", ["nginx", "-p", str(directory), "-c", str(conf), "-g", "daemon off;"])
-            wait_until(lambda: http_get(port)[0] == 200, 10, f"backend b{n} on port {port}")
+            wait_until(lambda p=port: http_get(p)[0] == 200, 10, f"backend b{n} on port {port}")
             ports.append(port)
         return ports
 
