@@ -128,7 +128,7 @@ def bench_burst(watcher: Watcher, store: EtcdStore, backends: list[int], changes
 
 
 def run(args: argparse.Namespace) -> None:
-    with Stack() as stack:
+    with Stack(keep_logs=args.keep_logs) as stack:
         stack.etcd()
         store = stack.store()
         daemon = stack.dockerd() if args.containers else None
@@ -159,6 +159,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=1000, help="changes in the burst (0: skip)")
     parser.add_argument("--wait", default=DEFAULT_WAIT, help="the watchers' quiescence min:max")
     parser.add_argument("--healthcheck", action="store_true", help="keep the image's Docker HEALTHCHECK")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args()
     if args.containers and os.geteuid() != 0:
         sys.exit("e2e_bench: dockerd needs root (or pass --containers 0)")

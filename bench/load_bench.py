@@ -148,7 +148,7 @@ def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args:
 
 
 def run(args: argparse.Namespace) -> None:
-    with Stack() as stack:
+    with Stack(keep_logs=args.keep_logs) as stack:
         stack.etcd()
         store = stack.store()
         backends = stack.backends(args.backends)
@@ -176,6 +176,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--backends", type=int, default=4, help="nginx `return 200` backends (default 4)")
     parser.add_argument("--wait", default=DEFAULT_WAIT, help="the watchers' quiescence min:max")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the temp dir with every process's log")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("load_bench: wrk is not installed: apt-get install -y wrk", file=sys.stderr)

@@ -163,8 +163,9 @@ class Lb:
 class Stack:
     """Starts what a bench needs; `with Stack() as stack:` stops it all however the block ends."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep_logs: bool = False) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="lbgen-bench-"))
+        self.keep_logs = keep_logs
         self._exit = ExitStack()
         self._previous_term: Any = None
         self.etcd_server: EtcdServer | None = None
@@ -181,7 +182,7 @@ class Stack:
         finally:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, self._previous_term)
-        if kind is None:
+        if kind is None and not self.keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
             print(f"logs kept in {self.dir}", file=sys.stderr)
