@@ -53,11 +53,11 @@ class WrkResult:
     requests: int
     rate: float
     non_2xx: int
-    socket_errors: int
+    socket_errors: tuple[int, int, int, int]  # connect, read, write, timeout
 
     @property
     def failed(self) -> int:
-        return self.non_2xx + self.socket_errors
+        return self.non_2xx + sum(self.socket_errors)
 
 
 def parse_wrk(output: str) -> WrkResult:
@@ -69,7 +69,7 @@ def parse_wrk(output: str) -> WrkResult:
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
     return WrkResult(int(requests.group(1)), float(rate.group(1)), int(non_2xx.group(1)) if non_2xx else 0,
-                     sum(map(int, errors.groups())) if errors else 0)
+                     tuple(map(int, errors.groups())) if errors else (0, 0, 0, 0))  # type: ignore[arg-type]
 
 
 class Registry:
@@ -143,7 +143,8 @@ def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args:
     mode = "keep-alive" if keepalive else "new connection per request"
     per_reload = f" (~{result.failed / reloads:.0f} per reload)" if result.failed and reloads else ""
     return (f"{lb.kind:7} {mode:26}: {result.failed} failed{per_reload} of {result.requests} "
-            f"({result.non_2xx} non-2xx, {result.socket_errors} socket errors), {result.rate:.0f} req/s, "
+            f"({result.non_2xx} non-2xx, socket errors connect/read/write/timeout "
+            f"{'/'.join(map(str, result.socket_errors))}), {result.rate:.0f} req/s, "
             f"{len(revisions)} changes, {reloads} reloads")
 
 
