@@ -167,21 +167,23 @@ class Stack:
         self.dir = Path(tempfile.mkdtemp(prefix="lbgen-bench-"))
         self.keep_logs = keep_logs
         self._exit = ExitStack()
-        self._previous_term: Any = None
+        self._previous: dict[signal.Signals, Any] = {}
         self.etcd_server: EtcdServer | None = None
 
     def __enter__(self) -> Stack:
-        self._previous_term = signal.signal(signal.SIGTERM, _interrupt)
+        # SIGINT too: started in the background by a shell, Python would inherit it ignored.
+        self._previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
-        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the cleanup
+        for sig in self._previous:  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(sig, signal.SIG_IGN)
         try:
             self._exit.close()
         finally:
-            signal.signal(signal.SIGINT, previous_int)
-            signal.signal(signal.SIGTERM, self._previous_term)
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
         if kind is None and not self.keep_logs:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
