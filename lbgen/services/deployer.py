@@ -133,7 +133,7 @@ class Outcome:
         result = "FAILED" if self.error else "done"
         lines = [f"{result} in {self.seconds:.1f}s: {summary}, {self.unchanged} unchanged"]
         if self.error:
-            lines.append(f"stopped at: {self.error} (that step was rolled back; later steps did not run)")
+            lines.append("the failing batch was rolled back where it could be; later batches did not run")
         return lines
 
 
