@@ -237,7 +237,10 @@ class EtcdStore:
         return _key_value(response.kvs[0]) if response.kvs else None
 
     def watch(self, prefix: str, start_revision: int) -> EtcdWatch:
-        """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there)."""
+        """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there).
+
+        Pass the snapshot's revision + 1: the stream opens when iteration starts, so 0 ("from now")
+        would miss changes made in between."""
         return EtcdWatch(self, prefix, start_revision)
 
     def open_watch_stream(self, request_iterator: object) -> WatchStream:

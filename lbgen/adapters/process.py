@@ -6,16 +6,13 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
-from lbgen.errors import CommandFailed
-from lbgen.ports import CommandResult, Runner
+from lbgen.ports import CommandResult
 
 log = logging.getLogger(__name__)
-
-# After the timeout kill, how long to wait for the pipe to close (a grandchild may still hold it).
-_DRAIN_SECONDS = 2.0
 
 
 class SubprocessRunner:
@@ -23,54 +20,39 @@ class SubprocessRunner:
 
     Each command runs in its own session, so a timeout kills the whole process group: a checker
     or reload script that forked helpers cannot leave them behind (confd has no timeout at all).
+    Output goes to a temp file, not a pipe: a reload that starts a daemon keeping stdout open
+    (`haproxy -D`) must not look like a hang.
     """
 
     def run(self, argv: list[str], timeout: float) -> CommandResult:
         log.debug("run %s (timeout %ss)", argv, timeout)
-        try:
-            proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        except OSError as e:
-            return CommandResult(tuple(argv), 127, f"cannot run {argv[0]}: {e}")
-        try:
-            out, _ = proc.communicate(timeout=timeout)
-            return CommandResult(tuple(argv), proc.returncode, out.decode(errors="replace"))
-        except subprocess.TimeoutExpired:
-            _kill_group(proc.pid)
-            partial = _drain(proc)
+        with tempfile.TemporaryFile() as out:
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            except OSError as e:
+                return CommandResult(tuple(argv), 127, f"cannot run {argv[0]}: {e}")
+            returncode = _wait(proc, timeout)
+            out.seek(0)
+            output = out.read().decode(errors="replace")
+        if returncode is None:
             log.warning("killed %s after %ss", argv, timeout)
-            return CommandResult(tuple(argv), None, partial + f"\n(killed after {timeout}s)")
+            output += f"\n(killed after {timeout}s)"
+        return CommandResult(tuple(argv), returncode, output)
 
 
-def _kill_group(pgid: int) -> None:
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """The exit code, or None after killing the command's whole process group at `timeout`."""
     try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _drain(proc: subprocess.Popen[bytes]) -> str:
-    try:
-        out, _ = proc.communicate(timeout=_DRAIN_SECONDS)
+        return proc.wait(timeout)
     except subprocess.TimeoutExpired:
-        # A process outside the group (it called setsid) still holds the pipe: stop reading.
-        proc.kill()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         proc.wait()
-        return ""
-    return out.decode(errors="replace")
-
-
-def run_checked(runner: Runner, argv: list[str], timeout: float) -> CommandResult:
-    """Run `argv`; raise `CommandFailed` (with the command's output) unless it exited 0."""
-    result = runner.run(argv, timeout)
-    if not result.ok:
-        raise CommandFailed(argv, result.returncode, result.output)
-    return result
+        return None
 
 
 class SystemClock:

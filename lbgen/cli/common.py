@@ -16,6 +16,7 @@ from lbgen.ports import Store
 PASSWORD_ENV = "LBGEN_ETCD_PASSWORD"
 REGISTRY_ENV = "LBGEN_REGISTRY"
 PREFIX_ENV = "LBGEN_PREFIX"
+DEFAULT_ETCD_TIMEOUT = 5.0
 
 
 def add_store_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,13 +30,15 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", dest="tls_key", metavar="FILE", help="client private key for etcd (with --cert)")
     group.add_argument("--user", help="etcd user name (password: --password or $" + PASSWORD_ENV + ")")
     group.add_argument("--password", help=f"etcd password (prefer ${PASSWORD_ENV}: argv is visible in ps)")
-    group.add_argument("--etcd-timeout", type=float, default=5.0, metavar="SECONDS",
-                       help="deadline of each etcd call (default: 5)")
+    group.add_argument("--etcd-timeout", type=float, metavar="SECONDS",
+                       help=f"deadline of each etcd call (default: {DEFAULT_ETCD_TIMEOUT:g})")
 
 
-def registry_url(args: argparse.Namespace, fallback: str | Sequence[str] | None = None) -> RegistryUrl:
+def registry_url(args: argparse.Namespace, fallback: RegistryUrl | str | Sequence[str] | None = None) -> RegistryUrl:
     """The registry from `--registry`, else `$LBGEN_REGISTRY`, else `fallback` (settings)."""
     value = args.registry or os.environ.get(REGISTRY_ENV) or fallback
+    if isinstance(value, RegistryUrl):
+        return value
     if not value:
         raise UsageError(f"no registry: pass --registry ({FORMS}) or set ${REGISTRY_ENV}")
     return parse_registry_url(value)
@@ -63,5 +66,5 @@ def open_store(args: argparse.Namespace, url: RegistryUrl, prefix: str, create: 
         raise UsageError(f"--user {args.user}: needs --password or ${PASSWORD_ENV}")
     return EtcdStore(EtcdConfig(
         endpoints=url.endpoints, tls=url.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
-        user=args.user, password=password if args.user else None, timeout=args.etcd_timeout,
+        user=args.user, password=password if args.user else None, timeout=args.etcd_timeout or DEFAULT_ETCD_TIMEOUT,
     ))

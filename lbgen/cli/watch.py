@@ -1,17 +1,102 @@
-"""`lbgen watch`: watch the registry and keep LB configs rendered, validated and reloaded."""
+"""`lbgen watch`: keep every target rendered from the registry, validated, swapped in and reloaded."""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
 
-from lbgen.errors import LbgenError
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from lbgen.adapters.process import SystemClock
+from lbgen.cli.lb_node import (
+    add_settings_arguments,
+    build_applier,
+    chosen_targets,
+    load_settings,
+    open_registry,
+    read_template,
+)
+from lbgen.services.metrics import parse_listen_address, start_metrics_server
+from lbgen.services.watcher import Watcher
+
+log = logging.getLogger(__name__)
+
+_WRITES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `watch` sub-command."""
-    parser = commands.add_parser("watch", help="watch the registry and keep LB configs rendered, validated and reloaded")
+    parser = commands.add_parser(
+        "watch", help="watch the registry and keep LB configs rendered, validated and reloaded",
+        description="Snapshot the registry, watch it, and after each quiet period render every "
+        "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
+        "the last good config on any failure. Runs until SIGTERM or SIGINT.")
+    add_settings_arguments(parser)
+    parser.add_argument("--metrics-addr", default="127.0.0.1:9102", metavar="IP:PORT",
+                        help="Prometheus /metrics and /healthz (default 127.0.0.1:9102; 'off' disables)")
     parser.set_defaults(run=run)
 
 
+class _TemplateFiles(FileSystemEventHandler):
+    """Tells the watcher when one of its template files changes on disk."""
+
+    def __init__(self, paths: set[str], watcher: Watcher) -> None:
+        self._paths = paths
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type not in _WRITES:
+            return  # opened / closed_no_write: our own reads of the template
+        touched = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
+        if touched & self._paths:
+            log.info("template changed on disk: %s", ", ".join(sorted(touched & self._paths)))
+            self._watcher.templates_changed()
+
+
 def run(args: argparse.Namespace) -> int:
-    raise LbgenError("lbgen watch is not built yet")
+    settings = load_settings(args.config)
+    targets = chosen_targets(settings, args.target)
+    for target in targets:
+        read_template(target.template)  # a missing template is a start-up error, not a retry loop
+    store, settings = open_registry(args, settings)
+    settings = replace(settings, targets=targets)
+    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template)
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        metrics_addr = parse_listen_address(args.metrics_addr)
+        if metrics_addr is not None:
+            server = start_metrics_server(metrics_addr, watcher.metrics.registry, watcher.problems)
+            stack.callback(server.close)
+        observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
+        stack.callback(observer.join, 5)
+        stack.callback(observer.stop)
+        _stop_on_signals(watcher)
+        log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
+                 ", ".join(t.name for t in targets))
+        watcher.run()
+    return 0
+
+
+def _observe_templates(watcher: Watcher, paths: set[str]) -> Observer:
+    observer = Observer()
+    handler = _TemplateFiles(paths, watcher)
+    for directory in {str(Path(p).parent) for p in paths}:
+        observer.schedule(handler, directory, recursive=False)
+    observer.daemon = True
+    observer.start()
+    return observer
+
+
+def _stop_on_signals(watcher: Watcher) -> None:
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        watcher.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

@@ -8,6 +8,7 @@ and why, and registers nothing, while every other container is unaffected.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -56,7 +57,10 @@ class DiscoveryOptions:
 
     def __post_init__(self) -> None:
         check_name("node", self.node)
-        check_address(self.host_ip)
+        try:
+            ipaddress.ip_address(self.host_ip)
+        except ValueError:
+            raise InvalidValue(f"host IP {self.host_ip!r}: not an IP address") from None
         if self.internal_network:
             check_name("internal network", self.internal_network)
 

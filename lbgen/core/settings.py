@@ -1,6 +1,7 @@
 """Watcher settings (`lbgen.yaml`): the values, and their validation from an already-parsed YAML mapping.
 
-Loading is pure: the CLI reads and parses the file, then calls `parse_settings(data, base_dir)`.
+Loading is pure: the CLI reads and parses the file (`adapters.yaml_file.load_yaml`), then calls
+`parse_settings(data, base_dir)` with the file's directory.
 Every problem raises `ConfigError` naming the field path (`targets[1].reload: expected a list of
 strings`); unknown keys are errors too, since a typo silently ignored is a setting silently lost.
 """
@@ -9,20 +10,20 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration
 from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
+from lbgen.core.registry_url import RegistryUrl, parse_registry_url
 from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
 KINDS = ("nginx", "haproxy", "generic")
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
-_ENDPOINT_RE = re.compile(r"(etcd|http|https)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})")
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ class Target:
 class Settings:
     """Everything `lbgen watch` and `lbgen render` need, validated."""
 
-    registry: tuple[str, ...]
+    registry: RegistryUrl
     targets: tuple[Target, ...]
     prefix: str = "/lbgen"
     wait: Wait = Wait(0.1, 1.0)
@@ -109,9 +110,6 @@ class Settings:
     guard: Guard = Guard()
     etcd: EtcdOptions = EtcdOptions()
 
-    @property
-    def registry_is_file(self) -> bool:
-        return self.registry[0].startswith("file:")
 
 
 def parse_settings(data: Any, base_dir: str) -> Settings:
@@ -144,22 +142,15 @@ def parse_wait(value: Any) -> Wait:
     return Wait(low, high)
 
 
-def parse_registry(value: Any, resolve: Callable[[str], str]) -> tuple[str, ...]:
-    """One URL or a list of them (an etcd cluster): `etcd://h:p`, `http(s)://h:p`, or `file:path`."""
-    urls = expect_str_list(value) if isinstance(value, list) else (expect_str(value),)
-    if not urls:
-        raise ValueError("expected at least one registry address")
-    if any(u.startswith("file:") for u in urls):
-        if len(urls) > 1:
-            raise ValueError("a file: registry cannot be combined with other addresses")
-        return (f"file:{resolve(urls[0][len('file:'):])}",)
-    for url in urls:
-        match = _ENDPOINT_RE.fullmatch(url)
-        if not match or not 0 < int(match.group(3)) < 65536:
-            raise ValueError(f"{url!r}: expected etcd://host:port, https://host:port or file:path")
-    if len({u.split("://")[0] for u in urls}) > 1:
-        raise ValueError("every member of a cluster must use the same scheme")
-    return urls
+def parse_registry(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
+    """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves with `resolve`."""
+    if not isinstance(value, (str, list)):
+        raise ValueError(f"expected a URL or a list of URLs, got {value!r}")
+    try:
+        url = parse_registry_url(value)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix("registry ")) from e
+    return replace(url, path=resolve(url.path)) if url.kind == "file" else url
 
 
 def _resolver(base_dir: str) -> Callable[[str], str]:

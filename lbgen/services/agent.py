@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from lbgen.core.backoff import backoff
 from lbgen.core.discovery import Discovered, DiscoveryOptions, Reject, discover, json_field, owned_keys, plan
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import parse_key, services_prefix
@@ -35,9 +37,9 @@ log = logging.getLogger(__name__)
 RetryDelay = Callable[[int], float]
 
 
-def capped_doubling(low: float, high: float) -> RetryDelay:
-    """`low`, `2*low`, `4*low`... up to `high` seconds."""
-    return lambda attempt: min(high, low * 2 ** min(attempt, 30))
+def jittered_backoff(base: float, cap: float) -> RetryDelay:
+    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
+    return lambda attempt: backoff(attempt, random.random(), base, cap)
 
 
 @dataclass(frozen=True)
@@ -49,8 +51,8 @@ class AgentConfig:
     ttl: int = 15
     resync_interval: float = 60.0
     keep_on_exit: bool = False
-    store_retry: RetryDelay = field(default=capped_doubling(0.1, 2.0))
-    docker_retry: RetryDelay = field(default=capped_doubling(0.2, 5.0))
+    store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
+    docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
 
 
 # --- messages from the producers -----------------------------------------------------------------
@@ -137,7 +139,7 @@ class Agent:
         self._rejects: frozenset[Reject] = frozenset()
         self._conflicts: frozenset[str] = frozenset()
         self._retry_at: float | None = None
-        self._failures = 0
+        self._failures = {"docker": 0, "etcd": 0}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -215,9 +217,11 @@ class Agent:
                 self._registered = None
 
     def _reconcile(self) -> None:
+        """Refresh containers, then make etcd match; a failure on either side schedules a retry."""
         self._retry_at = None
-        if not self._refresh_containers() or not self._listed:
-            return  # never touch etcd before one full listing: desired state unknown
+        self._refresh_containers()
+        if not self._listed:
+            return  # never touch etcd before one full listing: the desired state is unknown
         found = discover(self._containers.values(), self.config.options, self.config.prefix)
         self._report_rejects(found)
         try:
@@ -226,16 +230,22 @@ class Agent:
             log.warning("%s: granting a new lease and re-registering", e)
             self.metrics.errors.labels("lease").inc()
             self._drop_lease()
-            self._retry(self.config.store_retry)
+            self._retry("etcd", self.config.store_retry)
         except StoreError as e:
             self._store_failed(e)
         else:
-            self._failures = 0
+            if self._failures["etcd"]:
+                log.info("etcd answers again: this node's keys are in sync")
+            self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
 
-    def _refresh_containers(self) -> bool:
-        """Bring `_containers` up to date: a full listing when needed, else inspect what events named."""
+    def _refresh_containers(self) -> None:
+        """Bring `_containers` up to date: a full listing when needed, else inspect what events named.
+
+        On a Docker error the last known containers stay (and so do their endpoints)."""
+        if not (self._need_listing or self._dirty):
+            return
         try:
             if self._need_listing:
                 listing = self.docker.list_containers()
@@ -248,15 +258,15 @@ class Agent:
                 self._inspect(cid)
                 self._dirty.discard(cid)
         except DockerError as e:
-            log.warning("%s; keeping the last known containers and retrying", e)
+            log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
             self.health.down("docker", str(e))
             self._need_listing = True
-            self._retry(self.config.docker_retry)
-            return False
+            self._retry("docker", self.config.docker_retry)
+            return
+        self._failures["docker"] = 0
         self.health.up("docker")
         self.metrics.containers.set(len(self._containers))
-        return True
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)
@@ -280,9 +290,10 @@ class Agent:
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
             revision = self.store.put(key, value, lease=self._lease)
+            verb = "updated" if key in self._registered else "registered"
             self._registered[key] = KeyValue(key, value, revision, self._lease)
             self.metrics.writes.labels("put").inc()
-            self._log_registered(key, desired[key])
+            self._log_put(verb, key, desired[key])
         for key in changes.deletes:
             old = self._registered[key]
             self.store.delete(key)
@@ -316,15 +327,17 @@ class Agent:
         self.metrics.lease_held.set(0)
 
     def _store_failed(self, error: StoreError) -> None:
-        log.warning("etcd: %s; keeping the desired state and retrying", error)
+        log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
         self._registered = None  # a write may or may not have landed: re-read before the next one
-        self._retry(self.config.store_retry)
+        self._retry("etcd", self.config.store_retry)
 
-    def _retry(self, delay: RetryDelay) -> None:
-        self._retry_at = time.monotonic() + delay(self._failures)
-        self._failures += 1
+    def _retry(self, side: str, delay: RetryDelay) -> None:
+        """Wake the consumer again after `side`'s next backoff delay (the earliest of both sides)."""
+        at = time.monotonic() + delay(self._failures[side])
+        self._failures[side] += 1
+        self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
 
     def _report_rejects(self, found: Discovered) -> None:
         rejects = frozenset(found.rejects)
@@ -341,11 +354,11 @@ class Agent:
             self.metrics.errors.labels("conflict").inc()
         self._conflicts = current
 
-    def _log_registered(self, key: str, endpoint: Endpoint) -> None:
+    def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
         container = self._containers.get(endpoint.container)
         log.info(
-            "registered %s -> %s:%d (container %s %s, health %s, lease %x)",
-            _short(self.config.prefix, key), endpoint.address, endpoint.port,
+            "%s %s -> %s:%d (container %s %s, health %s, lease %x)",
+            verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
             container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
         )
 
@@ -359,7 +372,7 @@ class Agent:
             try:
                 self._follow_events()
             except DockerError as e:
-                log.warning("%s; reconnecting", e)
+                log.log(_level(attempt), "%s; reconnecting", e)
                 self.metrics.errors.labels("docker").inc()
                 self._queue.put(DockerLost(str(e)))
             attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
@@ -384,25 +397,36 @@ class Agent:
 
     def _keep_alive(self) -> None:
         """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
+        failing = 0
         while not self._stopping.wait(self.config.ttl / 3):
             lease = self._lease
             if not lease:
                 continue
             try:
                 self.store.keep_alive(lease)
-                self.metrics.lease_held.set(1)
-                self.health.up("etcd")
             except LeaseLost:
                 self.metrics.lease_held.set(0)
                 self._queue.put(LeaseExpired(lease))
             except StoreError as e:
-                log.warning("lease %x keep-alive: %s", lease, e)
+                log.log(_level(failing), "%s", e)
+                failing += 1
                 self.metrics.errors.labels("etcd").inc()
                 self.health.down("etcd", str(e))
+            else:
+                if failing:
+                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
+                failing = 0
+                self.metrics.lease_held.set(1)
+                self.health.up("etcd")
 
     def _resync_timer(self) -> None:
         while not self._stopping.wait(self.config.resync_interval):
             self._queue.put(Resync())
+
+
+def _level(streak: int) -> int:
+    """The first failure of a streak is a warning, repeats are debug: an outage logs one line."""
+    return logging.WARNING if streak == 0 else logging.DEBUG
 
 
 def _short(prefix: str, key: str) -> str:

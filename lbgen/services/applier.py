@@ -167,9 +167,10 @@ class Applier:
         """Reload the LB the targets of `group` share; on failure roll all of them back."""
         names = ", ".join(t.name for t in group)
         try:
-            self._reload(group)
-            log.info("%s: reloaded", names)
-            return _Outcome(reloaded=True)
+            reloaded = self._reload(group)
+            if reloaded:
+                log.info("%s: reloaded", names)
+            return _Outcome(reloaded=reloaded)
         except ApplyError as e:
             log.error("%s: reload failed, restoring the last-known-good: %s", names, e)
             failure = _Outcome(error=str(e), output=_output(e))
@@ -183,7 +184,9 @@ class Applier:
         log.warning("%s: last-known-good restored and reloaded", names)
         return replace(failure, rolled_back=True)
 
-    def _reload(self, group: list[Target]) -> None:
+    def _reload(self, group: list[Target]) -> bool:
+        """Reload and verify; False when a built-in control finds no running LB (nothing to reload:
+        the validated config is on disk and the LB loads it when it starts)."""
         target = group[0]
         control = self._controls(target)
         before = control.observe() if control else None
@@ -191,12 +194,15 @@ class Applier:
             self._run(target, target.reload)
         elif control:
             if before is None:
-                raise ApplyError(f"{target.name}: the {target.kind} LB is not running: nothing to reload")
+                log.warning("%s: no running %s found (vars.pid / vars.master_socket): config written, not reloaded",
+                            target.name, target.kind)
+                return False
             control.signal_reload()
         if control and before is not None:
             _wait(control, before, target)
         for verify in dict.fromkeys(t.verify for t in group if t.verify):
             self._run(target, verify)
+        return True
 
     def _run(self, target: Target, argv: Sequence[str], staged: Path | None = None) -> None:
         values = {"{dest}": target.dest, "{staged}": str(staged or target.dest)}

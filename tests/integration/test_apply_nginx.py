@@ -41,8 +41,21 @@ def test_a_good_change_starts_new_workers_that_serve_the_new_backend(
     before = workers(lb)
     [result] = applier.apply([lb.target()], {"nginx": nginx_proxy(lb.dir, lb.port, new.port)})
     assert (result.ok, result.wrote, result.reloaded) == (True, True, True), result.error
-    assert workers(lb).isdisjoint(before) and workers(lb)
+    assert workers(lb) - before, "no new workers"
     serves(lb.port, "new", timeout=1.0)  # verified: the old workers have been told to stop listening
+
+
+def test_a_custom_reload_command_is_followed_by_the_built_in_wait_for_new_workers(
+    nginx_lb: StartNginx, backend: Callable[[str], Backend], applier: Applier
+) -> None:
+    old, new = backend("old"), backend("new")
+    lb = nginx_lb(proxy_to(old))
+    before = workers(lb)
+    target = lb.target(reload=("nginx", "-p", str(lb.dir), "-c", str(lb.conf), "-s", "reload"))
+    [result] = applier.apply([target], {"nginx": nginx_proxy(lb.dir, lb.port, new.port)})
+    assert result.reloaded, result.error
+    assert workers(lb) - before, f"apply() returned before nginx had started new workers: {before} → {workers(lb)}"
+    serves(lb.port, "new", timeout=1.0)
 
 
 def test_a_config_failing_the_check_leaves_dest_and_nginx_untouched(

@@ -29,7 +29,7 @@ def test_mutual_tls_works_and_a_client_without_a_certificate_is_refused(
 ) -> None:
     server = etcd_factory(tls=tls, client_cert_auth=True)
     store = EtcdStore(config(server, ca=str(tls.ca), cert=str(tls.cert), key=str(tls.key)))
-    reader = WatchReader(store.watch("/tls/", 0))
+    reader = WatchReader(store.watch("/tls/", store.snapshot("/tls/").revision + 1))
     store.put("/tls/a", b"1")
     assert [e.key for e in reader.events(1)] == ["/tls/a"]
     reader.close()

@@ -194,7 +194,7 @@ def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds(
 ) -> None:
     server = etcd_factory()
     store = etcd_store(server, probe_interval=1.0, probe_timeout=1.0, timeout=2.0)
-    reader = WatchReader(store.watch("/w/", 0))
+    reader = WatchReader(store.watch("/w/", store.snapshot("/w/").revision + 1))
     store.put("/w/a", b"1")
     reader.events(1)
     started = time.monotonic()
@@ -211,7 +211,7 @@ def test_etcd_watch_on_a_dead_or_frozen_etcd_fails_within_seconds(
 def test_etcd_watch_resumes_from_the_next_revision_after_a_restart(etcd_factory: Callable[..., EtcdServer]) -> None:
     server = etcd_factory()
     store = etcd_store(server)
-    reader = WatchReader(store.watch("/r/", 0))
+    reader = WatchReader(store.watch("/r/", store.snapshot("/r/").revision + 1))
     last = store.put("/r/a", b"1")
     reader.events(1)
     server.stop()

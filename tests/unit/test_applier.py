@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.files import LocalFiles, lkg_path
+from lbgen.adapters.process import SubprocessRunner
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.ports import CommandResult, Generation
@@ -234,3 +239,52 @@ def test_built_in_reload_that_keeps_the_old_workers_is_rolled_back(tmp_path: Pat
     [result] = Applier(LocalFiles(), FakeRunner(), lambda t: control).apply([target], {"lb": NEW})
     assert result.rolled_back and "old workers" in (result.error or "")
     assert control.signals == 2 and Path(target.dest).read_text() == OLD
+
+
+# --- a dest that is a single bind-mounted file (docker-gen #629) -----------------------------------
+
+
+@pytest.fixture
+def bind_mounted(tmp_path: Path) -> Iterator[Path]:
+    """`lb.conf` bind-mounted from `host.conf`, as a container sees a single mounted file."""
+    host, dest = tmp_path / "host.conf", tmp_path / "lb.conf"
+    host.write_text(OLD)
+    dest.write_text("")
+    if os.geteuid() != 0 or subprocess.run(["mount", "--bind", str(host), str(dest)], capture_output=True).returncode:
+        pytest.skip("bind-mounting a file needs root and mount(8)")
+    yield host
+    subprocess.run(["umount", str(dest)], check=True)
+
+
+@pytest.mark.integration
+def test_a_bind_mounted_dest_is_written_in_place_and_rolled_back_in_place(
+    tmp_path: Path, bind_mounted: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = make_target(tmp_path, content=None)
+    [result] = Applier(LocalFiles(), FakeRunner()).apply([target], {"lb": NEW})
+    assert result.ok and bind_mounted.read_text() == NEW, "the host side of the mount must see the change"
+    assert "bind-mounted file?" in caplog.text
+    [failed] = Applier(LocalFiles(), FakeRunner(failing("reload"))).apply([target], {"lb": "third\n"})
+    assert failed.rolled_back and bind_mounted.read_text() == NEW
+    assert leftovers(tmp_path) == []
+
+
+# --- the real runner ----------------------------------------------------------------------------
+
+
+def test_the_runner_combines_output_and_reports_the_exit_code() -> None:
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)"
+    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=10)
+    assert (result.returncode, sorted(result.output.split())) == (3, ["err", "out"])
+
+
+def test_the_runner_does_not_wait_for_a_daemon_the_command_left_behind() -> None:
+    script = "import subprocess; subprocess.Popen(['sleep', '2'], start_new_session=True)"
+    started = time.monotonic()
+    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=3)
+    assert result.ok and time.monotonic() - started < 1.5, "waited for the daemon's stdout"
+
+
+def test_a_missing_program_is_a_failed_command_not_a_crash() -> None:
+    result = SubprocessRunner().run(["/nonexistent/lbgen-reload"], timeout=1)
+    assert result.returncode == 127 and "cannot run" in result.output

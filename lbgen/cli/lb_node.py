@@ -1,0 +1,127 @@
+"""Wiring shared by `lbgen render` and `lbgen watch`: settings, registry, templates, applier."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from lbgen.adapters.files import LocalFiles
+from lbgen.adapters.haproxy import HaproxyControl
+from lbgen.adapters.nginx import NginxControl
+from lbgen.adapters.process import SubprocessRunner, SystemClock
+from lbgen.adapters.yaml_file import load_yaml
+from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.catalog import Rejected
+from lbgen.core.model import Catalog
+from lbgen.core.render import render
+from lbgen.core.settings import Settings, Target, parse_settings
+from lbgen.errors import ConfigError, LbgenError, UsageError
+from lbgen.ports import Clock, LbControl, Store
+from lbgen.services.applier import Applier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SETTINGS = "lbgen.yaml"
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """`-c/--config`, `--target` and the registry options (which override the settings file)."""
+    parser.add_argument("-c", "--config", default=DEFAULT_SETTINGS, metavar="FILE",
+                        help=f"settings file (default: ./{DEFAULT_SETTINGS})")
+    parser.add_argument("--target", action="append", metavar="NAME",
+                        help="only this target (repeatable; default: every target)")
+    add_store_arguments(parser)
+
+
+def load_settings(path: str) -> Settings:
+    """Read and validate the settings file; relative paths in it resolve against its directory."""
+    data = load_yaml(path)
+    try:
+        return parse_settings(data, str(Path(path).resolve().parent))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
+def chosen_targets(settings: Settings, names: Sequence[str] | None) -> tuple[Target, ...]:
+    """The targets named by `--target` (all when none); an unknown name is a usage error."""
+    if not names:
+        return settings.targets
+    known = {t.name: t for t in settings.targets}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"--target {unknown[0]}: no such target (settings have: {', '.join(known)})")
+    return tuple(known[n] for n in names)
+
+
+def open_registry(args: argparse.Namespace, settings: Settings) -> tuple[Store, Settings]:
+    """The store the settings (or `--registry`/`--prefix`) name; etcd TLS/auth from flags, then settings."""
+    etcd = settings.etcd
+    args.tls_ca = args.tls_ca or etcd.ca
+    args.tls_cert = args.tls_cert or etcd.cert
+    args.tls_key = args.tls_key or etcd.key
+    args.user = args.user or etcd.user
+    args.etcd_timeout = args.etcd_timeout or etcd.timeout
+    if etcd.password_file and not args.password:
+        args.password = _read_secret(etcd.password_file)
+    url = registry_url(args, fallback=settings.registry)
+    prefix = registry_prefix(args, fallback=settings.prefix)
+    return open_store(args, url, prefix), replace(settings, prefix=prefix)
+
+
+def _read_secret(path: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as e:
+        raise ConfigError(f"etcd.password_file {path}: {e.strerror or e}") from e
+
+
+def control_for(target: Target, clock: Clock) -> LbControl | None:
+    """The built-in LB knowledge for the target's kind (generic targets only run their argv)."""
+    if target.kind == "nginx":
+        return NginxControl(target, clock)
+    if target.kind == "haproxy":
+        return HaproxyControl(target, clock)
+    return None
+
+
+def build_applier(clock: Clock | None = None) -> Applier:
+    """The applier on the real filesystem and processes."""
+    clock = clock or SystemClock()
+    return Applier(LocalFiles(), SubprocessRunner(), controls=lambda target: control_for(target, clock))
+
+
+def read_template(path: str) -> str:
+    """A template file's text; a missing or unreadable file is a `ConfigError` naming it."""
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise ConfigError(f"template {path}: {e.strerror or e}") from e
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One-shot render results: the texts that rendered, and an error line per target that did not."""
+
+    texts: dict[str, str]
+    errors: dict[str, str]
+
+
+def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catalog) -> Rendered:
+    """Render every target from `catalog`; a failing template does not stop the others."""
+    texts: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for target in targets:
+        try:
+            texts[target.name] = render(read_template(target.template), catalog, target, settings.served_health)
+        except LbgenError as e:
+            errors[target.name] = str(e)
+    return Rendered(texts, errors)
+
+
+def log_rejected(rejected: Sequence[Rejected], revision: int) -> None:
+    """One warning line per registry value that failed validation."""
+    for item in rejected:
+        log.warning("registry: skipping %s at revision %s: %s", item.key, revision, item.reason)
