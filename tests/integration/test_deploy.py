@@ -317,7 +317,9 @@ def watched_lb(request: pytest.FixtureRequest, etcd_store: Store, etcd_server: A
 
 
 def test_rolling_update_under_load_fails_no_request(deploy: Deploy, watched_lb: int, request: Any) -> None:
-    slow = {"command": ["/bin/sh", "-c", SLOW], "update": {"drain": "1s"}}
+    # The watcher does not publish its applied revision yet ({prefix}/lb/{node}), so the drain must
+    # also cover its render + check + reload, which took over 1 s with the whole suite on 2 CPUs.
+    slow = {"command": ["/bin/sh", "-c", SLOW], "update": {"drain": "3s"}}
     deploy.write(**slow)
     assert deploy.cli("apply")[0] == 0
     wait_until(lambda: len({_answer(watched_lb) for _ in range(12)}) == 3, 10, "the LB serving 3 replicas")
@@ -325,9 +327,9 @@ def test_rolling_update_under_load_fails_no_request(deploy: Deploy, watched_lb: 
     with Load(watched_lb) as load:
         started = time.monotonic()
         code, out = deploy.cli("apply")
-        wait_until(lambda: load.fresh.get("version=2", 0) > 20, 10, "load answered by version 2")
+        wait_until(lambda: load.fresh.get("version=2", 0) >= 10, 30, "load answered by version 2")
     print(f"{request.node.callspec.id}: a connection per request {load.fresh}; one keep-alive connection {load.kept}")
     assert code == 0, out
-    assert load.fresh.get("version=1", 0) > 20, load.fresh
+    assert load.fresh.get("version=1", 0) >= 10, load.fresh
     assert set(load.fresh) == {"version=1", "version=2"}, (
         f"failed requests: {load.fresh} at {[f'{t - started:.2f}s {what}' for t, what in load.failures]}\n{out}")
