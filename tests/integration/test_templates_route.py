@@ -18,9 +18,8 @@ from typing import Iterator
 import pytest
 
 from lbgen.core.model import Catalog, Endpoint, Service
-
 from tests.integration.test_templates_validate import require
-from tests.unit.test_render import render_default
+from tests.unit.catalogs import render_default
 
 pytestmark = pytest.mark.integration
 

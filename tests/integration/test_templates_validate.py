@@ -17,9 +17,7 @@ import pytest
 from lbgen.adapters.file_store import FileStore
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.model import Catalog, Endpoint, Service
-
-from tests.unit.catalogs import ROOT, example_catalog, tricky_catalog
-from tests.unit.test_render import render_default
+from tests.unit.catalogs import ROOT, example_catalog, render_default, tricky_catalog
 
 pytestmark = pytest.mark.integration
 
