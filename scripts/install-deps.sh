@@ -1,19 +1,44 @@
 #!/usr/bin/env bash
-# Installs the Debian packages lbgen's demo and tests run for real (etcd, nginx, haproxy, dockerd,
-# busybox for the test image). Idempotent: does nothing when everything is there already.
+# Installs the Debian 12 packages lbgen's demo and tests run for real (etcd, nginx, haproxy, dockerd,
+# busybox for the test image, python3-venv). Idempotent: does nothing when everything is there.
+#
+# lbgen's tests and demo start their own instances of these services, so the packages' own system
+# services are kept from starting (policy-rc.d while installing) and, on systemd hosts, disabled —
+# only for the packages this script installed: a service you already ran stays as it was.
 set -euo pipefail
-packages=(etcd-server etcd-client nginx-light haproxy docker.io busybox-static curl python3-venv)
+
+packages=(etcd-server etcd-client nginx-light haproxy docker.io busybox-static curl python3-venv ca-certificates)
+declare -A services=([etcd-server]="etcd" [nginx-light]="nginx" [haproxy]="haproxy"
+                     [docker.io]="docker.socket docker containerd")
+
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "install-deps: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing ${missing[*]}; run as root (or install them) and retry" >&2
+  exit 1
 fi
-# The Debian packages start system services we do not use: lbgen's tests and demo run their own.
-for svc in nginx haproxy etcd docker containerd; do
-  systemctl disable --now "$svc" >/dev/null 2>&1 || true
-done
+
+echo "install-deps: installing ${missing[*]}"
+policy=/usr/sbin/policy-rc.d
+if [ ! -e "$policy" ]; then
+  # Debian's way to keep maintainer scripts from starting services (dockerd would otherwise create
+  # docker0 on 172.17.0.0/16 and nginx would take port 80). Removed again on exit.
+  printf '#!/bin/sh\nexit 101\n' >"$policy"
+  chmod 755 "$policy"
+  trap 'rm -f "$policy"' EXIT
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+
+if [ -d /run/systemd/system ]; then
+  for p in "${missing[@]}"; do
+    for svc in ${services[$p]:-}; do
+      systemctl disable --now "$svc" >/dev/null 2>&1 || true
+    done
+  done
+fi

@@ -12,7 +12,7 @@ from typing import Generator
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.support.docker", "tests.support.etcd"]
+pytest_plugins: list[str] = ["tests.support.docker", "tests.support.etcd", "tests.support.lb"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -24,13 +24,19 @@ def _fail_skip_in_ci(report: pytest.TestReport | pytest.CollectReport) -> None:
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {reason}"
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
-    outcome = yield
-    _fail_skip_in_ci(outcome.get_result())
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _fail_skip_in_ci(report)
+    return report
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, None, None]:
-    outcome = yield
-    _fail_skip_in_ci(outcome.get_result())
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _fail_skip_in_ci(report)
+    return report

@@ -69,9 +69,14 @@ def _os_error(error: BaseException, depth: int = 0) -> OSError | None:
 
 
 @contextmanager
-def _as_docker_error(what: str, docker_host: str = "") -> Iterator[None]:
+def _as_docker_error(what: str, docker_host: str = "", missing_ok: bool = False) -> Iterator[None]:
+    """Re-raise SDK and transport errors as `DockerError`; with `missing_ok`, a 404 (the container
+    is gone) is swallowed instead, which makes stop/remove idempotent."""
     try:
         yield
+    except NotFound as e:
+        if not missing_ok:
+            raise DockerError(f"docker {what}: {describe(e, docker_host)}") from e
     except _TRANSPORT_ERRORS as e:
         raise DockerError(f"docker {what}: {describe(e, docker_host)}") from e
 
@@ -84,8 +89,8 @@ class DockerEngine:
         with self._errors("connect"):
             self._api = docker.APIClient(base_url=docker_host, version=API_VERSION, timeout=timeout)
 
-    def _errors(self, what: str) -> ContextManager[None]:
-        return _as_docker_error(what, self.docker_host)
+    def _errors(self, what: str, missing_ok: bool = False) -> ContextManager[None]:
+        return _as_docker_error(what, self.docker_host, missing_ok)
 
     def events(self) -> DockerEvents:
         """Container lifecycle and health events from now on; subscribe before listing."""
@@ -104,14 +109,10 @@ class DockerEngine:
         return sorted((info for info in infos if info is not None), key=lambda info: info.name)
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
-        try:
-            with self._errors(f"inspect {container_id[:12]}"):
-                data = self._api.inspect_container(container_id)
-        except DockerError as e:
-            if isinstance(e.__cause__, NotFound):
-                return None
-            raise
-        return container_info(data)
+        data = None
+        with self._errors(f"inspect {container_id[:12]}", missing_ok=True):
+            data = self._api.inspect_container(container_id)
+        return container_info(data) if data is not None else None
 
     def create_and_start(self, spec: ContainerSpec) -> str:
         """Create and start; a container that was created but failed to start is removed again."""
@@ -130,21 +131,13 @@ class DockerEngine:
 
     def stop(self, container_id: str, timeout: float) -> None:
         """SIGTERM, then SIGKILL after `timeout` s. A container that is already gone counts as stopped."""
-        try:
-            with self._errors(f"stop {container_id[:12]}"):
-                self._api.stop(container_id, timeout=math.ceil(timeout))
-        except DockerError as e:
-            if not isinstance(e.__cause__, NotFound):
-                raise
+        with self._errors(f"stop {container_id[:12]}", missing_ok=True):
+            self._api.stop(container_id, timeout=math.ceil(timeout))
 
     def remove(self, container_id: str) -> None:
         """Remove a stopped container and its anonymous volumes; one already gone counts as removed."""
-        try:
-            with self._errors(f"remove {container_id[:12]}"):
-                self._api.remove_container(container_id, v=True)
-        except DockerError as e:
-            if not isinstance(e.__cause__, NotFound):
-                raise
+        with self._errors(f"remove {container_id[:12]}", missing_ok=True):
+            self._api.remove_container(container_id, v=True)
 
     def close(self) -> None:
         self._api.close()

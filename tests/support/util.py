@@ -16,7 +16,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_until(predicate: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
     """Poll `predicate` until it returns something truthy, which is returned; `TimeoutError`
     naming `what` at the deadline. Exceptions from `predicate` propagate."""
     deadline = time.monotonic() + timeout
