@@ -6,7 +6,6 @@ against the real parsers too) and runs the LB's own checker on it, as the watche
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -23,11 +22,9 @@ pytestmark = pytest.mark.integration
 
 
 def require(program: str) -> str:
-    """The program's path; skipped locally when missing, a failure in CI (no silent skips there)."""
+    """The program's path; skipped when missing (tests/conftest.py turns that into a failure in CI)."""
     path = shutil.which(program)
     if path is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{program} is not installed")
         pytest.skip(f"{program} is not installed")
     return path
 
