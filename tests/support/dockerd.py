@@ -36,12 +36,13 @@ STOP_TIMEOUT = 30.0
 
 
 def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (field 22 of /proc/pid/stat): tells a live owner from a reused pid."""
+    """The kernel's start time of a live `pid` (field 22 of /proc/pid/stat), which tells a live
+    owner from a reused pid; None when there is no such process or only its zombie."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    return None if fields[0] == "Z" else fields[19]
 
 
 class Dockerd:
@@ -113,7 +114,7 @@ class Dockerd:
         """SIGTERM and wait for the exit (never sooner: containerd would be orphaned), then tidy up
         what it leaves: stray containerd/shims and mounts. Returns the seconds the stop took."""
         began = time.monotonic()
-        pid = self.proc.pid if self.proc else _read_pid(self.root / "dockerd.pid")
+        pid = self.proc.pid if self.proc else self._pid_from_file()
         if pid is not None and _signal(pid, signal.SIGTERM):
             if not _wait_exit(pid, self.proc, STOP_TIMEOUT):
                 log.warning("dockerd %s still running %ss after SIGTERM: killing it", pid, STOP_TIMEOUT)
@@ -123,6 +124,11 @@ class Dockerd:
         _kill_tree(_pids_mentioning(self.root / "exec"))
         _unmount_under(self.root)
         return time.monotonic() - began
+
+    def _pid_from_file(self) -> int | None:
+        """The pidfile's pid, if that process is still this daemon (a stale file's pid may be reused)."""
+        pid = _read_pid(self.root / "dockerd.pid")
+        return pid if pid in _pids_mentioning(self.root) else None
 
     def remove_all_containers(self) -> None:
         """Everything on this private daemon was created by the tests."""
