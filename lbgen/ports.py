@@ -6,8 +6,12 @@ The core and the services import only these; the CLI wires in the concrete adapt
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Mapping, Protocol
+
+from lbgen.core.settings import Target
 
 
 @dataclass(frozen=True)
@@ -205,3 +209,71 @@ class Docker(Protocol):
     def remove(self, container_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+# --- Applying configs to load balancers ------------------------------------------------------------
+
+
+class ConfigFiles(Protocol):
+    """A target's dest file: read, stage a candidate beside it, make it live, keep a last-known-good."""
+
+    def read(self, target: Target) -> str | None:
+        """The live text, or None when dest does not exist yet."""
+        ...
+
+    def stage(self, target: Target, text: str) -> Path:
+        """Write a candidate where an atomic rename onto dest is possible; returns its path."""
+        ...
+
+    def discard(self, staged: Path) -> None: ...
+
+    def commit(self, target: Target, staged: Path) -> None:
+        """Replace dest with `staged`, atomically."""
+        ...
+
+    def save_lkg(self, target: Target) -> bool:
+        """Keep a copy of the live dest; False when there is none."""
+        ...
+
+    def restore_lkg(self, target: Target) -> None:
+        """Put the last-known-good back as dest (or remove dest when it did not exist)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One observed generation of a running load balancer: its master and worker processes.
+
+    `reloads`/`failed` are the master's own counters when it has them (HAProxy's `show proc`).
+    """
+
+    master: int
+    workers: frozenset[int]
+    reloads: int = 0
+    failed: int = 0
+
+
+class LbControl(Protocol):
+    """Built-in knowledge of one kind of load balancer (nginx, haproxy) for one target.
+
+    `key` names the running LB instance: targets sharing it are reloaded once per pass.
+    """
+
+    key: str
+    default_check: tuple[str, ...]
+
+    def whole_config(self, staged: Path) -> AbstractContextManager[Path]:
+        """The file the checker must load so it validates the whole config with `staged` in place."""
+        ...
+
+    def observe(self) -> Generation | None:
+        """The running generation; None when this control cannot observe the LB (not configured)."""
+        ...
+
+    def signal_reload(self) -> None:
+        """Ask the LB to reload, without waiting."""
+        ...
+
+    def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
+        """Block until the LB has finished the reload and new workers run; raise `ApplyError` if not."""
+        ...

@@ -12,7 +12,7 @@ from typing import Generator
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.support.docker", "tests.support.etcd"]
+pytest_plugins: list[str] = ["tests.support.docker", "tests.support.etcd", "tests.support.lb"]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,0 +1,164 @@
+"""Config files on disk: stage beside dest, replace atomically, keep and restore a last-known-good.
+
+Every write is a temp file in dest's directory (so the rename is atomic), fsynced, given its
+mode/owner, then `os.replace`d over dest and the directory fsynced. Temp and LKG files start with a
+dot so an nginx `include conf.d/*.conf` or a HAProxy `-f dir` never loads them.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import pwd
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from lbgen.core.settings import Target
+from lbgen.errors import ApplyError
+
+log = logging.getLogger(__name__)
+
+# rename(2) over a single-file bind mount fails with these (docker-gen #629, #317).
+_BIND_MOUNT_ERRNOS = (errno.EBUSY, errno.EXDEV)
+
+
+def real_dest(target: Target) -> Path:
+    """dest with symlinks resolved: replacing a link would detach it from the file it points to."""
+    return Path(os.path.realpath(target.dest))
+
+
+def lkg_path(dest: Path) -> Path:
+    """Where the last-known-good copy of `dest` lives (beside it, hidden)."""
+    return dest.with_name(f".{dest.name}.lkg")
+
+
+class LocalFiles:
+    """The filesystem side of applying a target (`lbgen.ports.ConfigFiles`)."""
+
+    def read(self, target: Target) -> str | None:
+        """The current dest text, or None when dest does not exist."""
+        try:
+            return real_dest(target).read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise ApplyError(f"{target.name}: read {target.dest}: {e}") from e
+
+    def stage(self, target: Target, text: str) -> Path:
+        """Write `text` to a hidden temp file beside dest, synced and with dest's final mode/owner."""
+        dest = real_dest(target)
+        try:
+            return _write_temp(dest, text.encode(), target)
+        except OSError as e:
+            raise ApplyError(f"{target.name}: stage beside {dest}: {e}") from e
+
+    def discard(self, staged: Path) -> None:
+        """Remove a staged file that will not go live."""
+        staged.unlink(missing_ok=True)
+
+    def commit(self, target: Target, staged: Path) -> None:
+        """Make `staged` the live dest: atomic rename, or an in-place write on a bind-mounted file."""
+        dest = real_dest(target)
+        try:
+            _replace(staged, dest)
+        except OSError as e:
+            self.discard(staged)
+            raise ApplyError(f"{target.name}: replace {dest}: {e}") from e
+
+    def save_lkg(self, target: Target) -> bool:
+        """Copy the live dest to its LKG file; False (and no LKG) when dest does not exist yet."""
+        dest = real_dest(target)
+        current = self.read(target)
+        try:
+            if current is None:
+                lkg_path(dest).unlink(missing_ok=True)
+                return False
+            _replace(_write_temp(dest, current.encode(), target), lkg_path(dest))
+        except OSError as e:
+            raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
+        return True
+
+    def restore_lkg(self, target: Target) -> None:
+        """Put the LKG back as dest, atomically; with no LKG (dest was new) remove dest."""
+        dest = real_dest(target)
+        try:
+            data = lkg_path(dest).read_bytes()
+        except FileNotFoundError:
+            log.warning("%s: no last-known-good: removing %s, which did not exist before", target.name, dest)
+            dest.unlink(missing_ok=True)
+            return
+        try:
+            _replace(_write_temp(dest, data, target), dest)
+        except OSError as e:
+            raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
+
+
+def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".lbgen")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fchmod(f.fileno(), target.mode)
+            if target.owner or target.group:
+                os.fchown(f.fileno(), _uid(target.owner), _gid(target.group))
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)
+
+
+def _replace(temp: Path, dest: Path) -> None:
+    try:
+        os.replace(temp, dest)
+    except OSError as e:
+        if e.errno not in _BIND_MOUNT_ERRNOS:
+            temp.unlink(missing_ok=True)
+            raise
+        log.warning("rename over %s failed (%s): bind-mounted file? writing in place, not atomically", dest, e)
+        _write_in_place(temp, dest)
+        return
+    _fsync_dir(dest.parent)
+
+
+def _write_in_place(temp: Path, dest: Path) -> None:
+    try:
+        with open(dest, "r+b") as f:
+            f.write(temp.read_bytes())
+            f.truncate()
+            f.flush()
+            os.fsync(f.fileno())
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _uid(owner: str | None) -> int:
+    return _account_id(owner, lambda name: pwd.getpwnam(name).pw_uid, "user")
+
+
+def _gid(group: str | None) -> int:
+    return _account_id(group, lambda name: grp.getgrnam(name).gr_gid, "group")
+
+
+def _account_id(name: str | None, lookup: Callable[[str], int], what: str) -> int:
+    """A numeric id for a user/group name or number; -1 (leave unchanged) for None."""
+    if name is None:
+        return -1
+    if name.isdigit():
+        return int(name)
+    try:
+        return lookup(name)
+    except KeyError as e:
+        raise ApplyError(f"no such {what} {name!r}") from e

@@ -1,0 +1,233 @@
+"""Apply a pass of rendered configs: stage → check the whole config → keep LKG → swap → reload → verify.
+
+A pass first writes every changed target that passes its check, then reloads each distinct LB
+once (consul-template: render all, then run the de-duplicated commands), in order, waiting for
+each reload to finish before the next. A reload or verify failure restores the last-known-good of
+every target of that LB and reloads it: the last good config keeps serving (dataplaneapi's LKG).
+
+Per target the commands are the target's own argv when given; otherwise the kind's built-in
+`LbControl` (nginx: SIGHUP to the master; haproxy: the master socket's `reload`). Whenever the LB
+can be observed, the built-in wait for its new worker generation also follows a custom reload.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from lbgen.core.settings import Target
+from lbgen.errors import ApplyError, CommandFailed
+from lbgen.ports import ConfigFiles, Generation, LbControl, Runner
+
+log = logging.getLogger(__name__)
+
+ControlFactory = Callable[[Target], "LbControl | None"]
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    """What one pass did to one target. `error` is None on success; `step` names where it failed
+    (`check`, `write`, `reload`); after a failed reload `rolled_back` tells whether the LKG is live."""
+
+    target: str
+    changed: bool = False
+    wrote: bool = False
+    reloaded: bool = False
+    rolled_back: bool = False
+    diff: str = ""
+    step: str | None = None
+    error: str | None = None
+    output: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's."""
+
+    target: str
+    diff: str
+    valid: bool
+    check_output: str = ""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """How the reload of one LB went, for every target it carries."""
+
+    reloaded: bool = False
+    rolled_back: bool = False
+    error: str | None = None
+    output: str = ""
+
+    def applied_to(self, result: TargetResult) -> TargetResult:
+        if self.error is None:
+            return replace(result, reloaded=self.reloaded)
+        return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
+
+
+def no_controls(target: Target) -> LbControl | None:
+    """A control factory for generic targets only: their argv does everything."""
+    return None
+
+
+class Applier:
+    """Applies rendered texts to their targets. One instance per watcher; not thread-safe."""
+
+    def __init__(self, files: ConfigFiles, runner: Runner, controls: ControlFactory = no_controls) -> None:
+        self._files = files
+        self._runner = runner
+        self._controls = controls
+
+    def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
+        """Apply `rendered` (target name → text) to `targets`; one result per rendered target."""
+        results = {t.name: self._write(t, rendered[t.name]) for t in targets if t.name in rendered}
+        written = [t for t in targets if t.name in results and results[t.name].wrote]
+        for group in self._reload_groups(written):
+            outcome = self._reload_group(group)
+            for target in group:
+                results[target.name] = outcome.applied_to(results[target.name])
+        return list(results.values())
+
+    def preview(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[Preview]:
+        """Dry run: diff and the real checker's verdict per target; nothing live is written or reloaded."""
+        previews = []
+        for target in (t for t in targets if t.name in rendered):
+            text = rendered[target.name]
+            try:
+                diff = unified_diff(target, self._files.read(target), text)
+                staged = self._files.stage(target, text)
+            except ApplyError as e:
+                previews.append(Preview(target.name, "", False, str(e)))
+                continue
+            try:
+                self._check(target, staged)
+                previews.append(Preview(target.name, diff, True))
+            except ApplyError as e:
+                previews.append(Preview(target.name, diff, False, _output(e)))
+            finally:
+                self._files.discard(staged)
+        return previews
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def _write(self, target: Target, text: str) -> TargetResult:
+        step, diff = "check", ""
+        try:
+            current = self._files.read(target)
+            if current == text:
+                log.debug("%s: unchanged", target.name)
+                return TargetResult(target.name)
+            diff = unified_diff(target, current, text)
+            staged = self._files.stage(target, text)
+            try:
+                self._check(target, staged)
+                step = "write"
+                self._files.save_lkg(target)
+                self._files.commit(target, staged)
+            finally:
+                self._files.discard(staged)
+        except ApplyError as e:
+            log.error("%s: %s failed, %s left untouched: %s", target.name, step, target.dest, e)
+            return TargetResult(target.name, True, diff=diff, step=step, error=str(e), output=_output(e))
+        log.info("%s: wrote %s", target.name, target.dest)
+        return TargetResult(target.name, True, wrote=True, diff=diff)
+
+    def _check(self, target: Target, staged: Path) -> None:
+        control = self._controls(target)
+        argv = target.check or (control.default_check if control else ())
+        if not argv:
+            log.warning("%s: no check command: %s goes live unvalidated", target.name, target.dest)
+            return
+        with control.whole_config(staged) if control else nullcontext(staged) as config:
+            self._run(target, argv, staged=config)
+
+    # --- reloading --------------------------------------------------------------------------------
+
+    def _reload_groups(self, targets: Sequence[Target]) -> list[list[Target]]:
+        """Targets grouped by the reload they need (same argv, or same running LB), first-seen order.
+        A target with neither a reload command nor a built-in one is only written."""
+        groups: dict[tuple[str, ...], list[Target]] = {}
+        for target in targets:
+            control = self._controls(target)
+            if target.reload:
+                groups.setdefault(target.reload, []).append(target)
+            elif control:
+                groups.setdefault((control.key,), []).append(target)
+        return list(groups.values())
+
+    def _reload_group(self, group: list[Target]) -> _Outcome:
+        """Reload the LB the targets of `group` share; on failure roll all of them back."""
+        names = ", ".join(t.name for t in group)
+        try:
+            self._reload(group)
+            log.info("%s: reloaded", names)
+            return _Outcome(reloaded=True)
+        except ApplyError as e:
+            log.error("%s: reload failed, restoring the last-known-good: %s", names, e)
+            failure = _Outcome(error=str(e), output=_output(e))
+        try:
+            for target in group:
+                self._files.restore_lkg(target)
+            self._reload(group)
+        except ApplyError as e:
+            log.critical("%s: rollback failed too, the LB needs attention: %s", names, e)
+            return replace(failure, error=f"{failure.error}; rollback failed: {e}")
+        log.warning("%s: last-known-good restored and reloaded", names)
+        return replace(failure, rolled_back=True)
+
+    def _reload(self, group: list[Target]) -> None:
+        target = group[0]
+        control = self._controls(target)
+        before = control.observe() if control else None
+        if target.reload:
+            self._run(target, target.reload)
+        elif control:
+            if before is None:
+                raise ApplyError(f"{target.name}: no running {target.kind} found (vars.pid / vars.master_socket)")
+            control.signal_reload()
+        if control and before is not None:
+            _wait(control, before, target)
+        for verify in dict.fromkeys(t.verify for t in group if t.verify):
+            self._run(target, verify)
+
+    def _run(self, target: Target, argv: Sequence[str], staged: Path | None = None) -> None:
+        values = {"{dest}": target.dest, "{staged}": str(staged or target.dest)}
+        command = [_substitute(arg, values) for arg in argv]
+        result = self._runner.run(command, target.timeout)
+        if not result.ok:
+            raise CommandFailed(command, result.returncode, result.output)
+
+
+def _wait(control: LbControl, before: Generation, target: Target) -> Generation:
+    after = control.wait_reloaded(before, target.timeout)
+    log.debug("%s: master %s, workers %s → %s", target.name, after.master, sorted(before.workers), sorted(after.workers))
+    return after
+
+
+def unified_diff(target: Target, current: str | None, candidate: str) -> str:
+    """The change `candidate` makes to the live file, as a unified diff ("" when none)."""
+    lines = difflib.unified_diff(
+        (current or "").splitlines(keepends=True),
+        candidate.splitlines(keepends=True),
+        fromfile=target.dest if current is not None else "/dev/null",
+        tofile=f"{target.dest} (candidate)",
+    )
+    return "".join(lines)
+
+
+def _substitute(arg: str, values: Mapping[str, str]) -> str:
+    for placeholder, value in values.items():
+        arg = arg.replace(placeholder, value)
+    return arg
+
+
+def _output(error: ApplyError) -> str:
+    return error.output if isinstance(error, CommandFailed) else ""
