@@ -140,6 +140,9 @@ class Registry:
             grouped.setdefault(value["container"], []).append(value)
         return grouped
 
+    def nodes(self) -> set[str]:
+        return {value["node"] for value in self.endpoints().values()}
+
     def put(self, key: str, value: dict) -> None:
         self.store.put(key, json.dumps(value).encode())
 
@@ -258,10 +261,9 @@ def test_two_agents_never_touch_each_others_keys(
     foreign = f"{registry.prefix}/services/{service}/endpoints/host-c.manual.80"
     registry.put(foreign, {"address": "127.0.0.2", "port": 80, "node": "host-c"})
     a, b = start_agent("host-a"), start_agent("host-b")
-    nodes = lambda: {v["node"] for v in registry.endpoints().values()}  # noqa: E731
-    wait_until(lambda: nodes() == {"host-a", "host-b", "host-c"}, WAIT, "both agents registered")
+    wait_until(lambda: registry.nodes() == {"host-a", "host-b", "host-c"}, WAIT, "both agents registered")
     assert a.terminate() == 0
-    assert nodes() == {"host-b", "host-c"}
+    assert registry.nodes() == {"host-b", "host-c"}
     docker_client.containers.get(c.id).stop(timeout=1)
     wait_until(lambda: set(registry.endpoints()) == {foreign}, WAIT, "host-b deregistered only its own key")
     assert b.healthz()[0] == 200
