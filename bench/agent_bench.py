@@ -15,6 +15,7 @@ Figures printed:
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
@@ -31,17 +32,17 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: lbgen and tests.support from this tree
 
-import docker  # noqa: E402
+import docker
 
-from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore  # noqa: E402
-from lbgen.core.discovery import json_field  # noqa: E402
-from lbgen.core.registry_url import parse_registry_url  # noqa: E402
-from lbgen.errors import StoreError  # noqa: E402
-from lbgen.ports import Store, WatchEvent  # noqa: E402
-from tests.support.dockerd import Dockerd  # noqa: E402
-from tests.support.etcd import EtcdFactory  # noqa: E402
-from tests.support.images import build_backend_image  # noqa: E402
-from tests.support.util import free_port, wait_until  # noqa: E402
+from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.core.discovery import json_field
+from lbgen.core.registry_url import parse_registry_url
+from lbgen.errors import StoreError
+from lbgen.ports import Store, WatchEvent
+from tests.support.dockerd import Dockerd
+from tests.support.etcd import EtcdFactory
+from tests.support.images import build_backend_image
+from tests.support.util import free_port, wait_until
 
 PREFIX = "/bench/lbgen"
 NODE = "bench"
@@ -77,7 +78,7 @@ class KeyWatcher:
             container = str(json_field(event.value, "container"))
             self.live[event.key] = container
             self.added.setdefault(container, now)
-        elif (container := self.live.pop(event.key, None)) is not None:
+        elif (container := self.live.pop(event.key, "")):
             self.removed[container] = now
 
     def containers(self) -> set[str]:
@@ -92,9 +93,17 @@ class KeyWatcher:
         self.watch.cancel()
 
 
+def _has_added(cid: str, watcher: KeyWatcher) -> bool:
+    return cid in watcher.added
+
+
+def _has_removed(cid: str, watcher: KeyWatcher) -> bool:
+    return cid in watcher.removed
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def rss_mib(pid: int) -> float:
@@ -127,11 +136,11 @@ class Bench:
             cid = self.create()
             self.api.start(cid)
             started = time.monotonic()
-            assert self.watcher.wait(lambda w: cid in w.added, 10), "key never appeared"
+            assert self.watcher.wait(functools.partial(_has_added, cid), 10), "key never appeared"
             up.append(self.watcher.added[cid] - started)
             removing = time.monotonic()  # the container dies, and its key goes, before `rm -f` returns
             self.remove(cid)
-            assert self.watcher.wait(lambda w: cid in w.removed, 10), "key never deleted"
+            assert self.watcher.wait(functools.partial(_has_removed, cid), 10), "key never deleted"
             down.append(self.watcher.removed[cid] - removing)
         report("docker start returned -> key in etcd", up)
         report("docker rm -f issued -> key deleted", down)

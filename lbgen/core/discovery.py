@@ -186,8 +186,10 @@ def _apply_lbgen_labels(base: _Settings, labels: Mapping[str, str]) -> _Settings
             entry = per_port.get(port, _PortSettings())
             if rest == "service":
                 per_port[port] = replace(entry, name=value, name_source=LABEL_PREFIX + key)
+            elif rest == "weight":
+                per_port[port] = replace(entry, weight=value)
             else:
-                per_port[port] = replace(entry, **{rest: value})
+                per_port[port] = replace(entry, tags=value)
         elif not rest and key in TOP_LABELS:
             top[key] = value
     return _Settings(

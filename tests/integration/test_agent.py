@@ -26,7 +26,7 @@ import pytest
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.schema import decode_endpoint, parse_key
-from tests.support.docker import RunContainer, TestContainer, wait_health
+from tests.support.docker import DockerdFactory, RunContainer, TestContainer, wait_health
 from tests.support.etcd import EtcdServer
 from tests.support.util import free_port, wait_until
 
@@ -270,7 +270,7 @@ def test_two_agents_never_touch_each_others_keys(
 
 
 def test_dockerd_restart_under_a_running_agent_converges(
-    start_agent: StartAgent, registry: Registry, dockerd_factory: Callable[[], object]
+    start_agent: StartAgent, registry: Registry, dockerd_factory: DockerdFactory
 ) -> None:
     daemon = dockerd_factory()
     service = service_name()

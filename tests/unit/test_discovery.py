@@ -228,7 +228,7 @@ def test_endpoint_id_is_stable_and_safe(name: str, expected: str) -> None:
 )
 def test_bad_options_are_refused(field: str, value: str, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
-        replace(OPTIONS, **{field: value})
+        replace(OPTIONS, **{field: value})  # type: ignore[arg-type]
 
 
 # --- plan ----------------------------------------------------------------------------------------
