@@ -247,6 +247,8 @@ class Watcher:
                 if outcome.changed:
                     log.info("%s: applied revision %s", outcome.target, catalog.revision)
             else:
+                if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
+                    log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
                 self._fail(targets[outcome.target], f"{outcome.step}: {outcome.error}")
 
     def _fail(self, target: Target, error: str) -> None:
