@@ -145,10 +145,11 @@ class Watcher:
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
+                while message is not None and message is not _STOP:
+                    self._handle(message)
+                    message = self._pending()  # drain what queued up meanwhile: render only the latest
                 if message is _STOP:
                     break
-                if message is not None:
-                    self._handle(message)
                 self._render_due()
         finally:
             self.stop()
@@ -160,6 +161,12 @@ class Watcher:
         deadlines += self._retry_at.values()
         try:
             return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+        except queue.Empty:
+            return None
+
+    def _pending(self) -> object | None:
+        try:
+            return self._queue.get_nowait()
         except queue.Empty:
             return None
 

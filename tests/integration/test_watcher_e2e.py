@@ -265,6 +265,20 @@ def test_a_burst_of_1000_puts_reloads_once_or_twice_and_ends_in_the_final_state(
     assert f"127.0.0.1:{final.port} weight=1;" in n.nginx_conf.read_text()
 
 
+def test_with_quiescence_off_a_burst_is_drained_not_replayed(node: NodeFactory, backend: Callable[[str], Backend]) -> None:
+    """`wait: 0` renders every change at once, but only the latest state: changes that queued up
+    during a pass are folded into the next one instead of costing one reload each."""
+    n, final = node(wait="0"), backend("final")
+    mark = n.mark()
+    dead_ports = [free_port() for _ in range(10)]
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: n.put_endpoint("host-a.web.1", dead_ports[i % 10]), range(999)))
+    final_revision = n.put_endpoint("host-a.web.1", final.port)
+    n.serves("final", timeout=20)  # one pass per queued change would take minutes
+    n.wait_log(f"haproxy: applied revision {final_revision}", since=mark)
+    assert n.count("nginx: reloaded", since=mark) < 50
+
+
 def test_bad_values_are_skipped_and_the_rest_is_served(node: NodeFactory, backend: Callable[[str], Backend]) -> None:
     n, b = node(), backend("b")
     mark = n.mark()
