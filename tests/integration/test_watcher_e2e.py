@@ -368,10 +368,8 @@ def test_etcd_stopped_keeps_serving_and_later_changes_apply_within_seconds(
     assert (n.nginx_conf.read_text(), n.haproxy_conf.read_text()) == live
 
     etcd.start()
-    restarted = time.monotonic()
     n.put_endpoint("host-a.web.1", b.port)
-    n.serves("b", timeout=10)
-    assert time.monotonic() - restarted < 10
+    n.serves("b", timeout=8)  # the watcher retries every <= 5 s (confd: 91 s after a 5-minute outage)
 
 
 def test_compaction_while_the_watcher_is_away_forces_a_resync(
