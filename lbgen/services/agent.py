@@ -131,7 +131,6 @@ class Agent:
         # Consumer-owned state. `_lease` is also read (never written) by the keep-alive thread.
         self._lease = 0
         self._containers: dict[str, ContainerInfo] = {}
-        self._names: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._need_listing = True
         self._listed = False
@@ -172,16 +171,25 @@ class Agent:
         self.stop()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._lease and not self.config.keep_on_exit:
-            try:
-                self.store.revoke_lease(self._lease)
-                log.info("revoked lease %x: this node's endpoints are gone", self._lease)
-            except StoreError as e:
-                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
-        elif self._lease:
+        if self._lease and self.config.keep_on_exit:
             log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over",
                      self.config.ttl)
+        elif self._lease:
+            try:
+                self._release()
+            except StoreError as e:
+                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
         self.metrics.lease_held.set(0)
+
+    def _release(self) -> None:
+        """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
+        node's keys survived (none on etcd; a file registry's leases hold nothing)."""
+        self.store.revoke_lease(self._lease)
+        prefix, node = self.config.prefix, self.config.options.node
+        left = owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node)
+        for key in left:
+            self.store.delete(key)
+        log.info("revoked lease %x: this node's endpoints are gone", self._lease)
 
     # --- consumer ----------------------------------------------------------------------------
 
@@ -202,8 +210,6 @@ class Agent:
             case ContainerChanged(container_id=cid, name=name, action=action):
                 log.debug("docker event %s: container %s (%s)", action, name, cid[:12])
                 self._dirty.add(cid)
-                if name:
-                    self._names[cid] = name
             case DockerConnected():
                 self._need_listing = True
             case DockerLost(reason=reason):
@@ -270,14 +276,12 @@ class Agent:
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)
-        name = info.name if info else self._names.get(cid, "")
         if info is not None and info.state == "running":
             if cid not in self._containers:
-                log.info("container %s (%s) is running", name, cid[:12])
+                log.info("container %s (%s) is running", info.name, cid[:12])
             self._containers[cid] = info
-        elif self._containers.pop(cid, None) is not None:
-            log.info("container %s (%s) is %s", name, cid[:12], info.state if info else "gone")
-        self._names.pop(cid, None)
+        elif (known := self._containers.pop(cid, None)) is not None:
+            log.info("container %s (%s) is %s", known.name, cid[:12], info.state if info else "gone")
 
     def _sync(self, desired: Mapping[str, Endpoint]) -> None:
         """Make etcd hold exactly `desired` for this node, on the current lease."""

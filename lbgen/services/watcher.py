@@ -11,6 +11,7 @@ template, check or reload failure is logged, counted and retried while the daemo
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import random
@@ -25,6 +26,7 @@ from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.render import render
+from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import Clock, Snapshot, Store, WatchEvent
@@ -67,6 +69,8 @@ class WatcherStatus:
     last_error: str = ""
     disconnected_since: float | None = None
     failures: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
+    errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
 
 
 class Watcher:
@@ -83,6 +87,7 @@ class Watcher:
         retry_cap: float = 5.0,
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
+        on_status: Callable[[WatcherStatus], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -105,18 +110,23 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
+        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
 
     def follow_registry(self) -> None:
-        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot."""
+        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot.
+
+        Only `{prefix}/services/` is followed: LB nodes' status keys (`{prefix}/lb/`, written after
+        each apply) must not wake every watcher into another pass, and another status, forever."""
         attempt = 0
+        services = services_prefix(self.settings.prefix)
         while not self._stopping.is_set():
             try:
-                snapshot = self._store.snapshot(self.settings.prefix)
+                snapshot = self._store.snapshot(services)
                 self._queue.put(_Loaded(snapshot))
                 attempt = 0
-                self._watch = self._store.watch(self.settings.prefix, snapshot.revision + 1)
+                self._watch = self._store.watch(services, snapshot.revision + 1)
                 for events in self._watch:
                     self._queue.put(_Changed(events))
                 if not self._stopping.is_set():
@@ -162,11 +172,14 @@ class Watcher:
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
+                while message is not None and message is not _STOP:
+                    self._handle(message)
+                    message = self._pending()  # drain what queued up meanwhile: render only the latest
                 if message is _STOP:
                     break
-                if message is not None:
-                    self._handle(message)
                 self._render_due()
+                if self._on_status is not None:
+                    self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
             follower.join(timeout=5)
@@ -177,6 +190,12 @@ class Watcher:
         deadlines += self._retry_at.values()
         try:
             return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+        except queue.Empty:
+            return None
+
+    def _pending(self) -> object | None:
+        try:
+            return self._queue.get_nowait()
         except queue.Empty:
             return None
 
@@ -264,6 +283,8 @@ class Watcher:
             if outcome.ok:
                 self._applied_ok(outcome, catalog)
             else:
+                if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
+                    log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
                 self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
                 self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 
@@ -273,6 +294,8 @@ class Watcher:
         self._consecutive_failures.pop(name, None)
         self._held_since = None
         self.status.applied_revision = catalog.revision
+        self.status.applied[name] = catalog.revision
+        self.status.errors.pop(name, None)
         self.metrics.renders.labels(name, "ok").inc()
         self.metrics.applied.labels(name).set(catalog.revision)
         self.metrics.reloads.labels(name).inc(outcome.reloaded)
@@ -288,6 +311,7 @@ class Watcher:
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
         self.metrics.failures.labels(target.name, step).inc()
+        self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
         delay = backoff(attempt, random.random(), *self._retry)

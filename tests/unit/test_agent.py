@@ -7,11 +7,13 @@ import queue
 import threading
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
@@ -123,8 +125,8 @@ class Running:
     def __init__(self, store: MemoryStore, docker: FakeDocker, **config: object) -> None:
         self.registry = CollectorRegistry()
         settings = {"ttl": 3, "resync_interval": 3600.0} | config
-        config = AgentConfig(PREFIX, OPTIONS, **settings)  # type: ignore[arg-type]
-        self.agent = Agent(store, docker, config, registry=self.registry)  # type: ignore[arg-type]
+        agent_config = AgentConfig(PREFIX, OPTIONS, **settings)  # type: ignore[arg-type]
+        self.agent = Agent(store, docker, agent_config, registry=self.registry)  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
 
@@ -293,6 +295,18 @@ def test_stop_revokes_or_keeps(store: MemoryStore, start: Callable[..., Running]
     assert len(endpoints(store)) == left
 
 
+def test_stop_deletes_the_keys_where_a_lease_holds_none(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    store = FileStore(path, prefix=PREFIX, must_exist=False)
+    running = Running(store, FakeDocker(web(1)))  # type: ignore[arg-type]
+    try:
+        wait_for(lambda: path.exists() and "host-a.web-1.80" in path.read_text())
+    finally:
+        running.stop()
+        store.close()
+    assert "host-a.web-1.80" not in path.read_text()
+
+
 def test_restart_takes_kept_keys_over_to_the_new_lease(store: MemoryStore, start: Callable[..., Running]) -> None:
     docker = FakeDocker(web(1), web(2))
     first = start(docker, keep_on_exit=True)
@@ -332,7 +346,7 @@ def test_bad_flags_exit_2_naming_the_flag(
     monkeypatch.delenv("LBGEN_REGISTRY", raising=False)
     monkeypatch.setattr("lbgen.cli.agent.open_store", _must_not_open)
     try:
-        code = main(argv)
+        code: object = main(argv)
     except SystemExit as e:  # argparse's own usage errors
         code = e.code
     assert code == 2
