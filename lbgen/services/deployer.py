@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
-from lbgen.core.schema import decode_endpoint, encode_endpoint, parse_key
+from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
 from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
 from lbgen.ports import Clock, ContainerInfo, Docker, Store
 
@@ -115,7 +115,7 @@ class Registry:
         self.store.revoke_lease(drained.marker_lease)
 
     def drain_key(self, endpoint_id: str) -> str:
-        return f"{self.prefix}/drain/{endpoint_id}"
+        return drain_key(self.prefix, endpoint_id)
 
 
 @dataclass(frozen=True)
