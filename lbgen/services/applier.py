@@ -38,7 +38,6 @@ class TargetResult:
     wrote: bool = False
     reloaded: bool = False
     rolled_back: bool = False
-    diff: str = ""
     step: str | None = None
     error: str | None = None
     output: str = ""
@@ -119,13 +118,13 @@ class Applier:
     # --- writing ----------------------------------------------------------------------------------
 
     def _write(self, target: Target, text: str) -> TargetResult:
-        step, diff = "check", ""
+        # No diff here: at 10,000 upstreams difflib cost more than the rest of the write
+        # (bench/README.md); only the dry-run preview shows one.
+        step = "check"
         try:
-            current = self._files.read(target)
-            if current == text:
+            if self._files.read(target) == text:
                 log.debug("%s: unchanged", target.name)
                 return TargetResult(target.name)
-            diff = unified_diff(target, current, text)
             staged = self._files.stage(target, text)
             try:
                 self._check(target, staged)
@@ -136,9 +135,9 @@ class Applier:
                 self._files.discard(staged)
         except ApplyError as e:
             log.error("%s: %s failed, %s left untouched: %s", target.name, step, target.dest, e)
-            return TargetResult(target.name, True, diff=diff, step=step, error=str(e), output=_output(e))
+            return TargetResult(target.name, True, step=step, error=str(e), output=_output(e))
         log.info("%s: wrote %s", target.name, target.dest)
-        return TargetResult(target.name, True, wrote=True, diff=diff)
+        return TargetResult(target.name, True, wrote=True)
 
     def _check(self, target: Target, staged: Path) -> None:
         control = self._controls(target)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from lbgen.core.discovery import (
+    drained,
     DiscoveryOptions,
     discover,
     endpoint_id,
@@ -191,12 +192,13 @@ REJECT_CASES = [
     ("bad-meta-value", {"lbgen.service": "web", "lbgen.meta.x": "a b"}, {}, "lbgen.meta.x"),
     ("port-without-name", {"lbgen.port": "80"}, {}, "lbgen.port"),
     ("missing-network", {"lbgen.service": "web", "lbgen.network": "nope"}, {}, "lbgen.network"),
+    ("bad-network-ip", {"lbgen.service": "web", "lbgen.network": "odd"}, {}, "port 80"),
 ]
 
 
 @pytest.mark.parametrize("labels,env,label", [c[1:] for c in REJECT_CASES], ids=[c[0] for c in REJECT_CASES])
 def test_bad_labels_skip_the_container(labels: dict[str, str], env: dict[str, str], label: str) -> None:
-    assert rejected_label(container(labels=labels, env=env)) == label
+    assert rejected_label(container(labels=labels, env=env, networks={"odd": "not;an-ip"})) == label
 
 
 @pytest.mark.parametrize("bindings", [TWO_PORTS, ()], ids=["two-ports", "no-port"])
@@ -228,7 +230,7 @@ def test_endpoint_id_is_stable_and_safe(name: str, expected: str) -> None:
 )
 def test_bad_options_are_refused(field: str, value: str, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
-        replace(OPTIONS, **{field: value})
+        replace(OPTIONS, **{field: value})  # type: ignore[arg-type]
 
 
 # --- plan ----------------------------------------------------------------------------------------
@@ -283,3 +285,10 @@ def test_owned_keys_ignores_specs_and_foreign_prefixes() -> None:
         kv("/other/services/web/endpoints/host-a.one.80", ep("host-a.one.80")),
     ]
     assert list(owned_keys(items, PREFIX, "host-a")) == [K1]
+
+
+def test_drained_endpoints_get_weight_0_and_others_keep_theirs() -> None:
+    a = Endpoint(id="n.a.80", address="127.0.0.1", port=80, weight=3)
+    b = Endpoint(id="n.b.80", address="127.0.0.1", port=81, weight=2)
+    result = drained({"ka": a, "kb": b}, ["n.a.80", "n.unknown.80"])
+    assert (result["ka"].weight, result["kb"].weight) == (0, 2)
