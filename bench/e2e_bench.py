@@ -32,8 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from stack import (DEFAULT_WAIT, Lb, Stack, Watcher, http_get, machine, new_prefix,  # noqa: E402
-                   percentile)
+from common import percentile  # noqa: E402
+from stack import DEFAULT_WAIT, Lb, Stack, Watcher, http_get, machine, new_prefix  # noqa: E402
 
 from lbgen.adapters.etcd_store import EtcdStore  # noqa: E402
 from lbgen.core.model import Endpoint  # noqa: E402

@@ -12,7 +12,6 @@ Loopback only: everything listens on 127.0.0.1 free ports.
 from __future__ import annotations
 
 import http.client
-import math
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import common  # noqa: E402  (bench/common.py)
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore  # noqa: E402
 from tests.support.dockerd import Dockerd, reap_stale  # noqa: E402
 from tests.support.etcd import EtcdServer  # noqa: E402
@@ -50,20 +50,12 @@ def new_prefix(name: str) -> str:
     return f"/bench/{name}-{uuid.uuid4().hex[:8]}"
 
 
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest-rank percentile (p99 of 30 samples is the largest)."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
 def machine() -> str:
-    """The CPU count and model, memory and LB/etcd versions the figures were measured with."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    """bench/common.py's CPU count, model and load, plus memory and the LB/etcd versions."""
     mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
     versions = [_version(["nginx", "-v"], r"nginx/(\S+)"), _version(["haproxy", "-v"], r"version (\S+)"),
                 _version(["etcd", "--version"], r"etcd Version: (\S+)")]
-    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_kb / 2**20:.0f} GiB RAM; nginx {versions[0]}, "
+    return (f"{common.machine()}, {mem_kb / 2**20:.0f} GiB RAM; nginx {versions[0]}, "
             f"HAProxy {versions[1]}, etcd {versions[2]}, Python {sys.version.split()[0]}")
 
 
