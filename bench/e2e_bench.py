@@ -142,7 +142,8 @@ def run(args: argparse.Namespace) -> None:
             stack.agent(daemon, lbs["nginx"][0].prefix)
             bench_docker(daemon, lbs["nginx"][0], store, args.containers, args.healthcheck)
         for watcher, lb in lbs.values():
-            bench_puts(watcher, lb, store, backends, args.puts)
+            if args.puts:
+                bench_puts(watcher, lb, store, backends, args.puts)
         for watcher, _ in lbs.values():
             if args.burst:
                 bench_burst(watcher, store, backends, args.burst)
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--containers", type=int, default=30, help="docker run samples (0: skip dockerd)")
-    parser.add_argument("--puts", type=int, default=50, help="etcd put samples per LB")
+    parser.add_argument("--puts", type=int, default=50, help="etcd put samples per LB (0: skip)")
     parser.add_argument("--burst", type=int, default=1000, help="changes in the burst (0: skip)")
     parser.add_argument("--wait", default=DEFAULT_WAIT, help="the watchers' quiescence min:max")
     parser.add_argument("--healthcheck", action="store_true", help="keep the image's Docker HEALTHCHECK")
