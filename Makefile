@@ -33,3 +33,10 @@ demo: deps venv
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# The system benchmarks (bench/system.md): docker run / etcd put → served, failed requests under
+# wrk load during reloads. About 3 minutes; root (private dockerd) and wrk (apt-get install -y wrk).
+.PHONY: bench-system
+bench-system: venv
+	$(BIN)/python bench/e2e_bench.py
+	$(BIN)/python bench/load_bench.py
