@@ -83,7 +83,8 @@ def _apply(applier: Applier, targets: Sequence[Target], texts: dict[str, str], r
             state = "previous config restored" if result.rolled_back else "live config untouched"
             print(f"{result.target}: {result.step} failed ({state}): {result.error}", file=sys.stderr)
         elif result.changed:
-            print(f"{result.target}: applied revision {revision}" + (", reloaded" if result.reloaded else ""))
+            how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")
+            print(f"{result.target}: applied revision {revision}{how}")
         else:
             print(f"{result.target}: no change")
     return failed
