@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 import pytest
 
 from lbgen.adapters.haproxy import cli_query
-from lbgen.ports import Clock
+from lbgen.ports import Clock, Generation
 from lbgen.services.applier import Applier, TargetResult
 from tests.support.haproxy_node import (
     generation, node_applier, node_target, servers, stats_command, web_config,
@@ -37,6 +37,13 @@ def apply(applier: Applier, lb: Lb, endpoints: Mapping[int, int]) -> TargetResul
     return result
 
 
+def one_of_two(haproxy_lb: StartHaproxy, backend: StartBackend) -> tuple[Lb, Backend, Backend, Generation]:
+    """Backends `one` and `two`; HAProxy started serving `one` only; its generation."""
+    one, two = backend("one"), backend("two")
+    lb = start(haproxy_lb, {one.port: 1})
+    return lb, one, two, generation(lb.dir)
+
+
 def answers(lb: Lb, n: int) -> Counter[str]:
     return Counter(get(lb.port) for _ in range(n))
 
@@ -44,9 +51,8 @@ def answers(lb: Lb, n: int) -> Counter[str]:
 def test_add_weight_and_remove_go_through_the_runtime_api_without_a_new_worker(
     haproxy_lb: StartHaproxy, backend: StartBackend
 ) -> None:
-    one, two = backend("one"), backend("two")
-    lb = start(haproxy_lb, {one.port: 1})
-    applier, before = node_applier(), generation(lb.dir)
+    lb, one, two, before = one_of_two(haproxy_lb, backend)
+    applier = node_applier()
 
     assert apply(applier, lb, {one.port: 1, two.port: 1}).method == "runtime"
     serves(lb.port, "two", timeout=1.0)
@@ -73,9 +79,8 @@ def test_running_out_of_slots_reloads(haproxy_lb: StartHaproxy, backend: StartBa
 def test_a_state_changed_behind_lbgens_back_is_caught_by_the_read_back_and_reloaded(
     haproxy_lb: StartHaproxy, backend: StartBackend
 ) -> None:
-    one, two = backend("one"), backend("two")
-    lb = start(haproxy_lb, {one.port: 1})
-    applier, before = node_applier(), generation(lb.dir)
+    lb, one, two, before = one_of_two(haproxy_lb, backend)
+    applier = node_applier()
     assert stats_command(lb.dir, "set weight web/slot1 7").strip() == ""
     result = apply(applier, lb, {one.port: 1, two.port: 1})
     assert (result.method, result.reloaded) == ("reload", True)
@@ -87,8 +92,7 @@ def test_a_state_changed_behind_lbgens_back_is_caught_by_the_read_back_and_reloa
 def test_a_read_back_the_adapter_cannot_trust_falls_back_to_a_reload(
     haproxy_lb: StartHaproxy, backend: StartBackend
 ) -> None:
-    one, two = backend("one"), backend("two")
-    lb = start(haproxy_lb, {one.port: 1})
+    lb, one, two, _ = one_of_two(haproxy_lb, backend)
 
     def lying(path: Path, command: str, clock: Clock, deadline: float) -> str:
         answer = cli_query(path, command, clock, deadline)
@@ -101,8 +105,7 @@ def test_a_read_back_the_adapter_cannot_trust_falls_back_to_a_reload(
 
 
 def test_with_no_haproxy_running_the_change_is_only_written(haproxy_lb: StartHaproxy, backend: StartBackend) -> None:
-    one, two = backend("one"), backend("two")
-    lb = start(haproxy_lb, {one.port: 1})
+    lb, one, two, _ = one_of_two(haproxy_lb, backend)
     lb.process.terminate()
     lb.process.wait(5)
     for sock in ("stats.sock", "master.sock"):  # as after a reboot: /run is empty
