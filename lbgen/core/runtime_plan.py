@@ -56,45 +56,62 @@ class _Unreadable(ValueError):
 
 
 def plan_runtime(old: str, new: str) -> RuntimePlan | None:
-    """The runtime commands turning `old` into `new`, or None when only a reload can."""
+    """The runtime commands turning `old` into `new`, or None when only a reload can.
+
+    Only the lines that differ are parsed (a one-endpoint change in an 8 MB config reads one
+    backend, not 160,000 server lines); then every server of each touched backend, to know the
+    state the whole backend must show afterwards.
+    """
+    old_lines, new_lines = old.splitlines(), new.splitlines()
+    if len(old_lines) != len(new_lines):
+        return None
+    differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
     try:
-        old_skeleton, old_servers = _split(old)
-        new_skeleton, new_servers = _split(new)
+        changed = [_changed_server(old_lines, new_lines, i) for i in differing]
+        expected = {after.backend: _backend_state(new_lines, start) for _, after, start in changed}
     except _Unreadable:
         return None
-    if old_skeleton != new_skeleton:
-        return None
-    changed = [(a, b) for a, b in zip(old_servers, new_servers) if a.state != b.state]
-    touched = {b.backend for _, b in changed}
-    expected: dict[str, dict[str, ServerState]] = {}
-    for server in new_servers:
-        if server.backend in touched:
-            expected.setdefault(server.backend, {})[server.name] = server.state
-    return RuntimePlan(_ordered_commands(changed), expected)
+    return RuntimePlan(_ordered_commands([(before, after) for before, after, _ in changed]), expected)
 
 
-def _split(text: str) -> tuple[list[object], list[_ServerLine]]:
-    """The config with each backend server line reduced to what must stay equal, and those lines."""
-    skeleton: list[object] = []
-    servers: list[_ServerLine] = []
-    section: list[str] = []
-    for line in text.splitlines():
-        words = line.split()
-        if line[:1] not in ("", " ", "\t", "#"):
-            section = words
-        if words[:1] == ["server"] and section[:1] == ["backend"]:
-            server = _parse_server(section, words)
-            servers.append(server)
-            skeleton.append((server.backend, server.name, server.options))
-        else:
-            skeleton.append(line)
-    return skeleton, servers
+def _changed_server(old_lines: list[str], new_lines: list[str], i: int) -> tuple[_ServerLine, _ServerLine, int]:
+    """Both versions of server line `i` and its section's header line; `_Unreadable` unless both
+    are server lines of the same backend differing only in address, port, weight or `disabled`."""
+    start = _section_start(new_lines, i)
+    if start == i or start < 0:
+        raise _Unreadable(new_lines[i])
+    before, after = _parse_server(old_lines, start, i), _parse_server(new_lines, start, i)
+    if (before.backend, before.name, before.options) != (after.backend, after.name, after.options):
+        raise _Unreadable(new_lines[i])
+    return before, after, start
 
 
-def _parse_server(section: list[str], words: list[str]) -> _ServerLine:
-    """`server <name> <addr>:<port> [disabled] [weight <w>] [other options]`."""
-    if len(section) != 2 or len(words) < 3 or any(c in "\"'\\" for c in " ".join(words)):
-        raise _Unreadable(" ".join(words))
+def _section_start(lines: list[str], i: int) -> int:
+    """The index of the header (`backend web`, `global`...) of the section holding line `i`."""
+    while i >= 0 and lines[i][:1] in ("", " ", "\t", "#"):
+        i -= 1
+    return i
+
+
+def _backend_state(lines: list[str], start: int) -> dict[str, ServerState]:
+    """Every server of the backend whose header is at `start`, as the config sets it."""
+    state = {}
+    for i in range(start + 1, len(lines)):
+        if lines[i][:1] not in ("", " ", "\t", "#"):
+            break
+        if lines[i].split()[:1] == ["server"]:
+            server = _parse_server(lines, start, i)
+            state[server.name] = server.state
+    return state
+
+
+def _parse_server(lines: list[str], start: int, i: int) -> _ServerLine:
+    """Line `i`, in the section headed at `start`: `server <name> <addr>:<port> [disabled] [weight <w>] [...]`."""
+    section, words = lines[start].split(), lines[i].split()
+    if section[:1] != ["backend"] or words[:1] != ["server"]:
+        raise _Unreadable(lines[i])
+    if len(section) != 2 or len(words) < 3 or any(c in "\"'\\" for c in lines[i]):
+        raise _Unreadable(lines[i])
     address, port = _address_port(words[2])
     options = list(words[3:])
     enabled = "disabled" not in options
