@@ -23,6 +23,7 @@ from typing import Iterable, Mapping
 # config) stays set after `set server state ready`, so it does not count.
 _ADMIN_MAINT = 0x01 | 0x02 | 0x20 | 0x40
 _ADMIN_DRAIN = 0x08 | 0x10
+_BODY = ("", " ", "\t", "#")  # first characters of lines inside a section (or blank, or comments)
 
 
 @dataclass(frozen=True)
@@ -67,37 +68,46 @@ def plan_runtime(old: str, new: str) -> RuntimePlan | None:
         return None
     differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
     try:
-        changed = [_changed_server(old_lines, new_lines, i) for i in differing]
-        expected = {after.backend: _backend_state(new_lines, start) for _, after, start in changed}
+        starts = _section_starts(new_lines, differing)
+        changed = [_changed_server(old_lines, new_lines, i, start) for i, start in zip(differing, starts)]
+        backends = {after.backend: start for (_, after), start in zip(changed, starts)}
+        expected = {backend: _backend_state(new_lines, start) for backend, start in backends.items()}
     except _Unreadable:
         return None
-    return RuntimePlan(_ordered_commands([(before, after) for before, after, _ in changed]), expected)
+    return RuntimePlan(_ordered_commands(changed), expected)
 
 
-def _changed_server(old_lines: list[str], new_lines: list[str], i: int) -> tuple[_ServerLine, _ServerLine, int]:
-    """Both versions of server line `i` and its section's header line; `_Unreadable` unless both
+def _changed_server(old_lines: list[str], new_lines: list[str], i: int, start: int) -> tuple[_ServerLine, _ServerLine]:
+    """Both versions of server line `i` (its section's header at `start`); `_Unreadable` unless both
     are server lines of the same backend differing only in address, port, weight or `disabled`."""
-    start = _section_start(new_lines, i)
     if start == i or start < 0:
         raise _Unreadable(new_lines[i])
     before, after = _parse_server(old_lines, start, i), _parse_server(new_lines, start, i)
     if (before.backend, before.name, before.options) != (after.backend, after.name, after.options):
         raise _Unreadable(new_lines[i])
-    return before, after, start
+    return before, after
 
 
-def _section_start(lines: list[str], i: int) -> int:
-    """The index of the header (`backend web`, `global`...) of the section holding line `i`."""
-    while i >= 0 and lines[i][:1] in ("", " ", "\t", "#"):
-        i -= 1
-    return i
+def _section_starts(lines: list[str], indexes: list[int]) -> list[int]:
+    """For each of the ascending `indexes`, the index of the header line (`backend web`,
+    `global`...) of its section (-1: before any). A header line is its own start. Each search
+    stops at the previous index: no header in between means the same section."""
+    starts: list[int] = []
+    last_i = last_start = -1
+    for i in indexes:
+        j = i
+        while j > last_i and lines[j][:1] in _BODY:
+            j -= 1
+        last_i, last_start = i, (last_start if j == last_i else j)
+        starts.append(last_start)
+    return starts
 
 
 def _backend_state(lines: list[str], start: int) -> dict[str, ServerState]:
     """Every server of the backend whose header is at `start`, as the config sets it."""
     state = {}
     for i in range(start + 1, len(lines)):
-        if lines[i][:1] not in ("", " ", "\t", "#"):
+        if lines[i][:1] not in _BODY:
             break
         if lines[i].split()[:1] == ["server"]:
             server = _parse_server(lines, start, i)

@@ -87,6 +87,23 @@ def test_anything_but_slot_changes_needs_a_reload(new: str) -> None:
     assert plan_runtime(BASE, new) is None
 
 
+@pytest.mark.parametrize("old, new", [
+    ("# a\n" + BASE, "# b\n" + BASE),
+    (BASE + "# a\n", BASE + "# b\n"),
+    (BASE.replace("    mode http\n", "# a\n", 1), BASE.replace("    mode http\n", "# b\n", 1)),
+], ids=["comment-before-any-section", "comment-after-the-servers", "comment-in-a-section"])
+def test_a_changed_comment_needs_a_reload(old: str, new: str) -> None:
+    assert plan_runtime(old, new) is None
+
+
+def test_many_changes_in_one_backend_are_each_planned_once() -> None:
+    old = config([FREE] * 8)
+    new = config([f"10.0.0.{i}:80 weight 1" for i in range(1, 9)])
+    plan = plan_runtime(old, new)
+    assert plan is not None and len(plan.commands) == 16 and list(plan.expected) == ["web"]
+    assert plan.expected["web"]["slot8"] == ServerState("10.0.0.8", 80, 1, True)
+
+
 def test_an_unreadable_old_config_needs_a_reload() -> None:
     assert plan_runtime(BASE.replace("10.0.0.1:80", "[::1"), BASE) is None
 
