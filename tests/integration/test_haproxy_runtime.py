@@ -64,6 +64,30 @@ def test_add_weight_and_remove_go_through_the_runtime_api_without_a_new_worker(
     assert generation(lb.dir) == before, "same master, same workers, no reload"
 
 
+def test_health_checked_slots_follow_registry_health_through_the_runtime_api(
+    haproxy_lb: StartHaproxy, backend: StartBackend
+) -> None:
+    one, two = backend("one"), backend("two")
+    checked = {"health_check": "/"}
+    lb = haproxy_lb(lambda lb_dir, port: web_config(lb_dir, port, {one.port: 1}, spec=checked))
+    applier, before = node_applier(), generation(lb.dir)
+
+    def change(unhealthy: tuple[int, ...]) -> TargetResult:
+        text = web_config(lb.dir, lb.port, {one.port: 1, two.port: 1}, unhealthy, spec=checked)
+        [result] = applier.apply([node_target(lb.dir)], {"haproxy": text})
+        assert result.ok and lb.conf.read_text() == text, result.error
+        return result
+
+    assert " check" in lb.conf.read_text()
+    assert change(unhealthy=(two.port,)).method == "runtime"  # registered, not served: disabled in place
+    assert answers(lb, 10) == {"one": 10}
+    assert change(unhealthy=()).method == "runtime"
+    serves(lb.port, "two", timeout=5.0)  # leaving maintenance, a checked server starts up and is checked
+    assert change(unhealthy=(one.port,)).method == "runtime"
+    assert answers(lb, 10) == {"two": 10}
+    assert generation(lb.dir) == before
+
+
 def test_running_out_of_slots_reloads(haproxy_lb: StartHaproxy, backend: StartBackend) -> None:
     backends = [backend(f"b{i}") for i in range(5)]
     lb = start(haproxy_lb, {b.port: 1 for b in backends[:4]})  # min_slots 4: every slot taken

@@ -5,7 +5,7 @@ Shared by tests/integration/test_haproxy_runtime.py and bench/haproxy_runtime_be
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping
 
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.haproxy import HaproxyControl, cli_command, cli_query
@@ -36,12 +36,15 @@ def node_target(lb_dir: Path, runtime: bool = True, timeout: float = 10.0) -> Ta
                   kind="haproxy", vars=node_vars(lb_dir), timeout=timeout, runtime=runtime)
 
 
-def web_config(lb_dir: Path, port: int, endpoints: Mapping[int, int]) -> str:
+def web_config(lb_dir: Path, port: int, endpoints: Mapping[int, int], unhealthy: Collection[int] = (),
+               spec: Mapping[str, object] | None = None) -> str:
     """haproxy.cfg for service `web` on `port`, its endpoints given as 127.0.0.1 backend port → weight
-    (endpoint ids follow the port, so an endpoint keeps its id across renders)."""
-    served = tuple(Endpoint(f"ep{p}", "127.0.0.1", p, weight=w) for p, w in sorted(endpoints.items()))
-    catalog = Catalog(1, (Service("web", {"listen": port}, tuple(sorted(served, key=lambda e: e.id))),))
-    return render(TEMPLATE, catalog, node_target(lb_dir))
+    (endpoint ids follow the port, so an endpoint keeps its id across renders); the ports in
+    `unhealthy` are registered with a failing Docker health check; `spec` adds to the service spec."""
+    registered = tuple(Endpoint(f"ep{p}", "127.0.0.1", p, weight=w, health="unhealthy" if p in unhealthy else "none")
+                       for p, w in endpoints.items())
+    service = Service("web", {"listen": port, **(spec or {})}, tuple(sorted(registered, key=lambda e: e.id)))
+    return render(TEMPLATE, Catalog(1, (service,)), node_target(lb_dir))
 
 
 def node_applier(query: Query = cli_query) -> Applier:
