@@ -20,6 +20,7 @@ max over the changes and how many worker pids were seen.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -27,9 +28,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,12 @@ from lbgen.core.settings import GUARD_OFF, Settings, Wait  # noqa: E402
 from lbgen.services.watcher import Watcher  # noqa: E402
 from tests.support.etcd import EtcdFactory  # noqa: E402
 from tests.support.haproxy_node import (  # noqa: E402
-    TEMPLATE, generation, node_applier, node_target, stats_command, web_config,
+    TEMPLATE,
+    generation,
+    node_applier,
+    node_target,
+    stats_command,
+    web_config,
 )
 from tests.support.lb import get, nginx_conf  # noqa: E402
 from tests.support.util import free_port, wait_until  # noqa: E402
@@ -72,6 +78,9 @@ class Node:
         with open(self.dir / f"{name}.out", "wb") as out:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
 
+    def answers(self, name: str) -> bool:
+        return self.answer() == name
+
     def answer(self) -> str:
         try:
             return get(self.port)
@@ -80,12 +89,13 @@ class Node:
 
     def measure(self, label: str, change: Change, changes: int) -> None:
         """Time `changes` alternating moves from `change(port)` to the first answer of the new backend."""
-        served, workers = [], set()
+        served: list[float] = []
+        workers: set[int] = set()
         for i in range(changes):
             name = "b" if i % 2 == 0 else "a"
             began = time.perf_counter()
             change(self.backends[name])
-            wait_until(lambda: self.answer() == name, 10.0, f"{name} served", interval=0.0005)
+            wait_until(functools.partial(self.answers, name), 10.0, f"{name} served", interval=0.0005)
             served.append(time.perf_counter() - began)
             workers |= generation(self.dir).workers
         q = statistics.quantiles(served, n=100, method="inclusive")
@@ -106,6 +116,13 @@ def direct(node: Node, runtime: bool) -> Change:
         [result] = applier.apply([node_target(node.dir, runtime=runtime)], {"haproxy": text})
         if not result.ok or result.method != ("runtime" if runtime else "reload"):
             raise SystemExit(f"apply: {result}")
+
+    return change
+
+
+def bare_command(node: Node) -> Change:
+    def change(port: int) -> None:
+        stats_command(node.dir, f"set server web/slot1 addr 127.0.0.1 port {port}")
 
     return change
 
@@ -153,8 +170,7 @@ def main() -> None:
             run_etcd(node, Path(tmp), args.changes)
             for runtime in (True, False):
                 node.measure(f"apply, {'runtime API' if runtime else 'reload'}", direct(node, runtime), args.changes)
-            bare = lambda port: stats_command(node.dir, f"set server web/slot1 addr 127.0.0.1 port {port}")  # noqa: E731
-            node.measure("bare socket command", bare, args.changes)
+            node.measure("bare socket command", bare_command(node), args.changes)
         finally:
             node.stop()
 

@@ -13,8 +13,8 @@ back to a full validated reload, which re-reads the same config from disk.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from lbgen.adapters.haproxy import cli_query
 from lbgen.core.runtime_plan import RuntimePlan, mismatches, parse_servers_state

@@ -15,8 +15,8 @@ expectation: a mismatch also sends the caller to the reload path.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 # `show servers state` srv_admin_state bits (HAProxy include/haproxy/server-t.h): forced, inherited,
 # resolution and host-name maintenance; forced and inherited drain. CMAINT (0x04, `disabled` in the
@@ -66,11 +66,11 @@ def plan_runtime(old: str, new: str) -> RuntimePlan | None:
     old_lines, new_lines = old.splitlines(), new.splitlines()
     if len(old_lines) != len(new_lines):
         return None
-    differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    differing = [i for i, (a, b) in enumerate(zip(old_lines, new_lines, strict=True)) if a != b]
     try:
         starts = _section_starts(new_lines, differing)
-        changed = [_changed_server(old_lines, new_lines, i, start) for i, start in zip(differing, starts)]
-        backends = {after.backend: start for (_, after), start in zip(changed, starts)}
+        changed = [_changed_server(old_lines, new_lines, i, start) for i, start in zip(differing, starts, strict=True)]
+        backends = {after.backend: start for (_, after), start in zip(changed, starts, strict=True)}
         expected = {backend: _backend_state(new_lines, start) for backend, start in backends.items()}
     except _Unreadable:
         return None

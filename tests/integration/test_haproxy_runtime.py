@@ -7,8 +7,8 @@ from __future__ import annotations
 import threading
 import urllib.error
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import pytest
 
@@ -16,7 +16,12 @@ from lbgen.adapters.haproxy import cli_query
 from lbgen.ports import Clock, Generation
 from lbgen.services.applier import Applier, TargetResult
 from tests.support.haproxy_node import (
-    generation, node_applier, node_target, servers, stats_command, web_config,
+    generation,
+    node_applier,
+    node_target,
+    servers,
+    stats_command,
+    web_config,
 )
 from tests.support.lb import Backend, ConfFor, Lb, get, serves
 

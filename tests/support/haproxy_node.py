@@ -4,8 +4,8 @@ Shared by tests/integration/test_haproxy_runtime.py and bench/haproxy_runtime_be
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Collection, Mapping
 
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.haproxy import HaproxyControl, cli_command, cli_query

@@ -36,7 +36,7 @@ class FakeRuntime:
 def setup(tmp_path: Path, api: FakeRuntime | None, script: Script | None = None,
           **kw: object) -> tuple[Applier, FakeRunner, Target]:
     runner = FakeRunner(script) if script else FakeRunner()
-    target = make_target(tmp_path, content=OLD, **{"runtime": True, "kind": "haproxy", **kw})
+    target = make_target(tmp_path, content=OLD, **{"runtime": True, "kind": "haproxy", **kw})  # type: ignore[arg-type]
     return Applier(LocalFiles(), runner, runtimes=lambda t: api), runner, target
 
 
@@ -59,7 +59,7 @@ def test_a_slot_change_goes_through_the_runtime_api_and_is_still_written(tmp_pat
 def test_otherwise_the_change_is_reloaded(
     tmp_path: Path, runtime: FakeRuntime | None, kw: dict[str, object], text: str, fallback: str
 ) -> None:
-    applier, runner, target = setup(tmp_path, runtime, **kw)
+    applier, runner, target = setup(tmp_path, runtime, **kw)  # type: ignore[arg-type]
     [result] = applier.apply([target], {"lb": text})
     assert (result.ok, result.wrote, result.reloaded, result.method) == (True, True, True, "reload")
     assert result.fallback.startswith(fallback) and bool(result.fallback) == bool(fallback)
@@ -70,7 +70,7 @@ def test_otherwise_the_change_is_reloaded(
 
 def test_a_failed_check_sends_no_runtime_command(tmp_path: Path) -> None:
     runtime = FakeRuntime()
-    applier, runner, target = setup(tmp_path, runtime, script=failing("check"))
+    applier, _, target = setup(tmp_path, runtime, script=failing("check"))
     [result] = applier.apply([target], {"lb": ADDED})
     assert (result.ok, result.step, result.method) == (False, "check", "none")
     assert runtime.plans == [] and Path(target.dest).read_text() == OLD

@@ -3,8 +3,8 @@ applier to the reload path, and what the error says."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 

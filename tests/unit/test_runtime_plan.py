@@ -6,7 +6,11 @@ from __future__ import annotations
 import pytest
 
 from lbgen.core.runtime_plan import (
-    ObservedServer, ServerState, mismatches, parse_servers_state, plan_runtime,
+    ObservedServer,
+    ServerState,
+    mismatches,
+    parse_servers_state,
+    plan_runtime,
 )
 
 HEAD = """global
