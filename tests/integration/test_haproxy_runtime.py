@@ -7,7 +7,8 @@ from __future__ import annotations
 import threading
 import urllib.error
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,51 @@ def test_health_checked_slots_follow_registry_health_through_the_runtime_api(
     assert change(unhealthy=(one.port,)).method == "runtime"
     assert answers(lb, 10) == {"two": 10}
     assert generation(lb.dir) == before
+
+
+class _Slow(BaseHTTPRequestHandler):
+    """Answers `slow` after `release` is set: a request that is still open when its endpoint leaves."""
+
+    def do_GET(self) -> None:
+        self.server.arrived.set()  # type: ignore[attr-defined]
+        self.server.release.wait(10)  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Length", "4")
+        self.end_headers()
+        self.wfile.write(b"slow")
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def slow_backend() -> Iterator[ThreadingHTTPServer]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.arrived, server.release = threading.Event(), threading.Event()  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="slow-backend", daemon=True).start()
+    yield server
+    server.release.set()  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_leaving_endpoint_finishes_its_open_requests(
+    haproxy_lb: StartHaproxy, backend: StartBackend, slow_backend: ThreadingHTTPServer
+) -> None:
+    fast, slow = backend("fast").port, slow_backend.server_address[1]
+    both = {slow: 1, fast: 1}  # the same slots throughout: only their states change
+    lb = haproxy_lb(lambda lb_dir, port: web_config(lb_dir, port, both, unhealthy=(fast,)))
+    answered: list[str] = []
+    client = threading.Thread(target=lambda: answered.append(get(lb.port, timeout=10)), daemon=True)
+    client.start()
+    assert slow_backend.arrived.wait(5), "the request reached the slow endpoint"  # type: ignore[attr-defined]
+    [result] = node_applier().apply([node_target(lb.dir)], {"haproxy": web_config(lb.dir, lb.port, both, (slow,))})
+    assert (result.ok, result.method) == (True, "runtime"), result.error
+    assert [s.admin & 1 for s in servers(lb.dir).values() if s.port == slow] == [1], "slow is in maintenance"
+    serves(lb.port, "fast", timeout=1.0)
+    slow_backend.release.set()  # type: ignore[attr-defined]
+    client.join(5)
+    assert answered == ["slow"]
 
 
 def test_running_out_of_slots_reloads(haproxy_lb: StartHaproxy, backend: StartBackend) -> None:
