@@ -67,7 +67,8 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
         print(f"=== {preview.target}")
         print(preview.diff.rstrip("\n") if preview.diff else "no change")
         if preview.valid:
-            print(f"--- {preview.target}: check passed")
+            how = " (would go through the runtime API, no reload)" if preview.runtime else ""
+            print(f"--- {preview.target}: check passed{how}")
         else:
             failed.append(preview.target)
             print(f"--- {preview.target}: check FAILED")

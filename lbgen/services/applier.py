@@ -61,12 +61,14 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class Preview:
-    """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's."""
+    """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's;
+    `runtime` when the change would go through the runtime API rather than a reload."""
 
     target: str
     diff: str
     valid: bool
     check_output: str = ""
+    runtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,14 +129,16 @@ class Applier:
         for target in (t for t in targets if t.name in rendered):
             text = rendered[target.name]
             try:
-                diff = unified_diff(target, self._files.read(target), text)
+                current = self._files.read(target)
+                diff = unified_diff(target, current, text)
                 staged = self._files.stage(target, text)
             except ApplyError as e:
                 previews.append(Preview(target.name, "", False, str(e)))
                 continue
             try:
                 self._check(target, staged)
-                previews.append(Preview(target.name, diff, True))
+                runtime = bool(diff) and self._runtime_plan(target, current, text) is not None
+                previews.append(Preview(target.name, diff, True, runtime=runtime))
             except ApplyError as e:
                 previews.append(Preview(target.name, diff, False, _output(e)))
             finally:
@@ -179,13 +183,17 @@ class Applier:
     # --- the runtime API -------------------------------------------------------------------------
 
     def _plan(self, target: Target, current: str | None, text: str, plans: dict[str, RuntimePlan]) -> None:
-        if not target.runtime or current is None:
-            return
-        plan = plan_runtime(current, text)
-        if plan is None:
-            log.info("%s: not only server slots changed: reload", target.name)
-        else:
+        plan = self._runtime_plan(target, current, text)
+        if plan is not None:
             plans[target.name] = plan
+        elif target.runtime:
+            log.info("%s: not only server slots changed: reload", target.name)
+
+    def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimePlan | None:
+        """The runtime commands for this change, when the target uses a runtime API and they suffice."""
+        if not target.runtime or current is None or self._runtimes(target) is None:
+            return None
+        return plan_runtime(current, text)
 
     def _apply_runtime(self, target: Target, plan: RuntimePlan, result: TargetResult) -> TargetResult:
         api = self._runtimes(target)

@@ -81,3 +81,13 @@ def test_a_failed_fallback_reload_restores_the_lkg(tmp_path: Path) -> None:
     [result] = applier.apply([target], {"lb": ADDED})
     assert (result.ok, result.step, result.rolled_back, result.fallback) == (False, "reload", True, "refused")
     assert Path(target.dest).read_text() == OLD and runner.ran("reload") == 2
+
+
+@pytest.mark.parametrize("text, runtime", [(ADDED, True), (GROWN, False), (OLD, False)],
+                         ids=["slots-only", "slots-exhausted", "no-change"])
+def test_the_dry_run_says_whether_the_runtime_api_would_do(tmp_path: Path, text: str, runtime: bool) -> None:
+    api = FakeRuntime()
+    applier, runner, target = setup(tmp_path, api)
+    [preview] = applier.preview([target], {"lb": text})
+    assert (preview.valid, preview.runtime) == (True, runtime)
+    assert api.plans == [] and runner.ran("reload") == 0 and Path(target.dest).read_text() == OLD
