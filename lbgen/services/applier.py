@@ -186,14 +186,15 @@ class Applier:
         plan = self._runtime_plan(target, current, text)
         if plan is not None:
             plans[target.name] = plan
-        elif target.runtime:
-            log.info("%s: not only server slots changed: reload", target.name)
 
     def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimePlan | None:
         """The runtime commands for this change, when the target uses a runtime API and they suffice."""
         if not target.runtime or current is None or self._runtimes(target) is None:
             return None
-        return plan_runtime(current, text)
+        plan = plan_runtime(current, text)
+        if plan is None:
+            log.info("%s: more than server slots changed: the runtime API cannot apply it", target.name)
+        return plan
 
     def _apply_runtime(self, target: Target, plan: RuntimePlan, result: TargetResult) -> TargetResult:
         api = self._runtimes(target)
