@@ -29,7 +29,7 @@ unit: venv
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 demo: deps venv
-	bash examples/demo.sh
+	bash examples/demo/run.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

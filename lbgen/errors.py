@@ -80,3 +80,10 @@ class CommandFailed(ApplyError):
         self.argv = argv
         self.returncode = returncode
         self.output = output
+
+
+class DeployError(LbgenError):
+    """A deploy step failed (a replica never turned healthy or registered, or the policy forbids a
+    step); the steps before it stand, the failed one was rolled back."""
+
+    exit_code = 6

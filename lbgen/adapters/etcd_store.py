@@ -7,7 +7,8 @@ adapter does about each of its caveats (docs/registry.md, "Design choices"):
   to `retry_after` and, when every endpoint is marked failed, try them again anyway: the caller's
   backoff (`lbgen.core.backoff`, capped at a few seconds) decides when, not the library.
 - gRPC's reconnect backoff grows to 120 s (confd took 91 s to notice etcd was back): capped at 1 s.
-- A list of endpoints is one cluster: a call that finds its endpoint down moves to the next one.
+- A list of endpoints is one cluster: a call that finds its member down tries each other member
+  in turn, whatever earlier calls found about them.
 - 100k keys exceed gRPC's 4 MB message limit: the limit is raised and snapshots are paged, every
   page pinned to the first page's revision so the snapshot is consistent.
 - Watches run on their own gRPC stream and ask etcd for a progress report when idle: a watch whose
@@ -21,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 import grpc
 import pyetcd
@@ -150,27 +151,36 @@ class EtcdStore:
     # --- error handling, failover, auth -------------------------------------------------------
 
     def _call(self, op: str, fn: Callable[[], T]) -> T:
-        """Run `fn` on the current endpoint; on an outage move to the next live one, on an expired
-        token authenticate again; map every failure to our errors, naming endpoint and operation."""
+        """Run `fn` on the current endpoint; when it is unreachable, on each other endpoint in turn;
+        on a rejected token, authenticate again. Every failure becomes one of our errors, naming
+        the endpoint and the operation."""
+        tried: set[str] = set()
         reauthenticated = False
-        attempts = len(self._client.endpoints)
+        self._revive_if_all_failed()
         while True:
-            self._revive_if_all_failed()
-            endpoint = self._client.endpoint_in_use.netloc
             try:
-                self._ensure_token(op)
+                self._ensure_token()
                 return fn()
             except (grpc.RpcError, etcd_exceptions.Etcd3Exception) as e:
-                code = _code(e)
-                if code == grpc.StatusCode.UNAUTHENTICATED and self.config.user and not reauthenticated:
-                    log.info("etcd %s: auth token rejected (%s), authenticating again", endpoint, describe(e))
+                current = self._client.endpoint_in_use  # the one the call went to
+                if _code(e) == grpc.StatusCode.UNAUTHENTICATED and self.config.user and not reauthenticated:
+                    log.info("etcd %s: auth token rejected (%s), authenticating again", current.netloc, describe(e))
                     self._token, reauthenticated = None, True
                     continue
-                attempts -= 1
-                if is_unavailable(e) and attempts > 0 and self._has_live_endpoint():
-                    log.warning("etcd %s: %s: %s; trying the next endpoint", endpoint, op, describe(e))
+                tried.add(current.netloc)
+                if is_unavailable(e) and self._fail_over(current, tried):
+                    log.warning("etcd %s: %s: %s; trying the next endpoint", current.netloc, op, describe(e))
                     continue
-                raise self._error(endpoint, op, e) from e
+                raise self._error(current.netloc, op, e) from e
+
+    def _fail_over(self, current: pyetcd.Endpoint, tried: set[str]) -> bool:
+        """Mark `current` failed; make the endpoints not yet tried by this call eligible (whatever
+        an earlier call found), so the next attempt goes to one of them. False when none is left."""
+        current.fail()  # pyetcd does it too, but not for our own raw calls (auth)
+        untried = [ep for label, ep in self._client.endpoints.items() if label not in tried]
+        for endpoint in untried:
+            endpoint.last_failed = 0
+        return bool(untried)
 
     def _error(self, endpoint: str, op: str, error: BaseException) -> StoreError:
         message = f"etcd {endpoint}: {op}: {describe(error)}"
@@ -189,7 +199,7 @@ class EtcdStore:
             for endpoint in self._client.endpoints.values():
                 endpoint.last_failed = 0
 
-    def _ensure_token(self, op: str) -> None:
+    def _ensure_token(self) -> None:
         if not self.config.user or self._token is not None:
             return
         with self._auth_lock:
@@ -214,7 +224,8 @@ class EtcdStore:
     def _snapshot_pages(self, prefix: str) -> Snapshot:
         start = prefix.encode()
         end = utils.prefix_range_end(start)
-        revision, cluster_id, items = 0, "", []
+        revision, cluster_id = 0, ""
+        items: list[KeyValue] = []
         while True:
             try:
                 response = self._call(
@@ -237,7 +248,10 @@ class EtcdStore:
         return _key_value(response.kvs[0]) if response.kvs else None
 
     def watch(self, prefix: str, start_revision: int) -> EtcdWatch:
-        """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there)."""
+        """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there).
+
+        Pass the snapshot's revision + 1: the stream opens when iteration starts, so 0 ("from now")
+        would miss changes made in between."""
         return EtcdWatch(self, prefix, start_revision)
 
     def open_watch_stream(self, request_iterator: object) -> WatchStream:
@@ -291,5 +305,5 @@ class EtcdStore:
         self._client.close()
 
 
-def _key_value(kv: object) -> KeyValue:
+def _key_value(kv: Any) -> KeyValue:
     return KeyValue(kv.key.decode(errors="replace"), bytes(kv.value), int(kv.mod_revision), int(kv.lease))

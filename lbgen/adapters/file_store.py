@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -59,6 +59,7 @@ def parse_registry(text: str, where: str) -> dict[str, Any]:
     if not isinstance(services, dict):
         raise ConfigError(f"{where}: services: expected a mapping of service names")
     for name, service in services.items():
+        service = {} if service is None else service  # `web:` alone: a service with nothing yet
         if not isinstance(service, dict) or not set(service) <= {"spec", "endpoints"}:
             raise ConfigError(f"{where}: services.{name}: expected a mapping with 'spec' and/or 'endpoints'")
         if not isinstance(service.get("endpoints") or {}, dict):
@@ -70,6 +71,7 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
     """The etcd keys and JSON values of a parsed registry; badly named entries are skipped, logged."""
     keys: dict[str, bytes] = {}
     for name, service in (document.get("services") or {}).items():
+        service = service or {}
         if not _good_name(name, f"{where}: services.{name}"):
             continue
         if "spec" in service:
@@ -113,9 +115,10 @@ class FileStore:
 
     # --- loading ----------------------------------------------------------------------------------
 
-    def _reload(self, strict: bool = False) -> None:
+    def _reload(self, strict: bool = False, edited: bool = False) -> None:
         """Read the file; when its content changed and is valid, apply the diff as one change.
-        An invalid file raises `ConfigError` when `strict`, else is logged and ignored."""
+        An invalid file raises `ConfigError` when `strict`, else is logged and ignored. Changes
+        are logged at INFO when `edited` (seen by the file watch), else at DEBUG."""
         with self._lock:
             try:
                 raw = self.path.read_bytes()
@@ -129,7 +132,7 @@ class FileStore:
             except ConfigError as e:
                 self._refuse(e, strict, e)
                 return
-            self._apply(document, registry_keys(document, self.prefix, str(self.path)))
+            self._apply(document, registry_keys(document, self.prefix, str(self.path)), edited)
             self._loaded = raw
 
     def _refuse(self, error: ConfigError, strict: bool, cause: BaseException) -> None:
@@ -137,20 +140,21 @@ class FileStore:
             raise error from cause
         log.error("%s; keeping the previous content (revision %s)", error, self._memory.revision)
 
-    def _apply(self, document: dict[str, Any], keys: dict[str, bytes]) -> None:
+    def _apply(self, document: dict[str, Any], keys: dict[str, bytes], edited: bool) -> None:
         current = {kv.key: kv.value for kv in self._memory.snapshot(f"{self.prefix}/services/").items}
         puts = {k: v for k, v in keys.items() if current.get(k) != v}
         deletes = [k for k in current if k not in keys]
         revision = self._memory.apply(puts, deletes)
         self._document = document
         if puts or deletes:
-            log.info("registry file %s: %d put, %d deleted (revision %s)", self.path, len(puts), len(deletes), revision)
+            log.log(logging.INFO if edited else logging.DEBUG, "registry file %s: %d put, %d deleted (revision %s)",
+                    self.path, len(puts), len(deletes), revision)
 
     def _on_file_event(self) -> None:
         with self._lock:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(DEBOUNCE_SECONDS, self._reload)
+            self._timer = threading.Timer(DEBOUNCE_SECONDS, self._reload, kwargs={"edited": True})
             self._timer.daemon = True
             self._timer.start()
 
@@ -229,7 +233,7 @@ class FileStore:
         if self.path.exists():
             self._reload(strict=True)
         document = copy.deepcopy(self._document)
-        document["services"] = document.get("services") or {}
+        document["services"] = {name: entry or {} for name, entry in (document.get("services") or {}).items()}
         return document
 
     def _save(self, document: dict[str, Any]) -> int:
@@ -277,7 +281,7 @@ class _FileEvents(FileSystemEventHandler):
 
     IGNORED = frozenset({"opened", "closed_no_write"})
 
-    def __init__(self, path: str, callback: Any) -> None:
+    def __init__(self, path: str, callback: Callable[[], None]) -> None:
         self.path = path
         self.callback = callback
 

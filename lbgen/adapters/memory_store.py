@@ -17,23 +17,15 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping
 
+from lbgen.adapters.process import SystemClock
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
 from lbgen.ports import Clock, KeyValue, Snapshot, WatchEvent
 
 _END = object()
-
-
-class _MonotonicClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 @dataclass
@@ -78,7 +70,7 @@ class MemoryStore:
 
     def __init__(self, clock: Clock | None = None, history: int = 10_000, name: str = "memory") -> None:
         self.name = name
-        self._clock = clock or _MonotonicClock()
+        self._clock = clock or SystemClock()
         self._history_limit = history
         self._lock = threading.RLock()
         self._lease_ids = itertools.count(0x1000)

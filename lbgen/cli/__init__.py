@@ -8,10 +8,10 @@ import sys
 from typing import Sequence
 
 from lbgen import __version__
-from lbgen.cli import agent, deploy, registry, render, watch
+from lbgen.cli import agent, deploy, registry, render, status, watch
 from lbgen.errors import LbgenError
 
-COMMANDS = (agent, watch, render, deploy, registry)
+COMMANDS = (agent, watch, render, deploy, registry, status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from contextlib import ExitStack
+import socket
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
@@ -13,6 +15,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from lbgen.adapters.process import SystemClock
+from lbgen.cli.agent import _number
 from lbgen.cli.lb_node import (
     add_settings_arguments,
     build_applier,
@@ -21,6 +24,10 @@ from lbgen.cli.lb_node import (
     open_registry,
     read_template,
 )
+from lbgen.services.metrics import parse_listen_address, start_metrics_server
+from lbgen.core.schema import check_name
+from lbgen.errors import InvalidValue, UsageError
+from lbgen.services.lb_status import StatusPublisher
 from lbgen.services.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -36,6 +43,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
         "the last good config on any failure. Runs until SIGTERM or SIGINT.")
     add_settings_arguments(parser)
+    parser.add_argument("--metrics-addr", default="127.0.0.1:9102", metavar="IP:PORT",
+                        help="Prometheus /metrics and /healthz (default 127.0.0.1:9102; 'off' disables)")
+    parser.add_argument("--node", default=socket.gethostname(),
+                        help="this LB node's name: its status is published under {prefix}/lb/NODE "
+                        "(default: the host name)")
+    parser.add_argument("--status-ttl", type=_number(int, 2, 3600), default=15, metavar="SECONDS",
+                        help="lease TTL of the published status: how long a dead node's status stays (default 15)")
     parser.set_defaults(run=run)
 
 
@@ -60,20 +74,46 @@ def run(args: argparse.Namespace) -> int:
     targets = chosen_targets(settings, args.target)
     for target in targets:
         read_template(target.template)  # a missing template is a start-up error, not a retry loop
+    node = _node_name(args.node)
     store, settings = open_registry(args, settings)
     settings = replace(settings, targets=targets)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template)
+    with ExitStack() as stack:
+        stack.callback(store.close)
+        metrics_addr = parse_listen_address(args.metrics_addr)
+        if metrics_addr is not None:
+            server = start_metrics_server(metrics_addr, watcher.metrics.registry, watcher.problems)
+            stack.callback(server.close)
+        observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
+        stack.callback(observer.join, 5)
+        stack.callback(observer.stop)
+        _stop_on_signals(watcher)
+        log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
+                 ", ".join(t.name for t in targets))
+        watcher.run()
+    publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
+    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
+                      on_status=publisher.update)
     observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
     _stop_on_signals(watcher)
-    log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
-             ", ".join(t.name for t in targets))
+    log.info("LB node %s watching %s under %s for %s", node, args.registry or settings.registry,
+             settings.prefix, ", ".join(t.name for t in targets))
+    publisher.start()
     try:
         watcher.run()
     finally:
+        publisher.stop()
         observer.stop()
         observer.join(timeout=5)
         store.close()
     return 0
+
+
+def _node_name(name: str) -> str:
+    try:
+        return check_name("--node", name)
+    except InvalidValue as e:
+        raise UsageError(str(e)) from e
 
 
 def _observe_templates(watcher: Watcher, paths: set[str]) -> Observer:

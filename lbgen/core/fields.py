@@ -71,3 +71,4 @@ def expect_str_list(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise ValueError("expected a list of strings")
     return tuple(value)
+

@@ -9,6 +9,7 @@ site as in nginx-proxy #107), and how HAProxy server slots are filled (issue 7).
 from __future__ import annotations
 
 import functools
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
@@ -282,9 +283,12 @@ def _free_slot(number: int) -> Slot:
 def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
     """Fixed server slots for a backend, so endpoint changes can go through the Runtime API.
 
-    Every registered endpoint takes a slot in id order; the served ones are enabled, the others
-    (unhealthy, starting, weight 0) are rendered `disabled`, so a health change only flips one
-    slot's state. The remaining slots are disabled placeholders. Slot names are `slot1..slotN`.
+    Every registered endpoint takes a slot; the served ones are enabled, the others (unhealthy,
+    starting, weight 0) are rendered `disabled`, and the remaining slots are disabled placeholders.
+    Slot names are `slot1..slotN`. An endpoint's slot is picked from a hash of its id (the next
+    free one on a collision, endpoints placed in id order), not from its rank: adding or removing
+    one endpoint leaves the others where they are, so such a change touches one server through the
+    Runtime API (and a leaving endpoint can be drained in place) instead of shifting every slot.
     """
     return _MEMOS.slots.get(service, minimum, lambda: _slots(service, minimum))
 
@@ -292,8 +296,14 @@ def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
 def _slots(service: ServiceView, minimum: int) -> tuple[Slot, ...]:
     served = {e.id for e in service.endpoints}
     count = slot_count(len(service.all_endpoints), minimum)
-    filled = [
-        Slot(_slot_name(i), e.address, e.port, e.weight, e.id in served, e.id, host_port(e.address, e.port))
-        for i, e in enumerate(service.all_endpoints, start=1)
-    ]
-    return (*filled, *map(_free_slot, range(len(filled) + 1, count + 1)))
+    placed: list[Endpoint | None] = [None] * count
+    for endpoint in service.all_endpoints:
+        index = zlib.crc32(endpoint.id.encode()) % count  # stable across processes, unlike hash()
+        while placed[index] is not None:
+            index = (index + 1) % count
+        placed[index] = endpoint
+    return tuple(
+        _free_slot(number) if e is None else
+        Slot(_slot_name(number), e.address, e.port, e.weight, e.id in served, e.id, host_port(e.address, e.port))
+        for number, e in enumerate(placed, start=1)
+    )

@@ -1,6 +1,7 @@
 """Watcher settings (`lbgen.yaml`): the values, and their validation from an already-parsed YAML mapping.
 
-Loading is pure: the CLI reads and parses the file, then calls `parse_settings(data, base_dir)`.
+Loading is pure: the CLI reads and parses the file (`adapters.yaml_file.load_yaml`), then calls
+`parse_settings(data, base_dir)` with the file's directory.
 Every problem raises `ConfigError` naming the field path (`targets[1].reload: expected a list of
 strings`); unknown keys are errors too, since a typo silently ignored is a setting silently lost.
 """
@@ -145,8 +146,13 @@ def parse_wait(value: Any) -> Wait:
 
 
 def parse_registry(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
-    """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves against the settings."""
-    url = parse_registry_url(value)
+    """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves with `resolve`."""
+    if not isinstance(value, (str, list)):
+        raise ValueError(f"expected a URL or a list of URLs, got {value!r}")
+    try:
+        url = parse_registry_url(value)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix("registry ")) from e
     return replace(url, path=resolve(url.path)) if url.kind == "file" else url
 
 

@@ -11,6 +11,7 @@ template, check or reload failure is logged, counted and retried while the daemo
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import random
@@ -25,10 +26,12 @@ from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.render import render
+from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import Clock, Snapshot, Store, WatchEvent
-from lbgen.services.applier import Applier
+from lbgen.services.applier import Applier, TargetResult
+from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class WatcherStatus:
     last_error: str = ""
     disconnected_since: float | None = None
     failures: dict[str, int] = field(default_factory=dict)
+    applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
+    errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
 
 
 class Watcher:
@@ -80,9 +85,15 @@ class Watcher:
         read_template: Callable[[str], str] = lambda path: Path(path).read_text(),
         retry_base: float = 0.5,
         retry_cap: float = 5.0,
+        metrics: WatcherMetrics | None = None,
+        stale_after: float = 10.0,
+        on_status: Callable[[WatcherStatus], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
+        self.metrics = metrics or WatcherMetrics()
+        self._stale_after = stale_after
+        self._pending_since: dict[str, float] = {}
         self._store = store
         self._applier = applier
         self._clock = clock
@@ -99,18 +110,23 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
+        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
 
     def follow_registry(self) -> None:
-        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot."""
+        """Producer: snapshot, then watch from revision + 1; any break or compaction → re-snapshot.
+
+        Only `{prefix}/services/` is followed: LB nodes' status keys (`{prefix}/lb/`, written after
+        each apply) must not wake every watcher into another pass, and another status, forever."""
         attempt = 0
+        services = services_prefix(self.settings.prefix)
         while not self._stopping.is_set():
             try:
-                snapshot = self._store.snapshot(self.settings.prefix)
+                snapshot = self._store.snapshot(services)
                 self._queue.put(_Loaded(snapshot))
                 attempt = 0
-                self._watch = self._store.watch(self.settings.prefix, snapshot.revision + 1)
+                self._watch = self._store.watch(services, snapshot.revision + 1)
                 for events in self._watch:
                     self._queue.put(_Changed(events))
                 if not self._stopping.is_set():
@@ -136,6 +152,17 @@ class Watcher:
         if self._watch is not None:
             self._watch.cancel()
 
+    def problems(self) -> list[str]:
+        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, or a stale watch."""
+        status = self.status
+        if not self._loaded:
+            return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
+        since = status.disconnected_since
+        if since is not None and self._clock.now() - since >= self._stale_after:
+            return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
+                    f"{status.applied_revision}: {status.last_error}"]
+        return []
+
     # --- the consumer ----------------------------------------------------------------------
 
     def run(self) -> None:
@@ -150,6 +177,8 @@ class Watcher:
                 if message is not None:
                     self._handle(message)
                 self._render_due()
+                if self._on_status is not None:
+                    self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
             follower.join(timeout=5)
@@ -182,6 +211,7 @@ class Watcher:
                 log.error("registry unreachable, keeping the last applied config: %s", message.error)
             self.status.connected = False
             self.status.last_error = message.error
+            self.metrics.connected.set(0)
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
@@ -189,11 +219,14 @@ class Watcher:
     def _connected(self, now: float) -> None:
         self.status.connected = True
         self.status.disconnected_since = None
+        self.metrics.connected.set(1)
 
     def _note_all(self, now: float) -> None:
+        self.status.revision = self._state.revision
         if self._loaded:
-            for window in self._windows.values():
+            for name, window in self._windows.items():
                 window.note(now)
+                self._pending_since.setdefault(name, now)
 
     def _log_rejected(self, rejected: list) -> None:
         for item in rejected:
@@ -210,6 +243,7 @@ class Watcher:
             self._windows[target.name].fired()
             self._retry_at.pop(target.name, None)
         catalog = self._state.catalog()
+        self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
         rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
         if rendered:
             self._apply(due, rendered, catalog)
@@ -223,14 +257,14 @@ class Watcher:
                              self.settings.served_health, self._held_for())
         if not verdict.allowed:
             self._held_since = self._held_since or self._clock.now()
-            self._fail(target, f"held by the drop guard: {verdict.reason}")
+            self._fail(target, "guard", f"held by the drop guard: {verdict.reason}")
             return None
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
             return render(source, catalog, target, self.settings.served_health)
         except (LbgenError, OSError) as e:
-            self._fail(target, str(e))
+            self._fail(target, "render", str(e))
             return None
 
     def _held_for(self) -> float:
@@ -240,21 +274,38 @@ class Watcher:
         targets = {t.name: t for t in due}
         for outcome in self._applier.apply(due, rendered):
             if outcome.ok:
-                self._applied[outcome.target] = catalog
-                self._consecutive_failures.pop(outcome.target, None)
-                self._held_since = None
-                self.status.applied_revision = catalog.revision
-                if outcome.changed:
-                    log.info("%s: applied revision %s", outcome.target, catalog.revision)
+                self._applied_ok(outcome, catalog)
             else:
-                self._fail(targets[outcome.target], f"{outcome.step}: {outcome.error}")
+                self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
+                self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 
-    def _fail(self, target: Target, error: str) -> None:
+    def _applied_ok(self, outcome: TargetResult, catalog: Catalog) -> None:
+        name = outcome.target
+        self._applied[name] = catalog
+        self._consecutive_failures.pop(name, None)
+        self._held_since = None
+        self.status.applied_revision = catalog.revision
+        self.status.applied[name] = catalog.revision
+        self.status.errors.pop(name, None)
+        self.metrics.renders.labels(name, "ok").inc()
+        self.metrics.applied.labels(name).set(catalog.revision)
+        self.metrics.reloads.labels(name).inc(outcome.reloaded)
+        since = self._pending_since.pop(name, None)
+        if since is not None:
+            self.metrics.lag.labels(name).observe(self._clock.now() - since)
+        if outcome.changed:
+            log.info("%s: applied revision %s%s", name, catalog.revision, ", reloaded" if outcome.reloaded else "")
+
+    def _fail(self, target: Target, step: str, error: str) -> None:
         """Log and count a failed render or apply, and try the target again after a backoff."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
-        self.status.last_error = f"{target.name}: {error}"
+        self.status.last_error = f"{target.name}: {step}: {error}"
+        self.metrics.renders.labels(target.name, "error").inc()
+        self.metrics.failures.labels(target.name, step).inc()
+        self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
         delay = backoff(attempt, random.random(), *self._retry)
         self._retry_at[target.name] = self._clock.now() + delay
-        log.error("%s: revision %s not applied (retry in %.1fs): %s", target.name, self._state.revision, delay, error)
+        log.error("%s: revision %s not applied (%s failed, retry in %.1fs): %s",
+                  target.name, self._state.revision, step, delay, error)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import pytest
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.cli import main
 from lbgen.errors import StoreError
-from tests.support.etcd import ETCDCTL_BINARY, EtcdServer, TlsFiles, WatchReader, make_tls_files, require_binary
+from tests.support.etcd import (
+    ETCDCTL_BINARY, EtcdFactory, EtcdServer, TlsFiles, WatchReader, make_tls_files, require_binary,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -20,16 +23,16 @@ def tls(tmp_path: Path) -> TlsFiles:
     return make_tls_files(tmp_path)
 
 
-def config(server: EtcdServer, **options: object) -> EtcdConfig:
-    return EtcdConfig(endpoints=(("127.0.0.1", server.client_port),), tls=True, timeout=3.0, **options)  # type: ignore[arg-type]
+def config(server: EtcdServer, **options: Any) -> EtcdConfig:
+    return EtcdConfig(endpoints=(("127.0.0.1", server.client_port),), tls=True, timeout=3.0, **options)
 
 
 def test_mutual_tls_works_and_a_client_without_a_certificate_is_refused(
-    etcd_factory: Callable[..., EtcdServer], tls: TlsFiles
+    etcd_factory: EtcdFactory, tls: TlsFiles
 ) -> None:
     server = etcd_factory(tls=tls, client_cert_auth=True)
     store = EtcdStore(config(server, ca=str(tls.ca), cert=str(tls.cert), key=str(tls.key)))
-    reader = WatchReader(store.watch("/tls/", 0))
+    reader = WatchReader(store.watch("/tls/", store.snapshot("/tls/").revision + 1))
     store.put("/tls/a", b"1")
     assert [e.key for e in reader.events(1)] == ["/tls/a"]
     reader.close()
@@ -42,7 +45,7 @@ def test_mutual_tls_works_and_a_client_without_a_certificate_is_refused(
 
 
 def test_password_auth_survives_an_etcd_restart_and_a_wrong_password_is_refused(
-    etcd_factory: Callable[..., EtcdServer], tls: TlsFiles, caplog: pytest.LogCaptureFixture
+    etcd_factory: EtcdFactory, tls: TlsFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
     require_binary(ETCDCTL_BINARY, "etcdctl")
     server = etcd_factory(tls=tls)
@@ -61,3 +64,21 @@ def test_password_auth_survives_an_etcd_restart_and_a_wrong_password_is_refused(
     with pytest.raises(StoreError, match="authentication failed"):
         intruder.get("/auth/a")
     intruder.close()
+
+
+def test_registry_cli_uses_tls_files_and_the_password_from_the_environment(
+    etcd_factory: EtcdFactory, tls: TlsFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    require_binary(ETCDCTL_BINARY, "etcdctl")
+    server = etcd_factory(tls=tls, client_cert_auth=True)
+    server.etcdctl("user", "add", "root:s3cret")
+    server.etcdctl("auth", "enable")
+    monkeypatch.setenv("LBGEN_ETCD_PASSWORD", "s3cret")
+    options = ["--registry", server.url, "--ca", str(tls.ca), "--cert", str(tls.cert), "--key", str(tls.key),
+               "--user", "root"]
+    assert main(["registry", "put", "services/web/spec", '{"listen": 443}', *options]) == 0
+    assert main(["registry", "ls", *options]) == 0
+    assert "web  listen=443" in capsys.readouterr().out
+    monkeypatch.setenv("LBGEN_ETCD_PASSWORD", "wrong")
+    assert main(["registry", "ls", *options]) == 3
+    assert "authentication failed" in capsys.readouterr().err

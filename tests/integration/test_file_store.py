@@ -137,6 +137,15 @@ def test_put_and_delete_rewrite_the_file_atomically(store: FileStore, path: Path
     assert "web" not in yaml.safe_load(path.read_text())["services"]
 
 
+def test_a_service_with_nothing_yet_is_accepted_and_can_be_filled(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text("services:\n  web:\n")
+    store = FileStore(path)
+    assert store.snapshot("/lbgen/").items == ()
+    store.put(f"{WEB}/spec", b'{"listen": 80}')
+    assert yaml.safe_load(path.read_text()) == {"services": {"web": {"spec": {"listen": 80}}}}
+
+
 def test_put_refuses_keys_the_file_cannot_hold_and_non_json(store: FileStore) -> None:
     with pytest.raises(StoreError, match="can be stored"):
         store.put("/elsewhere/x", b"{}")

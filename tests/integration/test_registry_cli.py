@@ -83,6 +83,8 @@ def test_ls_flags_rejected_values_and_why(etcd_server: EtcdServer, etcd_prefix: 
     code, out, err = lbgen(capsys, "get", "services/web/endpoints/bad", "--registry", etcd_server.url,
                            "--prefix", etcd_prefix)
     assert code == 0 and "port '80'" in err
+    code, out, err = lbgen(capsys, "get", "lb/node-1", "--registry", etcd_server.url, "--prefix", etcd_prefix)
+    assert (code, out, err) == (0, '{"revision": 7}\n', "")
 
 
 def test_ls_of_a_missing_service_is_an_error(registry: list[str], capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,9 +14,11 @@ from typing import Callable
 
 import pytest
 
+from lbgen.adapters.file_store import FileStore
+from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.model import Catalog, Endpoint, Service
 
-from tests.unit.catalogs import example_catalog, tricky_catalog
+from tests.unit.catalogs import ROOT, example_catalog, tricky_catalog
 from tests.unit.test_render import render_default
 
 pytestmark = pytest.mark.integration
@@ -98,3 +100,14 @@ def test_checkers_reject_a_broken_render(workdir: Path) -> None:
     assert subprocess.run([nginx, "-t", "-q", "-c", str(broken)], capture_output=True, timeout=60).returncode != 0
     broken.write_text("frontend x\n    bind 127.0.0.1:1\n    use_backend nowhere\n")
     assert subprocess.run([haproxy, "-c", "-q", "-f", str(broken)], capture_output=True, timeout=60).returncode != 0
+
+
+def test_example_registry_loads_through_the_file_store() -> None:
+    """examples/registry.yaml is read by the real file registry exactly as the tests read it."""
+    store = FileStore(str(ROOT / "examples" / "registry.yaml"), prefix="/lbgen", must_exist=True)
+    try:
+        catalog, rejected = catalog_from_snapshot("/lbgen", store.snapshot("/lbgen"))
+    finally:
+        store.close()
+    assert rejected == []
+    assert catalog.services == example_catalog().services

@@ -4,7 +4,7 @@ and a container factory that removes what it starts.
 Fixtures:
 - `dockerd` (session): the `Dockerd` handle; never stop it from a test, use `dockerd_factory`.
 - `docker_host` (session): its `unix://` URL; `docker_client` (session): a docker SDK client.
-- `test_image` (session): tag of the backend image (see tests/support/images/backend).
+- `test_image` (session): tag of the backend image (see examples/demo/image).
 - `docker_engine`: lbgen's own adapter on the session daemon.
 - `run_container`: start a backend container (host network, its own free port), removed after.
 - `dockerd_factory`: start private daemons a test may stop and restart; all destroyed after.

@@ -22,7 +22,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import pytest
 
@@ -40,7 +40,7 @@ def require_binary(path: str, what: str) -> None:
     if shutil.which(path):
         return
     message = f"{what} not found at {path}"
-    if os.environ.get("CI", "").lower() == "true":
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"{message} (CI=true: a missing component is a failure)")
     pytest.skip(message)
 
@@ -83,11 +83,13 @@ class EtcdServer:
 
     workdir: Path
     name: str = "lbgen-test"
+    cluster: str = ""  # --initial-cluster; empty: this member alone
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
     tls: TlsFiles | None = None
     client_cert_auth: bool = False
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -103,6 +105,10 @@ class EtcdServer:
         return self.workdir / "etcd.log"
 
     @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
     def client_url(self) -> str:
         return f"{self.scheme}://127.0.0.1:{self.client_port}"
 
@@ -112,12 +118,12 @@ class EtcdServer:
         return f"{'https' if self.scheme == 'https' else 'etcd'}://127.0.0.1:{self.client_port}"
 
     def argv(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
+        peer = self.peer_url
         return [
             ETCD_BINARY, "--name", self.name, "--data-dir", str(self.data_dir),
             "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"{self.name}={peer}", "--initial-cluster-token", uuid.uuid4().hex,
+            "--initial-cluster", self.cluster or f"{self.name}={peer}", "--initial-cluster-token", self.token,
             "--auto-compaction-retention=0", "--logger=zap", "--log-level=warn",
             *self._tls_args(), *self.extra_args,
         ]
@@ -197,6 +203,7 @@ class EtcdServer:
         """Stop, delete the data and start empty: an etcd restored from scratch (new cluster id)."""
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+        self.token = uuid.uuid4().hex
         self.start()
 
 
@@ -216,6 +223,21 @@ class EtcdFactory:
         server.start()
         return server
 
+    def cluster(self, size: int = 3) -> list[EtcdServer]:
+        """`size` members forming one cluster; they start together (quorum), then are polled healthy."""
+        members = [
+            EtcdServer(Path(tempfile.mkdtemp(prefix=f"etcd-{n}-", dir=self.root)), name=f"member-{n}")
+            for n in range(size)
+        ]
+        cluster = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        for member in members:
+            member.cluster, member.token = cluster, members[0].token
+            self.servers.append(member)
+            member.start(wait=False)
+        for member in members:
+            member.wait_healthy()
+        return members
+
     def close(self) -> None:
         for server in self.servers:
             server.stop()
@@ -234,7 +256,7 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer
 
 
 @pytest.fixture
-def etcd_factory(tmp_path: Path) -> Iterator[Callable[..., EtcdServer]]:
+def etcd_factory(tmp_path: Path) -> Iterator[EtcdFactory]:
     """`etcd_factory()` → a fresh server this test may stop, kill, freeze or wipe."""
     require_binary(ETCD_BINARY, "etcd")
     factory = EtcdFactory(tmp_path)
@@ -266,15 +288,22 @@ class WatchReader:
         except Exception as e:  # handed to the test, which asserts on it
             self._items.put(e)
 
-    def events(self, count: int, timeout: float = 10.0) -> list[WatchEvent]:
-        """The next `count` events (across batches); fails at the deadline or on a watch error."""
+    def collect(self, count: int, timeout: float = 10.0) -> tuple[list[WatchEvent], Exception | None]:
+        """Up to `count` events (across batches), and the error if the watch failed before them."""
         events: list[WatchEvent] = []
         deadline = time.monotonic() + timeout
         while len(events) < count:
             item = self._next(deadline, f"{count} watch events (got {len(events)})")
             if isinstance(item, Exception):
-                raise AssertionError(f"watch failed after {len(events)} events: {item!r}") from item
+                return events, item
             events.extend(item)  # type: ignore[arg-type]
+        return events, None
+
+    def events(self, count: int, timeout: float = 10.0) -> list[WatchEvent]:
+        """The next `count` events; fails at the deadline or on a watch error."""
+        events, error = self.collect(count, timeout)
+        if error is not None:
+            raise AssertionError(f"watch failed after {len(events)} events: {error!r}") from error
         return events
 
     def error(self, timeout: float = 10.0) -> Exception:

@@ -100,25 +100,45 @@ def test_slot_count_is_a_power_of_two_with_a_floor(endpoints: int, minimum: int,
     assert slot_count(endpoints, minimum) == count
 
 
-def test_slots_follow_endpoint_ids_and_disable_the_unserved() -> None:
-    endpoints = (
+def slot_view(*endpoints: Endpoint) -> Any:
+    (view,) = service_views(Catalog(1, (Service("web", {}, endpoints),)), DEFAULT_SERVED_HEALTH)
+    return view
+
+
+def test_slots_hold_every_endpoint_once_and_disable_the_unserved() -> None:
+    endpoints = (  # crc32(id) % 8 → home slots a:3 b:1 c:7 d:4 e:2 (zero-based)
         Endpoint("a", "10.0.0.1", 80, weight=3, health="healthy"),
         Endpoint("b", "10.0.0.2", 80, health="unhealthy"),
         Endpoint("c", "::1", 81, weight=0),
         Endpoint("d", "10.0.0.4", 82, health="none"),
         Endpoint("e", "10.0.0.5", 83, health="starting"),
     )
-    (view,) = service_views(Catalog(1, (Service("web", {}, endpoints),)), DEFAULT_SERVED_HEALTH)
-    assert slots(view, 4) == (
-        Slot("slot1", "10.0.0.1", 80, 3, True, "a", "10.0.0.1:80"),
+    free = lambda n: Slot(f"slot{n}", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1")  # noqa: E731
+    assert slots(slot_view(*endpoints), 4) == (
+        free(1),
         Slot("slot2", "10.0.0.2", 80, 1, False, "b", "10.0.0.2:80"),
-        Slot("slot3", "::1", 81, 0, False, "c", "[::1]:81"),
-        Slot("slot4", "10.0.0.4", 82, 1, True, "d", "10.0.0.4:82"),
-        Slot("slot5", "10.0.0.5", 83, 1, False, "e", "10.0.0.5:83"),
-        Slot("slot6", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
-        Slot("slot7", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
-        Slot("slot8", "127.0.0.1", 1, 1, False, "", "127.0.0.1:1"),
+        Slot("slot3", "10.0.0.5", 83, 1, False, "e", "10.0.0.5:83"),
+        Slot("slot4", "10.0.0.1", 80, 3, True, "a", "10.0.0.1:80"),
+        Slot("slot5", "10.0.0.4", 82, 1, True, "d", "10.0.0.4:82"),
+        free(6),
+        free(7),
+        Slot("slot8", "::1", 81, 0, False, "c", "[::1]:81"),
     )
+
+
+def test_adding_or_removing_an_endpoint_leaves_the_others_in_their_slots() -> None:
+    endpoints = [Endpoint(f"web.{i}", "10.0.0.1", 8000 + i) for i in range(1, 6)]
+    before = {s.endpoint_id: s.name for s in slots(slot_view(*endpoints), 8)}
+    after = {s.endpoint_id: s.name for s in slots(slot_view(*endpoints[:2], *endpoints[3:]), 8)}
+    assert {k: v for k, v in before.items() if k not in ("web.3", "")} == {k: v for k, v in after.items() if k}
+    grown = {s.endpoint_id: s.name for s in slots(slot_view(*endpoints, Endpoint("web.6", "10.0.0.1", 1)), 8)}
+    assert {k: v for k, v in grown.items() if k not in ("web.6", "")} == {k: v for k, v in before.items() if k}
+
+
+def test_colliding_endpoints_take_the_next_free_slot_in_id_order() -> None:
+    # crc32 % 4: a → 3, c → 3 (collides, wraps to 0), d → 0 (taken, moves to 1)
+    placed = slots(slot_view(*(Endpoint(i, "10.0.0.1", 80) for i in "acd")), 4)
+    assert [s.endpoint_id for s in placed] == ["c", "d", "", "a"]
 
 
 def test_unchanged_services_reuse_their_views_and_slots() -> None:

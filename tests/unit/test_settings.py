@@ -81,7 +81,8 @@ def test_full_target_and_top_level_fields() -> None:
     ("file:/var/lib/lbgen/registry.yaml", "file:/var/lib/lbgen/registry.yaml"),
     ("etcd://[::1]:2379", "etcd://[::1]:2379"),
     (["etcd://a:2379", "etcd://b:2379"], "etcd://a:2379,etcd://b:2379"),
-], ids=["relative-file", "absolute-file", "ipv6", "cluster"])
+    ("http://a:2379,http://b", "etcd://a:2379,etcd://b:2379"),
+], ids=["relative-file", "absolute-file", "ipv6", "cluster", "comma-list-and-default-port"])
 def test_registry_forms(registry: Any, expected: str) -> None:
     settings = parse_settings(with_("registry", registry), "/srv/lb")
     assert str(settings.registry) == expected
@@ -136,10 +137,12 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets", {"name": "x"}), "targets: expected a list, got dict"),
     (with_("targets.0", "nginx"), "targets[0]: expected a mapping, got str"),
     (with_("registry", ...), "registry: required"),
-    (with_("registry", "127.0.0.1:2379"), "registry '127.0.0.1:2379': expected etcd://HOST:PORT"),
-    (with_("registry", ["file:a.yaml", "etcd://b:1"]), "registry ['file:a.yaml', 'etcd://b:1']: a file registry cannot be part of a list"),
-    (with_("registry", ["etcd://a:1", "https://b:1"]), "registry ['etcd://a:1', 'https://b:1']: mixes https://"),
-    (with_("registry", "etcd://a:99999"), "registry 'etcd://a:99999': port '99999' is not a number"),
+    (with_("registry", "127.0.0.1:2379"), "registry: '127.0.0.1:2379': expected etcd://HOST:PORT"),
+    (with_("registry", ["file:a.yaml", "etcd://b:1"]), "registry: ['file:a.yaml', 'etcd://b:1']: a file registry"),
+    (with_("registry", ["etcd://a:1", "https://b:1"]), "registry: ['etcd://a:1', 'https://b:1']: mixes https://"),
+    (with_("registry", "etcd://a:99999"), "registry: 'etcd://a:99999': port '99999' is not a number"),
+    (with_("registry", 2379), "registry: expected a URL or a list of URLs, got 2379"),
+    (with_("registry", [2379]), "registry: [2379]: 2379 is not a string"),
     (with_("prefix", "/lb gen"), "prefix: prefix '/lb gen': only letters"),
     (with_("served_health", ["healthy", "ok"]), "served_health: expected a non-empty list of healthy"),
     (with_("served_health", []), "served_health: expected a non-empty list"),
@@ -172,13 +175,16 @@ def test_duplicate_names_and_destinations_are_refused() -> None:
         parse_settings(data, "/")
 
 
-@pytest.mark.parametrize("guard, expected", [
-    (False, GUARD_OFF), ("off", GUARD_OFF), ({}, Guard()), ({"max_drop": "100%", "to_zero": False}, Guard(1.0, False)),
-    ({"max_drop": 0.3}, Guard(max_drop=0.3)), ({"hold_max": 0}, Guard(hold_max=0.0)),
-], ids=["false", "off", "empty", "both-off", "fraction", "hold-forever"])
-def test_guard_forms(guard: Any, expected: Guard) -> None:
-    assert parse_settings(with_("guard", guard), "/").guard == expected
-    assert expected.enabled == (expected != GUARD_OFF and expected != Guard(1.0, False))
+@pytest.mark.parametrize("guard, expected, enabled", [
+    (False, GUARD_OFF, False), ("off", GUARD_OFF, False), ({}, Guard(), True),
+    ({"max_drop": "100%", "to_zero": False}, Guard(1.0, False), False),
+    ({"max_drop": "100%"}, Guard(1.0, True), True), ({"max_drop": 0.3}, Guard(max_drop=0.3), True),
+    ({"hold_max": 0}, Guard(hold_max=0.0), True),
+], ids=["false", "off", "empty", "both-off", "to-zero-only", "fraction", "hold-forever"])
+def test_guard_forms(guard: Any, expected: Guard, enabled: bool) -> None:
+    parsed = parse_settings(with_("guard", guard), "/").guard
+    assert parsed == expected
+    assert parsed.enabled is enabled
 
 
 @pytest.mark.parametrize("check, kind", [
@@ -213,4 +219,5 @@ def test_yaml_octal_mode_is_read_as_written() -> None:
 def test_shipped_settings_files_are_valid(path: str) -> None:
     file = ROOT / path
     settings = parse_settings(yaml.safe_load(file.read_text()), str(file.parent))
-    assert settings.targets
+    assert settings.targets and all(t.check and t.kind in ("nginx", "haproxy") for t in settings.targets)
+

@@ -15,11 +15,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
+from lbgen.core.registry_url import RegistryUrl
 from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
 from lbgen.services.applier import TargetResult
 from lbgen.services.watcher import Watcher
 
 P = "/lbgen"
+REGISTRY = RegistryUrl("file", path="/unused")  # the store is injected; the URL is not used
 TEMPLATE = "{% for s in services %}{{ s.name }}={% for e in s.endpoints %}{{ e.port }},{% endfor %};{% endfor %}"
 
 
@@ -78,7 +80,7 @@ def applier() -> RecordingApplier:
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
                   template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2)
                   ) -> Iterator[Watcher]:
-    settings = Settings(registry=("memory",), prefix=P, wait=wait, guard=guard,
+    settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard,
                         targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
     watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
                       retry_base=0.01, retry_cap=0.05)
@@ -202,3 +204,29 @@ def test_nothing_is_rendered_while_the_registry_was_never_reached(store: MemoryS
         store.set_available(True)
         store.put(key("web", "a"), endpoint(1))
         wait_for(lambda: applier.last == "web=1,;")
+
+
+def test_health_and_metrics_follow_the_registry(store: MemoryStore, applier: RecordingApplier) -> None:
+    store.set_available(False)
+    settings = Settings(registry=REGISTRY, prefix=P, wait=Wait(0.01, 0.05), guard=GUARD_OFF,
+                        targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=lambda _: TEMPLATE,
+                      retry_base=0.01, retry_cap=0.05, stale_after=0.2)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: watcher.problems() and "unavailable" in watcher.problems()[0])
+        assert watcher.problems()[0].startswith("registry: no snapshot yet")
+        store.set_available(True)
+        store.put(key("web", "a"), endpoint(1))
+        wait_for(lambda: applier.last == "web=1,;")
+        assert watcher.problems() == []
+        sample = watcher.metrics.registry.get_sample_value
+        assert sample("lbgen_watcher_served_endpoints", {"service": "web"}) == 1
+        assert sample("lbgen_watcher_applied_revision", {"target": "lb"}) == store.revision
+        store.set_available(False)
+        wait_for(lambda: bool(watcher.problems()) and "disconnected for" in watcher.problems()[0])
+        assert sample("lbgen_watcher_registry_connected") == 0
+    finally:
+        watcher.stop()
+        thread.join(timeout=5)

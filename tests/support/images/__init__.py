@@ -16,7 +16,7 @@ from pathlib import Path
 import docker
 
 BUSYBOX = Path("/bin/busybox")
-CONTEXT = Path(__file__).resolve().parent / "backend"
+CONTEXT = Path(__file__).resolve().parents[3] / "examples" / "demo" / "image"
 REPOSITORY = "lbgen-test/backend"
 
 

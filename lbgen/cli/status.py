@@ -1,0 +1,115 @@
+"""`lbgen status`: the whole system from one registry read — services and endpoints, the Docker
+hosts that registered them, every LB node's applied revision and errors, and what is wrong.
+
+Exit status: 0 whenever the registry could be read (the problems are printed); with `--check`,
+1 when there is any problem, for monitoring. Registry errors exit 3 as everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Sequence
+
+from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.model import Endpoint, Service
+from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, overview_to_dict
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add the `status` sub-command."""
+    parser = commands.add_parser(
+        "status", help="services, endpoints, agents and LB nodes at a glance, with what is wrong",
+        description="Read the registry once and show every service with its endpoints (served or "
+        "not), the Docker hosts whose agents registered them, and each LB node's applied revision, "
+        "connection and last error. Exit 0 when the registry was read; with --check, 1 on any problem.")
+    parser.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a problem is listed (for monitoring)")
+    add_store_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    url, prefix = registry_url(args), registry_prefix(args)
+    store = open_store(args, url, prefix)
+    try:
+        snapshot = store.snapshot(f"{prefix}/")
+    finally:
+        store.close()
+    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file")
+    now = time.time()
+    if args.json:
+        print(json.dumps({"registry": str(url), **overview_to_dict(overview, now)}, indent=2))
+    else:
+        print("\n".join(format_overview(str(url), overview, now)))
+    return 1 if args.check and overview.problems else 0
+
+
+def format_overview(where: str, overview: Overview, now: float) -> list[str]:
+    """The text report, one line per entry, columns aligned."""
+    lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
+             f"(services last changed at {overview.services_revision})", ""]
+    lines += _services(overview.catalog.services) + [""]
+    lines += _agents(overview.agents) + [""]
+    lines += _lbs(overview.lbs, now) + [""]
+    lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
+    lines += [f"  {problem}" for problem in overview.problems]
+    return lines
+
+
+def _services(services: Sequence[Service]) -> list[str]:
+    if not services:
+        return ["services: none registered"]
+    lines = [f"services ({len(services)}):"]
+    for service in services:
+        spec = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in service.spec.items())
+        lines.append(f"  {service.name}  {spec or '(no spec)'}  "
+                     f"{len(service.served())}/{len(service.all_endpoints)} endpoints served")
+        lines += table([_endpoint_row(e) for e in service.all_endpoints], indent="    ")
+    return lines
+
+
+def _endpoint_row(e: Endpoint) -> list[str]:
+    address = f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
+    state = "served" if e.is_served() else "not served (weight 0)" if e.weight == 0 else "not served"
+    return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
+
+
+def _agents(agents: Sequence[AgentView]) -> list[str]:
+    if not agents:
+        return ["agents: none seen (an agent shows once it has registered an endpoint)"]
+    rows = [["NODE", "ENDPOINTS", "SERVED", "LEASE"]]
+    rows += [[a.node or "(none: written by hand)", str(a.endpoints), str(a.served),
+              ",".join(f"{lease:x}" for lease in a.leases) or "-"] for a in agents]
+    return [f"agents ({len(agents)}, seen through their endpoints):"] + table(rows, indent="  ")
+
+
+def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
+    if not lbs:
+        return ["LB nodes: none reporting"]
+    rows = [["NODE", "REVISION", "STATE", "CONNECTED", "UPDATED", "VERSION"]]
+    details: list[str] = []
+    for lb in lbs:
+        if lb.status is None:
+            rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
+            continue
+        s = lb.status
+        state = "behind" if lb.behind else "failing" if s.errors else "in sync"
+        rows.append([lb.node, str(s.revision), state, "yes" if s.connected else "no", _ago(s.updated_at, now),
+                     s.version or "-"])
+        targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
+                    f"error: {t.error}" if t.error else ""] for name, t in s.targets.items()]
+        details += table(targets, indent="    ")
+    return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
+
+
+def _ago(then: float | None, now: float) -> str:
+    seconds = age(then, now)
+    return "never" if seconds is None else f"{seconds:g}s ago"
+
+
+def table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
+    """Rows with every column padded to its widest cell (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in rows if i < len(row)) for i in range(max(map(len, rows), default=0))]
+    return [indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]

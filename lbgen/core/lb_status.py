@@ -1,0 +1,133 @@
+"""The value an LB node publishes under `{prefix}/lb/{node}` (registry contract v1, docs/operations.md).
+
+`lbgen watch` writes it on a lease, so a dead LB node's status leaves the registry by itself;
+`lbgen status` and `lbgen deploy` read it. `revision` is the one figure both need: every target
+of the node has applied a registry revision at least this high (0 until each applied once).
+
+Decoding validates every field (unknown fields are ignored, for forward compatibility), so a
+hand-written or corrupt value is reported with the reason instead of being shown as a fact.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from lbgen.core.schema import check_int, check_name
+from lbgen.errors import InvalidValue
+
+MAX_ERROR = 1000
+MAX_REVISION = 2**63 - 1
+VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """One target of an LB node: the revision it last applied, its current error, and when
+    (the LB node's wall clock, seconds since the epoch) it last applied a new revision."""
+
+    revision: int = 0
+    error: str = ""
+    applied_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LbStatus:
+    """What one LB node reports about itself."""
+
+    node: str
+    revision: int
+    targets: Mapping[str, TargetStatus]
+    connected: bool = False
+    error: str = ""  # the registry connection's error while disconnected
+    version: str = ""
+    updated_at: float | None = None
+
+    @property
+    def errors(self) -> dict[str, str]:
+        """Target (or `registry`) → its current error, for those that have one."""
+        found = {name: t.error for name, t in sorted(self.targets.items()) if t.error}
+        return {"registry": self.error, **found} if self.error else found
+
+
+def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
+    """The revision every target has applied (0 while one of them never applied)."""
+    return min((t.revision for t in targets.values()), default=0)
+
+
+def encode_lb_status(status: LbStatus) -> bytes:
+    """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
+    targets = {
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at}
+        for name, t in sorted(status.targets.items())
+    }
+    value = {
+        "node": status.node, "revision": status.revision, "connected": status.connected,
+        "error": status.error[:MAX_ERROR], "version": status.version, "updated_at": status.updated_at,
+        "targets": targets,
+    }
+    return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
+    """Validate the value stored under `{prefix}/lb/{node}`; `node` comes from the key."""
+    value = _object("value", _load(raw))
+    check_name("node", node)
+    if value.get("node", node) != node:
+        raise InvalidValue(f"node {value['node']!r}: does not match the key's node {node!r}")
+    if "revision" not in value:
+        raise InvalidValue("missing field 'revision'")
+    targets = _object("targets", value.get("targets", {}))
+    version = value.get("version", "")
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise InvalidValue(f"version {version!r}: must match {VERSION_RE.pattern}")
+    connected = value.get("connected", False)
+    if not isinstance(connected, bool):
+        raise InvalidValue(f"connected {connected!r}: expected true or false")
+    return LbStatus(
+        node=node,
+        revision=check_int("revision", value["revision"], 0, MAX_REVISION),
+        targets={check_name("target", name): _target(name, item) for name, item in sorted(targets.items())},
+        connected=connected,
+        error=_text("error", value.get("error", "")),
+        version=version,
+        updated_at=_time("updated_at", value.get("updated_at")),
+    )
+
+
+def _target(name: str, value: Any) -> TargetStatus:
+    item = _object(f"targets.{name}", value)
+    return TargetStatus(
+        revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
+        error=_text(f"targets.{name}.error", item.get("error", "")),
+        applied_at=_time(f"targets.{name}.applied_at", item.get("applied_at")),
+    )
+
+
+def _load(raw: bytes | str) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidValue(f"not JSON: {e}") from e
+
+
+def _object(what: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidValue(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(what: str, value: Any) -> str:
+    if not isinstance(value, str) or len(value) > MAX_ERROR:
+        raise InvalidValue(f"{what}: expected a string of at most {MAX_ERROR} characters")
+    return value
+
+
+def _time(what: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidValue(f"{what} {value!r}: expected seconds since the epoch, or null")
+    return float(value)

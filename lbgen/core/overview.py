@@ -1,0 +1,143 @@
+"""What `lbgen status` shows, computed from one registry snapshot: services and their endpoints,
+the Docker hosts (agents) that registered them, the LB nodes' published status, and the problems.
+
+Agents publish nothing but their endpoints, so an agent is "alive" when endpoints naming its node
+are in the registry (they hang on its lease and vanish within its TTL when it dies); an agent on a
+host with no registered container cannot be seen. An LB node is behind when it has applied a
+revision older than the last change under `{prefix}/services/` (a deletion leaves no key, so a node
+that missed only a deletion is not flagged; its `connected` flag tells the rest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from lbgen.core.catalog import Rejected, catalog_from_snapshot
+from lbgen.core.lb_status import LbStatus, decode_lb_status
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
+from lbgen.core.schema import parse_key
+from lbgen.errors import InvalidValue
+from lbgen.ports import Snapshot
+
+
+@dataclass(frozen=True)
+class AgentView:
+    """A Docker host seen through the endpoints it registered."""
+
+    node: str
+    endpoints: int
+    served: int
+    leases: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LbView:
+    """An LB node's published status (None when the value is invalid: `invalid` says why)."""
+
+    node: str
+    status: LbStatus | None
+    behind: bool = False
+    invalid: str = ""
+
+
+@dataclass(frozen=True)
+class Overview:
+    prefix: str
+    revision: int  # the registry's revision when read
+    services_revision: int  # the last change to a key under {prefix}/services/ still there
+    catalog: Catalog
+    rejected: tuple[Rejected, ...]
+    agents: tuple[AgentView, ...]
+    lbs: tuple[LbView, ...]
+    problems: tuple[str, ...]
+
+
+def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
+                   served_health: frozenset[str] = DEFAULT_SERVED_HEALTH) -> Overview:
+    """The overview of `snapshot` (every key under `prefix`). `expect_lbs`: no LB node reporting is
+    a problem (not for a file registry, where watchers' status stays in their own memory)."""
+    catalog, rejected = catalog_from_snapshot(prefix, snapshot)
+    refs = [(parse_key(prefix, kv.key), kv) for kv in snapshot.items]
+    services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.kind != "lb"), default=0)
+    lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
+    leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
+    overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
+                        _agents(prefix, catalog, leases, served_health), lbs, ())
+    return replace(overview, problems=_problems(overview, expect_lbs, served_health))
+
+
+def _lb_view(node: str, raw: bytes, services_revision: int) -> LbView:
+    try:
+        status = decode_lb_status(node, raw)
+    except InvalidValue as e:
+        return LbView(node, None, invalid=str(e))
+    return LbView(node, status, behind=status.revision < services_revision)
+
+
+def _agents(prefix: str, catalog: Catalog, leases: dict[str, int], served_health: frozenset[str]) -> tuple[AgentView, ...]:
+    found: dict[str, tuple[int, int, set[int]]] = {}
+    for service in catalog.services:
+        for e in service.all_endpoints:
+            count, served, held = found.get(e.node, (0, 0, set()))
+            lease = leases.get(f"{prefix}/services/{service.name}/endpoints/{e.id}", 0)
+            found[e.node] = (count + 1, served + e.is_served(served_health), held | ({lease} - {0}))
+    return tuple(AgentView(node, c, s, tuple(sorted(held))) for node, (c, s, held) in sorted(found.items()))
+
+
+def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str]) -> tuple[str, ...]:
+    problems = [f"{r.key}: rejected: {r.reason}" for r in overview.rejected]
+    for service in overview.catalog.services:
+        if not service.served(served_health):
+            problems.append(f"service {service.name}: no served endpoint ({len(service.all_endpoints)} registered)")
+    for lb in overview.lbs:
+        if lb.status is None:
+            problems.append(f"LB node {lb.node}: invalid status value: {lb.invalid}")
+            continue
+        problems += [f"LB node {lb.node}: {where}: {error}" for where, error in lb.status.errors.items()]
+        if not lb.status.connected and "registry" not in lb.status.errors:
+            problems.append(f"LB node {lb.node}: not connected to the registry")
+        if lb.behind:
+            problems.append(f"LB node {lb.node}: applied revision {lb.status.revision}, "
+                            f"behind the registry's {overview.services_revision}")
+    if expect_lbs and not overview.lbs:
+        problems.append("no LB node reports its status (is `lbgen watch` running?)")
+    return tuple(problems)
+
+
+def overview_to_dict(overview: Overview, now: float, served_health: frozenset[str] = DEFAULT_SERVED_HEALTH
+                     ) -> dict[str, Any]:
+    """The `--json` document; `now` (wall clock) gives each LB status its age in seconds."""
+    return {
+        "prefix": overview.prefix,
+        "revision": overview.revision,
+        "services_revision": overview.services_revision,
+        "services": [
+            {"name": s.name, "spec": dict(s.spec), "endpoints": [
+                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health)} for e in s.all_endpoints
+            ]} for s in overview.catalog.services
+        ],
+        "agents": [{"node": a.node, "endpoints": a.endpoints, "served": a.served,
+                    "leases": [f"{lease:x}" for lease in a.leases]} for a in overview.agents],
+        "lb_nodes": [_lb_dict(lb, now) for lb in overview.lbs],
+        "rejected": [{"key": r.key, "reason": r.reason} for r in overview.rejected],
+        "problems": list(overview.problems),
+    }
+
+
+def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
+    if lb.status is None:
+        return {"node": lb.node, "invalid": lb.invalid}
+    status = lb.status
+    return {
+        "node": lb.node, "revision": status.revision, "behind": lb.behind, "connected": status.connected,
+        "error": status.error, "version": status.version,
+        "age": age(status.updated_at, now),
+        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now)}
+                    for name, t in status.targets.items()},
+    }
+
+
+def age(then: float | None, now: float) -> float | None:
+    """Seconds from `then` to `now` (never negative: clocks of two hosts differ), None if unknown."""
+    return None if then is None else round(max(0.0, now - then), 1)

@@ -1,0 +1,443 @@
+"""The agent loop: keep this Docker host's share of the registry equal to its containers (issue 4).
+
+One consumer thread owns all state (known containers, the lease, what this node has in etcd) and
+does every registry write. Producer threads only post messages to its queue: Docker events (each
+names a container to re-inspect), lease keep-alive failures, and a resync timer. Events are
+triggers, never state: the consumer re-inspects, recomputes the desired endpoints with the pure
+`discovery` core and writes only the difference. Bursts coalesce because the consumer drains the
+whole queue before each reconciliation.
+
+Outages: a failed Docker call keeps the last known containers and retries; a failed etcd call keeps
+the desired state and retries with a short capped backoff, re-reading this node's keys before the
+next write; a lost lease (etcd gone longer than the TTL) is replaced and everything re-registered.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from lbgen.core.backoff import backoff
+from lbgen.core.discovery import Discovered, DiscoveryOptions, Reject, discover, json_field, owned_keys, plan
+from lbgen.core.model import Endpoint
+from lbgen.core.schema import parse_key, services_prefix
+from lbgen.errors import DockerError, LeaseLost, StoreError
+from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.services.metrics import Health
+
+log = logging.getLogger(__name__)
+
+RetryDelay = Callable[[int], float]
+
+
+def jittered_backoff(base: float, cap: float) -> RetryDelay:
+    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
+    return lambda attempt: backoff(attempt, random.random(), base, cap)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """How the agent behaves; `options` says how containers become endpoints."""
+
+    prefix: str
+    options: DiscoveryOptions
+    ttl: int = 15
+    resync_interval: float = 60.0
+    keep_on_exit: bool = False
+    store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
+    docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
+
+
+# --- messages from the producers -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerChanged:
+    container_id: str
+    name: str
+    action: str
+
+
+@dataclass(frozen=True)
+class DockerConnected:
+    """A new event stream is open: list everything again (subscribe first, then list)."""
+
+
+@dataclass(frozen=True)
+class DockerLost:
+    reason: str
+
+
+@dataclass(frozen=True)
+class LeaseExpired:
+    lease: int
+
+
+@dataclass(frozen=True)
+class Resync:
+    """Re-list containers and re-read this node's keys; writes only if something differs."""
+
+
+_STOP = object()
+
+
+class AgentMetrics:
+    """The agent's Prometheus series, on an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        ns = "lbgen_agent"
+        self.containers = Gauge(f"{ns}_containers", "Running containers seen on this host", registry=registry)
+        self.endpoints = Gauge(f"{ns}_endpoints", "Endpoints this node has registered", registry=registry)
+        self.skipped = Gauge(f"{ns}_skipped_containers", "Containers skipped for bad labels", registry=registry)
+        self.reconciliations = Counter(f"{ns}_reconciliations", "Reconciliations run", registry=registry)
+        self.writes = Counter(f"{ns}_writes", "Registry writes", ["op"], registry=registry)
+        self.errors = Counter(f"{ns}_errors", "Errors by kind", ["kind"], registry=registry)
+        self.lease_held = Gauge(f"{ns}_lease_held", "1 while the node's lease is held", registry=registry)
+        self.lease_grants = Counter(f"{ns}_lease_grants", "Leases granted", registry=registry)
+        for op in ("put", "delete"):
+            self.writes.labels(op)
+        for kind in ("docker", "etcd", "lease", "bad_label", "conflict"):
+            self.errors.labels(kind)
+
+
+class Agent:
+    """Registers one host's containers; `run()` blocks until `stop()` (from any thread)."""
+
+    def __init__(
+        self,
+        store: Store,
+        docker: Docker,
+        config: AgentConfig,
+        registry: CollectorRegistry | None = None,
+        health: Health | None = None,
+    ) -> None:
+        self.store = store
+        self.docker = docker
+        self.config = config
+        self.metrics = AgentMetrics(registry or CollectorRegistry())
+        self.health = health or Health("docker", "etcd")
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._stopping = threading.Event()
+        self._events: DockerEvents | None = None
+        self._events_lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        # Consumer-owned state. `_lease` is also read (never written) by the keep-alive thread.
+        self._lease = 0
+        self._containers: dict[str, ContainerInfo] = {}
+        self._dirty: set[str] = set()
+        self._need_listing = True
+        self._listed = False
+        self._registered: dict[str, KeyValue] | None = None  # None: re-read from etcd first
+        self._rejects: frozenset[Reject] = frozenset()
+        self._conflicts: frozenset[str] = frozenset()
+        self._retry_at: float | None = None
+        self._failures = {"docker": 0, "etcd": 0}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Start the producers, then reconcile on every batch of messages until stopped."""
+        node, prefix, ttl = self.config.options.node, self.config.prefix, self.config.ttl
+        log.info("agent %s starting: prefix %s, lease TTL %ss", node, prefix, ttl)
+        producers = {"docker-events": self._watch_docker, "keepalive": self._keep_alive, "resync": self._resync_timer}
+        for name, target in producers.items():
+            thread = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        try:
+            while (batch := self._next_batch()) is not None:
+                for message in batch:
+                    self._note(message)
+                self._reconcile()
+        finally:
+            self._shutdown()
+
+    def stop(self) -> None:
+        """Ask `run()` to finish: set the flag, wake the consumer, close the blocking event stream."""
+        self._stopping.set()
+        self._queue.put(_STOP)
+        with self._events_lock:
+            if self._events is not None:
+                self._events.close()
+
+    def _shutdown(self) -> None:
+        self.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._lease and self.config.keep_on_exit:
+            log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over",
+                     self.config.ttl)
+        elif self._lease:
+            try:
+                self._release()
+            except StoreError as e:
+                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
+        self.metrics.lease_held.set(0)
+
+    def _release(self) -> None:
+        """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
+        node's keys survived (none on etcd; a file registry's leases hold nothing)."""
+        self.store.revoke_lease(self._lease)
+        prefix, node = self.config.prefix, self.config.options.node
+        left = owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node)
+        for key in left:
+            self.store.delete(key)
+        log.info("revoked lease %x: this node's endpoints are gone", self._lease)
+
+    # --- consumer ----------------------------------------------------------------------------
+
+    def _next_batch(self) -> list[object] | None:
+        """Everything queued (at least one message, or none once a retry is due); None when stopping."""
+        timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+        batch: list[object] = []
+        try:
+            batch.append(self._queue.get(timeout=timeout))
+            while True:
+                batch.append(self._queue.get_nowait())
+        except queue.Empty:
+            pass
+        return None if _STOP in batch or self._stopping.is_set() else batch
+
+    def _note(self, message: object) -> None:
+        match message:
+            case ContainerChanged(container_id=cid, name=name, action=action):
+                log.debug("docker event %s: container %s (%s)", action, name, cid[:12])
+                self._dirty.add(cid)
+            case DockerConnected():
+                self._need_listing = True
+            case DockerLost(reason=reason):
+                self.health.down("docker", reason)
+            case LeaseExpired(lease=lease) if lease == self._lease:
+                log.warning("lease %x is lost (etcd away longer than %ss?): re-registering", lease, self.config.ttl)
+                self.metrics.errors.labels("lease").inc()
+                self._drop_lease()
+            case Resync():
+                self._need_listing = True
+                self._registered = None
+
+    def _reconcile(self) -> None:
+        """Refresh containers, then make etcd match; a failure on either side schedules a retry."""
+        self._retry_at = None
+        self._refresh_containers()
+        if not self._listed:
+            return  # never touch etcd before one full listing: the desired state is unknown
+        found = discover(self._containers.values(), self.config.options, self.config.prefix)
+        self._report_rejects(found)
+        try:
+            self._sync(found.endpoints)
+        except LeaseLost as e:
+            log.warning("%s: granting a new lease and re-registering", e)
+            self.metrics.errors.labels("lease").inc()
+            self._drop_lease()
+            self._retry("etcd", self.config.store_retry)
+        except StoreError as e:
+            self._store_failed(e)
+        else:
+            if self._failures["etcd"]:
+                log.info("etcd answers again: this node's keys are in sync")
+            self._failures["etcd"] = 0
+            self.health.up("etcd")
+        self.metrics.reconciliations.inc()
+
+    def _refresh_containers(self) -> None:
+        """Bring `_containers` up to date: a full listing when needed, else inspect what events named.
+
+        On a Docker error the last known containers stay (and so do their endpoints)."""
+        if not (self._need_listing or self._dirty):
+            return
+        try:
+            if self._need_listing:
+                listing = self.docker.list_containers()
+                self._dirty.clear()
+                self._containers = {c.id: c for c in listing if c.state == "running"}
+                self._need_listing, self._listed = False, True
+                log.info("listed %d running containers", len(self._containers))
+            while self._dirty:
+                cid = next(iter(self._dirty))
+                self._inspect(cid)
+                self._dirty.discard(cid)
+        except DockerError as e:
+            log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
+            self.metrics.errors.labels("docker").inc()
+            self.health.down("docker", str(e))
+            self._need_listing = True
+            self._retry("docker", self.config.docker_retry)
+            return
+        self._failures["docker"] = 0
+        self.health.up("docker")
+        self.metrics.containers.set(len(self._containers))
+
+    def _inspect(self, cid: str) -> None:
+        info = self.docker.inspect(cid)
+        if info is not None and info.state == "running":
+            if cid not in self._containers:
+                log.info("container %s (%s) is running", info.name, cid[:12])
+            self._containers[cid] = info
+        elif (known := self._containers.pop(cid, None)) is not None:
+            log.info("container %s (%s) is %s", known.name, cid[:12], info.state if info else "gone")
+
+    def _sync(self, desired: Mapping[str, Endpoint]) -> None:
+        """Make etcd hold exactly `desired` for this node, on the current lease."""
+        if not self._lease:
+            self._grant_lease()
+        if self._registered is None:
+            self._registered = self._read_registered()
+        prefix, node = self.config.prefix, self.config.options.node
+        changes = plan(desired, self._registered.values(), prefix, node, self._lease)
+        self._report_conflicts(changes.conflicts)
+        for key, value in changes.puts:
+            revision = self.store.put(key, value, lease=self._lease)
+            verb = "updated" if key in self._registered else "registered"
+            self._registered[key] = KeyValue(key, value, revision, self._lease)
+            self.metrics.writes.labels("put").inc()
+            self._log_put(verb, key, desired[key])
+        for key in changes.deletes:
+            old = self._registered[key]
+            self.store.delete(key)
+            del self._registered[key]
+            self.metrics.writes.labels("delete").inc()
+            container = str(json_field(old.value, "container") or "?")[:12]
+            log.info("deregistered %s (container %s)", _short(prefix, key), container)
+        self.metrics.endpoints.set(len(owned_keys(self._registered.values(), prefix, node)))
+
+    def _read_registered(self) -> dict[str, KeyValue]:
+        """This node's keys, plus any key in this node's id space held by another node (conflicts)."""
+        snapshot = self.store.snapshot(services_prefix(self.config.prefix))
+        node = self.config.options.node
+        mine = owned_keys(snapshot.items, self.config.prefix, node)
+        squatted = {
+            kv.key: kv for kv in snapshot.items if kv.key not in mine and _in_id_space(self.config.prefix, kv.key, node)
+        }
+        log.debug("etcd revision %d: %d keys of node %s", snapshot.revision, len(mine), node)
+        return mine | squatted
+
+    def _grant_lease(self) -> None:
+        self._lease = self.store.grant_lease(self.config.ttl)
+        self._registered = None
+        self.metrics.lease_grants.inc()
+        self.metrics.lease_held.set(1)
+        log.info("granted lease %x (TTL %ss)", self._lease, self.config.ttl)
+
+    def _drop_lease(self) -> None:
+        self._lease = 0
+        self._registered = None
+        self.metrics.lease_held.set(0)
+
+    def _store_failed(self, error: StoreError) -> None:
+        log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
+        self.metrics.errors.labels("etcd").inc()
+        self.health.down("etcd", str(error))
+        self._registered = None  # a write may or may not have landed: re-read before the next one
+        self._retry("etcd", self.config.store_retry)
+
+    def _retry(self, side: str, delay: RetryDelay) -> None:
+        """Wake the consumer again after `side`'s next backoff delay (the earliest of both sides)."""
+        at = time.monotonic() + delay(self._failures[side])
+        self._failures[side] += 1
+        self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
+
+    def _report_rejects(self, found: Discovered) -> None:
+        rejects = frozenset(found.rejects)
+        for reject in sorted(rejects - self._rejects, key=str):
+            log.warning("skipping %s", reject)
+            self.metrics.errors.labels("bad_label").inc()
+        self._rejects = rejects
+        self.metrics.skipped.set(len({r.container_id for r in rejects}))
+
+    def _report_conflicts(self, conflicts: Iterable[str]) -> None:
+        current = frozenset(conflicts)
+        for key in sorted(current - self._conflicts):
+            log.error("not writing %s: its value names another node", key)
+            self.metrics.errors.labels("conflict").inc()
+        self._conflicts = current
+
+    def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
+        container = self._containers.get(endpoint.container)
+        log.info(
+            "%s %s -> %s:%d (container %s %s, health %s, lease %x)",
+            verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
+            container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
+        )
+
+    # --- producers ---------------------------------------------------------------------------
+
+    def _watch_docker(self) -> None:
+        """Subscribe to Docker events, announce the connection, forward events; reconnect with backoff."""
+        attempt = 0
+        while not self._stopping.is_set():
+            opened = time.monotonic()
+            try:
+                self._follow_events()
+            except DockerError as e:
+                log.log(_level(attempt), "%s; reconnecting", e)
+                self.metrics.errors.labels("docker").inc()
+                self._queue.put(DockerLost(str(e)))
+            attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
+            self._stopping.wait(self.config.docker_retry(attempt))
+
+    def _follow_events(self) -> None:
+        stream = self.docker.events()
+        with self._events_lock:
+            if self._stopping.is_set():
+                stream.close()
+                return
+            self._events = stream
+        try:
+            self._queue.put(DockerConnected())
+            for event in stream:
+                if event.type == "container" and event.id:
+                    self._queue.put(ContainerChanged(event.id, event.name, event.action))
+        finally:
+            with self._events_lock:
+                self._events = None
+            stream.close()
+
+    def _keep_alive(self) -> None:
+        """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
+        failing = 0
+        while not self._stopping.wait(self.config.ttl / 3):
+            lease = self._lease
+            if not lease:
+                continue
+            try:
+                self.store.keep_alive(lease)
+            except LeaseLost:
+                self.metrics.lease_held.set(0)
+                self._queue.put(LeaseExpired(lease))
+            except StoreError as e:
+                log.log(_level(failing), "%s", e)
+                failing += 1
+                self.metrics.errors.labels("etcd").inc()
+                self.health.down("etcd", str(e))
+            else:
+                if failing:
+                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
+                failing = 0
+                self.metrics.lease_held.set(1)
+                self.health.up("etcd")
+
+    def _resync_timer(self) -> None:
+        while not self._stopping.wait(self.config.resync_interval):
+            self._queue.put(Resync())
+
+
+def _level(streak: int) -> int:
+    """The first failure of a streak is a warning, repeats are debug: an outage logs one line."""
+    return logging.WARNING if streak == 0 else logging.DEBUG
+
+
+def _short(prefix: str, key: str) -> str:
+    ref = parse_key(prefix, key)
+    return f"{ref.service}/{ref.endpoint_id}" if ref else key
+
+
+def _in_id_space(prefix: str, key: str, node: str) -> bool:
+    ref = parse_key(prefix, key)
+    return ref is not None and ref.kind == "endpoint" and ref.endpoint_id.startswith(node + ".")

@@ -1,0 +1,134 @@
+"""Publishes an LB node's status under `{prefix}/lb/{node}`, on a lease (issue 6, docs/operations.md).
+
+The watcher's consumer hands every status snapshot to `StatusPublisher.update`, which only stores
+it and wakes the publisher thread: a slow or absent etcd never delays a render. The publisher
+thread owns the lease and does every registry call: it writes the value when it differs from the
+last one written, refreshes the lease every TTL/3, retries with a capped backoff while etcd is
+away, and when the lease is lost (etcd away longer than the TTL) takes a new one and writes again.
+The key hangs on the lease, so a node that dies leaves no stale status behind; `stop()` revokes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import replace
+from typing import Callable, Sequence
+
+from lbgen import __version__
+from lbgen.core.backoff import backoff
+from lbgen.core.lb_status import LbStatus, TargetStatus, applied_revision, encode_lb_status
+from lbgen.core.schema import lb_status_key
+from lbgen.errors import LeaseLost, StoreError
+from lbgen.ports import Store
+from lbgen.services.watcher import WatcherStatus
+
+log = logging.getLogger(__name__)
+
+
+class StatusPublisher:
+    """Keeps `{prefix}/lb/{node}` equal to the latest `WatcherStatus` of the node's `targets`."""
+
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        node: str,
+        targets: Sequence[str],
+        ttl: int = 15,
+        wall: Callable[[], float] = time.time,
+        retry: Callable[[int], float] = lambda attempt: backoff(attempt, random.random(), 0.2, 5.0),
+    ) -> None:
+        self.key = lb_status_key(prefix, node)
+        self._store, self._node, self._ttl, self._wall, self._retry = store, node, ttl, wall, retry
+        self._targets = {name: TargetStatus() for name in targets}
+        self._latest = WatcherStatus()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Owned by the publisher thread.
+        self._lease = 0
+        self._kept_at = 0.0
+        self._written: LbStatus | None = None
+
+    def update(self, status: WatcherStatus) -> None:
+        """The watcher's hook: remember `status` and wake the publisher. Never blocks on etcd."""
+        with self._lock:
+            self._latest = status
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="lb-status", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread, then revoke the lease: the status disappears at once."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._lease:
+            try:
+                self._store.revoke_lease(self._lease)
+            except StoreError as e:
+                log.warning("could not revoke lease %x (%s expires within %ss): %s", self._lease, self.key, self._ttl, e)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                wait = self._step()
+            except LeaseLost as e:
+                log.warning("%s: %s; taking a new lease and publishing again", self.key, e)
+                self._lease = 0
+                continue
+            except StoreError as e:
+                log.log(logging.WARNING if failures == 0 else logging.DEBUG, "publishing %s: %s; retrying", self.key, e)
+                self._stopping.wait(self._retry(failures))
+                failures += 1
+                continue
+            if failures:
+                log.info("%s published again after %d failed attempts", self.key, failures)
+            failures = 0
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _step(self) -> float:
+        """Grant a lease if there is none, write a changed status, keep the lease alive when due;
+        returns how long to sleep until the next keep-alive."""
+        now = time.monotonic()
+        if not self._lease:
+            self._lease, self._kept_at, self._written = self._store.grant_lease(self._ttl), now, None
+            log.info("%s: granted lease %x (TTL %ss)", self.key, self._lease, self._ttl)
+        status = self._current()
+        if status != self._written:
+            stamped = replace(status, updated_at=self._wall())
+            revision = self._store.put(self.key, encode_lb_status(stamped), lease=self._lease)
+            self._written = status
+            log.debug("%s: published at revision %s (applied revision %s)", self.key, revision, status.revision)
+        interval = self._ttl / 3
+        if now - self._kept_at >= interval:
+            self._store.keep_alive(self._lease)
+            self._kept_at = now
+        return max(0.0, self._kept_at + interval - time.monotonic())
+
+    def _current(self) -> LbStatus:
+        """The status to publish, from the latest watcher status; a target's `applied_at` moves
+        when its applied revision does."""
+        with self._lock:
+            latest = self._latest
+        for name, old in self._targets.items():
+            revision = latest.applied.get(name, 0)
+            applied_at = self._wall() if revision != old.revision else old.applied_at
+            self._targets[name] = TargetStatus(revision, latest.errors.get(name, ""), applied_at)
+        return LbStatus(
+            node=self._node,
+            revision=applied_revision(self._targets),
+            targets=dict(self._targets),
+            connected=latest.connected,
+            error="" if latest.connected else latest.last_error,
+            version=__version__,
+        )

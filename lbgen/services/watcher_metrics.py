@@ -1,0 +1,43 @@
+"""The watcher's Prometheus metrics, and its health verdict for `/healthz`."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from lbgen.core.model import Catalog
+
+_NS = "lbgen_watcher"
+
+
+class WatcherMetrics:
+    """Counters and gauges the watcher's consumer loop updates (the only writer)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.connected = Gauge(f"{_NS}_registry_connected", "1 while the registry watch is live", registry=r)
+        self.revision = Gauge(f"{_NS}_registry_revision", "Latest registry revision seen", registry=r)
+        self.rejected = Gauge(f"{_NS}_rejected_values", "Registry values skipped as invalid", registry=r)
+        self.served = Gauge(f"{_NS}_served_endpoints", "Served endpoints per service", ["service"], registry=r)
+        self.renders = Counter(f"{_NS}_renders", "Render attempts by result", ["target", "result"], registry=r)
+        self.reloads = Counter(f"{_NS}_reloads", "LB reloads that took effect", ["target"], registry=r)
+        self.failures = Counter(f"{_NS}_failures", "Failed passes by step", ["target", "step"], registry=r)
+        self.rollbacks = Counter(f"{_NS}_rollbacks", "Last-known-good restored after a failed reload",
+                                 ["target"], registry=r)
+        self.applied = Gauge(f"{_NS}_applied_revision", "Registry revision live on the LB", ["target"], registry=r)
+        self.lag = Histogram(f"{_NS}_apply_lag_seconds", "First unapplied change → applied",
+                             ["target"], registry=r,
+                             buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+        self._services: set[str] = set()
+
+    def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
+        """The catalog just changed: revision, served endpoints per service, invalid values."""
+        self.revision.set(catalog.revision)
+        self.rejected.set(rejected)
+        names = set()
+        for service in catalog.services:
+            names.add(service.name)
+            self.served.labels(service.name).set(len(service.served(served_health)))
+        for gone in self._services - names:
+            self.served.remove(gone)
+        self._services = names

@@ -1,0 +1,46 @@
+"""How etcd/gRPC failures are classified: retry elsewhere (unavailable) or report (error)."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from pyetcd import exceptions as etcd_exceptions
+
+from lbgen.adapters.etcd_store import describe, is_unavailable
+
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+def wrapped(error: grpc.RpcError) -> Exception:
+    """What pyetcd raises: its own exception, raised while handling the gRPC one."""
+    try:
+        raise error
+    except grpc.RpcError:
+        try:
+            raise etcd_exceptions.ConnectionFailedError()
+        except etcd_exceptions.ConnectionFailedError as e:
+            return e
+
+
+@pytest.mark.parametrize(("error", "unavailable", "text"), [
+    (FakeRpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect\nsecond line"), True, "unavailable: failed to connect"),
+    (FakeRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded"), True, "deadline_exceeded: Deadline Exceeded"),
+    (FakeRpcError(grpc.StatusCode.NOT_FOUND, "etcdserver: requested lease not found"), False,
+     "not_found: etcdserver: requested lease not found"),
+    (FakeRpcError(grpc.StatusCode.INVALID_ARGUMENT, ""), False, "invalid_argument: no details"),
+    (wrapped(FakeRpcError(grpc.StatusCode.UNAVAILABLE, "connection refused")), True, "unavailable: connection refused"),
+    (etcd_exceptions.NoServerAvailableError("No endpoint available"), True, "No endpoint available"),
+    (etcd_exceptions.PreconditionFailedError(), False, "PreconditionFailedError"),
+], ids=["unavailable", "deadline", "lease-not-found", "no-details", "wrapped-by-pyetcd", "no-server", "precondition"])
+def test_errors_are_classified_and_described_on_one_line(error: Exception, unavailable: bool, text: str) -> None:
+    assert is_unavailable(error) is unavailable
+    assert describe(error) == text
