@@ -7,7 +7,7 @@
 # only for the packages this script installed: a service you already ran stays as it was.
 set -euo pipefail
 
-packages=(etcd-server etcd-client nginx-light haproxy docker.io busybox-static curl python3-venv ca-certificates)
+packages=(etcd-server etcd-client nginx-light libnginx-mod-stream haproxy docker.io busybox-static curl python3-venv ca-certificates)
 declare -A services=([etcd-server]="etcd" [nginx-light]="nginx" [haproxy]="haproxy"
                      [docker.io]="docker.socket docker containerd")
 

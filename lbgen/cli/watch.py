@@ -77,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     node = _node_name(args.node)
     store, settings = open_registry(args, settings)
     settings = replace(settings, targets=targets)
-    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template)
+    publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
+    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
+                      on_status=publisher.update)
     with ExitStack() as stack:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)
@@ -88,24 +90,11 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(observer.join, 5)
         stack.callback(observer.stop)
         _stop_on_signals(watcher)
-        log.info("watching %s under %s for %s", args.registry or settings.registry, settings.prefix,
-                 ", ".join(t.name for t in targets))
+        log.info("LB node %s watching %s under %s for %s", node, args.registry or settings.registry,
+                 settings.prefix, ", ".join(t.name for t in targets))
+        publisher.start()
+        stack.callback(publisher.stop)
         watcher.run()
-    publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
-    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=publisher.update)
-    observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
-    _stop_on_signals(watcher)
-    log.info("LB node %s watching %s under %s for %s", node, args.registry or settings.registry,
-             settings.prefix, ", ".join(t.name for t in targets))
-    publisher.start()
-    try:
-        watcher.run()
-    finally:
-        publisher.stop()
-        observer.stop()
-        observer.join(timeout=5)
-        store.close()
     return 0
 
 

@@ -19,7 +19,6 @@ from lbgen.core.schema import (
     MAX_WEIGHT,
     META_VALUE_RE,
     NAME_RE,
-    check_address,
     check_name,
     encode_endpoint,
     endpoint_key,
@@ -57,10 +56,8 @@ class DiscoveryOptions:
 
     def __post_init__(self) -> None:
         check_name("node", self.node)
-        try:
-            ipaddress.ip_address(self.host_ip)
-        except ValueError:
-            raise InvalidValue(f"host IP {self.host_ip!r}: not an IP address") from None
+        if not _is_ip(self.host_ip):
+            raise InvalidValue(f"host IP {self.host_ip!r}: not an IP address")
         if self.internal_network:
             check_name("internal network", self.internal_network)
 
@@ -186,8 +183,10 @@ def _apply_lbgen_labels(base: _Settings, labels: Mapping[str, str]) -> _Settings
             entry = per_port.get(port, _PortSettings())
             if rest == "service":
                 per_port[port] = replace(entry, name=value, name_source=LABEL_PREFIX + key)
+            elif rest == "weight":
+                per_port[port] = replace(entry, weight=value)
             else:
-                per_port[port] = replace(entry, **{rest: value})
+                per_port[port] = replace(entry, tags=value)
         elif not rest and key in TOP_LABELS:
             top[key] = value
     return _Settings(
@@ -286,10 +285,12 @@ def _endpoint(
 ) -> Endpoint:
     entry = settings.per_port.get(port, _PortSettings())
     address = _reach(container, settings, options, port, f"lbgen.{port}.service")
+    if not _is_ip(address[0]):
+        raise BadLabel(f"port {port}", f"address {address[0]!r} from Docker is not an IP address")
     weight_label = f"lbgen.{port}.weight" if entry.weight else "lbgen.weight"
     return Endpoint(
         id=endpoint_id(options.node, container, port),
-        address=check_address(address[0]),
+        address=address[0],
         port=address[1],
         weight=_parse_weight(weight_label, entry.weight or settings.weight or "1"),
         node=options.node,
@@ -365,6 +366,14 @@ def _check_meta_value(label: str, value: str) -> str:
     if not META_VALUE_RE.fullmatch(value):
         raise BadLabel(LABEL_PREFIX + label, f"meta value {value!r} must match {META_VALUE_RE.pattern}")
     return value
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _truthy(value: str) -> bool:

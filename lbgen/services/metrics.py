@@ -53,7 +53,7 @@ def parse_listen_address(text: str) -> ListenAddress | None:
 class _QuietHandler(WSGIRequestHandler):
     """Scrapes every few seconds must not fill the daemon's log."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's signature
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("metrics %s", format % args)
 
 

@@ -1,4 +1,5 @@
-"""Catalogs for render tests, built through the real registry validation (schema + reducer)."""
+"""Catalogs for render tests, built through the real registry validation (schema + reducer), and
+rendering with the shipped templates."""
 
 from __future__ import annotations
 
@@ -10,10 +11,20 @@ import yaml
 
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.model import Catalog
+from lbgen.core.render import render
+from lbgen.core.settings import Target
 from lbgen.ports import KeyValue, Snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/lbgen"
+TEMPLATES = {"nginx": "nginx.conf.j2", "haproxy": "haproxy.cfg.j2"}
+
+
+def render_default(kind: str, catalog: Catalog, variables: dict[str, Any]) -> str:
+    """Render a shipped template (templates/) the way the watcher does."""
+    name = TEMPLATES[kind]
+    source = (ROOT / "templates" / name).read_text()
+    return render(source, catalog, Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=variables))
 
 
 def catalog_from_tree(tree: Mapping[str, Any], revision: int = 7) -> Catalog:

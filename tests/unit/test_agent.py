@@ -125,8 +125,8 @@ class Running:
     def __init__(self, store: MemoryStore, docker: FakeDocker, **config: object) -> None:
         self.registry = CollectorRegistry()
         settings = {"ttl": 3, "resync_interval": 3600.0} | config
-        config = AgentConfig(PREFIX, OPTIONS, **settings)  # type: ignore[arg-type]
-        self.agent = Agent(store, docker, config, registry=self.registry)  # type: ignore[arg-type]
+        agent_config = AgentConfig(PREFIX, OPTIONS, **settings)  # type: ignore[arg-type]
+        self.agent = Agent(store, docker, agent_config, registry=self.registry)  # type: ignore[arg-type]
         self.thread = threading.Thread(target=self.agent.run, daemon=True)
         self.thread.start()
 
@@ -346,7 +346,7 @@ def test_bad_flags_exit_2_naming_the_flag(
     monkeypatch.delenv("LBGEN_REGISTRY", raising=False)
     monkeypatch.setattr("lbgen.cli.agent.open_store", _must_not_open)
     try:
-        code = main(argv)
+        code: object = main(argv)
     except SystemExit as e:  # argparse's own usage errors
         code = e.code
     assert code == 2

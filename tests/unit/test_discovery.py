@@ -191,12 +191,13 @@ REJECT_CASES = [
     ("bad-meta-value", {"lbgen.service": "web", "lbgen.meta.x": "a b"}, {}, "lbgen.meta.x"),
     ("port-without-name", {"lbgen.port": "80"}, {}, "lbgen.port"),
     ("missing-network", {"lbgen.service": "web", "lbgen.network": "nope"}, {}, "lbgen.network"),
+    ("bad-network-ip", {"lbgen.service": "web", "lbgen.network": "odd"}, {}, "port 80"),
 ]
 
 
 @pytest.mark.parametrize("labels,env,label", [c[1:] for c in REJECT_CASES], ids=[c[0] for c in REJECT_CASES])
 def test_bad_labels_skip_the_container(labels: dict[str, str], env: dict[str, str], label: str) -> None:
-    assert rejected_label(container(labels=labels, env=env)) == label
+    assert rejected_label(container(labels=labels, env=env, networks={"odd": "not;an-ip"})) == label
 
 
 @pytest.mark.parametrize("bindings", [TWO_PORTS, ()], ids=["two-ports", "no-port"])
@@ -228,7 +229,7 @@ def test_endpoint_id_is_stable_and_safe(name: str, expected: str) -> None:
 )
 def test_bad_options_are_refused(field: str, value: str, message: str) -> None:
     with pytest.raises(InvalidValue, match=message):
-        replace(OPTIONS, **{field: value})
+        replace(OPTIONS, **{field: value})  # type: ignore[arg-type]
 
 
 # --- plan ----------------------------------------------------------------------------------------

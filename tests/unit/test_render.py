@@ -11,8 +11,7 @@ from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.render import BARE_RE, UnsafeValue, compile_template, haproxy_quote, nginx_quote, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
-
-from tests.unit.catalogs import ROOT, example_catalog, tricky_catalog
+from tests.unit.catalogs import ROOT, TEMPLATES, example_catalog, render_default, tricky_catalog
 
 GOLDEN = ROOT / "tests" / "golden"
 HOSTILE = [
@@ -144,15 +143,7 @@ GOLDEN_VARS = {
     "haproxy": {"pid": "/run/lbgen-golden/haproxy.pid", "stats_socket": "/run/lbgen-golden/haproxy.sock",
                 "stats_port": 18998, "log": "stderr"},
 }
-TEMPLATES = {"nginx": "nginx.conf.j2", "haproxy": "haproxy.cfg.j2"}
 CATALOGS = {"example": example_catalog, "tricky": tricky_catalog}
-
-
-def render_default(kind: str, catalog: Catalog, variables: dict[str, Any]) -> str:
-    """Render a shipped template (templates/) the way the watcher does."""
-    name = TEMPLATES[kind]
-    source = (ROOT / "templates" / name).read_text()
-    return render(source, catalog, Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=variables))
 
 
 @pytest.mark.parametrize("kind", TEMPLATES)
