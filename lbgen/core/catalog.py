@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import KeyRef, decode_endpoint, decode_spec, parse_key
 from lbgen.errors import InvalidValue
 from lbgen.ports import Snapshot, WatchEvent
 
@@ -81,7 +81,7 @@ class CatalogState:
         ref = parse_key(self.prefix, key)
         if ref is None or ref.kind == "lb":
             return None
-        self._delete(key)
+        self._forget(key, ref)
         try:
             if ref.kind == "spec":
                 self._specs[ref.service] = decode_spec(raw)
@@ -95,10 +95,12 @@ class CatalogState:
         return None
 
     def _delete(self, key: str) -> None:
-        self._rejected.pop(key, None)
         ref = parse_key(self.prefix, key)
-        if ref is None or ref.kind == "lb":
-            return
+        if ref is not None and ref.kind != "lb":
+            self._forget(key, ref)
+
+    def _forget(self, key: str, ref: KeyRef) -> None:
+        self._rejected.pop(key, None)
         if ref.kind == "spec":
             self._specs.pop(ref.service, None)
         else:

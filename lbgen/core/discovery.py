@@ -8,7 +8,6 @@ and why, and registers nothing, while every other container is unaffected.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from dataclasses import dataclass, field, replace
@@ -22,6 +21,7 @@ from lbgen.core.schema import (
     check_name,
     encode_endpoint,
     endpoint_key,
+    is_ip,
     parse_key,
 )
 from lbgen.errors import InvalidValue
@@ -56,7 +56,7 @@ class DiscoveryOptions:
 
     def __post_init__(self) -> None:
         check_name("node", self.node)
-        if not _is_ip(self.host_ip):
+        if not is_ip(self.host_ip):
             raise InvalidValue(f"host IP {self.host_ip!r}: not an IP address")
         if self.internal_network:
             check_name("internal network", self.internal_network)
@@ -285,7 +285,7 @@ def _endpoint(
 ) -> Endpoint:
     entry = settings.per_port.get(port, _PortSettings())
     address = _reach(container, settings, options, port, f"lbgen.{port}.service")
-    if not _is_ip(address[0]):
+    if not is_ip(address[0]):
         raise BadLabel(f"port {port}", f"address {address[0]!r} from Docker is not an IP address")
     weight_label = f"lbgen.{port}.weight" if entry.weight else "lbgen.weight"
     return Endpoint(
@@ -367,13 +367,6 @@ def _check_meta_value(label: str, value: str) -> str:
         raise BadLabel(LABEL_PREFIX + label, f"meta value {value!r} must match {META_VALUE_RE.pattern}")
     return value
 
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _truthy(value: str) -> bool:

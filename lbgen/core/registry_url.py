@@ -8,12 +8,11 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Sequence
 
-from lbgen.core.schema import is_hostname
+from lbgen.core.schema import is_hostname, is_ip
 from lbgen.errors import ConfigError
 
 DEFAULT_ETCD_PORT = 2379
@@ -76,17 +75,10 @@ def _etcd(part: str) -> tuple[bool, tuple[str, int]]:
     if match is None:
         raise ConfigError(f"registry {part!r}: expected {FORMS}")
     host = match["host"].strip("[]")
-    if not (_is_ip(host) or is_hostname(host)):
+    if not (is_ip(host) or is_hostname(host)):
         raise ConfigError(f"registry {part!r}: {host!r} is not a host name or IP address")
     port_text = match["port"] if match["port"] is not None else str(DEFAULT_ETCD_PORT)
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ConfigError(f"registry {part!r}: port {port_text!r} is not a number from 1 to 65535")
     return match["scheme"] == "https", (host, int(port_text))
 
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -102,6 +102,15 @@ def check_address(value: Any) -> str:
     raise InvalidValue(f"address {value!r}: not an IP address or host name")
 
 
+def is_ip(value: str) -> bool:
+    """An IPv4 or IPv6 address."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def is_hostname(value: str, allow_wildcard: bool = False) -> bool:
     """RFC 1123 host name; with `allow_wildcard`, a leading `*.` label too (server_name style)."""
     if allow_wildcard and value.startswith("*."):

@@ -47,7 +47,6 @@ class TargetResult:
     wrote: bool = False
     reloaded: bool = False
     rolled_back: bool = False
-    diff: str = ""
     step: str | None = None
     error: str | None = None
     output: str = ""
@@ -149,13 +148,14 @@ class Applier:
 
     def _write(self, target: Target, text: str, plans: dict[str, RuntimePlan]) -> TargetResult:
         """Check and swap in one target; its runtime plan (if any) goes into `plans`."""
-        step, diff = "check", ""
+        # No diff here: at 10,000 upstreams difflib cost more than the rest of the write
+        # (bench/README.md); only the dry-run preview shows one.
+        step = "check"
         try:
             current = self._files.read(target)
             if current == text:
                 log.debug("%s: unchanged", target.name)
                 return TargetResult(target.name)
-            diff = unified_diff(target, current, text)
             staged = self._files.stage(target, text)
             try:
                 self._check(target, staged)
@@ -167,9 +167,9 @@ class Applier:
                 self._files.discard(staged)
         except ApplyError as e:
             log.error("%s: %s failed, %s left untouched: %s", target.name, step, target.dest, e)
-            return TargetResult(target.name, True, diff=diff, step=step, error=str(e), output=_output(e))
+            return TargetResult(target.name, True, step=step, error=str(e), output=_output(e))
         log.info("%s: wrote %s", target.name, target.dest)
-        return TargetResult(target.name, True, wrote=True, diff=diff)
+        return TargetResult(target.name, True, wrote=True)
 
     def _check(self, target: Target, staged: Path) -> None:
         control = self._controls(target)

@@ -172,10 +172,11 @@ class Watcher:
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
+                while message is not None and message is not _STOP:
+                    self._handle(message)
+                    message = self._pending()  # drain what queued up meanwhile: render only the latest
                 if message is _STOP:
                     break
-                if message is not None:
-                    self._handle(message)
                 self._render_due()
                 if self._on_status is not None:
                     self._on_status(copy.deepcopy(self.status))
@@ -189,6 +190,12 @@ class Watcher:
         deadlines += self._retry_at.values()
         try:
             return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
+        except queue.Empty:
+            return None
+
+    def _pending(self) -> object | None:
+        try:
+            return self._queue.get_nowait()
         except queue.Empty:
             return None
 
@@ -276,6 +283,8 @@ class Watcher:
             if outcome.ok:
                 self._applied_ok(outcome, catalog)
             else:
+                if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
+                    log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
                 self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
                 self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 

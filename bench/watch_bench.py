@@ -1,0 +1,205 @@
+"""`lbgen watch` latency, burst coalescing and memory, against a private etcd (the confd comparison).
+
+    python bench/watch_bench.py [--only reload100,reload10k,served,burst] [--changes 100]
+
+- reload100 / reload10k: quiescence off (`wait: 0`), a generic target rendering the default nginx
+  template with confd's kind of commands (check `/bin/true {staged}`, reload a tiny command:
+  `busybox nc` to a socket of this bench, which timestamps it). Per change (one endpoint's weight):
+  put → file written (new inode seen) and put → reload command started. 100 keys, then 10,000
+  endpoint keys (500 services x 20), with the watcher's RSS at the end.
+- served: the real path: nginx and HAProxy targets (`nginx -t`, `haproxy -c`, built-in reloads),
+  `wait: 0`, ~100 keys; per change the one endpoint of the default service moves between two
+  backends: put → first answer from the new backend through nginx, and through HAProxy (HAProxy
+  is reloaded after nginx in the same pass).
+- burst: 1,000 puts from 4 threads, then the final put, with the default `wait: 100ms:1s` and
+  with `wait: 0`: reloads per LB and time from the first put until both LBs serve the final state.
+Each section starts its own etcd, LBs and `python -m lbgen watch`; loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import (
+    ROOT,
+    Processes,
+    Tap,
+    bulk_put,
+    endpoint,
+    etcd,
+    free_port,
+    get,
+    haproxy_vars,
+    machine,
+    nginx_vars,
+    registry,
+    rss_mb,
+    spec,
+    summary,
+    wait_until,
+    workdir,
+    write_settings,
+)
+
+PREFIX = "/bench"
+
+
+def settings(root: Path, url: str, wait: str, targets: list[dict[str, object]]) -> Path:
+    return write_settings(root / "lbgen.yaml", {"registry": url, "prefix": PREFIX, "wait": wait, "targets": targets})
+
+
+def generic_target(root: Path, tap: Tap) -> dict[str, object]:
+    return {"name": "conf", "kind": "generic", "template": str(ROOT / "templates/nginx.conf.j2"),
+            "dest": str(root / "out.conf"), "check": ["/bin/true", "{staged}"], "reload": tap.argv,
+            "timeout": "10s", "vars": nginx_vars(root)}
+
+
+def lb_targets(root: Path) -> list[dict[str, object]]:
+    return [
+        {"name": "nginx", "template": str(ROOT / "templates/nginx.conf.j2"), "dest": str(root / "nginx.conf"),
+         "check": ["nginx", "-t", "-q", "-c", "{staged}"], "timeout": "30s", "vars": nginx_vars(root)},
+        {"name": "haproxy", "template": str(ROOT / "templates/haproxy.cfg.j2"), "dest": str(root / "haproxy.cfg"),
+         "check": ["haproxy", "-c", "-q", "-f", "{staged}"], "timeout": "30s", "vars": haproxy_vars(root)},
+    ]
+
+
+def wait_written_and_reloaded(dest: Path, inode: int, tap: Tap, timeout: float = 30.0) -> tuple[float, float]:
+    """Monotonic times at which `dest` got a new inode and the reload command connected to `tap`."""
+    written = reloaded = 0.0
+    deadline = time.monotonic() + timeout
+    while not (written and reloaded):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no new {dest} or no reload command within {timeout} s")
+        if not reloaded and select.select([tap.sock], [], [], 0.0005)[0]:
+            reloaded = tap.wait()
+        if not written and os.stat(dest).st_ino != inode:
+            written = time.monotonic()
+    return written, reloaded
+
+
+def bench_reload(services: int, per_service: int, changes: int) -> None:
+    """put → file written and put → reload command, quiescence off, generic target."""
+    with workdir() as root, etcd(root / "etcd") as (server, store), Processes(root) as procs:
+        bulk_put(store, registry(PREFIX, services, per_service, free_port()))
+        tap = Tap()
+        watcher = procs.watch(settings(root, server.url, "0", [generic_target(root, tap)]))
+        tap.wait(120)  # the first render at start-up
+        dest = root / "out.conf"
+        to_file: list[float] = []
+        to_reload: list[float] = []
+        weights: dict[str, int] = {}
+        for i in range(changes):
+            key = f"{PREFIX}/services/s{i * 7 % services:05d}/endpoints/e{i % per_service:03d}"
+            weights[key] = 3 - weights.get(key, 1)
+            inode = os.stat(dest).st_ino
+            start = time.monotonic()
+            store.put(key, endpoint(20000 + i % per_service, weights[key], f"10.0.{i * 7 % services % 250}.{i % per_service + 1}"))
+            written, reloaded = wait_written_and_reloaded(dest, inode, tap)
+            to_file.append(written - start)
+            to_reload.append(reloaded - start)
+        rss, peak = rss_mb(watcher.pid)
+        keys = services * (per_service + 1)
+        print(f"[{keys} keys: {services} services x {per_service} endpoints, wait 0, generic target]")
+        print(f"  put -> file written:    {summary(to_file)}")
+        print(f"  put -> reload command:  {summary(to_reload)}")
+        print(f"  watcher RSS {rss:.0f} MB (peak {peak:.0f} MB), {os.path.getsize(dest) / 1e3:.0f} kB of config")
+        tap.close()
+
+
+def lb_registry(procs: Processes) -> tuple[dict[str, int], int, list[tuple[str, bytes]]]:
+    """Backends A and B, the LB listen port, and ~100 keys: 9 services by host name and `web`, the
+    default server, with one endpoint on A."""
+    ports = procs.backends(["A", "B"])
+    listen = free_port()
+    items = registry(PREFIX, 9, 10, listen)
+    items += [(f"{PREFIX}/services/web/spec", spec(listen)), (f"{PREFIX}/services/web/endpoints/e1", endpoint(ports["A"]))]
+    return ports, listen, items
+
+
+def start_node(procs: Processes, root: Path, url: str, wait: str, listen: int) -> None:
+    """`lbgen watch`, then nginx and HAProxy on the configs it wrote; returns once both serve A."""
+    procs.watch(settings(root, url, wait, lb_targets(root)))
+    wait_until(lambda: (root / "nginx.conf").exists() and (root / "haproxy.cfg").exists(), 60, "first configs")
+    procs.spawn("nginx", ["nginx", "-c", str(root / "nginx.conf"), "-g", "daemon off;"])
+    procs.spawn("haproxy", ["haproxy", "-W", "-S", f"{root}/master.sock,mode,600", "-f", str(root / "haproxy.cfg")])
+    serving(listen, "A")
+
+
+def serving(listen: int, body: str, timeout: float = 30.0) -> tuple[float, float]:
+    """Monotonic times of the first answer `body` from nginx (127.0.0.1) and HAProxy (127.0.0.2)."""
+    seen = {"127.0.0.1": 0.0, "127.0.0.2": 0.0}
+    deadline = time.monotonic() + timeout
+    while not all(seen.values()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"LBs did not serve {body!r} within {timeout} s: {seen}")
+        for address, at in seen.items():
+            if not at and get(address, listen, 0.5) == body:
+                seen[address] = time.monotonic()
+    return seen["127.0.0.1"], seen["127.0.0.2"]
+
+
+def bench_served(changes: int) -> None:
+    with workdir() as root, etcd(root / "etcd") as (server, store), Processes(root) as procs:
+        ports, listen, items = lb_registry(procs)
+        bulk_put(store, items)
+        start_node(procs, root, server.url, "0", listen)
+        to_nginx, to_haproxy = [], []
+        for i in range(changes):
+            body = "B" if i % 2 == 0 else "A"
+            start = time.monotonic()
+            store.put(f"{PREFIX}/services/web/endpoints/e1", endpoint(ports[body]))
+            nginx_at, haproxy_at = serving(listen, body)
+            to_nginx.append(nginx_at - start)
+            to_haproxy.append(haproxy_at - start)
+        print(f"[{len(items)} keys, wait 0, nginx -t + SIGHUP, haproxy -c + master-socket reload]")
+        print(f"  put -> served by nginx:   {summary(to_nginx)}")
+        print(f"  put -> served by haproxy: {summary(to_haproxy)}")
+
+
+def bench_burst(wait: str, puts: int = 1000) -> None:
+    with workdir() as root, etcd(root / "etcd") as (server, store), Processes(root) as procs:
+        ports, listen, items = lb_registry(procs)
+        bulk_put(store, items)
+        start_node(procs, root, server.url, wait, listen)
+        mark = len(procs.log("watch"))
+        dead = [free_port() for _ in range(10)]
+        key = f"{PREFIX}/services/web/endpoints/e1"
+        start = time.monotonic()
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: store.put(key, endpoint(dead[i % 10], 1 + i % 5)), range(puts - 1)))
+        revision = store.put(key, endpoint(ports["B"]))
+        burst = time.monotonic() - start
+        nginx_at, haproxy_at = serving(listen, "B", timeout=120)
+        for lb in ("nginx", "haproxy"):
+            procs.wait_log("watch", f"{lb}: applied revision {revision}", timeout=120)
+        log = procs.log("watch")[mark:]
+        print(f"[burst of {puts} puts in {burst:.2f} s, wait {wait}]")
+        print(f"  reloads: nginx {log.count('nginx: reloaded')}, haproxy {log.count('haproxy: reloaded')}; "
+              f"final state served after {(nginx_at - start):.2f} s (nginx), {(haproxy_at - start):.2f} s (haproxy)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="reload100,reload10k,served,burst")
+    parser.add_argument("--changes", type=int, default=100, help="changes per latency section (default 100)")
+    args = parser.parse_args()
+    sections = set(args.only.split(","))
+    print(machine())
+    if "reload100" in sections:
+        bench_reload(10, 9, args.changes)
+    if "reload10k" in sections:
+        bench_reload(500, 20, args.changes)
+    if "served" in sections:
+        bench_served(args.changes)
+    if "burst" in sections:
+        bench_burst("100ms:1s")
+        bench_burst("0")
+
+
+if __name__ == "__main__":
+    main()
