@@ -185,7 +185,7 @@ class FileStore:
         if lease and lease not in self._lease_ttls:
             raise LeaseLost(f"registry file {self.path}: lease {lease:x} not found")
         ref = self._ref(key)
-        if ref.kind == "lb":
+        if not ref.in_catalog:
             return self._memory.put(key, value)
         try:
             parsed = json.loads(value)
@@ -202,7 +202,7 @@ class FileStore:
 
     def delete(self, key: str) -> bool:
         ref = self._ref(key)
-        if ref.kind == "lb":
+        if not ref.in_catalog:
             return self._memory.delete(key)
         with self._lock:
             document = self._current_document()

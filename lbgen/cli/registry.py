@@ -121,7 +121,7 @@ def run_get(args: argparse.Namespace) -> int:
         raise LbgenError(f"{key}: no such key in {where}")
     print(kv.value.decode(errors="replace"))
     ref = parse_key(prefix, key)
-    if ref is not None and ref.kind != "lb":  # only catalog entries are validated by watchers
+    if ref is not None and ref.in_catalog:  # only catalog entries are validated by watchers
         try:
             check_value(prefix, key, kv.value)
         except UsageError as e:
@@ -132,7 +132,7 @@ def run_get(args: argparse.Namespace) -> int:
 def check_value(prefix: str, key: str, raw: bytes) -> dict[str, Any]:
     """The JSON object `raw`, if it is a valid value for `key` under the contract; else `UsageError`."""
     ref = parse_key(prefix, key)
-    if ref is None or ref.kind == "lb":
+    if ref is None or not ref.in_catalog:
         raise UsageError(f"{key}: not a registry entry; expected {prefix}/services/SERVICE/spec "
                          f"or {prefix}/services/SERVICE/endpoints/ID")
     try:

@@ -79,7 +79,7 @@ class CatalogState:
 
     def _put(self, key: str, raw: bytes) -> Rejected | None:
         ref = parse_key(self.prefix, key)
-        if ref is None or ref.kind == "lb":
+        if ref is None or not ref.in_catalog:
             return None
         self._forget(key, ref)
         try:
@@ -96,7 +96,7 @@ class CatalogState:
 
     def _delete(self, key: str) -> None:
         ref = parse_key(self.prefix, key)
-        if ref is not None and ref.kind != "lb":
+        if ref is not None and ref.in_catalog:
             self._forget(key, ref)
 
     def _forget(self, key: str, ref: KeyRef) -> None:

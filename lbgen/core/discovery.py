@@ -108,6 +108,13 @@ class _Settings:
     per_port: Mapping[int, _PortSettings] = field(default_factory=dict)
 
 
+def drained(desired: Mapping[str, Endpoint], drain_ids: Iterable[str]) -> dict[str, Endpoint]:
+    """`desired` with weight 0 for every endpoint a deploy is draining (`{prefix}/drain/{id}` exists),
+    so a reconcile during a rolling update never puts traffic back on a replica about to stop."""
+    ids = set(drain_ids)
+    return {k: replace(e, weight=0) if e.id in ids else e for k, e in desired.items()}
+
+
 def discover(containers: Iterable[ContainerInfo], options: DiscoveryOptions, prefix: str) -> Discovered:
     """Every endpoint the running `containers` justify, keyed by registry key, plus the rejects."""
     endpoints: dict[str, Endpoint] = {}

@@ -59,7 +59,7 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     a problem (not for a file registry, where watchers' status stays in their own memory)."""
     catalog, rejected = catalog_from_snapshot(prefix, snapshot)
     refs = [(parse_key(prefix, kv.key), kv) for kv in snapshot.items]
-    services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.kind != "lb"), default=0)
+    services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.in_catalog), default=0)
     lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),

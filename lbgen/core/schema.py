@@ -33,10 +33,15 @@ BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
 class KeyRef:
     """What a registry key names: a service's spec, one of its endpoints, or an LB node's status."""
 
-    kind: str  # "spec" | "endpoint" | "lb"
+    kind: str  # "spec" | "endpoint" | "lb" | "drain"
     service: str = ""
     endpoint_id: str = ""
     node: str = ""
+
+    @property
+    def in_catalog(self) -> bool:
+        """A service's spec or endpoint: what watchers render (status and drain keys are not)."""
+        return self.kind in ("spec", "endpoint")
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -64,6 +69,11 @@ def endpoint_key(prefix: str, service: str, endpoint_id: str) -> str:
     return f"{prefix}/services/{service}/endpoints/{endpoint_id}"
 
 
+def drain_key(prefix: str, endpoint_id: str) -> str:
+    """`{prefix}/drain/{endpoint_id}`: while it exists, the agent registers that endpoint with weight 0."""
+    return f"{prefix}/drain/{check_name('endpoint id', endpoint_id)}"
+
+
 def lb_status_key(prefix: str, node: str) -> str:
     """`{prefix}/lb/{node}`: where a watcher publishes what it applied."""
     return f"{prefix}/lb/{check_name('node', node)}"
@@ -81,6 +91,8 @@ def parse_key(prefix: str, key: str) -> KeyRef | None:
             return KeyRef("endpoint", service=service, endpoint_id=eid)
         case ["lb", node] if NAME_RE.fullmatch(node):
             return KeyRef("lb", node=node)
+        case ["drain", eid] if NAME_RE.fullmatch(eid):
+            return KeyRef("drain", endpoint_id=eid)
     return None
 
 

@@ -25,7 +25,16 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lbgen.core.backoff import backoff
-from lbgen.core.discovery import Discovered, DiscoveryOptions, Reject, discover, json_field, owned_keys, plan
+from lbgen.core.discovery import (
+    Discovered,
+    DiscoveryOptions,
+    Reject,
+    discover,
+    drained,
+    json_field,
+    owned_keys,
+    plan,
+)
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
@@ -231,7 +240,7 @@ class Agent:
         found = discover(self._containers.values(), self.config.options, self.config.prefix)
         self._report_rejects(found)
         try:
-            self._sync(found.endpoints)
+            self._sync(drained(found.endpoints, self._drain_ids()))
         except LeaseLost as e:
             log.warning("%s: granting a new lease and re-registering", e)
             self.metrics.errors.labels("lease").inc()
@@ -245,6 +254,12 @@ class Agent:
             self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
+
+    def _drain_ids(self) -> set[str]:
+        """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
+        prefix = self.config.prefix
+        return {ref.endpoint_id for kv in self.store.snapshot(f"{prefix}/drain/").items
+                if (ref := parse_key(prefix, kv.key)) is not None and ref.kind == "drain"}
 
     def _refresh_containers(self) -> None:
         """Bring `_containers` up to date: a full listing when needed, else inspect what events named.

@@ -18,7 +18,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
-from lbgen.core.schema import decode_endpoint, encode_endpoint, parse_key
+from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
 from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
 from lbgen.ports import Clock, ContainerInfo, Docker, Store
 
@@ -115,7 +115,7 @@ class Registry:
         self.store.revoke_lease(drained.marker_lease)
 
     def drain_key(self, endpoint_id: str) -> str:
-        return f"{self.prefix}/drain/{endpoint_id}"
+        return drain_key(self.prefix, endpoint_id)
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ class Outcome:
         result = "FAILED" if self.error else "done"
         lines = [f"{result} in {self.seconds:.1f}s: {summary}, {self.unchanged} unchanged"]
         if self.error:
-            lines.append(f"stopped at: {self.error} (that step was rolled back; later steps did not run)")
+            lines.append("the failing batch was rolled back where it could be; later batches did not run")
         return lines
 
 
@@ -197,19 +197,20 @@ class Deployer:
             raise
 
     def _wait_healthy(self, step: Step, cid: str, deadline: float, timeout: float) -> None:
-        name, seen = step.new.name if step.new else cid, ["starting"]
+        name, seen = step.new.name if step.new else cid, "starting"
 
         def healthy() -> bool | None:
+            nonlocal seen
             info = self.docker.inspect(cid)
             if info is None or info.state != "running":
                 state = "gone" if info is None else info.state
                 raise DeployError(f"{step.subject}: {name} is {state} before turning healthy")
-            seen[0] = info.health
+            seen = info.health
             return True if info.health in ("healthy", "none") else None
 
         self._say(step, f"waiting for {name} to turn healthy (up to {timeout:g}s)")
         self._wait(healthy, deadline, lambda: f"{step.subject}: {name} not healthy after {timeout:g}s "
-                   f"(health: {seen[0]})")
+                   f"(health: {seen})")
         self._say(step, f"{name} is healthy")
 
     def _wait_served(self, step: Step, cid: str, deadline: float, timeout: float) -> None:
@@ -229,15 +230,16 @@ class Deployer:
     def _wait_lbs(self, step: Step, revision: int, deadline: float, what: str) -> None:
         """Wait until every LB node that reports a revision has applied `revision`."""
         assert self.registry is not None
-        registry, behind = self.registry, [""]
+        registry, behind = self.registry, ""
 
         def applied() -> int | None:
+            nonlocal behind
             revisions = registry.lb_revisions()
-            behind[0] = ", ".join(f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision)
-            return None if behind[0] else len(revisions)
+            behind = ", ".join(f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision)
+            return None if behind else len(revisions)
 
         nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
-                           f"waiting for revision {revision} ({behind[0]})")
+                           f"waiting for revision {revision} ({behind})")
         if nodes:
             self._say(step, f"{nodes} LB node(s) applied revision {revision} ({what})")
         else:
@@ -258,19 +260,24 @@ class Deployer:
         running = [s for s in steps if s.old and s.old.running]
         self._check_min_healthy(project, batch, [s.old for s in running if s.old])
         drained = self._drain(batch, running) if self.registry and running else []
-        if running and batch.policy.drain:
-            self._say(running[0], f"draining for {batch.policy.drain:g}s")
-            self.clock.sleep(batch.policy.drain)
-        for step in steps:
-            assert step.old is not None
-            if step.old.running:
-                self._say(step, f"stopping {step.old.name} (SIGTERM, {batch.policy.stop_timeout:g}s grace)")
-                self.docker.stop(step.old.id, batch.policy.stop_timeout)
-            self.docker.remove(step.old.id)
-            self._say(step, f"removed {step.old.name}")
-        for item in drained:
-            assert self.registry is not None
-            self.registry.clear(item)
+        try:
+            if running and batch.policy.drain:
+                self._say(running[0], f"draining for {batch.policy.drain:g}s")
+                self.clock.sleep(batch.policy.drain)
+            for step in steps:
+                self._stop_and_remove(step, batch.policy.stop_timeout)
+        finally:
+            for item in drained:
+                assert self.registry is not None
+                self.registry.clear(item)
+
+    def _stop_and_remove(self, step: Step, stop_timeout: float) -> None:
+        assert step.old is not None
+        if step.old.running:
+            self._say(step, f"stopping {step.old.name} (SIGTERM, {stop_timeout:g}s grace)")
+            self.docker.stop(step.old.id, stop_timeout)
+        self.docker.remove(step.old.id)
+        self._say(step, f"removed {step.old.name}")
 
     def _check_min_healthy(self, project: str, batch: Batch, old: Sequence[Deployed]) -> None:
         """Refuse to take out healthy replicas when fewer than `min_healthy` would be left."""

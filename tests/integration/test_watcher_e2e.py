@@ -382,9 +382,11 @@ def test_compaction_while_the_watcher_is_away_forces_a_resync(
     mark = n.mark()
     n.watcher.send_signal(signal.SIGSTOP)
     try:
-        filler = b"x" * 20_000  # keys outside the contract: the catalog ignores them, the watch carries them
+        # Keys under the watched services/ prefix but outside the contract: the watch carries them,
+        # the catalog ignores them.
+        filler = b"x" * 20_000
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i: n.store.put(f"{n.prefix}/junk/{i % 50}", filler), range(1500)))
+            list(pool.map(lambda i: n.store.put(f"{n.prefix}/services/filler/blob/{i % 50}", filler), range(1500)))
         revision = n.put_endpoint("host-a.web.1", b.port)
         n.store.compact(revision)
     finally:

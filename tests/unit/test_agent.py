@@ -18,7 +18,7 @@ from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import encode_endpoint
+from lbgen.core.schema import drain_key, encode_endpoint
 from lbgen.errors import DockerError
 from lbgen.ports import ContainerInfo, DockerEvent, PortBinding
 from lbgen.services.agent import Agent, AgentConfig
@@ -355,3 +355,18 @@ def test_bad_flags_exit_2_naming_the_flag(
 
 def _must_not_open(*args: object) -> None:
     raise AssertionError("a bad flag must be refused before the registry is opened")
+
+
+def test_a_drain_marker_keeps_the_endpoint_at_weight_0(store: MemoryStore, start: Callable[..., Running]) -> None:
+    """`lbgen deploy` drains a replica before stopping it: a reconcile meanwhile must not undo it."""
+    docker = FakeDocker(web(1))
+    start(docker)
+    wait_for(lambda: endpoints(store).get(key(1), {}).get("weight") == 1)
+    marker = drain_key(PREFIX, key(1).rsplit("/", 1)[1])
+    store.put(marker, b'{"container": "x"}')
+    docker.run(web(2))  # any event triggers a reconcile
+    wait_for(lambda: endpoints(store).get(key(1), {}).get("weight") == 0, what="drained endpoint at weight 0")
+    assert endpoints(store)[key(2)]["weight"] == 1
+    store.delete(marker)
+    docker.run(web(3))
+    wait_for(lambda: endpoints(store).get(key(1), {}).get("weight") == 1, what="weight back once undrained")

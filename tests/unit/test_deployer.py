@@ -10,7 +10,7 @@ import pytest
 
 from lbgen.core.deploy_plan import plan_deploy, plan_removal
 from lbgen.core.deploy_spec import DeploySpec
-from lbgen.errors import DeployError
+from lbgen.errors import DeployError, DockerError
 from lbgen.ports import ContainerSpec
 from lbgen.services.deployer import Deployer, Registry, replica_status
 from tests.unit.deploy_fakes import FakeAgent, FakeClock, FakeDocker, FakeLB, FakeStore, make_spec
@@ -268,3 +268,16 @@ def test_without_lb_nodes_it_does_not_wait_for_them() -> None:
     assert world.deploy(V1).error is None
     assert ("web.1", "no LB node reports an applied revision: not waiting for one (serving demo-web-1-p18081)") \
         in world.progress
+
+
+def test_a_failed_stop_ends_the_run_and_still_drops_the_drain_marker() -> None:
+    world = _deployed_v1()
+    assert world.docker and world.store
+
+    def refuse(container_id: str, timeout: float) -> None:
+        raise DockerError("docker stop: 500 device or resource busy")
+
+    world.docker.stop = refuse  # type: ignore[method-assign]
+    outcome = world.deploy(V2)
+    assert isinstance(outcome.error, DockerError) and outcome.done == ()
+    assert not [k for k in world.store.kv if "/drain/" in k]

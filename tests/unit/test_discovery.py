@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from lbgen.core.discovery import (
+    drained,
     DiscoveryOptions,
     discover,
     endpoint_id,
@@ -284,3 +285,10 @@ def test_owned_keys_ignores_specs_and_foreign_prefixes() -> None:
         kv("/other/services/web/endpoints/host-a.one.80", ep("host-a.one.80")),
     ]
     assert list(owned_keys(items, PREFIX, "host-a")) == [K1]
+
+
+def test_drained_endpoints_get_weight_0_and_others_keep_theirs() -> None:
+    a = Endpoint(id="n.a.80", address="127.0.0.1", port=80, weight=3)
+    b = Endpoint(id="n.b.80", address="127.0.0.1", port=81, weight=2)
+    result = drained({"ka": a, "kb": b}, ["n.a.80", "n.unknown.80"])
+    assert (result["ka"].weight, result["kb"].weight) == (0, 2)
