@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
 
+from lbgen.core.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 
 
@@ -276,4 +277,12 @@ class LbControl(Protocol):
 
     def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
         """Block until the LB has finished the reload and new workers run; raise `ApplyError` if not."""
+        ...
+
+
+class RuntimeApi(Protocol):
+    """A load balancer's runtime API (HAProxy's stats socket): endpoint changes without a reload."""
+
+    def apply(self, plan: RuntimePlan) -> None:
+        """Send the plan's commands, then read the state back; `ApplyError` on any refusal or mismatch."""
         ...

@@ -55,7 +55,7 @@ class HaproxyControl:
 
     def signal_reload(self) -> None:
         try:
-            master_command(self._socket, "reload")
+            cli_command(self._socket, "reload")
         except OSError as e:
             raise ApplyError(f"{self._target.name}: reload through {self._socket}: {e}") from e
 
@@ -79,19 +79,28 @@ class HaproxyControl:
 
     def _show_proc(self, deadline: float) -> Generation:
         """`show proc`, retried while the master is busy reloading."""
-        while True:
-            try:
-                return parse_show_proc(master_command(self._socket, "show proc"))
-            except _RETRYABLE as e:
-                if self._clock.now() >= deadline:
-                    raise ApplyError(f"{self._target.name}: haproxy master socket {self._socket}: {e}") from e
-            except ValueError as e:
-                raise ApplyError(f"{self._target.name}: unexpected `show proc` output: {e}") from e
-            self._clock.sleep(_POLL_SECONDS)
+        try:
+            return parse_show_proc(cli_query(self._socket, "show proc", self._clock, deadline))
+        except OSError as e:
+            raise ApplyError(f"{self._target.name}: haproxy master socket {self._socket}: {e}") from e
+        except ValueError as e:
+            raise ApplyError(f"{self._target.name}: unexpected `show proc` output: {e}") from e
 
 
-def master_command(path: Path, command: str, timeout: float = _IO_TIMEOUT) -> str:
-    """Send one command to a HAProxy master socket and return its whole answer."""
+def cli_query(path: Path, command: str, clock: Clock, deadline: float) -> str:
+    """`cli_command`, retried until `deadline` while the socket refuses or hangs (a reload is
+    under way); the last `OSError` once the deadline has passed. Only for idempotent commands."""
+    while True:
+        try:
+            return cli_command(path, command)
+        except _RETRYABLE:
+            if clock.now() >= deadline:
+                raise
+        clock.sleep(_POLL_SECONDS)
+
+
+def cli_command(path: Path, command: str, timeout: float = _IO_TIMEOUT) -> str:
+    """Send one command to a HAProxy CLI socket (master or stats) and return its whole answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(str(path))

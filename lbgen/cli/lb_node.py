@@ -10,6 +10,7 @@ from typing import Sequence
 
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.haproxy import HaproxyControl
+from lbgen.adapters.haproxy_runtime import HaproxyRuntime
 from lbgen.adapters.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.adapters.yaml_file import load_yaml
@@ -19,7 +20,7 @@ from lbgen.core.model import Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import Settings, Target, parse_settings
 from lbgen.errors import ConfigError, LbgenError, UsageError
-from lbgen.ports import Clock, LbControl, Store
+from lbgen.ports import Clock, LbControl, RuntimeApi, Store
 from lbgen.services.applier import Applier
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,16 @@ def control_for(target: Target, clock: Clock) -> LbControl | None:
     return None
 
 
+def runtime_for(target: Target, clock: Clock) -> RuntimeApi | None:
+    """The runtime API of a haproxy target with `runtime` on (its stats socket), else None."""
+    return HaproxyRuntime(target, clock) if target.kind == "haproxy" and target.runtime else None
+
+
 def build_applier(clock: Clock | None = None) -> Applier:
     """The applier on the real filesystem and processes."""
     clock = clock or SystemClock()
-    return Applier(LocalFiles(), SubprocessRunner(), controls=lambda target: control_for(target, clock))
+    return Applier(LocalFiles(), SubprocessRunner(), controls=lambda target: control_for(target, clock),
+                   runtimes=lambda target: runtime_for(target, clock))
 
 
 def read_template(path: str) -> str:

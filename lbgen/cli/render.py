@@ -67,7 +67,8 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
         print(f"=== {preview.target}")
         print(preview.diff.rstrip("\n") if preview.diff else "no change")
         if preview.valid:
-            print(f"--- {preview.target}: check passed")
+            how = " (would go through the runtime API, no reload)" if preview.runtime else ""
+            print(f"--- {preview.target}: check passed{how}")
         else:
             failed.append(preview.target)
             print(f"--- {preview.target}: check FAILED")
@@ -83,7 +84,8 @@ def _apply(applier: Applier, targets: Sequence[Target], texts: dict[str, str], r
             state = "previous config restored" if result.rolled_back else "live config untouched"
             print(f"{result.target}: {result.step} failed ({state}): {result.error}", file=sys.stderr)
         elif result.changed:
-            print(f"{result.target}: applied revision {revision}" + (", reloaded" if result.reloaded else ""))
+            how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")
+            print(f"{result.target}: applied revision {revision}{how}")
         else:
             print(f"{result.target}: no change")
     return failed

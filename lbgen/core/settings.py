@@ -80,7 +80,9 @@ class Target:
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
     candidate file and `{dest}` by the live one. `kind` (`nginx`, `haproxy` or `generic`) selects
-    how the whole config is validated and how a reload is verified.
+    how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
+    apply changes that only move endpoints within the server slots through the stats socket
+    (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
     """
 
     name: str
@@ -96,6 +98,7 @@ class Target:
     vars: Mapping[str, Any] = field(default_factory=dict)
     wait: Wait | None = None
     timeout: float = 30.0
+    runtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -267,10 +270,20 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
         wait=section.take("wait", parse_wait, None),
         timeout=section.take("timeout", _positive_duration, 30.0),
     )
+    target = replace(target, runtime=_runtime(section.take("runtime", _parse_bool, None), target, path))
     section.done()
     if target.check and not any("{staged}" in arg for arg in target.check):
         raise ConfigError(f"{path}.check: must name the candidate file with {{staged}}")
     return target
+
+
+def _runtime(chosen: bool | None, target: Target, path: str) -> bool:
+    """Runtime updates default to on for a haproxy target whose vars name its stats socket."""
+    if chosen is None:
+        return target.kind == "haproxy" and "stats_socket" in target.vars
+    if chosen and target.kind != "haproxy":
+        raise ConfigError(f"{path}.runtime: only haproxy targets have a runtime API (kind is {target.kind})")
+    return chosen
 
 
 def guess_kind(check: tuple[str, ...]) -> str:

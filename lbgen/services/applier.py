@@ -8,6 +8,11 @@ every target of that LB and reloads it: the last good config keeps serving (data
 Per target the commands are the target's own argv when given; otherwise the kind's built-in
 `LbControl` (nginx: SIGHUP to the master; haproxy: the master socket's `reload`). Whenever the LB
 can be observed, the built-in wait for its new worker generation also follows a custom reload.
+
+A target with `runtime` on and a `RuntimeApi` (HAProxy's stats socket) skips the reload when the
+change only moves endpoints within the existing server slots (`lbgen.core.runtime_plan`): the
+checked file is still swapped in first, so a later reload or restart comes up in the same state,
+then the commands are sent and read back. Any failure there falls back to the reload (issue 7).
 """
 
 from __future__ import annotations
@@ -19,19 +24,23 @@ from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from lbgen.core.runtime_plan import RuntimePlan, plan_runtime
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError, CommandFailed
-from lbgen.ports import ConfigFiles, Generation, LbControl, Runner
+from lbgen.ports import ConfigFiles, Generation, LbControl, Runner, RuntimeApi
 
 log = logging.getLogger(__name__)
 
 ControlFactory = Callable[[Target], "LbControl | None"]
+RuntimeFactory = Callable[[Target], "RuntimeApi | None"]
 
 
 @dataclass(frozen=True)
 class TargetResult:
     """What one pass did to one target. `error` is None on success; `step` names where it failed
-    (`check`, `write`, `reload`); after a failed reload `rolled_back` tells whether the LKG is live."""
+    (`check`, `write`, `reload`); after a failed reload `rolled_back` tells whether the LKG is live.
+    `method` says how a written change went live: `runtime` (API, no reload), `reload`, or `none`
+    (unchanged, or no running LB); `fallback` why a runtime update was abandoned for a reload."""
 
     target: str
     changed: bool = False
@@ -41,6 +50,8 @@ class TargetResult:
     step: str | None = None
     error: str | None = None
     output: str = ""
+    method: str = "none"
+    fallback: str = ""
 
     @property
     def ok(self) -> bool:
@@ -49,12 +60,14 @@ class TargetResult:
 
 @dataclass(frozen=True)
 class Preview:
-    """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's."""
+    """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's;
+    `runtime` when the change would go through the runtime API rather than a reload."""
 
     target: str
     diff: str
     valid: bool
     check_output: str = ""
+    runtime: bool = False
 
 
 @dataclass(frozen=True)
@@ -68,7 +81,7 @@ class _Outcome:
 
     def applied_to(self, result: TargetResult) -> TargetResult:
         if self.error is None:
-            return replace(result, reloaded=self.reloaded)
+            return replace(result, reloaded=self.reloaded, method="reload" if self.reloaded else "none")
         return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
 
 
@@ -77,19 +90,33 @@ def no_controls(target: Target) -> LbControl | None:
     return None
 
 
+def no_runtimes(target: Target) -> RuntimeApi | None:
+    """A runtime factory for LBs without a runtime API: every change is reloaded."""
+    return None
+
+
 class Applier:
     """Applies rendered texts to their targets. One instance per watcher; not thread-safe."""
 
-    def __init__(self, files: ConfigFiles, runner: Runner, controls: ControlFactory = no_controls) -> None:
+    def __init__(self, files: ConfigFiles, runner: Runner, controls: ControlFactory = no_controls,
+                 runtimes: RuntimeFactory = no_runtimes) -> None:
         self._files = files
         self._runner = runner
         self._controls = controls
+        self._runtimes = runtimes
 
     def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
         """Apply `rendered` (target name → text) to `targets`; one result per rendered target."""
-        results = {t.name: self._write(t, rendered[t.name]) for t in targets if t.name in rendered}
-        written = [t for t in targets if t.name in results and results[t.name].wrote]
-        for group in self._reload_groups(written):
+        plans: dict[str, RuntimePlan] = {}
+        results = {t.name: self._write(t, rendered[t.name], plans) for t in targets if t.name in rendered}
+        to_reload = []
+        for target in (t for t in targets if t.name in results and results[t.name].wrote):
+            plan = plans.get(target.name)
+            if plan is not None:
+                results[target.name] = self._apply_runtime(target, plan, results[target.name])
+            if results[target.name].method != "runtime":
+                to_reload.append(target)
+        for group in self._reload_groups(to_reload):
             outcome = self._reload_group(group)
             for target in group:
                 results[target.name] = outcome.applied_to(results[target.name])
@@ -101,14 +128,16 @@ class Applier:
         for target in (t for t in targets if t.name in rendered):
             text = rendered[target.name]
             try:
-                diff = unified_diff(target, self._files.read(target), text)
+                current = self._files.read(target)
+                diff = unified_diff(target, current, text)
                 staged = self._files.stage(target, text)
             except ApplyError as e:
                 previews.append(Preview(target.name, "", False, str(e)))
                 continue
             try:
                 self._check(target, staged)
-                previews.append(Preview(target.name, diff, True))
+                runtime = bool(diff) and self._runtime_plan(target, current, text) is not None
+                previews.append(Preview(target.name, diff, True, runtime=runtime))
             except ApplyError as e:
                 previews.append(Preview(target.name, diff, False, _output(e)))
             finally:
@@ -117,12 +146,14 @@ class Applier:
 
     # --- writing ----------------------------------------------------------------------------------
 
-    def _write(self, target: Target, text: str) -> TargetResult:
+    def _write(self, target: Target, text: str, plans: dict[str, RuntimePlan]) -> TargetResult:
+        """Check and swap in one target; its runtime plan (if any) goes into `plans`."""
         # No diff here: at 10,000 upstreams difflib cost more than the rest of the write
         # (bench/README.md); only the dry-run preview shows one.
         step = "check"
         try:
-            if self._files.read(target) == text:
+            current = self._files.read(target)
+            if current == text:
                 log.debug("%s: unchanged", target.name)
                 return TargetResult(target.name)
             staged = self._files.stage(target, text)
@@ -131,6 +162,7 @@ class Applier:
                 step = "write"
                 self._files.save_lkg(target)
                 self._files.commit(target, staged)
+                self._plan(target, current, text, plans)
             finally:
                 self._files.discard(staged)
         except ApplyError as e:
@@ -147,6 +179,34 @@ class Applier:
             return
         with control.whole_config(staged) if control else nullcontext(staged) as config:
             self._run(target, argv, staged=config)
+
+    # --- the runtime API -------------------------------------------------------------------------
+
+    def _plan(self, target: Target, current: str | None, text: str, plans: dict[str, RuntimePlan]) -> None:
+        plan = self._runtime_plan(target, current, text)
+        if plan is not None:
+            plans[target.name] = plan
+
+    def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimePlan | None:
+        """The runtime commands for this change, when the target uses a runtime API and they suffice."""
+        if not target.runtime or current is None or self._runtimes(target) is None:
+            return None
+        plan = plan_runtime(current, text)
+        if plan is None:
+            log.info("%s: more than server slots changed: the runtime API cannot apply it", target.name)
+        return plan
+
+    def _apply_runtime(self, target: Target, plan: RuntimePlan, result: TargetResult) -> TargetResult:
+        api = self._runtimes(target)
+        if api is None:
+            return result
+        try:
+            api.apply(plan)
+        except ApplyError as e:
+            log.warning("%s: runtime update failed, reloading instead: %s", target.name, e)
+            return replace(result, fallback=str(e))
+        log.info("%s: %d runtime command(s) applied and verified, no reload", target.name, len(plan.commands))
+        return replace(result, method="runtime")
 
     # --- reloading --------------------------------------------------------------------------------
 

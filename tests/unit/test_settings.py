@@ -129,6 +129,8 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets.0.vars", {"bad-name": 1}), "targets[0].vars: 'bad-name': variable names are identifiers"),
     (with_("targets.0.vars", ["pid"]), "targets[0].vars: expected a mapping, got list"),
     (with_("targets.0.timeout", "0"), "targets[0].timeout: expected a duration above 0"),
+    (with_("targets.0.runtime", "yes"), "targets[0].runtime: expected true or false"),
+    (with_("targets.0.runtime", True), "targets[0].runtime: only haproxy targets have a runtime API (kind is nginx)"),
     (with_("targets.0.wait", "soon"), "targets[0].wait: expected a duration like 100ms"),
     (with_("targets.0.template", ""), "targets[0].template: expected a non-empty string"),
     (with_("targets", []), "targets: expected at least one target"),
@@ -190,6 +192,22 @@ def test_guard_forms(guard: Any, expected: Guard, enabled: bool) -> None:
 ])
 def test_kind_is_guessed_from_the_checker(check: tuple[str, ...], kind: str) -> None:
     assert guess_kind(check) == kind
+
+
+@pytest.mark.parametrize("kind, runtime, vars, expected", [
+    ("haproxy", None, {"stats_socket": "/run/haproxy/admin.sock"}, True),
+    ("haproxy", None, {}, False),
+    ("haproxy", False, {"stats_socket": "/run/haproxy/admin.sock"}, False),
+    ("haproxy", True, {}, True),
+    ("nginx", None, {"stats_socket": "/run/x.sock"}, False),
+    ("nginx", False, {}, False),
+], ids=["haproxy-with-socket", "haproxy-without", "opted-out", "opted-in", "nginx", "nginx-off"])
+def test_runtime_updates_default_on_for_haproxy_with_a_stats_socket(
+    kind: str, runtime: bool | None, vars: dict[str, str], expected: bool
+) -> None:
+    data = with_("targets.0.kind", kind)
+    data["targets"][0].update(vars=vars, runtime=runtime)
+    assert parse_settings(data, "/").targets[0].runtime is expected
 
 
 def test_yaml_octal_mode_is_read_as_written() -> None:
