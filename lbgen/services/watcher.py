@@ -299,11 +299,13 @@ class Watcher:
         self.metrics.renders.labels(name, "ok").inc()
         self.metrics.applied.labels(name).set(catalog.revision)
         self.metrics.reloads.labels(name).inc(outcome.reloaded)
+        self.metrics.runtime_updates.labels(name).inc(outcome.method == "runtime")
         since = self._pending_since.pop(name, None)
         if since is not None:
             self.metrics.lag.labels(name).observe(self._clock.now() - since)
         if outcome.changed:
-            log.info("%s: applied revision %s%s", name, catalog.revision, ", reloaded" if outcome.reloaded else "")
+            how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
+            log.info("%s: applied revision %s%s", name, catalog.revision, how)
 
     def _fail(self, target: Target, step: str, error: str) -> None:
         """Log and count a failed render or apply, and try the target again after a backoff."""

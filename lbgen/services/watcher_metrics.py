@@ -21,6 +21,8 @@ class WatcherMetrics:
         self.served = Gauge(f"{_NS}_served_endpoints", "Served endpoints per service", ["service"], registry=r)
         self.renders = Counter(f"{_NS}_renders", "Render attempts by result", ["target", "result"], registry=r)
         self.reloads = Counter(f"{_NS}_reloads", "LB reloads that took effect", ["target"], registry=r)
+        self.runtime_updates = Counter(f"{_NS}_runtime_updates", "Changes applied through the HAProxy Runtime "
+                                       "API, without a reload", ["target"], registry=r)
         self.failures = Counter(f"{_NS}_failures", "Failed passes by step", ["target", "step"], registry=r)
         self.rollbacks = Counter(f"{_NS}_rollbacks", "Last-known-good restored after a failed reload",
                                  ["target"], registry=r)
