@@ -8,12 +8,11 @@ import os
 import signal
 import threading
 from contextlib import ExitStack
-from typing import Callable
 
 from prometheus_client import CollectorRegistry
 
 from lbgen.adapters.docker_engine import DEFAULT_HOST, DockerEngine
-from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.cli.common import add_store_arguments, bounded_number, open_store, registry_prefix, registry_url
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.errors import InvalidValue, UsageError
 from lbgen.services.agent import Agent, AgentConfig
@@ -36,8 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     add("--node", required=True, help="this host's name, unique in the fleet (endpoint ids start with it)")
     add("--host-ip", required=True, metavar="IP",
         help="address for ports published on 0.0.0.0 and for host-network containers")
-    add("--ttl", type=_number(int, 2, 3600), default=15, metavar="SECONDS", help="lease TTL (default 15)")
-    add("--resync", type=_number(float, 1, 86400), default=60.0, metavar="SECONDS",
+    add("--ttl", type=bounded_number(int, 2, 3600), default=15, metavar="SECONDS", help="lease TTL (default 15)")
+    add("--resync", type=bounded_number(float, 1, 86400), default=60.0, metavar="SECONDS",
         help="full re-list and re-read interval; writes only differences (default 60)")
     add("--docker-host", default=os.environ.get("DOCKER_HOST", DEFAULT_HOST), metavar="URL",
         help=f"Docker daemon (default $DOCKER_HOST or {DEFAULT_HOST})")
@@ -50,21 +49,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     add("--metrics-addr", default="127.0.0.1:9101", metavar="IP:PORT",
         help="Prometheus /metrics and /healthz (default 127.0.0.1:9101; 'off' disables)")
     parser.set_defaults(run=run)
-
-
-def _number(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
-    """An argparse type: a number of `kind` within [low, high]."""
-
-    def parse(text: str) -> float:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} must be from {low} to {high}")
-        return value
-
-    return parse
 
 
 def config_from_args(args: argparse.Namespace, prefix: str) -> AgentConfig:

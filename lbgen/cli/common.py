@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.adapters.file_store import FileStore
@@ -68,3 +68,18 @@ def open_store(args: argparse.Namespace, url: RegistryUrl, prefix: str, create: 
         endpoints=url.endpoints, tls=url.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
         user=args.user, password=password if args.user else None, timeout=args.etcd_timeout or DEFAULT_ETCD_TIMEOUT,
     ))
+
+
+def bounded_number(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` within [low, high]."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} must be from {low} to {high}")
+        return value
+
+    return parse

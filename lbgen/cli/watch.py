@@ -15,7 +15,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from lbgen.adapters.process import SystemClock
-from lbgen.cli.agent import _number
+from lbgen.cli.common import bounded_number
 from lbgen.cli.lb_node import (
     add_settings_arguments,
     build_applier,
@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--node", default=socket.gethostname(),
                         help="this LB node's name: its status is published under {prefix}/lb/NODE "
                         "(default: the host name)")
-    parser.add_argument("--status-ttl", type=_number(int, 2, 3600), default=15, metavar="SECONDS",
+    parser.add_argument("--status-ttl", type=bounded_number(int, 2, 3600), default=15, metavar="SECONDS",
                         help="lease TTL of the published status: how long a dead node's status stays (default 15)")
     parser.set_defaults(run=run)
 
