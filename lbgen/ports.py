@@ -268,7 +268,12 @@ class LbControl(Protocol):
         ...
 
     def observe(self) -> Generation | None:
-        """The running generation; None when this control cannot observe the LB (not configured)."""
+        """The running generation; None when the LB is not running (`down_reason` says why).
+        Quick when it is down: no long wait on a socket that is gone (issue 10)."""
+        ...
+
+    def down_reason(self) -> str:
+        """Why the last `observe()` found no running LB, in a few words for the error line."""
         ...
 
     def signal_reload(self) -> None:
