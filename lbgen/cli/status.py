@@ -95,11 +95,12 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        state = "behind" if lb.behind else "failing" if s.errors else "in sync"
+        state = "LB down" if s.down else "behind" if lb.behind else "failing" if s.errors else "in sync"
         rows.append([lb.node, str(s.revision), state, "yes" if s.connected else "no", _ago(s.updated_at, now),
                      s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
-                    f"error: {t.error}" if t.error else ""] for name, t in s.targets.items()]
+                    ("LB DOWN " if not t.up else "") + (f"error: {t.error}" if t.error else "")]
+                   for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
 

@@ -25,12 +25,14 @@ VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 
 @dataclass(frozen=True)
 class TargetStatus:
-    """One target of an LB node: the revision it last applied, its current error, and when
-    (the LB node's wall clock, seconds since the epoch) it last applied a new revision."""
+    """One target of an LB node: the revision it last applied, its current error, when (the LB
+    node's wall clock, seconds since the epoch) it last applied a new revision, and whether its LB
+    is running (`up` false: its config waits on disk, nothing serves it; absent in older values)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
+    up: bool = True
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,11 @@ class LbStatus:
         found = {name: t.error for name, t in sorted(self.targets.items()) if t.error}
         return {"registry": self.error, **found} if self.error else found
 
+    @property
+    def down(self) -> list[str]:
+        """The targets whose LB is not running."""
+        return [name for name, t in sorted(self.targets.items()) if not t.up]
+
 
 def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
     """The revision every target has applied (0 while one of them never applied)."""
@@ -60,7 +67,7 @@ def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
 def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
-        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at}
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at, "up": t.up}
         for name, t in sorted(status.targets.items())
     }
     value = {
@@ -99,10 +106,14 @@ def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
 
 def _target(name: str, value: Any) -> TargetStatus:
     item = _object(f"targets.{name}", value)
+    up = item.get("up", True)
+    if not isinstance(up, bool):
+        raise InvalidValue(f"targets.{name}.up {up!r}: expected true or false")
     return TargetStatus(
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
         error=_text(f"targets.{name}.error", item.get("error", "")),
         applied_at=_time(f"targets.{name}.applied_at", item.get("applied_at")),
+        up=up,
     )
 
 

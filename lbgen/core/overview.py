@@ -133,7 +133,7 @@ def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
         "node": lb.node, "revision": status.revision, "behind": lb.behind, "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
-        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now)}
+        "targets": {name: {"revision": t.revision, "error": t.error, "up": t.up, "applied_age": age(t.applied_at, now)}
                     for name, t in status.targets.items()},
     }
 

@@ -2,7 +2,10 @@
 
 One consumer loop owns all state (the catalog, the quiescence windows, the last applied catalog).
 Producers feed it through one queue: the registry follower (snapshot, then watch from the
-snapshot's revision + 1, re-snapshot after any break) and the template file observer.
+snapshot's revision + 1, re-snapshot after any break), the template file observer, and the apply
+lanes. The consumer renders; each LB (the targets that share a reload, `Applier.lane_key`) has its
+own lane that applies its share and posts the results back (`lbgen.services.lanes`), so a dead or
+slow LB delays only itself (issue 10.5).
 
 It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
 registry connection keeps the last applied config, a sudden drop is held by the guard, and every
@@ -31,6 +34,7 @@ from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import Clock, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
+from lbgen.services.lanes import Job, Lane, split_by_lane
 from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,12 @@ class _TemplatesChanged:
     pass
 
 
+@dataclass(frozen=True)
+class _Applied:
+    job: Job
+    results: list[TargetResult]
+
+
 _STOP = object()
 
 
@@ -71,6 +81,7 @@ class WatcherStatus:
     failures: dict[str, int] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
     errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
+    down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
 
 
 class Watcher:
@@ -110,6 +121,8 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
+        self._lane_of = {t.name: applier.lane_key(t) for t in settings.targets}
+        self._lanes = {key: Lane(key, self._apply_job) for key in dict.fromkeys(self._lane_of.values())}
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
@@ -153,15 +166,17 @@ class Watcher:
             self._watch.cancel()
 
     def problems(self) -> list[str]:
-        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, or a stale watch."""
+        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, a stale watch, an LB
+        that is not running."""
         status = self.status
         if not self._loaded:
             return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
+        down = [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
         since = status.disconnected_since
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
-                    f"{status.applied_revision}: {status.last_error}"]
-        return []
+                    f"{status.applied_revision}: {status.last_error}"] + down
+        return down
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -169,6 +184,8 @@ class Watcher:
         """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
         follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
         follower.start()
+        for lane in self._lanes.values():
+            lane.start()
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
@@ -182,7 +199,17 @@ class Watcher:
                     self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
+            self._stop_lanes()
             follower.join(timeout=5)
+
+    def _stop_lanes(self, grace: float = 2.0) -> None:
+        """End every lane; one still inside a reload is left behind (a daemon thread) after `grace`."""
+        for lane in self._lanes.values():
+            lane.stop()
+        deadline = self._clock.now() + grace
+        for lane in self._lanes.values():
+            if not lane.join(max(0.0, deadline - self._clock.now())):
+                log.warning("lane %s: still applying at exit; its LB keeps what it has", lane.name)
 
     def _next_message(self) -> object | None:
         now = self._clock.now()
@@ -222,6 +249,8 @@ class Watcher:
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
+        elif isinstance(message, _Applied):
+            self._applied_results(message)
 
     def _connected(self, now: float) -> None:
         self.status.connected = True
@@ -252,8 +281,9 @@ class Watcher:
         catalog = self._state.catalog()
         self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
         rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
-        if rendered:
-            self._apply(due, rendered, catalog)
+        catalogs = {name: catalog for name in rendered}
+        for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of).items():
+            self._lanes[lane].submit(job)
 
     def _is_due(self, name: str, now: float) -> bool:
         retry_at = self._retry_at.get(name)
@@ -277,20 +307,38 @@ class Watcher:
     def _held_for(self) -> float:
         return 0.0 if self._held_since is None else self._clock.now() - self._held_since
 
-    def _apply(self, due: list[Target], rendered: dict[str, str], catalog: Catalog) -> None:
-        targets = {t.name: t for t in due}
-        for outcome in self._applier.apply(due, rendered):
+    def _apply_job(self, job: Job) -> None:
+        """In a lane's thread: apply, then hand the results to the consumer."""
+        try:
+            results = self._applier.apply(job.targets, job.texts)
+        except Exception as e:  # a bug: still report it, or the target would wait forever
+            log.exception("applying %s", ", ".join(job.texts))
+            results = [TargetResult(name, step="apply", error=f"internal error: {e}") for name in job.texts]
+        self._queue.put(_Applied(job, results))
+
+    def _applied_results(self, message: _Applied) -> None:
+        targets = {t.name: t for t in message.job.targets}
+        for outcome in message.results:
             if outcome.ok:
-                self._applied_ok(outcome, catalog)
-            else:
-                if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
-                    log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
-                self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
-                self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
+                self._applied_ok(outcome, message.job.catalogs[outcome.target])
+                continue
+            if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
+                log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
+            if outcome.step == "down":
+                self._lb_down(outcome.target, outcome.error or "")
+            self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
+            self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
+
+    def _lb_down(self, name: str, reason: str) -> None:
+        self.status.down[name] = reason
+        self.metrics.lb_up.labels(name).set(0)
 
     def _applied_ok(self, outcome: TargetResult, catalog: Catalog) -> None:
         name = outcome.target
         self._applied[name] = catalog
+        self.metrics.lb_up.labels(name).set(1)
+        if self.status.down.pop(name, None) is not None:
+            log.warning("%s: the LB is running again; revision %s is live", name, catalog.revision)
         self._consecutive_failures.pop(name, None)
         self._held_since = None
         self.status.applied_revision = catalog.revision
@@ -313,10 +361,11 @@ class Watcher:
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
         self.metrics.failures.labels(target.name, step).inc()
+        repeated = self.status.errors.get(target.name) == f"{step}: {error}"
         self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
         delay = backoff(attempt, random.random(), *self._retry)
         self._retry_at[target.name] = self._clock.now() + delay
-        log.error("%s: revision %s not applied (%s failed, retry in %.1fs): %s",
-                  target.name, self._state.revision, step, delay, error)
+        log.log(logging.DEBUG if repeated else logging.ERROR, "%s: revision %s not applied (%s failed, retry in "
+                "%.1fs): %s", target.name, self._state.revision, step, delay, error)

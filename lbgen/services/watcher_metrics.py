@@ -10,7 +10,7 @@ _NS = "lbgen_watcher"
 
 
 class WatcherMetrics:
-    """Counters and gauges the watcher's consumer loop updates (the only writer)."""
+    """Counters and gauges the watcher's consumer loop updates (the only writer; lanes post to it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -26,6 +26,8 @@ class WatcherMetrics:
         self.failures = Counter(f"{_NS}_failures", "Failed passes by step", ["target", "step"], registry=r)
         self.rollbacks = Counter(f"{_NS}_rollbacks", "Last-known-good restored after a failed reload",
                                  ["target"], registry=r)
+        self.lb_up = Gauge(f"{_NS}_lb_up", "1 while the target's LB runs (0: not running, its config "
+                           "waits on disk)", ["target"], registry=r)
         self.applied = Gauge(f"{_NS}_applied_revision", "Registry revision live on the LB", ["target"], registry=r)
         self.lag = Histogram(f"{_NS}_apply_lag_seconds", "First unapplied change → applied",
                              ["target"], registry=r,

@@ -38,6 +38,9 @@ class RecordingApplier:
             return [TargetResult(name, step="check", error=self.failing) for name in rendered]
         return [TargetResult(name, changed=True, wrote=True) for name in rendered]
 
+    def lane_key(self, target: Target) -> str:
+        return target.name
+
     @property
     def last(self) -> str:
         return self.passes[-1]["lb"] if self.passes else ""

@@ -1,0 +1,142 @@
+"""Each LB applies in its own lane (issue 10.5): a stuck LB does not delay another, only the latest
+render reaches it once it is free, and an LB that is not running is reported, never "applied"."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from lbgen.adapters.memory_store import MemoryStore
+from lbgen.cli.status import format_overview
+from lbgen.core.lb_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
+from lbgen.core.overview import build_overview
+from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
+from lbgen.services.applier import TargetResult
+from lbgen.services.lanes import Job, Lane
+from lbgen.services.watcher import Watcher
+from tests.unit.test_watcher import P, REGISTRY, TEMPLATE, SystemClock, endpoint, key, wait_for
+
+
+@dataclass
+class GatedApplier:
+    """Each target is its own LB; `gates[name]` (when set) blocks its apply until released;
+    `down[name]` makes its LB "not running"."""
+
+    gates: dict[str, threading.Event] = field(default_factory=dict)
+    down: dict[str, str] = field(default_factory=dict)
+    applied: dict[str, list[str]] = field(default_factory=dict)
+    entered: dict[str, threading.Event] = field(default_factory=dict)
+
+    def lane_key(self, target: Target) -> str:
+        return target.name
+
+    def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
+        results = []
+        for name, text in rendered.items():
+            self.entered.setdefault(name, threading.Event()).set()
+            gate = self.gates.get(name)
+            if gate is not None:
+                gate.wait()
+            self.applied.setdefault(name, []).append(text)
+            if name in self.down:
+                results.append(TargetResult(name, True, wrote=True, step="down", error=self.down[name]))
+            else:
+                results.append(TargetResult(name, changed=True, wrote=True, method="reload"))
+        return results
+
+
+def run_watcher(store: MemoryStore, applier: GatedApplier, release: bool = True) -> Iterator[Watcher]:
+    targets = tuple(Target(name=n, template="t.j2", dest="/unused") for n in ("nginx", "haproxy"))
+    settings = Settings(registry=REGISTRY, prefix=P, wait=Wait(0.01, 0.1), guard=GUARD_OFF, targets=targets)
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=lambda _: TEMPLATE,  # type: ignore[arg-type]
+                      retry_base=0.01, retry_cap=0.05)
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        yield watcher
+    finally:
+        for gate in applier.gates.values() if release else ():
+            gate.set()
+        watcher.stop()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "watcher did not stop"
+
+
+def test_a_stuck_lb_does_not_delay_another_and_gets_only_the_latest_render_when_free() -> None:
+    store, applier = MemoryStore(), GatedApplier(gates={"haproxy": threading.Event()})
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in run_watcher(store, applier):
+        wait_for(lambda: applier.applied.get("nginx") == ["web=1,;"] and "haproxy" in applier.entered)
+        assert "haproxy" not in applier.applied, "haproxy is stuck"
+        for port in range(2, 7):
+            store.put(key("web", "a"), endpoint(port))
+            wait_for(lambda: watcher.status.applied.get("nginx") == store.revision)
+        assert applier.applied["nginx"][-1] == "web=6,;" and "haproxy" not in applier.applied
+        applier.gates["haproxy"].set()
+        wait_for(lambda: watcher.status.applied.get("haproxy") == store.revision)
+        assert applier.applied["haproxy"] == ["web=1,;", "web=6,;"], "renders waiting for a busy lane coalesce"
+
+
+def test_a_stuck_lane_does_not_keep_the_watcher_from_stopping() -> None:
+    store, applier = MemoryStore(), GatedApplier(gates={"haproxy": threading.Event()})
+    store.put(key("web", "a"), endpoint(1))
+    for _ in run_watcher(store, applier, release=False):
+        wait_for(lambda: applier.entered.get("haproxy", threading.Event()).is_set())
+    # run_watcher asserted the watcher thread ended although the haproxy apply never returned:
+    assert "haproxy" not in applier.applied
+    applier.gates["haproxy"].set()
+
+
+def test_an_lb_that_is_not_running_is_a_problem_until_it_runs_again() -> None:
+    store, applier = MemoryStore(), GatedApplier(down={"haproxy": "haproxy is not running (no master socket)"})
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in run_watcher(store, applier):
+        sample = watcher.metrics.registry.get_sample_value
+        wait_for(lambda: "haproxy" in watcher.status.down and watcher.status.applied.get("nginx") == store.revision)
+        assert watcher.problems() == ["haproxy: LB down: haproxy is not running (no master socket)"]
+        assert watcher.status.errors["haproxy"].startswith("down: haproxy is not running")
+        assert "haproxy" not in watcher.status.applied
+        assert sample("lbgen_watcher_lb_up", {"target": "haproxy"}) == 0
+        assert sample("lbgen_watcher_lb_up", {"target": "nginx"}) == 1
+        del applier.down["haproxy"]  # it starts: the retry finds it running
+        wait_for(lambda: watcher.status.applied.get("haproxy") == store.revision)
+        assert watcher.problems() == [] and "haproxy" not in watcher.status.errors
+        assert sample("lbgen_watcher_lb_up", {"target": "haproxy"}) == 1
+
+
+def test_a_lane_merges_waiting_jobs_per_target() -> None:
+    done: list[Job] = []
+    first_started, release = threading.Event(), threading.Event()
+
+    def work(job: Job) -> None:
+        first_started.set()
+        release.wait()
+        done.append(job)
+
+    lane = Lane("lb", work)
+    lane.start()
+    a, b = Target(name="a", template="t", dest="d"), Target(name="b", template="t", dest="d")
+    lane.submit(Job((a,), {"a": "1"}, {}))
+    first_started.wait(5)
+    lane.submit(Job((a,), {"a": "2"}, {}))
+    lane.submit(Job((b,), {"b": "1"}, {}))
+    lane.submit(Job((a,), {"a": "3"}, {}))
+    release.set()
+    wait_for(lambda: len(done) == 2)
+    lane.stop()
+    assert lane.join(5)
+    assert [dict(j.texts) for j in done] == [{"a": "1"}, {"a": "3", "b": "1"}]
+
+
+def test_a_down_lb_is_published_and_shown_as_down_never_in_sync() -> None:
+    status = LbStatus("lb-1", 5, {"nginx": TargetStatus(5), "haproxy": TargetStatus(4, "down: haproxy is not "
+                                                                                    "running", up=False)}, True)
+    raw = encode_lb_status(status)
+    assert decode_lb_status("lb-1", raw) == status and decode_lb_status("lb-1", raw).down == ["haproxy"]
+    snapshot = Snapshot(9, (KeyValue(f"{P}/lb/lb-1", raw, 9),))
+    lines = format_overview("memory", build_overview(P, snapshot), 0.0)
+    assert any("lb-1" in line and "LB down" in line for line in lines)
+    assert not any("in sync" in line for line in lines)
+    assert "  LB node lb-1: haproxy: down: haproxy is not running" in lines
