@@ -12,11 +12,11 @@ from lbgen.cli.status import format_overview
 from lbgen.core.lb_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.ports import KeyValue, Snapshot
-from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
+from lbgen.core.settings import Target, Wait
 from lbgen.services.applier import TargetResult
 from lbgen.services.lanes import Job, Lane
 from lbgen.services.watcher import Watcher
-from tests.unit.test_watcher import P, REGISTRY, TEMPLATE, SystemClock, endpoint, key, wait_for
+from tests.unit.test_watcher import P, endpoint, key, start_watcher, wait_for
 
 
 @dataclass
@@ -47,21 +47,12 @@ class GatedApplier:
         return results
 
 
-def run_watcher(store: MemoryStore, applier: GatedApplier, release: bool = True) -> Iterator[Watcher]:
-    targets = tuple(Target(name=n, template="t.j2", dest="/unused") for n in ("nginx", "haproxy"))
-    settings = Settings(registry=REGISTRY, prefix=P, wait=Wait(0.01, 0.1), guard=GUARD_OFF, targets=targets)
-    watcher = Watcher(settings, store, applier, SystemClock(), read_template=lambda _: TEMPLATE,  # type: ignore[arg-type]
-                      retry_base=0.01, retry_cap=0.05)
-    thread = threading.Thread(target=watcher.run, daemon=True)
-    thread.start()
-    try:
-        yield watcher
-    finally:
-        for gate in applier.gates.values() if release else ():
-            gate.set()
-        watcher.stop()
-        thread.join(timeout=10)
-        assert not thread.is_alive(), "watcher did not stop"
+def run_watcher(store: MemoryStore, applier: GatedApplier) -> Iterator[Watcher]:
+    """The watcher over an nginx and a haproxy target; it must stop even while a lane is stuck
+    (`start_watcher` asserts it), then the gates open to let the lane threads end."""
+    yield from start_watcher(store, applier, wait=Wait(0.01, 0.1), names=("nginx", "haproxy"))  # type: ignore[arg-type]
+    for gate in applier.gates.values():
+        gate.set()
 
 
 def test_a_stuck_lb_does_not_delay_another_and_gets_only_the_latest_render_when_free() -> None:
@@ -69,7 +60,8 @@ def test_a_stuck_lb_does_not_delay_another_and_gets_only_the_latest_render_when_
     store.put(key("web", "a"), endpoint(1))
     for watcher in run_watcher(store, applier):
         wait_for(lambda: applier.applied.get("nginx") == ["web=1,;"] and "haproxy" in applier.entered)
-        assert "haproxy" not in applier.applied, "haproxy is stuck"
+        assert "haproxy" not in applier.applied
+    applier.gates["haproxy"].set(), "haproxy is stuck"
         for port in range(2, 7):
             store.put(key("web", "a"), endpoint(port))
             wait_for(lambda: watcher.status.applied.get("nginx") == store.revision)
@@ -82,12 +74,11 @@ def test_a_stuck_lb_does_not_delay_another_and_gets_only_the_latest_render_when_
 def test_a_stuck_lane_does_not_keep_the_watcher_from_stopping() -> None:
     store, applier = MemoryStore(), GatedApplier(gates={"haproxy": threading.Event()})
     store.put(key("web", "a"), endpoint(1))
-    for _ in run_watcher(store, applier, release=False):
-        wait_for(lambda: applier.entered.get("haproxy", threading.Event()).is_set())
-    # run_watcher asserted the watcher thread ended although the haproxy apply never returned:
+    stopped = run_watcher(store, applier)
+    next(stopped)
+    wait_for(lambda: "haproxy" in applier.entered)
+    stopped.close()  # stops the watcher; asserts its thread ended although the haproxy apply never returned
     assert "haproxy" not in applier.applied
-    applier.gates["haproxy"].set()
-
 
 def test_an_lb_that_is_not_running_is_a_problem_until_it_runs_again() -> None:
     store, applier = MemoryStore(), GatedApplier(down={"haproxy": "haproxy is not running (no master socket)"})
