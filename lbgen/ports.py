@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol
 
+from lbgen.core.model import Catalog
 from lbgen.core.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 
@@ -290,4 +291,16 @@ class RuntimeApi(Protocol):
 
     def apply(self, plan: RuntimePlan) -> None:
         """Send the plan's commands, then read the state back; `ApplyError` on any refusal or mismatch."""
+        ...
+
+
+class AppliedStates(Protocol):
+    """What each target last applied, kept across restarts for the drop guard (issue 10.6)."""
+
+    def load(self, target: Target) -> Catalog | None:
+        """The catalog last applied to `target`; None when unknown (never written, or unreadable)."""
+        ...
+
+    def save(self, target: Target, catalog: Catalog) -> None:
+        """Remember `catalog` as applied to `target`; `ApplyError` when it cannot be written."""
         ...

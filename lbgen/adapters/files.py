@@ -76,7 +76,7 @@ class LocalFiles:
             if current is None:
                 lkg_path(dest).unlink(missing_ok=True)
                 return False
-            _replace(_write_temp(dest, current.encode(), target), lkg_path(dest))
+            write_atomic(lkg_path(dest), current.encode(), target)
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
@@ -94,6 +94,12 @@ class LocalFiles:
             _replace(_write_temp(dest, data, target), dest)
         except OSError as e:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
+
+
+def write_atomic(path: Path, data: bytes, target: Target) -> None:
+    """Write `data` as `path`, a file beside dest (a staged temp named after dest, fsync, rename),
+    with the target's mode and owner."""
+    _replace(_write_temp(real_dest(target), data, target), path)
 
 
 def _write_temp(dest: Path, data: bytes, target: Target) -> Path:

@@ -14,6 +14,7 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.common import bounded_number
 from lbgen.cli.lb_node import (
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     settings = replace(settings, targets=targets)
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=publisher.update)
+                      on_status=publisher.update, states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)

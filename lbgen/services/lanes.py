@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lbgen.core.model import Catalog
@@ -91,3 +92,15 @@ class Lane:
                 self._work(job)
             except Exception:  # a bug in one apply must not end the lane: later renders still come
                 log.exception("lane %s: applying %s failed", self.name, ", ".join(t.name for t in job.targets))
+
+
+def stop_lanes(lanes: Iterable[Lane], grace: float = 2.0) -> None:
+    """End every lane; one still inside a reload is left behind (a daemon thread) after `grace`
+    seconds, so SIGTERM is honoured while an LB hangs."""
+    lanes = list(lanes)
+    for lane in lanes:
+        lane.stop()
+    deadline = time.monotonic() + grace
+    for lane in lanes:
+        if not lane.join(max(0.0, deadline - time.monotonic())):
+            log.warning("lane %s: still applying at exit; its LB keeps what it has", lane.name)

@@ -25,16 +25,16 @@ from typing import Callable
 
 from lbgen.core.backoff import backoff
 from lbgen.core.catalog import CatalogState
-from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.render import render
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
-from lbgen.ports import Clock, Snapshot, Store, WatchEvent
+from lbgen.ports import AppliedStates, Clock, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
-from lbgen.services.lanes import Job, Lane, split_by_lane
+from lbgen.services.drop_hold import DropHolds
+from lbgen.services.lanes import Job, Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ class WatcherStatus:
     applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
     errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
     down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
+    held: dict[str, str] = field(default_factory=dict)  # target → what the drop guard holds, and why
 
 
 class Watcher:
@@ -99,6 +100,7 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
+        states: AppliedStates | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -117,7 +119,8 @@ class Watcher:
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
         self._applied: dict[str, Catalog] = {}
-        self._held_since: float | None = None
+        self._holds = DropHolds(settings.guard, settings.served_health)
+        self._states = states  # what each target last applied, persisted: the guard's baseline at start
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
@@ -186,6 +189,7 @@ class Watcher:
         follower.start()
         for lane in self._lanes.values():
             lane.start()
+        self._load_applied()
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
@@ -199,22 +203,14 @@ class Watcher:
                     self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
-            self._stop_lanes()
+            stop_lanes(self._lanes.values())
             follower.join(timeout=5)
-
-    def _stop_lanes(self, grace: float = 2.0) -> None:
-        """End every lane; one still inside a reload is left behind (a daemon thread) after `grace`."""
-        for lane in self._lanes.values():
-            lane.stop()
-        deadline = self._clock.now() + grace
-        for lane in self._lanes.values():
-            if not lane.join(max(0.0, deadline - self._clock.now())):
-                log.warning("lane %s: still applying at exit; its LB keeps what it has", lane.name)
 
     def _next_message(self) -> object | None:
         now = self._clock.now()
         deadlines = [d for w in self._windows.values() if (d := w.deadline()) is not None]
         deadlines += self._retry_at.values()
+        deadlines += self._holds.expiries().values()
         try:
             return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
         except queue.Empty:
@@ -280,22 +276,42 @@ class Watcher:
             self._retry_at.pop(target.name, None)
         catalog = self._state.catalog()
         self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
-        rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
-        catalogs = {name: catalog for name in rendered}
+        rendered: dict[str, str] = {}
+        catalogs: dict[str, Catalog] = {}
+        for target in due:
+            catalogs[target.name] = self._guarded(target.name, catalog, now)
+            if (text := self._render(target, catalogs[target.name])) is not None:
+                rendered[target.name] = text
         for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of).items():
             self._lanes[lane].submit(job)
 
     def _is_due(self, name: str, now: float) -> bool:
         retry_at = self._retry_at.get(name)
-        return self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
+        expiry = self._holds.expiries().get(name)
+        return (self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
+                or (expiry is not None and now >= expiry))
+
+    def _guarded(self, name: str, catalog: Catalog, now: float) -> Catalog:
+        """The catalog to render for target `name`: a sudden drop is held, the rest goes live."""
+        chosen = self._holds.catalog_for(name, self._applied.get(name), catalog, now)
+        held = self._holds.describe(name)
+        if held:
+            self.status.held[name] = held
+        else:
+            self.status.held.pop(name, None)
+        self.metrics.guard_held.labels(name).set(len(self._holds.held.get(name, ()).held) if held else 0)
+        return chosen
+
+    def _load_applied(self) -> None:
+        """The guard's baseline at start: what each target last applied, from before a restart."""
+        for target in self.settings.targets if self._states is not None else ():
+            applied = self._states.load(target)
+            if applied is not None:
+                self._applied[target.name] = applied
+                log.info("%s: last applied revision %s (%d services) is the drop guard's baseline",
+                         target.name, applied.revision, len(applied.services))
 
     def _render(self, target: Target, catalog: Catalog) -> str | None:
-        verdict = check_drop(self._applied.get(target.name), catalog, self.settings.guard,
-                             self.settings.served_health, self._held_for())
-        if not verdict.allowed:
-            self._held_since = self._held_since or self._clock.now()
-            self._fail(target, "guard", f"held by the drop guard: {verdict.reason}")
-            return None
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
@@ -304,9 +320,6 @@ class Watcher:
             self._fail(target, "render", str(e))
             return None
 
-    def _held_for(self) -> float:
-        return 0.0 if self._held_since is None else self._clock.now() - self._held_since
-
     def _apply_job(self, job: Job) -> None:
         """In a lane's thread: apply, then hand the results to the consumer."""
         try:
@@ -314,7 +327,18 @@ class Watcher:
         except Exception as e:  # a bug: still report it, or the target would wait forever
             log.exception("applying %s", ", ".join(job.texts))
             results = [TargetResult(name, step="apply", error=f"internal error: {e}") for name in job.texts]
+        targets = {t.name: t for t in job.targets}
+        for result in results if self._states is not None else ():
+            if result.ok or result.step == "down":  # the file on disk is this catalog's render
+                self._save_applied(targets[result.target], job.catalogs[result.target])
         self._queue.put(_Applied(job, results))
+
+    def _save_applied(self, target: Target, catalog: Catalog) -> None:
+        try:
+            self._states.save(target, catalog)  # type: ignore[union-attr]
+        except LbgenError as e:
+            log.warning("%s: the drop guard's baseline is not saved (a restart compares with an older one): %s",
+                        target.name, e)
 
     def _applied_results(self, message: _Applied) -> None:
         targets = {t.name: t for t in message.job.targets}
@@ -325,11 +349,12 @@ class Watcher:
             if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
                 log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
             if outcome.step == "down":
-                self._lb_down(outcome.target, outcome.error or "")
+                self._lb_down(outcome.target, message.job.catalogs[outcome.target], outcome.error or "")
             self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
             self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 
-    def _lb_down(self, name: str, reason: str) -> None:
+    def _lb_down(self, name: str, catalog: Catalog, reason: str) -> None:
+        self._applied[name] = catalog  # written: the LB loads it when it starts
         self.status.down[name] = reason
         self.metrics.lb_up.labels(name).set(0)
 
@@ -340,7 +365,6 @@ class Watcher:
         if self.status.down.pop(name, None) is not None:
             log.warning("%s: the LB is running again; revision %s is live", name, catalog.revision)
         self._consecutive_failures.pop(name, None)
-        self._held_since = None
         self.status.applied_revision = catalog.revision
         self.status.applied[name] = catalog.revision
         self.status.errors.pop(name, None)

@@ -28,6 +28,8 @@ class WatcherMetrics:
                                  ["target"], registry=r)
         self.lb_up = Gauge(f"{_NS}_lb_up", "1 while the target's LB runs (0: not running, its config "
                            "waits on disk)", ["target"], registry=r)
+        self.guard_held = Gauge(f"{_NS}_guard_held_services", "Services the drop guard keeps at their last "
+                                "applied state", ["target"], registry=r)
         self.applied = Gauge(f"{_NS}_applied_revision", "Registry revision live on the LB", ["target"], registry=r)
         self.lag = Histogram(f"{_NS}_apply_lag_seconds", "First unapplied change → applied",
                              ["target"], registry=r,

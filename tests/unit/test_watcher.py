@@ -82,12 +82,12 @@ def applier() -> RecordingApplier:
 
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
                   template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2),
-                  names: Sequence[str] = ("lb",)) -> Iterator[Watcher]:
+                  names: Sequence[str] = ("lb",), states: object = None) -> Iterator[Watcher]:
     """A running watcher over `store` with one target per name (the fake applier ignores dest)."""
     targets = tuple(Target(name=name, template="lb.j2", dest="/unused") for name in names)
     settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard, targets=targets)
-    watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
-                      retry_base=0.01, retry_cap=0.05)
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,  # type: ignore[arg-type]
+                      retry_base=0.01, retry_cap=0.05, states=states)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
@@ -171,7 +171,7 @@ def test_the_guard_holds_a_sudden_drop_to_zero(store: MemoryStore, applier: Reco
     for watcher in start_watcher(store, applier, guard=Guard(max_drop=0.5, to_zero=True, hold_max=0)):
         wait_for(lambda: applier.last == "web=1,;")
         store.delete(key("web", "a"))
-        wait_for(lambda: "drop guard" in watcher.status.last_error)
+        wait_for(lambda: "drop guard holds web" in watcher.status.held.get("lb", ""))
         assert applier.last == "web=1,;"
         store.put(key("web", "b"), endpoint(2))
         wait_for(lambda: applier.last == "web=2,;")

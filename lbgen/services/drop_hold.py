@@ -1,0 +1,71 @@
+"""The drop guard per target, for the watcher's consumer (issue 10.6).
+
+Each target has its own hold and its own timer: one target applying never resets another's
+`hold_max`. A hold keeps only the services that dropped at their last applied state; the render
+carries every other change. It logs one WARNING when it starts and one when it ends (an INFO when
+the set of held services changes in between), never one per pass.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lbgen.core.catalog import with_services_from
+from lbgen.core.durations import format_duration
+from lbgen.core.guard import Verdict, check_drop
+from lbgen.core.model import Catalog
+from lbgen.core.settings import Guard
+
+log = logging.getLogger(__name__)
+
+
+class DropHolds:
+    """The holds of every target; owned by one thread (the watcher's consumer)."""
+
+    def __init__(self, guard: Guard, served_health: frozenset[str]) -> None:
+        self._guard = guard
+        self._served = served_health
+        self._since: dict[str, float] = {}
+        self.held: dict[str, Verdict] = {}  # target → the hold in force
+
+    def catalog_for(self, target: str, applied: Catalog | None, new: Catalog, now: float) -> Catalog:
+        """What to render for `target`: `new`, with each service that suddenly dropped kept as it
+        was last applied (`applied`), until the drop is undone or has lasted `hold_max`."""
+        since = self._since.get(target)
+        verdict = check_drop(applied, new, self._guard, self._served, 0.0 if since is None else now - since)
+        if applied is None or not verdict.held:
+            self._release(target, verdict)
+            return new
+        self._hold(target, verdict, now)
+        return with_services_from(new, applied, verdict.held)
+
+    def describe(self, target: str) -> str:
+        """The hold of `target` in one line ("" when none), for its status."""
+        verdict = self.held.get(target)
+        return f"drop guard holds {', '.join(sorted(verdict.held))}: {verdict.reason}" if verdict else ""
+
+    def expiries(self) -> dict[str, float]:
+        """Target → when its hold reaches `hold_max` (the watcher renders it again then)."""
+        if self._guard.hold_max <= 0:
+            return {}
+        return {target: since + self._guard.hold_max for target, since in self._since.items()}
+
+    def _hold(self, target: str, verdict: Verdict, now: float) -> None:
+        before = self.held.get(target)
+        self.held[target] = verdict
+        names = ", ".join(sorted(verdict.held))
+        if before is None:
+            self._since[target] = now
+            until = (f"at most {format_duration(self._guard.hold_max)}" if self._guard.hold_max > 0
+                     else "until undone or restarted")
+            log.warning("%s: drop guard: holding %s at the last applied state (%s), the other changes go live: %s",
+                        target, names, until, verdict.reason)
+        elif before.held != verdict.held:
+            log.info("%s: drop guard: now holding %s: %s", target, names, verdict.reason)
+
+    def _release(self, target: str, verdict: Verdict) -> None:
+        if self.held.pop(target, None) is None:
+            return
+        self._since.pop(target, None)
+        log.warning("%s: drop guard: hold ended: %s", target,
+                    verdict.reason or "the services are back, or were removed on purpose (spec deleted)")
