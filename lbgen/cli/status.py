@@ -13,6 +13,7 @@ import time
 from typing import Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.lb_status import LbStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, overview_to_dict
 
@@ -95,14 +96,20 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        state = "LB down" if s.down else "behind" if lb.behind else "failing" if s.errors else "in sync"
-        rows.append([lb.node, str(s.revision), state, "yes" if s.connected else "no", _ago(s.updated_at, now),
+        rows.append([lb.node, str(s.revision), _state(s, lb.behind), "yes" if s.connected else "no", _ago(s.updated_at, now),
                      s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
                     ("LB DOWN " if not t.up else "") + (f"error: {t.error}" if t.error else "")]
                    for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
+
+
+def _state(status: LbStatus, behind: bool) -> str:
+    """An LB node in a word: a target's LB not running comes first, it is never "in sync"."""
+    if status.down:
+        return "LB down"
+    return "behind" if behind else "failing" if status.errors else "in sync"
 
 
 def _ago(then: float | None, now: float) -> str:

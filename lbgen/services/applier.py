@@ -1,9 +1,11 @@
 """Apply a pass of rendered configs: stage → check the whole config → keep LKG → swap → reload → verify.
 
 A pass first writes every changed target that passes its check, then reloads each distinct LB
-once (consul-template: render all, then run the de-duplicated commands), in order, waiting for
-each reload to finish before the next. A reload or verify failure restores the last-known-good of
-every target of that LB and reloads it: the last good config keeps serving (dataplaneapi's LKG).
+once (consul-template: render all, then run the de-duplicated commands). A reload or verify
+failure restores the last-known-good of every target of that LB and reloads it: the last good
+config keeps serving (dataplaneapi's LKG). A built-in LB that is not running fails its targets
+with step `down` (the checked config is on disk for its start): never reported as applied.
+`lane_key` names the LB a target goes live on: the watcher applies each LB in its own lane.
 
 Per target the commands are the target's own argv when given; otherwise the kind's built-in
 `LbControl` (nginx: SIGHUP to the master; haproxy: the master socket's `reload`). Whenever the LB
@@ -230,17 +232,19 @@ class Applier:
             for target in group:
                 results[target.name] = replace(results[target.name], step="down", error=down)
             return
-        to_reload = []
-        for target in (t for t in group if results[t.name].wrote):
-            plan = plans.get(target.name)
-            if plan is not None:
-                results[target.name] = self._apply_runtime(target, plan, results[target.name])
-            if results[target.name].method != "runtime":
-                to_reload.append(target)
+        to_reload = [t for t in group if results[t.name].wrote and not self._went_live_at_runtime(t, results, plans)]
         if to_reload and (to_reload[0].reload or self._controls(to_reload[0])):
             outcome = self._reload_group(to_reload)
             for target in to_reload:
                 results[target.name] = outcome.applied_to(results[target.name])
+
+    def _went_live_at_runtime(self, target: Target, results: dict[str, TargetResult],
+                              plans: dict[str, RuntimePlan]) -> bool:
+        """Try the target's runtime plan, if it has one; whether the change is live without a reload."""
+        plan = plans.get(target.name)
+        if plan is not None:
+            results[target.name] = self._apply_runtime(target, plan, results[target.name])
+        return results[target.name].method == "runtime"
 
     def _down(self, group: list[Target]) -> str:
         """Why the group's LB is not running ("" when it runs, or lbgen cannot tell: a target with
