@@ -9,12 +9,14 @@ the set of held services changes in between), never one per pass.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from lbgen.core.catalog import with_services_from
 from lbgen.core.durations import format_duration
 from lbgen.core.guard import Verdict, check_drop
 from lbgen.core.model import Catalog
-from lbgen.core.settings import Guard
+from lbgen.core.settings import Guard, Target
+from lbgen.ports import AppliedStates
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +71,16 @@ class DropHolds:
         self._since.pop(target, None)
         log.warning("%s: drop guard: hold ended: %s", target,
                     verdict.reason or "the services are back, or were removed on purpose (spec deleted)")
+
+
+def load_baselines(states: AppliedStates, targets: Sequence[Target]) -> dict[str, Catalog]:
+    """What each target last applied before a restart (kept beside its dest): the guard compares
+    the first renders with it, so agents that are down at start do not empty the LBs."""
+    found = {}
+    for target in targets:
+        applied = states.load(target)
+        if applied is not None:
+            found[target.name] = applied
+            log.info("%s: last applied revision %s (%d services) is the drop guard's baseline",
+                     target.name, applied.revision, len(applied.services))
+    return found

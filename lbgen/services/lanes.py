@@ -68,11 +68,13 @@ class Lane:
             self._pending = job if self._pending is None else self._pending.merged(job)
             self._cond.notify()
 
-    def stop(self) -> None:
-        """Drop the waiting job and end after the work in progress (which is not interrupted)."""
+    def stop(self, drain: bool = False) -> None:
+        """End after the work in progress (which is not interrupted); the waiting job is dropped,
+        or with `drain` done first."""
         with self._cond:
             self._stopping = True
-            self._pending = None
+            if not drain:
+                self._pending = None
             self._cond.notify()
 
     def join(self, timeout: float) -> bool:
@@ -85,7 +87,7 @@ class Lane:
             with self._cond:
                 while self._pending is None and not self._stopping:
                     self._cond.wait()
-                if self._stopping:
+                if self._pending is None:  # stopping, nothing (more) to drain
                     return
                 job, self._pending = self._pending, None
             try:

@@ -46,8 +46,9 @@ def both_answer(port: int, body: str, timeout: float = 20.0) -> None:
 def test_a_watcher_restarted_while_the_agents_were_down_keeps_serving(
         two_services: tuple[Node, int], backend: Callable[[str], Backend]) -> None:
     n, api_port = two_services
-    state = json.loads((n.dir / ".nginx.conf.applied.json").read_text())
-    assert sorted(state["services"]) == ["api", "web"], "the applied catalog is kept beside dest"
+    saved = n.dir / ".nginx.conf.applied.json"
+    wait_until(lambda: saved.exists() and sorted(json.loads(saved.read_text())["services"]) == ["api", "web"],
+               20, "the applied catalog beside dest")
     assert n.watcher is not None
     n.watcher.terminate()
     assert n.watcher.wait(20) == 0

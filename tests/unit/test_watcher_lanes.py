@@ -131,3 +131,23 @@ def test_a_down_lb_is_published_and_shown_as_down_never_in_sync() -> None:
     assert any("lb-1" in line and "LB down" in line for line in lines)
     assert not any("in sync" in line for line in lines)
     assert "  LB node lb-1: haproxy: down: haproxy is not running" in lines
+
+
+def test_a_lane_stopped_with_drain_finishes_the_waiting_job() -> None:
+    done: list[str] = []
+    started, release = threading.Event(), threading.Event()
+
+    def work(job: Job) -> None:
+        started.set()
+        release.wait()
+        done.extend(job.texts)
+
+    lane = Lane("saver", work)
+    lane.start()
+    a, b = Target(name="a", template="t", dest="d"), Target(name="b", template="t", dest="d")
+    lane.submit(Job((a,), {"a": ""}, {}))
+    started.wait(5)
+    lane.submit(Job((b,), {"b": ""}, {}))
+    lane.stop(drain=True)
+    release.set()
+    assert lane.join(5) and done == ["a", "b"]
