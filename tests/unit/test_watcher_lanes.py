@@ -7,6 +7,8 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import pytest
+
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli.status import format_overview
 from lbgen.core.lb_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
@@ -97,28 +99,48 @@ def test_an_lb_that_is_not_running_is_a_problem_until_it_runs_again() -> None:
         assert sample("lbgen_watcher_lb_up", {"target": "haproxy"}) == 1
 
 
-def test_a_lane_merges_waiting_jobs_per_target() -> None:
-    done: list[Job] = []
-    first_started, release = threading.Event(), threading.Event()
+A, B = Target(name="a", template="t", dest="d"), Target(name="b", template="t", dest="d")
+
+
+def busy_lane(done: list[Job]) -> tuple[Lane, threading.Event]:
+    """A started lane whose first job (`a`: "1") is in progress until the returned event is set."""
+    started, release = threading.Event(), threading.Event()
 
     def work(job: Job) -> None:
-        first_started.set()
+        started.set()
         release.wait()
         done.append(job)
 
     lane = Lane("lb", work)
     lane.start()
-    a, b = Target(name="a", template="t", dest="d"), Target(name="b", template="t", dest="d")
-    lane.submit(Job((a,), {"a": "1"}, {}))
-    first_started.wait(5)
-    lane.submit(Job((a,), {"a": "2"}, {}))
-    lane.submit(Job((b,), {"b": "1"}, {}))
-    lane.submit(Job((a,), {"a": "3"}, {}))
+    lane.submit(Job((A,), {"a": "1"}, {}))
+    started.wait(5)
+    return lane, release
+
+
+def test_a_lane_merges_waiting_jobs_per_target() -> None:
+    done: list[Job] = []
+    lane, release = busy_lane(done)
+    lane.submit(Job((A,), {"a": "2"}, {}))
+    lane.submit(Job((B,), {"b": "1"}, {}))
+    lane.submit(Job((A,), {"a": "3"}, {}))
     release.set()
     wait_for(lambda: len(done) == 2)
     lane.stop()
     assert lane.join(5)
     assert [dict(j.texts) for j in done] == [{"a": "1"}, {"a": "3", "b": "1"}]
+
+
+@pytest.mark.parametrize("drain, texts", [(True, [{"a": "1"}, {"b": "1"}]), (False, [{"a": "1"}])],
+                         ids=["drain", "drop"])
+def test_a_stopped_lane_finishes_its_work_and_drains_the_waiting_job_only_when_asked(
+        drain: bool, texts: list[dict[str, str]]) -> None:
+    done: list[Job] = []
+    lane, release = busy_lane(done)
+    lane.submit(Job((B,), {"b": "1"}, {}))
+    lane.stop(drain=drain)
+    release.set()
+    assert lane.join(5) and [dict(j.texts) for j in done] == texts
 
 
 def test_a_down_lb_is_published_and_shown_as_down_never_in_sync() -> None:
@@ -131,23 +153,3 @@ def test_a_down_lb_is_published_and_shown_as_down_never_in_sync() -> None:
     assert any("lb-1" in line and "LB down" in line for line in lines)
     assert not any("in sync" in line for line in lines)
     assert "  LB node lb-1: haproxy: down: haproxy is not running" in lines
-
-
-def test_a_lane_stopped_with_drain_finishes_the_waiting_job() -> None:
-    done: list[str] = []
-    started, release = threading.Event(), threading.Event()
-
-    def work(job: Job) -> None:
-        started.set()
-        release.wait()
-        done.extend(job.texts)
-
-    lane = Lane("saver", work)
-    lane.start()
-    a, b = Target(name="a", template="t", dest="d"), Target(name="b", template="t", dest="d")
-    lane.submit(Job((a,), {"a": ""}, {}))
-    started.wait(5)
-    lane.submit(Job((b,), {"b": ""}, {}))
-    lane.stop(drain=True)
-    release.set()
-    assert lane.join(5) and done == ["a", "b"]
