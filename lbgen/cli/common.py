@@ -30,8 +30,9 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--key", dest="tls_key", metavar="FILE", help="client private key for etcd (with --cert)")
     group.add_argument("--user", help="etcd user name (password: --password or $" + PASSWORD_ENV + ")")
     group.add_argument("--password", help=f"etcd password (prefer ${PASSWORD_ENV}: argv is visible in ps)")
-    group.add_argument("--etcd-timeout", type=float, metavar="SECONDS",
-                       help=f"deadline of each etcd call (default: {DEFAULT_ETCD_TIMEOUT:g})")
+    group.add_argument("--etcd-timeout", type=bounded_number(float, 0.1, 600), metavar="SECONDS",
+                       help="deadline of each etcd call and of each connect to etcd "
+                       f"(default: {DEFAULT_ETCD_TIMEOUT:g})")
 
 
 def registry_url(args: argparse.Namespace, fallback: RegistryUrl | str | Sequence[str] | None = None) -> RegistryUrl:
