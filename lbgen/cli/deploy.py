@@ -34,7 +34,7 @@ class _Progress:
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `deploy` and its `apply`, `status` and `rm` sub-commands."""
     parser = commands.add_parser("deploy", help="launch and roll service containers from a YAML spec")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
     apply = _action(actions, "apply", "converge the containers to the spec, rolling replicas one batch at a time")
     apply.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     apply.add_argument("--remove-orphans", action="store_true",

@@ -34,7 +34,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"settings file (default: ./{DEFAULT_SETTINGS})")
     parser.add_argument("--target", action="append", metavar="NAME",
                         help="only this target (repeatable; default: every target)")
-    add_store_arguments(parser)
+    add_store_arguments(parser, settings=True)
 
 
 def load_settings(path: str) -> Settings:
