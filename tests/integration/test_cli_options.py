@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.lbgen_proc import ENV
+from tests.support.lbgen_proc import ENV, ROOT
 from tests.support.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -41,3 +41,18 @@ def test_watch_logs_json_lines_with_options_after_the_command(tmp_path: Path) ->
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert {e["level"] for e in entries} >= {"debug", "info"}, entries
     assert any(e["logger"].startswith("lbgen.") and "watching" in e["message"] for e in entries), entries
+
+
+def test_deploy_check_validates_a_spec_without_docker(tmp_path: Path) -> None:
+    env = {**ENV, "DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"}
+    run = lambda spec: subprocess.run([sys.executable, "-m", "lbgen", "deploy", "check", str(spec)],  # noqa: E731
+                                      capture_output=True, text=True, timeout=30, env=env)
+    result = run(ROOT / "examples" / "deploy.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "3 to create" in result.stdout and "valid: project demo, 1 service(s), 3 replica(s)" in result.stdout
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("services:\n  web:\n    imgae: lbgen-demo:1\n    port: 18081\n")
+    result = run(typo)
+    assert result.returncode == 2
+    assert result.stderr == f"Error: {typo}: services.web.imgae: unknown setting (did you mean 'image'?)\n"
