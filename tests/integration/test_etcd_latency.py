@@ -94,3 +94,13 @@ def test_etcd_timeout_bounds_a_connect_to_a_black_hole(command: list[str]) -> No
     assert result.returncode == 3, result.stderr
     assert len(lines) == 1 and lines[0].startswith(f"Error: etcd {hole.address}: "), result.stderr
     assert "timed out" in lines[0] or "deadline" in lines[0], lines[0]
+
+
+def test_etcd_timeout_below_the_round_trip_fails_the_connect(etcd_server: EtcdServer) -> None:
+    """The connect is bounded by `--etcd-timeout`, not only the call: through 500 ms each way the
+    HTTP/2 handshake needs over a second, so 0.5 s cannot be enough, however fast the machine."""
+    with DelayProxy(etcd_server.client_port, 0.5) as proxy:
+        result = lbgen("status", "--registry", f"etcd://{proxy.address}", "--etcd-timeout", "0.5")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 3 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"Error: etcd {proxy.address}: snapshot "), lines[0]
