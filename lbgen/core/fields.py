@@ -11,6 +11,18 @@ T = TypeVar("T")
 _REQUIRED: Any = object()
 
 
+class SourceInt(int):
+    """An integer read from YAML that remembers how it was written (`644`, `0644`, `0x1a4`), for
+    fields where the digits matter more than YAML's reading of them (a file mode)."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str = "") -> "SourceInt":
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
+
+
 class Section:
     """One mapping being read: each key is taken once, and `done()` rejects whatever is left.
 

@@ -15,7 +15,8 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration
-from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
+from lbgen.core.bounded import quote
+from lbgen.core.fields import Section, SourceInt, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
 from lbgen.core.registry_url import RegistryUrl, parse_registry_url
 from lbgen.core.schema import NAME_RE, normalize_prefix
@@ -317,12 +318,14 @@ def _argv_with_placeholders(value: Any) -> tuple[str, ...]:
 
 
 def _parse_mode(value: Any) -> int:
-    text = value if isinstance(value, str) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _check_mode(value)  # YAML 1.1 reads an unquoted 0644 as the octal number itself
-    if text is None or not re.fullmatch(r"0?[0-7]{3,4}", text):
-        raise ValueError(f'expected an octal mode like "0644", got {value!r}')
-    return _check_mode(int(text, 8))
+    """The digits are octal as `chmod` reads them, quoted or not: `644`, `0644`, `"0644"`, `0o644`.
+    (YAML 1.1 alone would read `644` as decimal, mode 1204, and `0644` as octal.)"""
+    if isinstance(value, int) and not isinstance(value, (bool, SourceInt)):
+        return _check_mode(value)  # from Python, not YAML: the number is the mode
+    text = value.text if isinstance(value, SourceInt) else value if isinstance(value, str) else None
+    if text is None or not re.fullmatch(r"(0o?)?[0-7]{3,4}", text):
+        raise ValueError(f'expected an octal mode like 0644, got {quote(value)}')
+    return _check_mode(int(text.removeprefix("0o"), 8))
 
 
 def _check_mode(mode: int) -> int:
