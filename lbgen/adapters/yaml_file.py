@@ -87,11 +87,12 @@ def _refuse_duplicate_keys(loader: _BoundedLoader, node: MappingNode) -> None:
             continue
         key = loader.construct_object(key_node, deep=True)
         try:
-            line = first.setdefault(key, key_node.start_mark.line + 1)
+            line = first.get(key)
         except TypeError:
             continue  # an unhashable key: the constructor reports it
-        if line != key_node.start_mark.line + 1:
+        if line is not None:
             raise ConstructorError(None, None, f"duplicate key {quote(key)} (first on line {line})", key_node.start_mark)
+        first[key] = key_node.start_mark.line + 1
 
 
 def _construct_int(loader: _BoundedLoader, node: yaml.ScalarNode) -> SourceInt:

@@ -113,7 +113,7 @@ def check_address(value: Any) -> str:
         except ValueError:
             if is_hostname(value):
                 return value
-    raise InvalidValue(f"address {value!r}: not an IP address or host name")
+    raise InvalidValue(f"address {quote(value)}: not an IP address or host name")
 
 
 def is_ip(value: str) -> bool:
