@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, TypeVar
 
+from lbgen.core.bounded import quote
 from lbgen.errors import ConfigError
 
 T = TypeVar("T")
@@ -67,7 +68,7 @@ class Section:
 def expect_str(value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {quote(value)}")
     return value
 
 
