@@ -89,6 +89,8 @@ def test_the_watcher_keeps_running_and_renders_the_rest(
     assert watch.alive(), lbgen_processes.logs()
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
         assert response.status == 200
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert "lbgen_watcher_rejected_values 5.0" in response.read().decode()  # 4 from the snapshot, 1 watched
     log = watch.output()
     assert f"{etcd_prefix}/services/web/endpoints/deep2" in log and "nested deeper than 32 levels" in log
     assert f"value of {len(BAD['services/web/endpoints/huge'])} bytes: the limit is 65536" in log
