@@ -5,12 +5,14 @@ and deep or huge values planted inside otherwise valid ones."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lbgen.cli import main
 from lbgen.core.bounded import MAX_DEPTH, MAX_ITEMS, MAX_VALUE_BYTES, QUOTE_CHARS, load_json, quote
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.discovery import json_field
@@ -180,3 +182,14 @@ def _finite(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+@pytest.mark.parametrize("value", [DEEP.decode(), '{"listen": 80, "x": "' + "a" * 100_000 + '"}',
+                                   '{"listen": "' + "8" * 1000 + '"}'], ids=["deep", "huge", "long-field"])
+def test_registry_put_refuses_a_bad_value_in_one_short_line(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["registry", "put", "services/web/spec", value, "--registry", f"file:{tmp_path}/r.yaml"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("Error: /lbgen/services/web/spec: ") and len(err) < 300, err[:400]
+    assert not (tmp_path / "r.yaml").exists()

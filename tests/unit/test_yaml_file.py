@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.yaml_file import load_yaml, parse_yaml
+from lbgen.cli.deploy import load_spec
+from lbgen.cli.lb_node import load_settings
 from lbgen.core.settings import parse_settings
 from lbgen.errors import ConfigError
 
@@ -99,3 +101,14 @@ def test_any_text_gives_a_value_or_a_config_error(text: str) -> None:
         parse_yaml(text, "f.yaml")
     except ConfigError as e:
         assert str(e).startswith("f.yaml") and "\n" not in str(e).strip()
+
+
+def test_settings_and_deploy_specs_name_the_duplicate_key(tmp_path: Path) -> None:
+    settings = tmp_path / "lbgen.yaml"
+    settings.write_text("registry: file:r.yaml\ntargets: []\nregistry: etcd://127.0.0.1:2379\n")
+    with pytest.raises(ConfigError, match=rf"^{settings}:3:1: duplicate key 'registry' \(first on line 1\)$"):
+        load_settings(str(settings))
+    spec = tmp_path / "deploy.yaml"
+    spec.write_text("project: p\nservices:\n  web:\n    image: a\n    replicas: 1\n    image: b\n")
+    with pytest.raises(ConfigError, match=rf"^{spec}:6:5: duplicate key 'image' \(first on line 4\)$"):
+        load_spec(str(spec))
