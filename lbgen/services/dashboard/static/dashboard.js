@@ -46,6 +46,10 @@
     return el("span", value ? "yes" : "no", value ? yes : no);
   }
 
+  function clock(epochSeconds) {
+    return new Date(epochSeconds * 1000).toLocaleTimeString([], { hour12: false });
+  }
+
   function ago(seconds) {
     return seconds === null || seconds === undefined ? "never" : show(seconds) + " s ago";
   }
@@ -191,7 +195,7 @@
   function renderChanges(changes) {
     setCount("changes-count", changes.length);
     const rows = changes.map((c) => ({ key: c.key, cls: c.kind, cells: [
-      c.time === null ? "before start" : new Date(c.time * 1000).toLocaleTimeString(), show(c.revision), c.kind, c.key,
+      c.time === null ? "before start" : clock(c.time), show(c.revision), c.kind, c.key,
     ] }));
     byId("changes").replaceChildren(table(["seen", "revision", "change", "key"], rows, "no change seen yet"));
   }
@@ -218,10 +222,9 @@
     const source = new EventSource("events" + auth);
     source.addEventListener("status", (e) => parse(e, renderStatus));
     source.addEventListener("changes", (e) => parse(e, renderChanges));
-    source.addEventListener("connected", (e) => parse(e, (c) =>
-      renderConnection("connected", "registry at revision " + show(c.revision))));
+    source.addEventListener("connected", () => renderConnection("connected", "live from the registry watch"));
     source.addEventListener("disconnected", (e) => parse(e, (c) => renderConnection("disconnected",
-      "registry unreachable" + (c.since ? " since " + new Date(c.since * 1000).toLocaleTimeString() : "") +
+      "registry unreachable" + (c.since ? " since " + clock(c.since) : "") +
       ": " + show(c.error) + (lastStatus ? " — showing revision " + show(lastStatus.revision) : ""))));
     source.onerror = () => {
       if (source.readyState !== EventSource.CLOSED) {
