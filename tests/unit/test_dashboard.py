@@ -4,6 +4,8 @@ and the static page (no inline script, no HTML insertion, no other origin)."""
 
 from __future__ import annotations
 
+import configparser
+import fnmatch
 import json
 import queue
 import re
@@ -279,3 +281,13 @@ def test_bad_options_exit_2_with_one_line(args: list[str], message: str, capsys:
                                           tmp_path: Path) -> None:
     assert main(["dashboard", "--registry", f"file:{tmp_path}/r.yaml", *args]) == 2
     assert capsys.readouterr().err.startswith(f"Error: {message}")
+
+
+def test_every_static_file_is_served_and_installed() -> None:
+    folder = Path(str(resources.files("lbgen.services.dashboard").joinpath("static")))
+    files = sorted(p.name for p in folder.iterdir())
+    assert sorted(name for name, _ in STATIC.values()) == files
+    setup = configparser.ConfigParser()
+    setup.read(Path(__file__).resolve().parents[2] / "setup.cfg")
+    patterns = [p.strip() for p in setup["options.package_data"]["lbgen.services.dashboard"].split(",")]
+    assert all(any(fnmatch.fnmatch(f"static/{name}", p) for p in patterns) for name in files), patterns
