@@ -4,6 +4,7 @@ and recovers, and SIGTERM stops it with a browser still connected."""
 
 from __future__ import annotations
 
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -65,6 +66,11 @@ def test_the_token_guards_the_data_not_the_page(etcd_server: EtcdServer, etcd_pr
     wait_until(lambda: dashboard.get("/api/status?token=s3cret-token")[0] == 200, 30, "the first snapshot")
     assert dashboard.get("/api/status", {"Authorization": "Bearer s3cret-token"})[0] == 200
     assert dashboard.get("/")[0] == 200 and dashboard.get("/static/dashboard.js")[0] == 200
+    with urllib.request.urlopen(dashboard.url + "/", timeout=10) as response:
+        csp = response.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in csp and "script-src 'self';" in csp and "unsafe" not in csp
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert dashboard.get("/api/status?token=s3cret-token", {"Host": "elsewhere.example"})[0] == 200  # a token: any Host
     reader = EventReader(dashboard.url + "/events?token=s3cret-token")
     try:
         assert reader.next("connected")["connected"] is True
@@ -93,6 +99,11 @@ def test_an_etcd_outage_shows_as_disconnected_and_recovers(etcd_factory: EtcdFac
         reader.next("status", lambda d: "api" in [s["name"] for s in d["services"]] and d["revision"] >= revision)
     finally:
         reader.close()
+
+
+def test_without_a_token_another_host_name_is_refused(dashboard: Dashboard) -> None:
+    assert dashboard.get("/api/status", {"Host": "rebound.attacker.example"})[0] == 421
+    assert dashboard.get("/", {"Host": "localhost"})[0] == 200
 
 
 def test_sigterm_stops_it_with_a_browser_connected(dashboard: Dashboard) -> None:

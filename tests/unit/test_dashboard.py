@@ -182,6 +182,23 @@ def test_an_outage_is_pushed_and_the_recovery_too(store: MemoryStore, hub: Hub, 
     assert reader.next("status", lambda d: d["revision"] == revision)["services"][0]["endpoints"] == []
 
 
+def test_refresh_pushes_the_document_again_with_its_ages_counting(store: MemoryStore, hub: Hub) -> None:
+    store.put(f"{P}/lb/lb-1", json.dumps({"revision": 1, "updated_at": WALL - 2}).encode())
+    now = [WALL]
+    feed = FleetFeed(store, P, "memory:", hub, wall=lambda: now[0])
+    thread = threading.Thread(target=feed.run, daemon=True)
+    thread.start()
+    try:
+        reader = Reader(hub.subscribe())
+        assert reader.next("status")["lb_nodes"][0]["age"] == 2.0
+        now[0] += 5
+        feed.refresh()
+        assert reader.next("status")["lb_nodes"][0]["age"] == 7.0
+    finally:
+        feed.stop()
+        thread.join(timeout=10)
+
+
 def test_stop_ends_the_feed_while_the_registry_is_down(store: MemoryStore, hub: Hub) -> None:
     store.set_available(False)
     feed = FleetFeed(store, P, "memory:", hub, retry=lambda attempt: 60.0)

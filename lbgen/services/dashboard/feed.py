@@ -49,6 +49,7 @@ class FleetFeed:
         self._expect_lbs, self._wall, self._retry, self._limit = expect_lbs, wall, retry, recent_limit
         self._stopping = threading.Event()
         self._lock = threading.Lock()
+        self._publishing = threading.Lock()  # the follower and `refresh()` both publish the document
         self._watch: Watch | None = None
         self._snapshot: Snapshot | None = None
         self._recent: tuple[Change, ...] = ()
@@ -162,6 +163,8 @@ class FleetFeed:
         self._hub.publish("changes", "changes", self.changes())
 
     def _publish_status(self) -> None:
-        document = self.document()
-        if document is not None:
-            self._hub.publish("status", "status", document)
+        """Built and sent under one lock: a document of an older snapshot never follows a newer one."""
+        with self._publishing:
+            document = self.document()
+            if document is not None:
+                self._hub.publish("status", "status", document)
