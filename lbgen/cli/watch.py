@@ -23,8 +23,8 @@ from lbgen.cli.lb_node import (
     chosen_targets,
     load_settings,
     open_registry,
-    read_template,
 )
+from lbgen.adapters.templates import read_template
 from lbgen.core.schema import check_name
 from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
