@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lbgen.adapters.applied_state import AppliedStateFiles
-
+from lbgen.adapters.files import name_candidates
 from lbgen.cli.lb_node import (
     add_settings_arguments,
     build_applier,
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         failed = _preview(applier, targets, texts)
     else:
         results = applier.apply(targets, texts)
-        failed = _report(results, catalog.revision)
+        failed = _report(results, targets, catalog.revision)
         _save_applied(states, targets, results, catalog)
     if rendered.errors:
         raise TemplateError(f"{len(rendered.errors)} target(s) failed to render: {', '.join(rendered.errors)}")
@@ -115,6 +115,7 @@ def _save_applied(states: AppliedStateFiles, targets: Sequence[Target], results:
 
 def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str]) -> list[str]:
     failed = []
+    dests = {t.name: t.dest for t in targets}
     for preview in applier.preview(targets, texts):
         print(f"=== {preview.target}")
         print(preview.diff.rstrip("\n") if preview.diff else "no change")
@@ -124,19 +125,23 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
         else:
             failed.append(preview.target)
             print(f"--- {preview.target}: check FAILED")
-            print(preview.check_output.rstrip("\n"))
+            print(name_candidates(preview.check_output.rstrip("\n"), dests[preview.target]))
     return failed
 
 
-def _report(results: list[TargetResult], revision: int) -> list[str]:
+def _report(results: list[TargetResult], targets: Sequence[Target], revision: int) -> list[str]:
+    """One line per target; a failure names the checker's reason (its `[emerg]` line) and the
+    candidate by its dest, since the staged file is removed by then."""
     failed = []
+    dests = {t.name: t.dest for t in targets}
     for result in results:
         if result.step == "down":  # written and checked; a bootstrap before the LB starts is fine
             print(f"{result.target}: wrote revision {revision}, not live: {result.error}")
         elif not result.ok:
             failed.append(result.target)
             state = "previous config restored" if result.rolled_back else "live config untouched"
-            print(f"{result.target}: {result.step} failed ({state}): {result.error}", file=sys.stderr)
+            error = name_candidates(result.error, dests[result.target])
+            print(f"{result.target}: {result.step} failed ({state}): {error}", file=sys.stderr)
         elif result.changed:
             how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")
             print(f"{result.target}: applied revision {revision}{how}")
