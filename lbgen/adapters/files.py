@@ -100,9 +100,9 @@ class LocalFiles:
 
 
 def write_atomic(path: Path, data: bytes, target: Target) -> None:
-    """Write `data` as `path`, a file beside dest (a staged temp named after dest, fsync, rename),
-    with the target's mode and owner."""
-    _replace(_write_temp(real_dest(target), data, target), path)
+    """Write `data` as `path`, a file beside dest (temp `.<name>.<random>.tmp`, fsync, rename), with
+    the target's mode and owner. Not `.lbgen`: that suffix names staged candidates of dest only."""
+    _replace(_write_temp(path, data, target, suffix=".tmp"), path)
 
 
 def name_candidates(text: str, dest: str) -> str:
@@ -113,8 +113,8 @@ def name_candidates(text: str, dest: str) -> str:
     return staged.sub(lambda _: f"{dest} (candidate)", text)
 
 
-def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
+def _write_temp(dest: Path, data: bytes, target: Target, suffix: str = STAGED_SUFFIX) -> Path:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
