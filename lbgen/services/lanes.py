@@ -96,7 +96,7 @@ class Lane:
                 log.exception("lane %s: applying %s failed", self.name, ", ".join(t.name for t in job.targets))
 
 
-def stop_lanes(lanes: Iterable[Lane], grace: float = 2.0) -> None:
+def stop_lanes(lanes: Iterable[Lane], grace: float = 1.0) -> None:
     """End every lane; one still inside a reload is left behind (a daemon thread) after `grace`
     seconds, so SIGTERM is honoured while an LB hangs."""
     lanes = list(lanes)

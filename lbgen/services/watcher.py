@@ -208,7 +208,7 @@ class Watcher:
             self.stop()
             stop_lanes(self._lanes.values())
             self._saver.stop(drain=True)  # the last applied state is what a restart compares with
-            self._saver.join(timeout=10)
+            self._saver.join(timeout=5)
             follower.join(timeout=5)
 
     def _next_message(self) -> object | None:

@@ -78,6 +78,12 @@ def test_a_killed_haproxy_delays_only_itself_and_is_reported_down(
     status = lbgen_status(n.etcd.url, n.prefix)
     assert any("haproxy: down: haproxy is not running" in p for p in status["problems"]), status["problems"]
 
+    assert n.watcher is not None
+    started = time.monotonic()
+    n.watcher.terminate()  # HAProxy's lane may be inside its 2 s probe of the dead socket
+    assert n.watcher.wait(20) == 0
+    print(f"SIGTERM → lbgen watch exited in {time.monotonic() - started:.2f} s with HAProxy dead")
+
 
 def test_a_killed_nginx_master_with_an_orphaned_worker_is_never_in_sync(
         metered: Node, backend: Callable[[str], Backend]) -> None:
