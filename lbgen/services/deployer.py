@@ -17,6 +17,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
+from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
 from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
 from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
@@ -96,6 +97,21 @@ class Registry:
             if isinstance(revision, int) and not isinstance(revision, bool):
                 revisions[ref.node] = revision  # type: ignore[union-attr]
         return revisions
+
+    def lb_quarantines(self, service: str) -> dict[str, str]:
+        """`node/target` → the checker's reason, for each LB target holding `service` at an older state
+        (quarantined, issue 10 part 3): its new endpoints and drains do not reach that LB."""
+        found = {}
+        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
+            ref = parse_key(self.prefix, kv.key)
+            try:
+                status = decode_lb_status(ref.node, kv.value) if ref and ref.kind == "lb" else None
+            except InvalidValue:
+                continue
+            for target, held, reason in status.quarantined if status else ():
+                if held == service:
+                    found[f"{status.node}/{target}"] = reason
+        return found
 
     def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:
         """Mark and zero-weight `registered`; the marker expires after `ttl` seconds at the latest."""
@@ -235,7 +251,9 @@ class Deployer:
         def applied() -> int | None:
             nonlocal behind
             revisions = registry.lb_revisions()
-            behind = ", ".join(f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision)
+            behind = ", ".join([f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision]
+                               + [f"{where} holds {step.service} back (quarantined: {reason})"
+                                  for where, reason in sorted(registry.lb_quarantines(step.service).items())])
             return None if behind else len(revisions)
 
         nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
