@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence, TypeVar
 
@@ -99,18 +100,14 @@ class Registry:
         return revisions
 
     def lb_quarantines(self, service: str) -> dict[str, str]:
-        """`node/target` → the checker's reason, for each LB target holding `service` at an older state
-        (quarantined, issue 10 part 3): its new endpoints and drains do not reach that LB."""
+        """`node/target` → reason, for each LB target holding `service` at an older state (quarantined,
+        docs/apply.md): its new endpoints and drains do not reach that LB. Invalid values are skipped."""
         found = {}
         for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
-            ref = parse_key(self.prefix, kv.key)
-            try:
-                status = decode_lb_status(ref.node, kv.value) if ref and ref.kind == "lb" else None
-            except InvalidValue:
-                continue
-            for target, held, reason in status.quarantined if status else ():
-                if held == service:
-                    found[f"{status.node}/{target}"] = reason
+            with suppress(InvalidValue):
+                ref = parse_key(self.prefix, kv.key)
+                held = decode_lb_status(ref.node, kv.value).quarantined if ref and ref.kind == "lb" else []
+                found.update({f"{ref.node}/{t}": reason for t, name, reason in held if name == service})  # type: ignore[union-attr]
         return found
 
     def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:
