@@ -90,12 +90,14 @@ class Watcher:
         retry_cap: float = 5.0,
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
+        recheck: float = 60.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
         self.metrics = metrics or WatcherMetrics()
         self._stale_after = stale_after
+        self._recheck = recheck  # a target holding services back passes again this often (DNS may heal)
         self._pending_since: dict[str, float] = {}
         self._store = store
         self._applier = applier
@@ -321,6 +323,8 @@ class Watcher:
         self.status.quarantined[name] = self._quarantines.held(name)
         if not self.status.quarantined[name]:
             del self.status.quarantined[name]
+        else:  # a value can heal without a registry change (a host name that starts to resolve)
+            self._retry_at[name] = self._clock.now() + self._recheck
         self.metrics.renders.labels(name, "ok").inc()
         self.metrics.applied.labels(name).set(catalog.revision)
         self.metrics.reloads.labels(name).inc(outcome.reloaded)

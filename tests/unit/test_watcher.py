@@ -99,12 +99,12 @@ def applier() -> RecordingApplier:
 
 
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
-                  template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2)
-                  ) -> Iterator[Watcher]:
+                  template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2),
+                  recheck: float = 60.0) -> Iterator[Watcher]:
     settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard,
                         targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
     watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
-                      retry_base=0.01, retry_cap=0.05)
+                      retry_base=0.01, retry_cap=0.05, recheck=recheck)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:

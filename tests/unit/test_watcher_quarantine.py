@@ -86,3 +86,17 @@ def test_a_refusal_tied_to_no_service_keeps_the_whole_last_good_config(
         assert watcher.status.quarantined == {}
         applier.failing = ""
         wait_for(lambda: applier.live["lb"] == "web=1,2,;")
+
+
+def test_a_value_that_heals_without_a_registry_change_is_released_at_the_next_recheck(
+        store: MemoryStore, applier: RecordingApplier) -> None:
+    applier.refused = {str(BAD)}  # say, a host name that does not resolve yet
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in start_watcher(store, applier, recheck=0.05):
+        wait_for(lambda: applier.live.get("lb") == "web=1,;")
+        store.put(key("web", "late"), endpoint(BAD))
+        wait_for(lambda: "lb" in watcher.status.quarantined)
+        revision = store.revision
+        applier.refused = set()  # its DNS record appears: no registry change
+        wait_for(lambda: watcher.status.quarantined == {})
+        assert applier.live["lb"] == f"web=1,{BAD},;" and store.revision == revision
