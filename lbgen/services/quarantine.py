@@ -47,22 +47,27 @@ def search(target: Target, new: Catalog, applied: Catalog | None, render: Render
     """Find the services to hold back so that `target`'s checker accepts the render; None when the
     refusal is tied to no service (then the whole last good config stays). `failure` is the reason
     the full render was refused; `suspects` are tried first (the services held at the last pass)."""
-    texts: dict[frozenset[str], str] = {}
+    passed: dict[frozenset[str], str] = {}  # only the last passing text: 5-8 MB each at 10,000 services
 
     def probe(held: frozenset[str]) -> str | None:
         try:
-            texts[held] = render(hold_services(new, applied, held))
+            text = render(hold_services(new, applied, held))
         except LbgenError as e:
             return f"render: {e}"
-        error = check(target, texts[held])
-        return None if error is None else reason_of(error)
+        error = check(target, text)
+        if error is not None:
+            return reason_of(error)
+        passed.clear()
+        passed[held] = text
+        return None
 
     culprits = find_culprits(changed_services(applied, new), probe, failure, suspects)
     if culprits is None:
         return None
     held = frozenset(culprits.held)
-    text = texts.get(held) or render(hold_services(new, applied, held))
-    return Resolution(hold_services(new, applied, held), text, culprits.held, culprits.probes, culprits.exhausted)
+    mixed = hold_services(new, applied, held)
+    text = passed[held] if held in passed else render(mixed)
+    return Resolution(mixed, text, culprits.held, culprits.probes, culprits.exhausted)
 
 
 class Quarantines:
