@@ -5,8 +5,10 @@ Producers feed it through one queue: the registry follower (snapshot, then watch
 snapshot's revision + 1, re-snapshot after any break) and the template file observer.
 
 It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
-registry connection keeps the last applied config, a sudden drop is held by the guard, and every
-template, check or reload failure is logged, counted and retried while the daemon keeps running.
+registry connection keeps the last applied config, a sudden drop is held by the guard, a service
+the LB's checker refuses is quarantined at its last applied state while the rest goes live
+(lbgen.services.quarantine), and every template, check or reload failure is logged, counted and
+retried while the daemon keeps running.
 """
 
 from __future__ import annotations
