@@ -11,10 +11,12 @@ hand-written or corrupt value is reported with the reason instead of being shown
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from lbgen.core.bounded import load_json, quote
 from lbgen.core.schema import check_int, check_name
 from lbgen.errors import InvalidValue
 
@@ -83,19 +85,19 @@ def encode_lb_status(status: LbStatus) -> bytes:
 
 def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
     """Validate the value stored under `{prefix}/lb/{node}`; `node` comes from the key."""
-    value = _object("value", _load(raw))
+    value = _object("value", load_json(raw))
     check_name("node", node)
     if value.get("node", node) != node:
-        raise InvalidValue(f"node {value['node']!r}: does not match the key's node {node!r}")
+        raise InvalidValue(f"node {quote(value['node'])}: does not match the key's node {node!r}")
     if "revision" not in value:
         raise InvalidValue("missing field 'revision'")
     targets = _object("targets", value.get("targets", {}))
     version = value.get("version", "")
     if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise InvalidValue(f"version {version!r}: must match {VERSION_RE.pattern}")
+        raise InvalidValue(f"version {quote(version)}: must match {VERSION_RE.pattern}")
     connected = value.get("connected", False)
     if not isinstance(connected, bool):
-        raise InvalidValue(f"connected {connected!r}: expected true or false")
+        raise InvalidValue(f"connected {quote(connected)}: expected true or false")
     return LbStatus(
         node=node,
         revision=check_int("revision", value["revision"], 0, MAX_REVISION),
@@ -131,13 +133,6 @@ def _quarantined(what: str, value: Any) -> dict[str, str]:
             for name, reason in sorted(held.items())}
 
 
-def _load(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"not JSON: {e}") from e
-
-
 def _object(what: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidValue(f"{what}: expected a JSON object, got {type(value).__name__}")
@@ -153,6 +148,6 @@ def _text(what: str, value: Any) -> str:
 def _time(what: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidValue(f"{what} {value!r}: expected seconds since the epoch, or null")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidValue(f"{what} {quote(value)}: expected seconds since the epoch, or null")
     return float(value)

@@ -18,15 +18,15 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
 from lbgen.core.model import Catalog, Service
+from lbgen.errors import telling_line
 
 Probe = Callable[[frozenset[str]], "str | None"]
 
 MAX_REASON = 300
 _NGINX_PREFIX = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\[\w+\]) \d+#\d+: ")
 _HAPROXY_PREFIX = re.compile(r"^(\[[A-Z]+\])\s+\(\d+\) : ")
-_FATAL = ("[emerg]", "[ALERT]", "[crit]", "[alert]")
-# A staged candidate (`.nginx.conf.k2j4_x9q.lbgen`) or nginx shadow main config: named as the
-# file it stands for, so a reason reads the same at every pass (and the status is not rewritten).
+# A staged candidate (`.nginx.conf.k2j4_x9q.lbgen`) or nginx shadow main config, named as the file it
+# stands for: a reason then reads the same at every pass (and the LB status is not rewritten).
 _STAGED = re.compile(r"/\.([^/\s\"']+?)\.[A-Za-z0-9_]{8}\.(?:lbgen|shadow)\b")
 
 
@@ -148,14 +148,15 @@ class _Search:
 
 
 def checker_reason(output: str, error: str) -> str:
-    """One line saying why the checker refused a config: its first fatal line without the
-    timestamp and pid (nginx `[emerg]`, HAProxy `[ALERT]`), else the error; a staged file is named as
-    the file it stands for; at most `MAX_REASON` characters."""
-    for line in output.splitlines():
-        line = _HAPROXY_PREFIX.sub(r"\1 ", _NGINX_PREFIX.sub(r"\1 ", line.strip()))
-        if any(marker in line for marker in _FATAL):
-            return _cut(_STAGED.sub(r"/\1", line))
-    return _cut(_STAGED.sub(r"/\1", error.strip().splitlines()[0]) if error.strip() else "refused by the checker")
+    """One line saying why the checker refused a config: the line `telling_line` picks (nginx
+    `[emerg]`, HAProxy `[ALERT]`) without its timestamp and pid, else the error's first line; a
+    staged file is named `<dest> (candidate)` as `lbgen render` does; at most `MAX_REASON` characters."""
+    if output.strip():
+        line = telling_line(output, limit=len(output))
+    else:
+        line = error.strip().splitlines()[0] if error.strip() else "refused by the checker"
+    line = _HAPROXY_PREFIX.sub(r"\1 ", _NGINX_PREFIX.sub(r"\1 ", line))
+    return _cut(_STAGED.sub(r"/\1 (candidate)", line))
 
 
 def _cut(text: str) -> str:

@@ -136,8 +136,8 @@ def test_any_bad_services_among_n_are_found_exactly_within_the_bound(case: tuple
      "[ALERT] config : parsing [/e/h.cfg:35]: too many words"),
     ("", "check timed out: no output", "check timed out: no output"),
     ("[ALERT]    (9) : config : parsing [/etc/haproxy/.haproxy.cfg.k2j4_x9q.lbgen:35]: too many words\n", "",
-     "[ALERT] config : parsing [/etc/haproxy/haproxy.cfg:35]: too many words"),
-    ("", "haproxy -c -f /e/.h.cfg.abcd1234.lbgen exited 1: no output", "haproxy -c -f /e/h.cfg exited 1: no output"),
+     "[ALERT] config : parsing [/etc/haproxy/haproxy.cfg (candidate):35]: too many words"),
+    ("", "haproxy -c -f /e/.h.cfg.abcd1234.lbgen exited 1: no output", "haproxy -c -f /e/h.cfg (candidate) exited 1: no output"),
     ("[emerg] " + "x" * 1000, "", "[emerg] " + "x" * 289 + "..."),
 ], ids=["nginx", "nginx-q", "haproxy", "no-output", "staged-file", "staged-file-in-error", "cut"])
 def test_checker_reason_is_one_line(output: str, error: str, reason: str) -> None:

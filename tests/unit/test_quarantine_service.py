@@ -41,7 +41,7 @@ def test_search_holds_the_refused_services_and_renders_the_rest() -> None:
     assert resolution.text == "api=api.example;web=127.0.0.1;", "web at its last state, new left out"
     assert resolution.catalog.revision == 2 and [s.name for s in resolution.catalog.services] == ["api", "web"]
     assert set(resolution.held) == {"new", "web"}
-    assert all(r.startswith('[emerg] host not found in upstream "no-such-host.invalid:80" in /e/n.conf:')
+    assert all(r.startswith('[emerg] host not found in upstream "no-such-host.invalid:80" in /e/n.conf (candidate):')
                for r in resolution.held.values()), resolution.held
 
 
