@@ -97,16 +97,18 @@ class Quarantines:
                      " (probe budget used up)" if resolution.exhausted else "")
         return resolution
 
-    def settle(self, target: str, held: Mapping[str, str], revision: int) -> None:
-        """`target` applied `revision` holding back `held`: one log line per service that starts or
-        ends its quarantine, and the metrics."""
+    def settle(self, target: str, held: Mapping[str, str], applied: Catalog) -> None:
+        """`target` applied the catalog `applied`, holding back `held`: one log line per service that
+        starts or ends its quarantine, and the metrics."""
         before = self._held.get(target, {})
         for service in sorted(held.keys() - before.keys()):
-            log.warning("%s: service %s quarantined at revision %s, kept at its last applied state: %s",
-                        target, service, revision, held[service])
+            state = ("kept at its last applied state" if applied.service(service) is not None
+                     else "left out of the config (never applied since this watcher started)")
+            log.warning("%s: service %s quarantined at revision %s, %s: %s",
+                        target, service, applied.revision, state, held[service])
         for service in sorted(before.keys() - held.keys()):
             log.info("%s: service %s released from quarantine at revision %s (the checker accepts it)",
-                        target, service, revision)
+                     target, service, applied.revision)
         if held:
             self._held[target] = dict(held)
         else:

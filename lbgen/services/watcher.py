@@ -292,7 +292,7 @@ class Watcher:
             if outcome.step == "check":
                 outcome, applied, held = self._hold_back(targets[outcome.target], catalog, outcome)
             if outcome.ok:
-                self._quarantines.settle(outcome.target, held, catalog.revision)
+                self._quarantines.settle(outcome.target, held, applied)
                 self._applied_ok(outcome, applied)
             else:
                 if outcome.output:  # the error holds one line of it; nginx ends with "test failed"

@@ -56,15 +56,18 @@ def test_settle_logs_one_line_per_start_and_end_and_sets_the_gauges(caplog: pyte
     caplog.set_level(logging.INFO)
     metrics = WatcherMetrics()
     quarantines = Quarantines(check, metrics)
-    quarantines.settle("nginx", {"web": "[emerg] host not found"}, 5)
-    quarantines.settle("nginx", {"web": "[emerg] host not found"}, 6)
+    quarantines.settle("nginx", {"web": "[emerg] host not found"}, Catalog(5, (svc("web"),)))
+    quarantines.settle("nginx", {"web": "[emerg] host not found", "new": "[emerg] x"}, Catalog(6, (svc("web"),)))
     sample = metrics.registry.get_sample_value
-    assert sample("lbgen_watcher_quarantined_services", {"target": "nginx"}) == 1
-    assert quarantines.held("nginx") == {"web": "[emerg] host not found"}
-    quarantines.settle("nginx", {}, 7)
+    assert sample("lbgen_watcher_quarantined_services", {"target": "nginx"}) == 2
+    assert quarantines.held("nginx") == {"web": "[emerg] host not found", "new": "[emerg] x"}
+    quarantines.settle("nginx", {}, Catalog(7))
     assert sample("lbgen_watcher_quarantined_services", {"target": "nginx"}) == 0
     assert quarantines.held("nginx") == {}
     assert [r.getMessage() for r in caplog.records] == [
         "nginx: service web quarantined at revision 5, kept at its last applied state: [emerg] host not found",
+        "nginx: service new quarantined at revision 6, left out of the config (never applied since this "
+        "watcher started): [emerg] x",
+        "nginx: service new released from quarantine at revision 7 (the checker accepts it)",
         "nginx: service web released from quarantine at revision 7 (the checker accepts it)",
     ]
