@@ -67,7 +67,7 @@ def _services(services: Sequence[Service], held: Mapping[str, list[tuple[str, st
         served = "held back" if service.name in held else "served"
         lines.append(f"  {service.name}  {spec or '(no spec)'}  "
                      f"{len(service.served())}/{len(service.all_endpoints)} endpoints {served}")
-        lines += [f"    quarantined on {where} (kept at its last applied state): {reason}"
+        lines += [f"    quarantined on {where} (held back, not as registered): {reason}"
                   for where, reason in held.get(service.name, ())]
         lines += table([_endpoint_row(e, service.name in held) for e in service.all_endpoints], indent="    ")
     return lines

@@ -95,8 +95,8 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
             problems.append(f"LB node {lb.node}: invalid status value: {lb.invalid}")
             continue
         problems += [f"LB node {lb.node}: {where}: {error}" for where, error in lb.status.errors.items()]
-        problems += [f"LB node {lb.node}: {target}: service {service} quarantined (kept at its last applied "
-                     f"state): {reason}" for target, service, reason in lb.status.quarantined]
+        problems += [f"LB node {lb.node}: {target}: service {service} quarantined (held back, not as "
+                     f"registered): {reason}" for target, service, reason in lb.status.quarantined]
         if not lb.status.connected and "registry" not in lb.status.errors:
             problems.append(f"LB node {lb.node}: not connected to the registry")
         if lb.behind:

@@ -102,11 +102,11 @@ def quarantined_lb(node: str, revision: int) -> KeyValue:
 
 def test_a_quarantined_service_is_a_problem_and_not_served() -> None:
     overview = build_overview(P, Snapshot(100, (*HEALTHY, quarantined_lb("lb-1", 12))))
-    assert overview.problems == ("LB node lb-1: nginx: service web quarantined (kept at its last applied state): "
+    assert overview.problems == ("LB node lb-1: nginx: service web quarantined (held back, not as registered): "
                                  "[emerg] host not found in upstream",)
     text = "\n".join(format_overview("etcd://x", overview, NOW))
     assert "web  (no spec)  2/2 endpoints held back" in text
-    assert "quarantined on lb-1/nginx (kept at its last applied state): [emerg] host not found" in text
+    assert "quarantined on lb-1/nginx (held back, not as registered): [emerg] host not found" in text
     assert "quarantined (not served as registered)" in text and " served\n" not in text
     assert "lb-1  12        quarantined" in text and "lb-1/nginx  12  applied 5s ago  quarantined: web" in text
     document = overview_to_dict(overview, NOW)
