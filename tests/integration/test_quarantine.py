@@ -6,6 +6,9 @@ Two values the registry contract accepts but one LB's checker refuses:
 - a spec with 60 host names: HAProxy refuses the `use_backend` line ("too many words", 64 at most);
   nginx takes them.
 Each LB must hold only the service it refuses, at its last applied state, and apply everything else.
+(The 64-word limit is a gap in the shipped HAProxy template, which puts every host of a service on
+one `use_backend` line; if the template ever splits that line, use another value HAProxy refuses,
+e.g. an unresolvable host with a template that drops `init-addr ... none`.)
 """
 
 from __future__ import annotations
