@@ -51,6 +51,7 @@ class Overview:
     agents: tuple[AgentView, ...]
     lbs: tuple[LbView, ...]
     problems: tuple[str, ...]
+    draining: frozenset[str] = frozenset()  # endpoint ids with a drain marker (`{prefix}/drain/{id}`)
 
 
 def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
@@ -62,8 +63,9 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.in_catalog), default=0)
     lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
+    draining = frozenset(ref.endpoint_id for ref, _ in refs if ref and ref.kind == "drain")
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
-                        _agents(prefix, catalog, leases, served_health), lbs, ())
+                        _agents(prefix, catalog, leases, served_health), lbs, (), draining)
     return replace(overview, problems=_problems(overview, expect_lbs, served_health))
 
 
@@ -127,7 +129,8 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
         "services_revision": overview.services_revision,
         "services": [
             {"name": s.name, "spec": dict(s.spec), "endpoints": [
-                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health) and s.name not in held}
+                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health) and s.name not in held,
+                 "draining": e.id in overview.draining}
                 for e in s.all_endpoints
             ], "quarantined": [{"lb": where, "reason": reason} for where, reason in held.get(s.name, ())]}
             for s in overview.catalog.services
@@ -138,6 +141,11 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
         "rejected": [{"key": r.key, "reason": r.reason} for r in overview.rejected],
         "problems": list(overview.problems),
     }
+
+
+def status_document(registry: str, overview: Overview, now: float) -> dict[str, Any]:
+    """`lbgen status --json`, which the dashboard's JSON API serves too: where it was read, then the overview."""
+    return {"registry": registry, **overview_to_dict(overview, now)}
 
 
 def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:

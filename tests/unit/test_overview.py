@@ -114,3 +114,11 @@ def test_a_quarantined_service_is_a_problem_and_not_served() -> None:
     assert web["quarantined"] == [{"lb": "lb-1/nginx", "reason": "[emerg] host not found in upstream"}]
     assert [e["served"] for e in web["endpoints"]] == [False, False]
     assert document["lb_nodes"][0]["targets"]["nginx"]["quarantined"] == {"web": "[emerg] host not found in upstream"}
+
+
+def test_an_endpoint_with_a_drain_marker_is_draining_in_the_document_and_the_text() -> None:
+    marker = KeyValue(f"{P}/drain/host-a.w1", b'{"container": "c1"}', 14, 0x30)
+    overview = build_overview(P, Snapshot(100, (*HEALTHY, marker, lb("lb-1", 14))))
+    endpoints = overview_to_dict(overview, NOW)["services"][0]["endpoints"]
+    assert [(e["id"], e["draining"]) for e in endpoints] == [("host-a.w1", True), ("host-b.w2", False)]
+    assert "served, draining" in "\n".join(format_overview("etcd://x", overview, NOW))
