@@ -174,5 +174,5 @@ def test_haproxy_rules_fit_haproxys_line_limits_and_keep_every_host(hosts: list[
     rules = haproxy_rules(lb.http[0])
     lines = [f"    use_backend {r.backend} if {r.condition}" for r in rules]
     assert all(len(line.split()) <= 64 and len(line) <= 2048 for line in lines), max(lines, key=len)
-    named = [word for r in rules for word in str(r.condition).split() if "." in word and "/" not in word]
+    named = [word for r in rules for word in str(r.condition).split() if "." in word and "/" not in word and "(" not in word]
     assert sorted(set(named)) == sorted(h.removeprefix("*") for h in hosts)
