@@ -1,7 +1,8 @@
 """`lbgen render`: one pass — render every target, validate, apply — or, with `--dry-run`, the preview.
 
 The dry run writes nothing live and reloads nothing: per target it prints the unified diff against
-the current file (or "no change") and the real checker's verdict on the staged candidate.
+the current file (or "no change") and the real checker's verdict on the staged candidate; when the
+checker refuses it, the services `lbgen watch` would quarantine, each with the checker's reason.
 
 The drop guard refuses a target whose render suddenly loses served endpoints compared with what
 was last applied to it (the state `lbgen watch` and `lbgen render` keep beside dest), or, with no
@@ -27,14 +28,18 @@ from lbgen.cli.lb_node import (
     load_settings,
     log_rejected,
     open_registry,
+    read_template,
     render_targets,
 )
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.guard import check_one_shot
 from lbgen.core.model import Catalog
+from lbgen.core.quarantine import checker_reason
+from lbgen.core.render import render
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import ApplyError, GuardRefused, TemplateError
 from lbgen.services.applier import Applier, TargetResult
+from lbgen.services.quarantine import search
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -43,8 +48,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "render", help="render, validate and apply once (--dry-run: print the diff and the checker's verdict)",
         description="Render every target from the registry once, validate it with the LB's checker, "
         "swap it in and reload; exit non-zero if any target failed (7: refused by the drop guard). "
-        "With --dry-run nothing live is touched: the diff against the current file and the checker's "
-        "verdict are printed.")
+        "With --dry-run nothing live is "
+        "touched: the diff against the current file and the checker's verdict are printed, and for a "
+        "refused render the services a watcher would quarantine (hold back) and why.")
     add_settings_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="preview only: diff + checker verdict, no write, no reload")
     parser.add_argument("--force", action="store_true",
@@ -66,11 +72,14 @@ def run(args: argparse.Namespace) -> int:
     for name, error in rendered.errors.items():
         print(f"{name}: render failed: {error}", file=sys.stderr)
     states = AppliedStateFiles()
-    refused = _guard(settings, targets, catalog, states, args.force)
-    texts = {name: text for name, text in rendered.texts.items() if name not in refused}
+    guarded = _guard(settings, targets, catalog, states, args.force)
+    texts = {name: text for name, text in rendered.texts.items() if name not in guarded}
     applier = build_applier()
     if args.dry_run:
-        failed = _preview(applier, targets, texts)
+        refused = _preview(applier, targets, texts)
+        for target in (t for t in targets if t.name in refused):
+            _would_quarantine(applier, settings, target, catalog, refused[target.name])
+        failed = list(refused)
     else:
         results = applier.apply(targets, texts)
         failed = _report(results, targets, catalog.revision)
@@ -79,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise TemplateError(f"{len(rendered.errors)} target(s) failed to render: {', '.join(rendered.errors)}")
     if failed:
         raise ApplyError(f"{len(failed)} target(s) failed: {', '.join(failed)}")
-    if refused:
-        raise GuardRefused(f"{len(refused)} target(s) refused by the drop guard: {', '.join(refused)} "
+    if guarded:
+        raise GuardRefused(f"{len(guarded)} target(s) refused by the drop guard: {', '.join(guarded)} "
                            "(--force applies them)")
     return 0
 
@@ -113,8 +122,9 @@ def _save_applied(states: AppliedStateFiles, targets: Sequence[Target], results:
             print(f"{target.name}: {e}", file=sys.stderr)
 
 
-def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str]) -> list[str]:
-    failed = []
+def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str]) -> dict[str, str]:
+    """Print each target's diff and verdict; returns the refused targets with the checker's output."""
+    failed = {}
     dests = {t.name: t.dest for t in targets}
     for preview in applier.preview(targets, texts):
         print(f"=== {preview.target}")
@@ -123,10 +133,26 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
             how = " (would go through the runtime API, no reload)" if preview.runtime else ""
             print(f"--- {preview.target}: check passed{how}")
         else:
-            failed.append(preview.target)
+            failed[preview.target] = preview.check_output
             print(f"--- {preview.target}: check FAILED")
             print(name_candidates(preview.check_output.rstrip("\n"), dests[preview.target]))
     return failed
+
+
+def _would_quarantine(applier: Applier, settings: Settings, target: Target, catalog: Catalog, output: str) -> None:
+    """Name the services a watcher would hold back for this refused render, and why. A one-shot run
+    does not know the last applied state: held services are probed as absent."""
+    source = read_template(target.template)
+    resolution = search(target, catalog, None, lambda mixed: render(source, mixed, target, settings.served_health),
+                        applier.check_text, checker_reason(output, "refused by the checker"))
+    if resolution is None:
+        print(f"--- {target.name}: refused with every service held back: tied to no service, "
+              "a watcher keeps the whole last good config")
+        return
+    for service, reason in resolution.held.items():
+        print(f"--- {target.name}: would quarantine service {service}: {reason}")
+    print(f"--- {target.name}: with {len(resolution.held)} service(s) held back the check passes "
+          f"({resolution.probes} checker run(s)); every other change would go live")
 
 
 def _report(results: list[TargetResult], targets: Sequence[Target], revision: int) -> list[str]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
-from lbgen.core.lb_status import LbStatus
+from lbgen.core.lb_status import LbStatus, TargetStatus
 from lbgen.core.model import Endpoint, Service
-from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, status_document
+from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -51,7 +51,7 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     """The text report, one line per entry, columns aligned."""
     lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
              f"(services last changed at {overview.services_revision})", ""]
-    lines += _services(overview.catalog.services, overview.draining) + [""]
+    lines += _services(overview.catalog.services, overview.draining, quarantines(overview)) + [""]
     lines += _agents(overview.agents) + [""]
     lines += _lbs(overview.lbs, now) + [""]
     lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
@@ -59,21 +59,28 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     return lines
 
 
-def _services(services: Sequence[Service], draining: frozenset[str]) -> list[str]:
+def _services(services: Sequence[Service], draining: frozenset[str], held: Mapping[str, list[tuple[str, str]]]
+              ) -> list[str]:
     if not services:
         return ["services: none registered"]
     lines = [f"services ({len(services)}):"]
     for service in services:
         spec = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in service.spec.items())
+        served = "held back" if service.name in held else "served"
         lines.append(f"  {service.name}  {spec or '(no spec)'}  "
-                     f"{len(service.served())}/{len(service.all_endpoints)} endpoints served")
-        lines += table([_endpoint_row(e, e.id in draining) for e in service.all_endpoints], indent="    ")
+                     f"{len(service.served())}/{len(service.all_endpoints)} endpoints {served}")
+        lines += [f"    quarantined on {where} (held back, not as registered): {reason}"
+                  for where, reason in held.get(service.name, ())]
+        lines += table([_endpoint_row(e, e.id in draining, service.name in held) for e in service.all_endpoints],
+                       indent="    ")
     return lines
 
 
-def _endpoint_row(e: Endpoint, draining: bool) -> list[str]:
+def _endpoint_row(e: Endpoint, draining: bool, quarantined: bool = False) -> list[str]:
     address = f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
     state = "served" if e.is_served() else "not served (weight 0)" if e.weight == 0 else "not served"
+    if quarantined and e.is_served():
+        state = "quarantined (not served as registered)"
     state += ", draining" if draining else ""
     return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
 
@@ -97,10 +104,9 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        rows.append([lb.node, str(s.revision), _state(s, lb.behind), "yes" if s.connected else "no", _ago(s.updated_at, now),
-                     s.version or "-"])
-        targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
-                    ("LB DOWN " if not t.up else "") + (f"error: {t.error}" if t.error else "")]
+        rows.append([lb.node, str(s.revision), _state(s, lb.behind), "yes" if s.connected else "no",
+                     _ago(s.updated_at, now), s.version or "-"])
+        targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}", _note(t)]
                    for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
@@ -110,7 +116,16 @@ def _state(status: LbStatus, behind: bool) -> str:
     """An LB node in a word: a target's LB not running comes first, it is never "in sync"."""
     if status.down:
         return "LB down"
-    return "behind" if behind else "failing" if status.errors else "in sync"
+    return ("behind" if behind else "failing" if status.errors else "quarantined" if status.quarantined
+            else "in sync")
+
+
+def _note(target: TargetStatus) -> str:
+    """What is wrong with one target: its LB not running, its error, else its quarantined services."""
+    down = "LB DOWN " if not target.up else ""
+    if target.error:
+        return f"{down}error: {target.error}"
+    return down + (f"quarantined: {', '.join(target.quarantined)}" if target.quarantined else "")
 
 
 def _ago(then: float | None, now: float) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lbgen.core.bounded import load_json, quote
@@ -21,6 +21,7 @@ from lbgen.core.schema import check_int, check_name
 from lbgen.errors import InvalidValue
 
 MAX_ERROR = 1000
+MAX_QUARANTINED = 1000  # services listed per target (the metric counts them all)
 MAX_REVISION = 2**63 - 1
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 
@@ -28,13 +29,15 @@ VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 @dataclass(frozen=True)
 class TargetStatus:
     """One target of an LB node: the revision it last applied, its current error, when (the LB
-    node's wall clock, seconds since the epoch) it last applied a new revision, and whether its LB
-    is running (`up` false: its config waits on disk, nothing serves it; absent in older values)."""
+    node's wall clock, seconds since the epoch) it last applied a new revision, whether its LB is
+    running (`up` false: its config waits on disk, nothing serves it; absent in older values), and
+    the services it holds at their last applied state because its checker refuses them (service → reason)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
     up: bool = True
+    quarantined: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,12 @@ class LbStatus:
         """The targets whose LB is not running."""
         return [name for name, t in sorted(self.targets.items()) if not t.up]
 
+    @property
+    def quarantined(self) -> list[tuple[str, str, str]]:
+        """(target, service, reason) for every service a target holds back, sorted."""
+        return [(name, service, reason) for name, t in sorted(self.targets.items())
+                for service, reason in sorted(t.quarantined.items())]
+
 
 def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
     """The revision every target has applied (0 while one of them never applied)."""
@@ -69,7 +78,8 @@ def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
 def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
-        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at, "up": t.up}
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at, "up": t.up,
+               "quarantined": _encode_quarantined(t.quarantined)}
         for name, t in sorted(status.targets.items())
     }
     value = {
@@ -110,13 +120,28 @@ def _target(name: str, value: Any) -> TargetStatus:
     item = _object(f"targets.{name}", value)
     up = item.get("up", True)
     if not isinstance(up, bool):
-        raise InvalidValue(f"targets.{name}.up {up!r}: expected true or false")
+        raise InvalidValue(f"targets.{name}.up {quote(up)}: expected true or false")
     return TargetStatus(
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
         error=_text(f"targets.{name}.error", item.get("error", "")),
         applied_at=_time(f"targets.{name}.applied_at", item.get("applied_at")),
         up=up,
+        quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
     )
+
+
+def _encode_quarantined(held: Mapping[str, str]) -> dict[str, str]:
+    """The first `MAX_QUARANTINED` by name (the watcher's metric has the full count)."""
+    return {name: held[name][:MAX_ERROR] for name in sorted(held)[:MAX_QUARANTINED]}
+
+
+def _quarantined(what: str, value: Any) -> dict[str, str]:
+    """Absent in values written before quarantine existed: an empty object."""
+    held = _object(what, value)
+    if len(held) > MAX_QUARANTINED:
+        raise InvalidValue(f"{what}: more than {MAX_QUARANTINED} services")
+    return {check_name(f"{what} service", name): _text(f"{what}.{name}", reason)
+            for name, reason in sorted(held.items())}
 
 
 def _object(what: str, value: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Target
@@ -24,26 +24,30 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    """Rendered texts for some targets of one LB, and the catalog each text was rendered from."""
+    """Rendered texts for some targets of one LB, and the catalog and template source each text was
+    rendered from (a quarantine renders variants of it)."""
 
     targets: tuple[Target, ...]
     texts: Mapping[str, str]
     catalogs: Mapping[str, Catalog]
+    sources: Mapping[str, str] = field(default_factory=dict)
 
     def merged(self, newer: Job) -> Job:
         """This job with `newer`'s targets added or replacing their older renders."""
         targets = {t.name: t for t in self.targets} | {t.name: t for t in newer.targets}
-        return Job(tuple(targets.values()), {**self.texts, **newer.texts}, {**self.catalogs, **newer.catalogs})
+        return Job(tuple(targets.values()), {**self.texts, **newer.texts}, {**self.catalogs, **newer.catalogs},
+                   {**self.sources, **newer.sources})
 
 
 def split_by_lane(targets: Sequence[Target], texts: Mapping[str, str], catalogs: Mapping[str, Catalog],
-                  lane_of: Mapping[str, str]) -> dict[str, Job]:
+                  lane_of: Mapping[str, str], sources: Mapping[str, str]) -> dict[str, Job]:
     """The rendered targets grouped into one job per lane (`lane_of`: target name → lane)."""
     groups: dict[str, list[Target]] = {}
     for target in (t for t in targets if t.name in texts):
         groups.setdefault(lane_of[target.name], []).append(target)
     return {
-        lane: Job(tuple(group), {t.name: texts[t.name] for t in group}, {t.name: catalogs[t.name] for t in group})
+        lane: Job(tuple(group), {t.name: texts[t.name] for t in group}, {t.name: catalogs[t.name] for t in group},
+                  {t.name: sources[t.name] for t in group})
         for lane, group in groups.items()
     }
 

@@ -124,8 +124,8 @@ class StatusPublisher:
             revision = latest.applied.get(name, 0)
             applied_at = self._wall() if revision != old.revision else old.applied_at
             error = latest.errors.get(name) or latest.held.get(name, "")
-            self._targets[name] = TargetStatus(revision, error, applied_at,
-                                               up=name not in latest.down)
+            self._targets[name] = TargetStatus(revision, error, applied_at, up=name not in latest.down,
+                                               quarantined=dict(latest.quarantined.get(name, {})))
         return LbStatus(
             node=self._node,
             revision=applied_revision(self._targets),

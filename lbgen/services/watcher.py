@@ -8,8 +8,10 @@ own lane that applies its share and posts the results back (`lbgen.services.lane
 slow LB delays only itself (issue 10.5).
 
 It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
-registry connection keeps the last applied config, a sudden drop is held by the guard, and every
-template, check or reload failure is logged, counted and retried while the daemon keeps running.
+registry connection keeps the last applied config, a sudden drop is held by the guard, a service
+the LB's checker refuses is quarantined at its last applied state while the rest goes live
+(lbgen.services.quarantine, in the target's lane), and every template, check or reload failure is
+logged, counted and retried while the daemon keeps running.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from lbgen.core.backoff import backoff
 from lbgen.core.catalog import CatalogState
@@ -34,7 +36,8 @@ from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import AppliedStates, Clock, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.drop_hold import DropHolds, load_baselines
-from lbgen.services.lanes import Job, Lane, split_by_lane, stop_lanes
+from lbgen.services.lane_work import Applied, LaneWork
+from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
@@ -60,12 +63,6 @@ class _TemplatesChanged:
     pass
 
 
-@dataclass(frozen=True)
-class _Applied:
-    job: Job
-    results: list[TargetResult]
-
-
 _STOP = object()
 
 
@@ -83,6 +80,7 @@ class WatcherStatus:
     errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
     down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
     held: dict[str, str] = field(default_factory=dict)  # target → what the drop guard holds, and why
+    quarantined: dict[str, dict[str, str]] = field(default_factory=dict)  # target → service → checker's reason
 
 
 class Watcher:
@@ -99,6 +97,7 @@ class Watcher:
         retry_cap: float = 5.0,
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
+        recheck: float = 60.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
         states: AppliedStates | None = None,
     ) -> None:
@@ -106,6 +105,7 @@ class Watcher:
         self.status = WatcherStatus()
         self.metrics = metrics or WatcherMetrics()
         self._stale_after = stale_after
+        self._recheck = recheck  # a target holding services back passes again this often (DNS may heal)
         self._pending_since: dict[str, float] = {}
         self._store = store
         self._applier = applier
@@ -118,16 +118,15 @@ class Watcher:
         self._loaded = False
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
-        self._applied: dict[str, Catalog] = {}
+        self._applied: dict[str, Catalog] = {}  # the guard's baseline, per target
         self._holds = DropHolds(settings.guard, settings.served_health)
         self._states = states  # what each target last applied, persisted: the guard's baseline at start
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
         self._lane_of = {t.name: applier.lane_key(t) for t in settings.targets}
-        self._lanes = {key: Lane(key, self._apply_job) for key in dict.fromkeys(self._lane_of.values())}
-        # Writing the applied state costs ~1-2 s at 100,000 endpoints: its own lane, off the apply path.
-        self._saver = Lane("applied-state", self._save_job)
+        self._work = LaneWork(applier, settings.served_health, self._queue.put, states, self.metrics)
+        self._lanes = {key: Lane(key, self._work.apply) for key in dict.fromkeys(self._lane_of.values())}
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
@@ -189,10 +188,11 @@ class Watcher:
         """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
         follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
         follower.start()
-        for lane in (*self._lanes.values(), self._saver):
-            lane.start()
-        if self._states is not None:  # the guard's baseline: what each target applied before a restart
+        if self._states is not None:  # the baselines: what each target applied before a restart
             self._applied.update(load_baselines(self._states, self.settings.targets))
+            self._work.applied.update(self._applied)
+        for lane in (*self._lanes.values(), self._work.saver):
+            lane.start()
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
@@ -207,8 +207,8 @@ class Watcher:
         finally:
             self.stop()
             stop_lanes(self._lanes.values())
-            self._saver.stop(drain=True)  # the last applied state is what a restart compares with
-            self._saver.join(timeout=5)
+            self._work.saver.stop(drain=True)  # the last applied state is what a restart compares with
+            self._work.saver.join(timeout=5)
             follower.join(timeout=5)
 
     def _next_message(self) -> object | None:
@@ -250,7 +250,7 @@ class Watcher:
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
-        elif isinstance(message, _Applied):
+        elif isinstance(message, Applied):
             self._applied_results(message)
 
     def _connected(self, now: float) -> None:
@@ -287,7 +287,8 @@ class Watcher:
             catalogs[target.name] = self._guarded(target.name, catalog, now)
             if (text := self._render(target, catalogs[target.name])) is not None:
                 rendered[target.name] = text
-        for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of).items():
+        sources = {t.name: self._templates[t.template] for t in due if t.name in rendered}
+        for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of, sources).items():
             self._lanes[lane].submit(job)
 
     def _is_due(self, name: str, now: float) -> bool:
@@ -316,38 +317,16 @@ class Watcher:
             self._fail(target, "render", str(e))
             return None
 
-    def _apply_job(self, job: Job) -> None:
-        """In a lane's thread: apply, then hand the results to the consumer."""
-        try:
-            results = self._applier.apply(job.targets, job.texts)
-        except Exception as e:  # a bug: still report it, or the target would wait forever
-            log.exception("applying %s", ", ".join(job.texts))
-            results = [TargetResult(name, step="apply", error=f"internal error: {e}") for name in job.texts]
-        self._queue.put(_Applied(job, results))
-        on_disk = {r.target for r in results if r.ok or r.step == "down"}  # the file is this catalog's render
-        if self._states is not None and on_disk:
-            self._saver.submit(Job(tuple(t for t in job.targets if t.name in on_disk), {},
-                                   {name: job.catalogs[name] for name in on_disk}))
-
-    def _save_job(self, job: Job) -> None:
-        """In the saver lane: persist what each target applied (latest wins), the guard's baseline."""
-        for target in job.targets:
-            try:
-                self._states.save(target, job.catalogs[target.name])  # type: ignore[union-attr]
-            except LbgenError as e:
-                log.warning("%s: the drop guard's baseline is not saved (a restart compares with an older "
-                            "one): %s", target.name, e)
-
-    def _applied_results(self, message: _Applied) -> None:
+    def _applied_results(self, message: Applied) -> None:
         targets = {t.name: t for t in message.job.targets}
         for outcome in message.results:
             if outcome.ok:
-                self._applied_ok(outcome, message.job.catalogs[outcome.target])
+                self._applied_ok(outcome, message.catalogs[outcome.target], message.quarantined[outcome.target])
                 continue
             if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
                 log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
             if outcome.step == "down":
-                self._lb_down(outcome.target, message.job.catalogs[outcome.target], outcome.error or "")
+                self._lb_down(outcome.target, message.catalogs[outcome.target], outcome.error or "")
             self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
             self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 
@@ -356,7 +335,7 @@ class Watcher:
         self.status.down[name] = reason
         self.metrics.lb_up.labels(name).set(0)
 
-    def _applied_ok(self, outcome: TargetResult, catalog: Catalog) -> None:
+    def _applied_ok(self, outcome: TargetResult, catalog: Catalog, quarantined: Mapping[str, str]) -> None:
         name = outcome.target
         self._applied[name] = catalog
         self.metrics.lb_up.labels(name).set(1)
@@ -366,6 +345,10 @@ class Watcher:
         self.status.applied_revision = catalog.revision
         self.status.applied[name] = catalog.revision
         self.status.errors.pop(name, None)
+        self.status.quarantined.pop(name, None)
+        if quarantined:  # a value can heal without a registry change (a host name that starts to resolve)
+            self.status.quarantined[name] = dict(quarantined)
+            self._retry_at[name] = self._clock.now() + self._recheck
         self.metrics.renders.labels(name, "ok").inc()
         self.metrics.applied.labels(name).set(catalog.revision)
         self.metrics.reloads.labels(name).inc(outcome.reloaded)
