@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_haproxy_runtime import StartBackend, StartHaproxy, one_of_two
-from tests.integration.test_watcher_e2e import HAPROXY_ADDR, NGINX_ADDR, Node, get, shared_etcd  # noqa: F401  (fixture)
+from tests.integration.test_watcher_e2e import HAPROXY_ADDR, NGINX_ADDR, Node, get, serve_web, shared_etcd  # noqa: F401  (fixture)
 from tests.support.etcd import EtcdServer
 from tests.support.haproxy_node import node_applier, node_target, web_config
 from tests.support.lb import Backend
@@ -33,11 +33,7 @@ def metered(tmp_path: Path, shared_etcd: EtcdServer, backend: Callable[[str], Ba
     """A Node (nginx + HAProxy + `lbgen watch`) serving `web` from backend `a`, with /metrics and /healthz."""
     node = Node(tmp_path, shared_etcd, "20ms:100ms", metrics=f"127.0.0.1:{free_port()}")
     try:
-        node.put_spec()
-        node.put_endpoint("host-a.web.1", backend("a").port)
-        node.start()
-        node.serves("a")
-        yield node
+        yield serve_web(node, backend)
     finally:
         node.close()
 

@@ -180,6 +180,15 @@ class Node:
 NodeFactory = Callable[..., Node]
 
 
+def serve_web(node: Node, backend: Callable[[str], Backend]) -> Node:
+    """Register service `web` with backend `a`, start the node, and wait until both LBs serve it."""
+    node.put_spec()
+    node.put_endpoint("host-a.web.1", backend("a").port)
+    node.start()
+    node.serves("a")
+    return node
+
+
 def replace_file(path: Path, text: str) -> None:
     """Write as editors and config management do: a new file renamed over the old one."""
     temp = path.with_name(f".{path.name}.new")
@@ -218,11 +227,7 @@ def node(tmp_path: Path, shared_etcd: EtcdServer, backend: Callable[[str], Backe
         workdir.mkdir()
         made = Node(workdir, etcd or shared_etcd, wait)
         nodes.append(made)
-        made.put_spec()
-        made.put_endpoint("host-a.web.1", backend("a").port)
-        made.start()
-        made.serves("a")
-        return made
+        return serve_web(made, backend)
 
     yield make
     for made in nodes:
