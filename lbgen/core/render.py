@@ -170,6 +170,19 @@ def render(
         raise TemplateError(f"{where}: {type(e).__name__}: {e}") from e
 
 
+class InProcessRenderer:
+    """`lbgen.ports.Renderer` in the calling process, unbounded: for tests and benchmarks.
+
+    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`.
+    """
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        return render(source, catalog, target, served_health)
+
+    def close(self) -> None:
+        """Nothing to interrupt: a render in this process runs to its end."""
+
+
 def _template_line(tb: TracebackType | None, name: str) -> int | None:
     """The innermost line of `name` in a traceback (Jinja maps template frames back to it)."""
     line = None

@@ -25,11 +25,12 @@ from lbgen.core.catalog import CatalogState
 from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
-from lbgen.core.render import render
+from lbgen.core.reload import reloaded
+from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
-from lbgen.ports import Clock, Snapshot, Store, WatchEvent
+from lbgen.ports import Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.watcher_metrics import WatcherMetrics
 
@@ -53,6 +54,11 @@ class _Disconnected:
 
 @dataclass(frozen=True)
 class _TemplatesChanged:
+    pass
+
+
+@dataclass(frozen=True)
+class _Reload:
     pass
 
 
@@ -88,6 +94,8 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
+        renderer: Renderer | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -99,7 +107,7 @@ class Watcher:
         self._clock = clock
         self._read_template = read_template
         self._retry = (retry_base, retry_cap)
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # put() is safe in a signal handler
         self._stopping = threading.Event()
         self._state = CatalogState(settings.prefix)
         self._loaded = False
@@ -111,6 +119,9 @@ class Watcher:
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
+        self._renderer = renderer or InProcessRenderer()  # lbgen watch: bounded in a child (issue 10)
+        self._load_settings = load_settings  # SIGHUP: re-read the settings file (reload())
+        self._render_errors: dict[str, str] = {}  # target → its template error, for /healthz
 
     # --- producers -------------------------------------------------------------------------
 
@@ -145,9 +156,15 @@ class Watcher:
         """Producer hook (file observer): a template file changed on disk."""
         self._queue.put(_TemplatesChanged())
 
+    def reload(self) -> None:
+        """Re-read the settings (and so every template) at the next message; safe in a signal handler."""
+        self._queue.put(_Reload())
+
     def stop(self) -> None:
-        """Ask every loop to end; safe from any thread or a signal handler."""
+        """Ask every loop to end; safe from any thread or a signal handler. A render in progress is
+        killed and nothing more is applied."""
         self._stopping.set()
+        self._renderer.close()
         self._queue.put(_STOP)
         if self._watch is not None:
             self._watch.cancel()
@@ -161,7 +178,7 @@ class Watcher:
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
                     f"{status.applied_revision}: {status.last_error}"]
-        return []
+        return [f"{name}: {error}" for name, error in sorted(self._render_errors.items())]
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -222,6 +239,8 @@ class Watcher:
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
+        elif isinstance(message, _Reload):
+            self._reload(now)
 
     def _connected(self, now: float) -> None:
         self.status.connected = True
@@ -239,6 +258,27 @@ class Watcher:
         for item in rejected:
             log.warning("registry: skipping %s at revision %s: %s", item.key, self._state.revision, item.reason)
 
+    # --- SIGHUP: re-read the settings (issue 10) ----------------------------------------------
+
+    def _reload(self, now: float) -> None:
+        """Run on the re-read settings and templates; a broken file keeps the running settings.
+
+        The catalog, the applied state and the guard's hold are kept: only what renders changes."""
+        if self._load_settings is None:
+            return
+        try:
+            settings, pending = reloaded(self.settings, self._load_settings())
+        except LbgenError as e:
+            log.error("reload: keeping the running settings: %s", e)
+            return
+        for line in pending:
+            log.warning("reload: %s", line)
+        self.settings = settings
+        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
+        self._templates.clear()
+        log.info("reload: settings and templates re-read for %s", ", ".join(t.name for t in settings.targets))
+        self._note_all(now)
+
     # --- render and apply --------------------------------------------------------------------
 
     def _render_due(self) -> None:
@@ -252,7 +292,7 @@ class Watcher:
         catalog = self._state.catalog()
         self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
         rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
-        if rendered:
+        if rendered and not self._stopping.is_set():  # stopped mid-render: apply nothing
             self._apply(due, rendered, catalog)
 
     def _is_due(self, name: str, now: float) -> bool:
@@ -269,10 +309,14 @@ class Watcher:
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
-            return render(source, catalog, target, self.settings.served_health)
+            text = self._renderer.render(source, catalog, target, self.settings.served_health)
         except (LbgenError, OSError) as e:
-            self._fail(target, "render", str(e))
+            if not self._stopping.is_set():
+                self._render_errors[target.name] = str(e)
+                self._fail(target, "render", str(e))
             return None
+        self._render_errors.pop(target.name, None)
+        return text
 
     def _held_for(self) -> float:
         return 0.0 if self._held_since is None else self._clock.now() - self._held_since

@@ -1,0 +1,128 @@
+"""The watcher's stop and reload paths (issue 10): a stop during a render applies nothing, a
+SIGHUP reload takes new settings and templates or, when the file is broken, keeps the running ones;
+a template error shows in `/healthz`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import replace
+
+import pytest
+
+from lbgen.adapters.memory_store import MemoryStore
+from lbgen.core.model import Catalog
+from lbgen.core.render import render
+from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
+from lbgen.errors import ConfigError, TemplateError
+from lbgen.services.watcher import Watcher
+from tests.unit.test_watcher import REGISTRY, RecordingApplier, SystemClock, endpoint, key, wait_for
+
+P = "/lbgen"
+SETTINGS = Settings(registry=REGISTRY, prefix=P, wait=Wait(0.01, 0.05), guard=GUARD_OFF,
+                    targets=(Target(name="lb", template="lb.j2", dest="/unused", vars={"v": "1"}),))
+
+
+class BlockingRenderer:
+    """Renders in-process, except while `block` is set: then it waits until `close()`, as the
+    bounded renderer does with a template that never ends."""
+
+    def __init__(self) -> None:
+        self.block = False
+        self.started = threading.Event()
+        self.closed = threading.Event()
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        if self.block:
+            self.started.set()
+            self.closed.wait(10)
+            raise TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
+        return render(source, catalog, target, served_health)
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+class Run:
+    """A watcher running in a thread, with the settings file it reloads from."""
+
+    def __init__(self, store: MemoryStore, renderer: BlockingRenderer) -> None:
+        self.templates = {"lb.j2": "{% for s in services %}{{ s.name }}{% endfor %} v={{ vars.v }}"}
+        self.file: Settings | Exception = SETTINGS
+        self.applier = RecordingApplier()
+        self.watcher = Watcher(SETTINGS, store, self.applier, SystemClock(), read_template=self.templates.__getitem__,
+                               retry_base=0.01, retry_cap=0.05, renderer=renderer, load_settings=self.load)
+        self.thread = threading.Thread(target=self.watcher.run, daemon=True)
+
+    def load(self) -> Settings:
+        if isinstance(self.file, Exception):
+            raise self.file
+        return self.file
+
+
+@pytest.fixture
+def renderer() -> BlockingRenderer:
+    return BlockingRenderer()
+
+
+@pytest.fixture
+def run(renderer: BlockingRenderer) -> Iterator[Run]:
+    store = MemoryStore()
+    store.put(key("web", "a"), endpoint(1))
+    running = Run(store, renderer)
+    running.thread.start()
+    try:
+        wait_for(lambda: running.applier.last == "web v=1")
+        yield running
+    finally:
+        running.watcher.stop()
+        running.thread.join(5)
+        assert not running.thread.is_alive(), "watcher did not stop"
+
+
+def test_stop_during_a_render_applies_nothing(run: Run, renderer: BlockingRenderer) -> None:
+    renderer.block = True
+    passes = len(run.applier.passes)
+    run.templates["lb.j2"] = "changed"
+    run.watcher.templates_changed()
+    assert renderer.started.wait(5)
+    run.watcher.stop()
+    run.thread.join(5)
+    assert not run.thread.is_alive()
+    assert len(run.applier.passes) == passes
+    assert "lb" not in run.watcher.status.errors  # being stopped is not a template error
+
+
+def test_reload_takes_new_vars_and_templates(run: Run) -> None:
+    run.templates["lb.j2"] = "{% for s in services %}{{ s.name }}{% endfor %} w={{ vars.v }}"
+    run.file = replace(SETTINGS, targets=(replace(SETTINGS.targets[0], vars={"v": "2"}),))
+    run.watcher.reload()
+    wait_for(lambda: run.applier.last == "web w=2")
+    assert run.watcher.settings.targets[0].vars == {"v": "2"}
+
+
+def test_a_broken_settings_file_keeps_the_running_settings(run: Run, caplog: pytest.LogCaptureFixture) -> None:
+    run.file = ConfigError("lbgen.yaml: targets[0].relaod: unknown setting")
+    run.watcher.reload()
+    wait_for(lambda: "reload: keeping the running settings" in caplog.text)
+    assert [r.message for r in caplog.records if r.levelname == "ERROR"] == [
+        "reload: keeping the running settings: lbgen.yaml: targets[0].relaod: unknown setting"]
+    assert run.watcher.settings is SETTINGS
+
+
+def test_a_reload_that_adds_a_target_is_refused(run: Run, caplog: pytest.LogCaptureFixture) -> None:
+    run.file = replace(SETTINGS, targets=SETTINGS.targets + (replace(SETTINGS.targets[0], name="two"),))
+    run.watcher.reload()
+    wait_for(lambda: "adding or removing a target needs a restart" in caplog.text)
+    assert run.watcher.settings is SETTINGS
+
+
+def test_a_template_error_is_a_health_problem_until_it_renders(run: Run) -> None:
+    run.templates["lb.j2"] = "{{ nope }}"
+    run.watcher.templates_changed()
+    wait_for(lambda: bool(run.watcher.problems()))
+    assert run.watcher.problems() == ["lb: lb.j2:1: UndefinedError: 'nope' is undefined"]
+    run.templates["lb.j2"] = "fixed"
+    run.watcher.templates_changed()
+    wait_for(lambda: run.applier.last == "fixed")
+    wait_for(lambda: run.watcher.problems() == [])
