@@ -36,6 +36,7 @@ _CHUNK = 1 << 20
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for a config of megabytes (Linux's default pipe-max-size)
 _POLL = 0.25  # seconds between checks of `close()` while the child runs (close also kills it)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+_PIPES: set[int] = set()  # every render's pipe ends: a child forked by another thread closes them
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,11 @@ class BoundedRenderer:
         compile_template(source, name, target.kind in GUARDED_KINDS)
         _warm(catalog, target, served_health)
         read_fd, write_fd = os.pipe()
+        _PIPES.update((read_fd, write_fd))
         pid = os.fork()
         if pid == 0:
-            os.close(read_fd)
             _child(write_fd, target, lambda: self._render_fn(source, catalog, target, served_health))
+        _PIPES.discard(write_fd)
         os.close(write_fd)
         self._child = pid
         data, problem = b"", "interrupted"
@@ -83,6 +85,7 @@ class BoundedRenderer:
             data, problem = self._collect(read_fd, target)
         finally:
             self._child = None
+            _PIPES.discard(read_fd)
             os.close(read_fd)
             if problem:  # still running, or about to be: no one else will end it
                 _kill(pid)
@@ -165,11 +168,13 @@ def _child(write_fd: int, target: Target, render_now: Callable[[], str]) -> NoRe
 
 
 def _confine(write_fd: int, target: Target) -> None:
-    """Only the pipe stays open, signals act by default, and the limits apply from here on."""
+    """Signals act by default, the limits apply from here on, and of the render pipes only this
+    one's write end stays open: a render in another thread must see its own child's end of file.
+    (Other descriptors stay: gRPC, when its fork support is on, aborts a child that closes its own.)"""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
-    os.closerange(3, write_fd)  # the parent's sockets, and pipes of renders in other threads
-    os.closerange(write_fd + 1, os.sysconf("SC_OPEN_MAX"))
+    for fd in _PIPES - {write_fd}:
+        os.close(fd)
     gc.disable()  # a full collection would walk (and copy) the whole inherited heap
     with open("/proc/self/statm", "rb") as statm:
         size_pages, _, _, _, _, data_pages = map(int, statm.read().split()[:6])
