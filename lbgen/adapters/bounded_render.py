@@ -13,6 +13,7 @@ all become one `TemplateError` line naming the template and the limit.
 from __future__ import annotations
 
 import fcntl
+import functools
 import gc
 import math
 import os
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, NoReturn
 
-from lbgen.core.layout import service_views, slots
+from lbgen.core.layout import ServiceView, service_views, slots
 from lbgen.core.model import Catalog
 from lbgen.core.render import GUARDED_KINDS, compile_template, render
 from lbgen.core.settings import Target
@@ -56,9 +57,9 @@ class _Messages:
 class BoundedRenderer:
     """`lbgen.ports.Renderer`: each render in a child process bounded by the target's limits."""
 
-    def __init__(self, render_fn: RenderFn = render) -> None:
-        self._render_fn = render_fn
-        self._child: int | None = None
+    def __init__(self, render_fn: RenderFn | None = None) -> None:
+        self._render_fn = render_fn  # None: `lbgen.core.render.render`, given the views made before the fork
+        self._children: set[int] = set()  # renders in progress (one per thread that renders)
         self._closed = False
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
@@ -69,22 +70,26 @@ class BoundedRenderer:
         # Done here, they stay cached in this process: the child reuses the compiled template and the
         # service views instead of redoing them at every render (syntax errors are raised here too).
         compile_template(source, name, target.kind in GUARDED_KINDS)
-        _warm(catalog, target, served_health)
+        views = _warm(catalog, target, served_health)
+        render_fn = self._render_fn
+        if render_fn is None:
+            render_fn = functools.partial(render, views=views)
         read_fd, write_fd = os.pipe()
         _PIPES.update((read_fd, write_fd))
+        _widen_pipe(read_fd)
         pid = os.fork()
         if pid == 0:
-            _child(write_fd, target, lambda: self._render_fn(source, catalog, target, served_health))
+            _child(write_fd, target, lambda: render_fn(source, catalog, target, served_health))
         _PIPES.discard(write_fd)
         os.close(write_fd)
-        self._child = pid
+        self._children.add(pid)
         data, problem = b"", "interrupted"
         try:
             if self._closed:  # close() ran between the check above and the fork
                 _kill(pid)
             data, problem = self._collect(read_fd, target)
         finally:
-            self._child = None
+            self._children.discard(pid)
             _PIPES.discard(read_fd)
             os.close(read_fd)
             if problem:  # still running, or about to be: no one else will end it
@@ -95,13 +100,11 @@ class BoundedRenderer:
     def close(self) -> None:
         """Kill the render in progress (it raises `TemplateError`) and refuse later ones."""
         self._closed = True
-        pid = self._child
-        if pid is not None:
+        for pid in list(self._children):
             _kill(pid)
 
     def _collect(self, fd: int, target: Target) -> tuple[bytes, str]:
         """What the child wrote until it closed the pipe; or a reason why reading stopped before."""
-        _widen_pipe(fd)
         deadline = time.monotonic() + target.render_timeout
         chunks: list[bytes] = []
         size = 0
@@ -125,16 +128,18 @@ class BoundedRenderer:
             chunks.append(chunk)
 
 
-def _warm(catalog: Catalog, target: Target, served_health: frozenset[str]) -> None:
+def _warm(catalog: Catalog, target: Target, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
     """Compute here what the layout helpers remember between renders (`lbgen.core.layout` memos):
-    the service views, and for haproxy targets the server slots at `vars.min_slots` (as the default
-    template asks for them). Linear in the catalog, whatever the template does; the child then finds
-    them ready, which at 10,000 services saves it about 0.2 s and 60 MiB per render."""
+    the service views (handed to the child as they are: walking the memo there would copy its
+    pages), and for haproxy targets the server slots at `vars.min_slots` (as the default template
+    asks for them). Linear in the catalog, whatever the template does; at 10,000 services this
+    saves the child about 0.1 s and, for HAProxy, 30 MiB per render (bench/render_bench.py)."""
     views = service_views(catalog, served_health)
     minimum = target.vars.get("min_slots", 4)
     if target.kind == "haproxy" and type(minimum) is int and 0 < minimum <= 1024:
         for view in views:
             slots(view, minimum)
+    return views
 
 
 def _outcome(target: Target, data: bytes, problem: str, status: int) -> str:

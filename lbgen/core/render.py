@@ -147,17 +147,20 @@ def render(
     target: Target,
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH,
     name: str | None = None,
+    views: tuple[lay.ServiceView, ...] | None = None,
 ) -> str:
     """Render `source` for `target` with the documented context (docs/templates.md).
 
     Context: `services` (sorted by name, each with `name`, `spec`, `endpoints` = the served ones,
     `all_endpoints`), `vars` (the target's vars) and `revision`. Raises `TemplateError` naming the
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
+    `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
+    renderer computes them before the fork, so its child does not walk, and copy, the memo).
     """
     name = name or target.template
     template = compile_template(source, name, target.kind in GUARDED_KINDS)
     context = {
-        "services": service_views(catalog, served_health),
+        "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
     }

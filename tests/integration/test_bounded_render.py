@@ -107,7 +107,7 @@ def test_close_interrupts_a_render_in_progress_and_refuses_later_ones() -> None:
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        while renderer._child is None and thread.is_alive():
+        while not renderer._children and thread.is_alive():
             thread.join(0.01)
     finally:
         renderer.close()
