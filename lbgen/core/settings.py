@@ -105,7 +105,7 @@ class Target:
     timeout: float = 30.0
     runtime: bool = False
     render_timeout: float = 10.0
-    render_memory: int = 256 * MIB  # a 10,000-service HAProxy render needs ~57 MiB (bench/render_bench.py)
+    render_memory: int = 256 * MIB  # a 10,000-service HAProxy render needs ~56 MiB (bench/render_bench.py --bounded)
 
 
 @dataclass(frozen=True)
