@@ -26,7 +26,7 @@ from typing import Callable, NoReturn
 
 from lbgen.core.layout import ServiceView, service_views, slots
 from lbgen.core.model import Catalog
-from lbgen.core.render import GUARDED_KINDS, compile_template, render
+from lbgen.core.render import compiled, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
@@ -69,7 +69,7 @@ class BoundedRenderer:
             raise TemplateError(f"{name}: not rendered: lbgen is stopping")
         # Done here, they stay cached in this process: the child reuses the compiled template and the
         # service views instead of redoing them at every render (syntax errors are raised here too).
-        compile_template(source, name, target.kind in GUARDED_KINDS)
+        compiled(source, target)
         views = _warm(catalog, target, served_health)
         render_fn = self._render_fn
         if render_fn is None:

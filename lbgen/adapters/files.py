@@ -22,9 +22,10 @@ from lbgen.errors import ApplyError
 
 log = logging.getLogger(__name__)
 
+STAGED_SUFFIX = ".lbgen"  # `.<dest name>.<random>.lbgen` beside dest
+
 # rename(2) over a single-file bind mount fails with these (docker-gen #629, #317).
 _BIND_MOUNT_ERRNOS = (errno.EBUSY, errno.EXDEV)
-_STAGED_SUFFIX = ".lbgen"
 
 
 def real_dest(target: Target) -> Path:
@@ -34,7 +35,7 @@ def real_dest(target: Target) -> Path:
 
 def staged_pattern(dest: Path) -> re.Pattern[str]:
     """The names `_write_temp` gives files beside `dest` (`tempfile.mkstemp`: 8 of [a-z0-9_])."""
-    return re.compile(re.escape(f".{dest.name}.") + r"[a-z0-9_]{8}" + re.escape(_STAGED_SUFFIX))
+    return re.compile(re.escape(f".{dest.name}.") + r"[a-z0-9_]{8}" + re.escape(STAGED_SUFFIX))
 
 
 def lkg_path(dest: Path) -> Path:
@@ -122,8 +123,16 @@ class LocalFiles:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
 
 
+def name_candidates(text: str, dest: str) -> str:
+    """`text` (a checker's output) with the staged files of `dest`, removed once checked, named as
+    what they were: `/etc/nginx/nginx.conf (candidate)` instead of `/etc/nginx/.nginx.conf.x1y2.lbgen`."""
+    path = Path(dest)
+    staged = re.compile(re.escape(str(path.parent / f".{path.name}.")) + r"[A-Za-z0-9_]+" + re.escape(STAGED_SUFFIX))
+    return staged.sub(lambda _: f"{dest} (candidate)", text)
+
+
 def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=_STAGED_SUFFIX)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

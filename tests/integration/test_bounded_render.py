@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from lbgen.adapters.bounded_render import BoundedRenderer
+from lbgen.adapters.templates import read_template
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import Target
@@ -116,3 +117,11 @@ def test_close_interrupts_a_render_in_progress_and_refuses_later_ones() -> None:
     assert errors == ["/srv/t.j2: render interrupted: lbgen is stopping"]
     with pytest.raises(TemplateError, match="not rendered: lbgen is stopping"):
         renderer.render("x", EMPTY, target(), DEFAULT_SERVED_HEALTH)
+
+
+def test_includes_resolve_in_the_child(tmp_path: Path) -> None:
+    (tmp_path / "part.j2").write_text("part {{ revision }}\n")
+    (tmp_path / "main.j2").write_text("main\n{% include 'part.j2' %}")
+    the_target = Target(name="t", template=str(tmp_path / "main.j2"), dest="/dev/null", kind="generic")
+    source = read_template(str(tmp_path / "main.j2"))
+    assert BoundedRenderer().render(source, EMPTY, the_target, DEFAULT_SERVED_HEALTH) == "main\npart 3\n"

@@ -29,7 +29,8 @@ SIGTERM_DEADLINE = 5.0  # generous for a loaded machine; the measured figure is 
 
 
 def settings(directory: Path, registry: str, **target: Any) -> Path:
-    base = {"name": "out", "template": "t.j2", "dest": "out.txt", "vars": {"word": "one"}, "render_timeout": "1s"}
+    base = {"name": "out", "template": "t.j2", "dest": "out.txt", "check": "none", "vars": {"word": "one"},
+            "render_timeout": "1s"}
     path = directory / "lbgen.yaml"
     path.write_text(yaml.safe_dump({"registry": registry, "wait": "10ms:50ms", "guard": "off",
                                     "targets": [{**base, **target}]}))
