@@ -94,8 +94,7 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
-        renderer: Renderer | None = None,
-        load_settings: Callable[[], Settings] | None = None,
+        renderer: Renderer | None = None, load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
