@@ -1,6 +1,6 @@
 """`lbgen watch` as a real process against templates that never end, signals and leftovers (issue 10):
-a template that loops forever is refused in one line while the last good config stays live and
-`/healthz` says why; SIGTERM ends it within the deadline even mid-render; SIGHUP re-reads the
+a template that loops forever is refused in one line while the last good config stays live (a
+real nginx keeps serving it) and `/healthz` says why; SIGTERM ends it within the deadline even mid-render; SIGHUP re-reads the
 settings and templates, and a broken settings file keeps the running ones; stale staged files of
 its own targets are removed at start."""
 
@@ -12,12 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 import yaml
 
 from tests.support.etcd import EtcdServer
+from tests.support.lb import Backend, ConfFor, Lb, get, nginx_conf, nginx_proxy, serves
 from tests.support.lbgen_proc import LbgenProcess, LbgenProcesses, lbgen_processes  # noqa: F401
 from tests.support.util import free_port, wait_until
 
@@ -156,3 +157,36 @@ def test_stale_staged_files_of_its_own_targets_are_removed_at_start(
     assert f"out: removed stale staged file {stale}" in proc.output()
     os.kill(proc.proc.pid, signal.SIGTERM)
     assert proc.proc.wait(timeout=30) == 0
+
+
+def test_real_nginx_keeps_its_last_good_config_through_a_template_that_never_ends(
+        tmp_path: Path, lbgen_processes: LbgenProcesses,  # noqa: F811
+        nginx_lb: Callable[[ConfFor], Lb], backend: Callable[[str], Backend]) -> None:
+    alpha, beta = backend("alpha"), backend("beta")
+    lb = nginx_lb(lambda lb_dir, port: nginx_proxy(lb_dir, port, alpha.port))
+    upstream = ("  upstream web { {% for s in services %}{% for e in s.endpoints %}server {{ e | hostport }}; "
+                "{% endfor %}{% endfor %} }\n"
+                f"  server {{ listen 127.0.0.1:{lb.port}; location / {{ proxy_pass http://web; }} }}")
+    (tmp_path / "t.j2").write_text(nginx_conf(lb.dir, lb.port, upstream))
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"services:\n  web:\n    endpoints:\n      a: {{address: 127.0.0.1, port: {beta.port}}}\n")
+    (tmp_path / "lbgen.yaml").write_text(yaml.safe_dump({
+        "registry": "file:registry.yaml", "wait": "10ms:50ms", "guard": "off",
+        "targets": [{"name": "nginx", "kind": "nginx", "template": "t.j2", "dest": str(lb.conf),
+                     "check": ["nginx", "-t", "-q", "-c", "{staged}"], "timeout": "10s", "render_timeout": "2s",
+                     "vars": {"pid": str(lb.pid_file)}}]}))
+    proc, port = start(lbgen_processes, tmp_path)
+    serves(lb.port, "beta", timeout=30)  # the watcher's first config is live
+
+    (tmp_path / "t.j2").write_text(LOOP)
+    wait_until(lambda: "render stopped after render_timeout (2s)" in proc.output(), 30, "the render refused")
+    registry.write_text(f"services:\n  web:\n    endpoints:\n      a: {{address: 127.0.0.1, port: {alpha.port}}}\n")
+    wait_until(lambda: healthz(port)[0] == 503, 10, "/healthz to report the template")
+    assert proc.alive() and get(lb.port) == "beta"  # nothing was applied: the last good config serves
+    assert lb.process.poll() is None
+
+    wait_until(lambda: children(proc.proc.pid), 30, "a render in progress")
+    elapsed = sigterm_exit_time(proc)
+    print(f"\nSIGTERM mid-render (nginx target): exited after {elapsed:.2f} s")
+    assert elapsed < SIGTERM_DEADLINE
+    assert get(lb.port) == "beta" and lb.process.poll() is None
