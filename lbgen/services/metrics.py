@@ -108,7 +108,10 @@ class MetricsServer:
         server_class = _Server6 if ":" in address.host else _Server
         self._server = make_server(address.host, address.port, app, server_class, handler_class=_QuietHandler)
         self.address = ListenAddress(address.host, self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
+        # close() waits for serve_forever's next poll: 0.1 s (not the default 0.5) keeps SIGTERM of
+        # a daemon under a second (issue 10), for 10 idle wake-ups a second.
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,), name="metrics-http",
+                                        daemon=True)
         self._thread.start()
 
     def close(self) -> None:
