@@ -28,11 +28,11 @@ from lbgen.core.layout import ServiceView, service_views, slots
 from lbgen.core.model import Catalog
 from lbgen.core.render import compiled, render
 from lbgen.core.settings import Target
-from lbgen.errors import TemplateError
+from lbgen.errors import RenderLimit, TemplateError
 
 RenderFn = Callable[[str, Catalog, Target, frozenset[str]], str]
 
-_OK, _FAILED = b"0", b"1"
+_OK, _FAILED, _OUT_OF_MEMORY = b"0", b"1", b"2"
 _CHUNK = 1 << 20
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for a config of megabytes (Linux's default pipe-max-size)
 _POLL = 0.25  # seconds between checks of `close()` while the child runs (close also kills it)
@@ -83,7 +83,7 @@ class BoundedRenderer:
         _PIPES.discard(write_fd)
         os.close(write_fd)
         self._children.add(pid)
-        data, problem = b"", "interrupted"
+        data, problem = b"", TemplateError(f"{name}: render interrupted")
         try:
             if self._closed:  # close() ran between the check above and the fork
                 _kill(pid)
@@ -92,7 +92,7 @@ class BoundedRenderer:
             self._children.discard(pid)
             _PIPES.discard(read_fd)
             os.close(read_fd)
-            if problem:  # still running, or about to be: no one else will end it
+            if problem is not None:  # still running, or about to be: no one else will end it
                 _kill(pid)
             status = os.waitpid(pid, 0)[1]
         return _outcome(target, data, problem, status)
@@ -103,7 +103,7 @@ class BoundedRenderer:
         for pid in list(self._children):
             _kill(pid)
 
-    def _collect(self, fd: int, target: Target) -> tuple[bytes, str]:
+    def _collect(self, fd: int, target: Target) -> tuple[bytes, TemplateError | None]:
         """What the child wrote until it closed the pipe; or a reason why reading stopped before."""
         deadline = time.monotonic() + target.render_timeout
         chunks: list[bytes] = []
@@ -112,19 +112,20 @@ class BoundedRenderer:
         poller.register(fd, select.POLLIN)
         while True:
             if self._closed:  # close() kills the child: its end of the pipe closes too
-                return b"", f"{target.template}: render interrupted: lbgen is stopping"
+                return b"", TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
             left = deadline - time.monotonic()
             if left <= 0:
-                return b"", (f"{target.template}: render stopped after render_timeout "
-                             f"({target.render_timeout:g}s): a loop that never ends?")
+                return b"", RenderLimit(f"{target.template}: render stopped after render_timeout "
+                                        f"({target.render_timeout:g}s): a loop that never ends?")
             if not poller.poll(min(left, _POLL) * 1000):
                 continue
             chunk = os.read(fd, _CHUNK)
             if not chunk and not self._closed:
-                return b"".join(chunks), ""
+                return b"".join(chunks), None
             size += len(chunk)
             if size > target.render_memory + 1:
-                return b"", f"{target.template}: output larger than render_memory ({_size(target.render_memory)})"
+                return b"", RenderLimit(f"{target.template}: output larger than render_memory "
+                                        f"({_size(target.render_memory)})")
             chunks.append(chunk)
 
 
@@ -142,18 +143,19 @@ def _warm(catalog: Catalog, target: Target, served_health: frozenset[str]) -> tu
     return views
 
 
-def _outcome(target: Target, data: bytes, problem: str, status: int) -> str:
-    """The rendered text, or the one line that says why there is none."""
-    if problem:
-        raise TemplateError(problem)
+def _outcome(target: Target, data: bytes, problem: TemplateError | None, status: int) -> str:
+    """The rendered text, or the one line that says why there is none (`RenderLimit` for a limit)."""
+    if problem is not None:
+        raise problem
     if data[:1] == _OK and os.waitstatus_to_exitcode(status) == 0:
         return data[1:].decode("utf-8", "surrogatepass")
-    if data[:1] == _FAILED:
-        raise TemplateError(data[1:].decode("utf-8", "replace"))
+    if data[:1] in (_FAILED, _OUT_OF_MEMORY):
+        kind = RenderLimit if data[:1] == _OUT_OF_MEMORY else TemplateError
+        raise kind(data[1:].decode("utf-8", "replace"))
     code = os.waitstatus_to_exitcode(status)
     if code == -signal.SIGXCPU:
-        raise TemplateError(f"{target.template}: the render used more CPU than render_timeout "
-                            f"({target.render_timeout:g}s)")
+        raise RenderLimit(f"{target.template}: the render used more CPU than render_timeout "
+                          f"({target.render_timeout:g}s)")
     how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
     raise TemplateError(f"{target.template}: the render process {how} (render_memory "
                         f"{_size(target.render_memory)}, render_timeout {target.render_timeout:g}s)")
@@ -200,7 +202,7 @@ def _attempt(render_now: Callable[[], str], messages: _Messages) -> tuple[bytes,
         return _FAILED, messages.recursion
     except MemoryError:
         pass  # leave the except block first: its traceback still holds what filled the memory
-    return _FAILED, messages.memory
+    return _OUT_OF_MEMORY, messages.memory
 
 
 def _send(fd: int, status: bytes, text: str) -> None:

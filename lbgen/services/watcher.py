@@ -29,7 +29,7 @@ from lbgen.core.reload import reloaded
 from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
-from lbgen.errors import Compacted, LbgenError, StoreError
+from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
 from lbgen.ports import Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -312,7 +312,9 @@ class Watcher:
         except (LbgenError, OSError) as e:
             if not self._stopping.is_set():
                 self._render_errors[target.name] = str(e)
-                self._fail(target, "render", str(e))
+                # Out of time or memory: the same render would only burn as much again. A change
+                # of the registry or the template file, or a SIGHUP, renders it again.
+                self._fail(target, "render", str(e), retry=not isinstance(e, RenderLimit))
             return None
         self._render_errors.pop(target.name, None)
         return text
@@ -350,8 +352,9 @@ class Watcher:
             how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
             log.info("%s: applied revision %s%s", name, catalog.revision, how)
 
-    def _fail(self, target: Target, step: str, error: str) -> None:
-        """Log and count a failed render or apply, and try the target again after a backoff."""
+    def _fail(self, target: Target, step: str, error: str, retry: bool = True) -> None:
+        """Log and count a failed render or apply, and try the target again after a backoff
+        (`retry`) or at the next change."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
@@ -359,7 +362,10 @@ class Watcher:
         self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
-        delay = backoff(attempt, random.random(), *self._retry)
-        self._retry_at[target.name] = self._clock.now() + delay
-        log.error("%s: revision %s not applied (%s failed, retry in %.1fs): %s",
-                  target.name, self._state.revision, step, delay, error)
+        when = "tried again at the next change"
+        if retry:
+            delay = backoff(attempt, random.random(), *self._retry)
+            self._retry_at[target.name] = self._clock.now() + delay
+            when = f"retry in {delay:.1f}s"
+        log.error("%s: revision %s not applied (%s failed, %s): %s",
+                  target.name, self._state.revision, step, when, error)

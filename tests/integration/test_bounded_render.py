@@ -16,7 +16,7 @@ from lbgen.adapters.templates import read_template
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import Target
-from lbgen.errors import TemplateError
+from lbgen.errors import RenderLimit, TemplateError
 from tests.unit.catalogs import ROOT, TEMPLATES, example_catalog, tricky_catalog
 from tests.unit.test_render import GOLDEN_VARS
 
@@ -64,15 +64,17 @@ def test_non_ascii_and_lone_surrogates_come_back_unchanged() -> None:
     assert bounded("é ✓ {{ '\\ud800' }} {{ revision }}\n") == "é ✓ \ud800 3\n"
 
 
-@pytest.mark.parametrize("source, limits, message", [
-    (LOOP, {"render_timeout": 0.5}, "/srv/t.j2: render stopped after render_timeout (0.5s)"),
-    (RECURSE, {}, "/srv/t.j2: recursion too deep"),
-    (HUGE, {"render_memory": 16 * 1024**2}, "/srv/t.j2: the render needs more than render_memory (16 MiB)"),
+@pytest.mark.parametrize("source, limits, message, limit", [
+    (LOOP, {"render_timeout": 0.5}, "/srv/t.j2: render stopped after render_timeout (0.5s)", True),
+    (RECURSE, {}, "/srv/t.j2: recursion too deep", False),
+    (HUGE, {"render_memory": 16 * 1024**2}, "/srv/t.j2: the render needs more than render_memory (16 MiB)", True),
 ], ids=["loop", "recursion", "huge-output"])
-def test_unbounded_templates_are_refused_in_one_line(source: str, limits: dict[str, Any], message: str) -> None:
+def test_unbounded_templates_are_refused_in_one_line(source: str, limits: dict[str, Any], message: str,
+                                                     limit: bool) -> None:
     with pytest.raises(TemplateError) as raised:
         bounded(source, **limits)
     assert str(raised.value).startswith(message)
+    assert isinstance(raised.value, RenderLimit) == limit  # a limit is not retried on a timer
     assert "\n" not in str(raised.value)
     assert _no_children_left()
 
@@ -85,7 +87,7 @@ def test_template_errors_keep_their_message() -> None:
 def test_output_larger_than_the_budget_is_refused_unread() -> None:
     big = "x" * (8 * 1024**2)  # made before the fork: the child's memory limit does not see it
     renderer = BoundedRenderer(lambda *args: big)
-    with pytest.raises(TemplateError, match="output larger than render_memory"):
+    with pytest.raises(RenderLimit, match="output larger than render_memory"):
         renderer.render("", EMPTY, target(render_memory=4 * 1024**2), DEFAULT_SERVED_HEALTH)
 
 

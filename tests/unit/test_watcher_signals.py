@@ -14,7 +14,7 @@ from lbgen.adapters.memory_store import MemoryStore
 from lbgen.core.model import Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
-from lbgen.errors import ConfigError, TemplateError
+from lbgen.errors import ConfigError, RenderLimit, TemplateError
 from lbgen.services.watcher import Watcher
 from tests.unit.test_watcher import REGISTRY, RecordingApplier, SystemClock, endpoint, key, wait_for
 
@@ -29,10 +29,14 @@ class BlockingRenderer:
 
     def __init__(self) -> None:
         self.block = False
+        self.calls = 0
         self.started = threading.Event()
         self.closed = threading.Event()
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        self.calls += 1
+        if source == "LOOP":
+            raise RenderLimit(f"{target.template}: render stopped after render_timeout (10s): a loop that never ends?")
         if self.block:
             self.started.set()
             self.closed.wait(10)
@@ -126,3 +130,16 @@ def test_a_template_error_is_a_health_problem_until_it_renders(run: Run) -> None
     run.watcher.templates_changed()
     wait_for(lambda: run.applier.last == "fixed")
     wait_for(lambda: run.watcher.problems() == [])
+
+
+def test_a_render_out_of_time_waits_for_a_change_not_a_timer(run: Run, renderer: BlockingRenderer,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    run.templates["lb.j2"] = "LOOP"
+    run.watcher.templates_changed()
+    wait_for(lambda: "render stopped after render_timeout" in caplog.text)
+    assert "render failed, tried again at the next change): lb.j2: render stopped" in caplog.text
+    assert "lb" not in run.watcher._retry_at  # the same render would only burn another 10 s
+    calls = renderer.calls
+    run.watcher.templates_changed()  # a change renders it again
+    wait_for(lambda: renderer.calls > calls)
+    assert run.watcher.problems() == ["lb: lb.j2: render stopped after render_timeout (10s): a loop that never ends?"]
