@@ -2,12 +2,14 @@
 a template that loops forever is refused in one line while the last good config stays live (a
 real nginx keeps serving it) and `/healthz` says why; SIGTERM ends it within the deadline even mid-render; SIGHUP re-reads the
 settings and templates, and a broken settings file keeps the running ones; stale staged files of
-its own targets are removed at start."""
+its own targets are removed at start; one-shot `lbgen render` is bounded too."""
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,7 +21,7 @@ import yaml
 
 from tests.support.etcd import EtcdServer
 from tests.support.lb import Backend, ConfFor, Lb, get, nginx_conf, nginx_proxy, serves
-from tests.support.lbgen_proc import LbgenProcess, LbgenProcesses, lbgen_processes  # noqa: F401
+from tests.support.lbgen_proc import ENV, LbgenProcess, LbgenProcesses, lbgen_processes  # noqa: F401
 from tests.support.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -190,3 +192,13 @@ def test_real_nginx_keeps_its_last_good_config_through_a_template_that_never_end
     print(f"\nSIGTERM mid-render (nginx target): exited after {elapsed:.2f} s")
     assert elapsed < SIGTERM_DEADLINE
     assert get(lb.port) == "beta" and lb.process.poll() is None
+
+
+def test_one_shot_render_refuses_a_template_that_never_ends(directory: Path) -> None:
+    settings(directory, "file:registry.yaml")
+    (directory / "t.j2").write_text(LOOP)
+    result = subprocess.run([sys.executable, "-m", "lbgen", "render", "-c", str(directory / "lbgen.yaml")],
+                            capture_output=True, text=True, timeout=60, env=ENV)
+    assert result.returncode != 0
+    assert f"out: render failed: {directory / 't.j2'}: render stopped after render_timeout (1s)" in result.stderr
+    assert "Traceback" not in result.stderr and not (directory / "out.txt").exists()
