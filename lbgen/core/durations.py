@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lbgen.core.bounded import quote
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _SIZES = {"b": 1, "": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
@@ -25,7 +27,7 @@ def parse_duration(value: Any) -> float:
         match = _DURATION_RE.fullmatch(value.strip())
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"expected a duration like 100ms, 2s or 1m, got {value!r}")
+    raise ValueError(f"expected a duration like 100ms, 2s or 1m, got {quote(value)}")
 
 
 def format_duration(seconds: float) -> str:
@@ -41,5 +43,5 @@ def parse_size(value: Any) -> int:
     """Bytes from `"64m"`, `"1g"`, `"512k"` or a bare number of bytes (binary units, as Docker's)."""
     match = _SIZE_RE.fullmatch(str(value).strip()) if isinstance(value, (int, str)) else None
     if match is None or isinstance(value, bool):
-        raise ValueError(f"expected a size like 64m, 512k or 1g, got {value!r}")
+        raise ValueError(f"expected a size like 64m, 512k or 1g, got {quote(value)}")
     return int(match.group(1)) * _SIZES[match.group(2).lower()]
