@@ -29,7 +29,9 @@ class BlockingRenderer:
 
     def __init__(self) -> None:
         self.block = False
+        self.block_after: int | None = None  # block from the call after this many
         self.calls = 0
+        self.finish = False  # after close(): end the blocked render normally (as an in-process one does)
         self.started = threading.Event()
         self.closed = threading.Event()
 
@@ -37,10 +39,12 @@ class BlockingRenderer:
         self.calls += 1
         if source == "LOOP":
             raise RenderLimit(f"{target.template}: render stopped after render_timeout (10s): a loop that never ends?")
-        if self.block:
+        if self.block or (self.block_after is not None and self.calls > self.block_after):
             self.started.set()
             self.closed.wait(10)
-            raise TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
+            if not self.finish:
+                raise TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
+            self.block, self.block_after = False, None
         return render(source, catalog, target, served_health)
 
     def close(self) -> None:
@@ -53,6 +57,7 @@ class Run:
     def __init__(self, store: MemoryStore, renderer: BlockingRenderer) -> None:
         self.templates = {"lb.j2": "{% for s in services %}{{ s.name }}{% endfor %} v={{ vars.v }}"}
         self.file: Settings | Exception = SETTINGS
+        self.store = store
         self.applier = RecordingApplier()
         self.watcher = Watcher(SETTINGS, store, self.applier, SystemClock(), read_template=self.templates.__getitem__,
                                retry_base=0.01, retry_cap=0.05, renderer=renderer, load_settings=self.load)
@@ -143,3 +148,16 @@ def test_a_render_out_of_time_waits_for_a_change_not_a_timer(run: Run, renderer:
     run.watcher.templates_changed()  # a change renders it again
     wait_for(lambda: renderer.calls > calls)
     assert run.watcher.problems() == ["lb: lb.j2: render stopped after render_timeout (10s): a loop that never ends?"]
+
+
+def test_stop_during_a_quarantine_search_applies_nothing(run: Run, renderer: BlockingRenderer) -> None:
+    run.applier.refused = {"bad"}
+    passes, live = len(run.applier.passes), dict(run.applier.live)
+    renderer.block_after = renderer.calls + 1  # the full render goes through; the search's first probe blocks
+    renderer.finish = True  # ... and ends after the stop: the search then has a result to apply
+    run.store.put(key("bad", "x"), endpoint(2))  # a service the (fake) checker refuses: the search holds it back
+    assert renderer.started.wait(5)
+    run.watcher.stop()
+    run.thread.join(5)
+    assert not run.thread.is_alive()
+    assert len(run.applier.passes) == passes + 1 and run.applier.live == live  # only the refused pass
