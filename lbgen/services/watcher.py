@@ -61,12 +61,7 @@ class _TemplatesChanged:
     pass
 
 
-@dataclass(frozen=True)
-class _Reload:
-    pass
-
-
-_STOP = object()
+_STOP, _RELOAD = object(), object()
 
 
 @dataclass
@@ -99,8 +94,8 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         recheck: float = 60.0,
-        on_status: Callable[[WatcherStatus], None] | None = None,
-        renderer: Renderer | None = None, load_settings: Callable[[], Settings] | None = None,
+        on_status: Callable[[WatcherStatus], None] | None = None, renderer: Renderer | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -126,9 +121,7 @@ class Watcher:
         self._watch = None
         self._quarantines = Quarantines(lambda target, text: self._applier.check_text(target, text), self.metrics)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
-        self._renderer = renderer or InProcessRenderer()  # lbgen watch: bounded in a child (issue 10)
-        self._load_settings = load_settings  # SIGHUP: re-read the settings file (reload())
-        self._render_errors: dict[str, str] = {}  # target → its template error, for /healthz
+        self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
 
     # --- producers -------------------------------------------------------------------------
 
@@ -165,7 +158,7 @@ class Watcher:
 
     def reload(self) -> None:
         """Re-read the settings (and so every template) at the next message; safe in a signal handler."""
-        self._queue.put(_Reload())
+        self._queue.put(_RELOAD)
 
     def stop(self) -> None:
         """Ask every loop to end; safe from any thread or a signal handler. A render in progress is
@@ -185,7 +178,8 @@ class Watcher:
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
                     f"{status.applied_revision}: {status.last_error}"]
-        return [f"{name}: {error}" for name, error in sorted(self._render_errors.items())]
+        return [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
+                if error.startswith("render: ")]  # a template that does not render (`_fail`)
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -246,7 +240,7 @@ class Watcher:
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
-        elif isinstance(message, _Reload):
+        elif message is _RELOAD:
             self._reload(now)
 
     def _connected(self, now: float) -> None:
@@ -268,13 +262,10 @@ class Watcher:
     # --- SIGHUP: re-read the settings (issue 10) ----------------------------------------------
 
     def _reload(self, now: float) -> None:
-        """Run on the re-read settings and templates; a broken file keeps the running settings.
-
-        The catalog, the applied state and the guard's hold are kept: only what renders changes."""
-        if self._load_settings is None:
-            return
+        """Run on the re-read settings and templates (a broken file keeps the running ones); the
+        catalog, the applied state and the guard's hold are kept: only what renders changes."""
         try:
-            settings, pending = reloaded(self.settings, self._load_settings())
+            settings, pending = reloaded(self.settings, (self._load_settings or (lambda: self.settings))())
         except LbgenError as e:
             log.error("reload: keeping the running settings: %s", e)
             return
@@ -319,12 +310,9 @@ class Watcher:
             text = self._renderer.render(source, catalog, target, self.settings.served_health)
         except (LbgenError, OSError) as e:
             if not self._stopping.is_set():
-                self._render_errors[target.name] = str(e)
-                # Out of time or memory: the same render would only burn as much again. A change
-                # of the registry or the template file, or a SIGHUP, renders it again.
+                # Out of its time or memory, the same render would burn as much again: wait for a change.
                 self._fail(target, "render", str(e), retry=not isinstance(e, RenderLimit))
             return None
-        self._render_errors.pop(target.name, None)
         return text
 
     def _held_for(self) -> float:
