@@ -304,3 +304,17 @@ class AppliedStates(Protocol):
     def save(self, target: Target, catalog: Catalog) -> None:
         """Remember `catalog` as applied to `target`; `ApplyError` when it cannot be written."""
         ...
+
+
+class Renderer(Protocol):
+    """Renders a target's template (`lbgen.core.render.render`), possibly bounded in time and memory.
+
+    `close()` (any thread, or a signal handler) ends a render in progress, which then raises
+    `TemplateError`, and refuses later ones: the watcher calls it when it stops.
+    """
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        """The config text; `TemplateError` naming the template when it cannot be rendered."""
+        ...
+
+    def close(self) -> None: ...

@@ -17,6 +17,7 @@ from lbgen.core.guard import Verdict, check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Guard, Target
 from lbgen.ports import AppliedStates
+from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +25,10 @@ log = logging.getLogger(__name__)
 class DropHolds:
     """The holds of every target; owned by one thread (the watcher's consumer)."""
 
-    def __init__(self, guard: Guard, served_health: frozenset[str]) -> None:
-        self._guard = guard
-        self._served = served_health
+    def __init__(self, guard: Guard, served_health: frozenset[str], metrics: WatcherMetrics | None = None) -> None:
+        self.guard = guard  # the watcher sets a new one at a settings reload
+        self.served_health = served_health
+        self._metrics = metrics
         self._since: dict[str, float] = {}
         self.held: dict[str, Verdict] = {}  # target → the hold in force
 
@@ -34,23 +36,26 @@ class DropHolds:
         """What to render for `target`: `new`, with each service that suddenly dropped kept as it
         was last applied (`applied`), until the drop is undone or has lasted `hold_max`."""
         since = self._since.get(target)
-        verdict = check_drop(applied, new, self._guard, self._served, 0.0 if since is None else now - since)
+        verdict = check_drop(applied, new, self.guard, self.served_health, 0.0 if since is None else now - since)
         if applied is None or not verdict.held:
             self._release(target, verdict)
-            return new
-        self._hold(target, verdict, now)
-        return with_services_from(new, applied, verdict.held)
+            chosen = new
+        else:
+            self._hold(target, verdict, now)
+            chosen = with_services_from(new, applied, verdict.held)
+        if self._metrics is not None:
+            self._metrics.guard_held.labels(target).set(len(verdict.held) if target in self.held else 0)
+        return chosen
 
-    def describe(self, target: str) -> str:
-        """The hold of `target` in one line ("" when none), for its status."""
-        verdict = self.held.get(target)
-        return f"drop guard holds {', '.join(sorted(verdict.held))}: {verdict.reason}" if verdict else ""
+    def descriptions(self) -> dict[str, str]:
+        """Target → its hold in one line, for the targets holding a drop (the watcher's status)."""
+        return {target: f"drop guard holds {', '.join(sorted(v.held))}: {v.reason}" for target, v in self.held.items()}
 
     def expiries(self) -> dict[str, float]:
         """Target → when its hold reaches `hold_max` (the watcher renders it again then)."""
-        if self._guard.hold_max <= 0:
+        if self.guard.hold_max <= 0:
             return {}
-        return {target: since + self._guard.hold_max for target, since in self._since.items()}
+        return {target: since + self.guard.hold_max for target, since in self._since.items()}
 
     def _hold(self, target: str, verdict: Verdict, now: float) -> None:
         before = self.held.get(target)
@@ -58,7 +63,7 @@ class DropHolds:
         names = ", ".join(sorted(verdict.held))
         if before is None:
             self._since[target] = now
-            until = (f"at most {format_duration(self._guard.hold_max)}" if self._guard.hold_max > 0
+            until = (f"at most {format_duration(self.guard.hold_max)}" if self.guard.hold_max > 0
                      else "until undone or restarted")
             log.warning("%s: drop guard: holding %s at the last applied state (%s), the other changes go live: %s",
                         target, names, until, verdict.reason)

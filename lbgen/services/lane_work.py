@@ -9,16 +9,16 @@ are only ever touched by that lane's thread; the consumer learns everything from
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lbgen.core.model import Catalog
 from lbgen.core.quarantine import checker_reason
-from lbgen.core.render import render
 from lbgen.core.settings import Target
 from lbgen.errors import LbgenError
-from lbgen.ports import AppliedStates
+from lbgen.ports import AppliedStates, Renderer
 from lbgen.services.applier import Applier, TargetResult
+from lbgen.services.drop_hold import load_baselines
 from lbgen.services.lanes import Job, Lane
 from lbgen.services.quarantine import Quarantines
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -40,16 +40,32 @@ class Applied:
 class LaneWork:
     """The work of every apply lane of one watcher, and its applied-state saver lane."""
 
-    def __init__(self, applier: Applier, served_health: frozenset[str], post: Callable[[Applied], None],
-                 states: AppliedStates | None, metrics: WatcherMetrics) -> None:
+    def __init__(self, applier: Applier, renderer: Renderer, served_health: frozenset[str],
+                 post: Callable[[Applied], None], states: AppliedStates | None, metrics: WatcherMetrics,
+                 stopping: Callable[[], bool]) -> None:
         self._applier = applier
-        self._served = served_health
+        self._renderer = renderer
+        self.served_health = served_health  # the watcher sets a new one at a settings reload
         self._post = post
         self._states = states
+        self._stopping = stopping
         self._quarantines = Quarantines(lambda target, text: applier.check_text(target, text), metrics)
         self.applied: dict[str, Catalog] = {}  # target → what its lane last put on disk: the quarantine's base
         # Writing the applied state costs ~1-2 s at 100,000 endpoints: its own lane, off the apply path.
         self.saver = Lane("applied-state", self._save)
+
+    def load_baselines(self, targets: Sequence[Target]) -> dict[str, Catalog]:
+        """What each target applied before a restart (kept beside dest): the quarantine's base, and
+        the drop guard's (returned for the watcher). Called before the lanes start."""
+        if self._states is None:
+            return {}
+        self.applied.update(load_baselines(self._states, targets))
+        return dict(self.applied)
+
+    def close(self) -> None:
+        """Stop the saver after it wrote what is waiting: a restart compares with the last state."""
+        self.saver.stop(drain=True)
+        self.saver.join(timeout=5)
 
     def apply(self, job: Job) -> None:
         """In a lane's thread: apply, quarantine what the checker refuses, post the results."""
@@ -79,11 +95,16 @@ class LaneWork:
         """The check refused the render: apply it with the services that cause it held back, or keep
         the whole last good config when the refusal is tied to no service."""
         source, catalog = job.sources[target.name], job.catalogs[target.name]
-        resolution = self._quarantines.resolve(
-            target, catalog, self.applied.get(target.name),
-            lambda mixed: render(source, mixed, target, self._served),
-            checker_reason(refused.output, refused.error or ""))
-        if resolution is None:
+        try:
+            resolution = self._quarantines.resolve(
+                target, catalog, self.applied.get(target.name),
+                lambda mixed: self._renderer.render(source, mixed, target, self.served_health),
+                checker_reason(refused.output, refused.error or ""))
+        except LbgenError as e:  # the search's final render failed: out of its limits, or stopped
+            if not self._stopping():
+                log.error("%s: quarantine search abandoned: %s", target.name, e)
+            return refused, catalog, {}
+        if resolution is None or self._stopping():  # stopped during the search: apply nothing
             return refused, catalog, {}
         [outcome] = self._applier.apply([target], {target.name: resolution.text})
         return outcome, resolution.catalog, resolution.held

@@ -29,13 +29,14 @@ from lbgen.core.backoff import backoff
 from lbgen.core.catalog import CatalogState
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
-from lbgen.core.render import render
+from lbgen.core.reload import reloaded
+from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
-from lbgen.errors import Compacted, LbgenError, StoreError
-from lbgen.ports import AppliedStates, Clock, Snapshot, Store, WatchEvent
+from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
+from lbgen.ports import AppliedStates, Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
-from lbgen.services.drop_hold import DropHolds, load_baselines
+from lbgen.services.drop_hold import DropHolds
 from lbgen.services.lane_work import Applied, LaneWork
 from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -58,12 +59,7 @@ class _Disconnected:
     error: str
 
 
-@dataclass(frozen=True)
-class _TemplatesChanged:
-    pass
-
-
-_STOP = object()
+_STOP, _RELOAD, _TEMPLATES_CHANGED = object(), object(), object()
 
 
 @dataclass
@@ -98,36 +94,38 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         recheck: float = 60.0,
-        on_status: Callable[[WatcherStatus], None] | None = None,
-        states: AppliedStates | None = None,
+        on_status: Callable[[WatcherStatus], None] | None = None, renderer: Renderer | None = None,
+        load_settings: Callable[[], Settings] | None = None, states: AppliedStates | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
         self.metrics = metrics or WatcherMetrics()
-        self._stale_after = stale_after
-        self._recheck = recheck  # a target holding services back passes again this often (DNS may heal)
+        # `recheck`: a target holding services back passes again this often (DNS may heal)
+        self._stale_after, self._recheck = stale_after, recheck
         self._pending_since: dict[str, float] = {}
-        self._store = store
-        self._applier = applier
-        self._clock = clock
-        self._read_template = read_template
+        self._store, self._clock, self._read_template = store, clock, read_template
         self._retry = (retry_base, retry_cap)
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # put() is safe in a signal handler
         self._stopping = threading.Event()
         self._state = CatalogState(settings.prefix)
         self._loaded = False
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
         self._applied: dict[str, Catalog] = {}  # the guard's baseline, per target
-        self._holds = DropHolds(settings.guard, settings.served_health)
-        self._states = states  # what each target last applied, persisted: the guard's baseline at start
+        self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
-        self._lane_of = {t.name: applier.lane_key(t) for t in settings.targets}
-        self._work = LaneWork(applier, settings.served_health, self._queue.put, states, self.metrics)
-        self._lanes = {key: Lane(key, self._work.apply) for key in dict.fromkeys(self._lane_of.values())}
+        self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
+        self._lanes = self._make_lanes(applier, states)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
+
+    def _make_lanes(self, applier: Applier, states: AppliedStates | None) -> dict[str, Lane]:
+        """One apply lane per LB (`Applier.lane_key`); their work, and the applied-state saver."""
+        self._lane_of = {t.name: applier.lane_key(t) for t in self.settings.targets}
+        self._work = LaneWork(applier, self._renderer, self.settings.served_health, self._queue.put, states,
+                              self.metrics, self._stopping.is_set)
+        return {key: Lane(key, self._work.apply) for key in dict.fromkeys(self._lane_of.values())}
 
     # --- producers -------------------------------------------------------------------------
 
@@ -160,27 +158,35 @@ class Watcher:
 
     def templates_changed(self) -> None:
         """Producer hook (file observer): a template file changed on disk."""
-        self._queue.put(_TemplatesChanged())
+        self._queue.put(_TEMPLATES_CHANGED)
+
+    def reload(self) -> None:
+        """Re-read the settings (and so every template) at the next message; safe in a signal handler."""
+        self._queue.put(_RELOAD)
 
     def stop(self) -> None:
-        """Ask every loop to end; safe from any thread or a signal handler."""
+        """Ask every loop to end; safe from any thread or a signal handler. A render in progress is
+        killed and nothing more is applied (a lane inside a reload finishes it: `stop_lanes`)."""
         self._stopping.set()
+        self._renderer.close()
         self._queue.put(_STOP)
         if self._watch is not None:
             self._watch.cancel()
 
     def problems(self) -> list[str]:
-        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, a stale watch, an LB
-        that is not running."""
+        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, a stale watch, a
+        template that does not render, an LB that is not running."""
         status = self.status
         if not self._loaded:
             return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
-        down = [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
+        found = [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
+                 if error.startswith("render: ")]  # a template that does not render (`_fail`)
+        found += [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
         since = status.disconnected_since
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
-                    f"{status.applied_revision}: {status.last_error}"] + down
-        return down
+                    f"{status.applied_revision}: {status.last_error}"] + found
+        return found
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -188,9 +194,7 @@ class Watcher:
         """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
         follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
         follower.start()
-        if self._states is not None:  # the baselines: what each target applied before a restart
-            self._applied.update(load_baselines(self._states, self.settings.targets))
-            self._work.applied.update(self._applied)
+        self._applied.update(self._work.load_baselines(self.settings.targets))  # from before a restart
         for lane in (*self._lanes.values(), self._work.saver):
             lane.start()
         try:
@@ -207,8 +211,7 @@ class Watcher:
         finally:
             self.stop()
             stop_lanes(self._lanes.values())
-            self._work.saver.stop(drain=True)  # the last applied state is what a restart compares with
-            self._work.saver.join(timeout=5)
+            self._work.close()
             follower.join(timeout=5)
 
     def _next_message(self) -> object | None:
@@ -247,11 +250,31 @@ class Watcher:
             self.status.connected = False
             self.status.last_error = message.error
             self.metrics.connected.set(0)
-        elif isinstance(message, _TemplatesChanged):
+        elif message is _TEMPLATES_CHANGED:
             self._templates.clear()
             self._note_all(now)
         elif isinstance(message, Applied):
             self._applied_results(message)
+        elif message is _RELOAD:
+            self._reload(now)
+
+    def _reload(self, now: float) -> None:
+        """Run on the re-read settings and templates (a broken file keeps the running ones); the
+        catalog, the applied state and the guard's hold are kept: only what renders changes. The
+        lanes stay as they were grouped at start (a target moved to another LB: at the restart)."""
+        try:
+            settings, pending = reloaded(self.settings, (self._load_settings or (lambda: self.settings))())
+        except LbgenError as e:
+            log.error("reload: keeping the running settings: %s", e)
+            return
+        for line in pending:
+            log.warning("reload: %s", line)
+        self.settings = settings
+        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
+        self._templates.clear()
+        self._holds.guard, self._work.served_health = settings.guard, settings.served_health
+        log.info("reload: settings and templates re-read for %s", ", ".join(t.name for t in settings.targets))
+        self._note_all(now)
 
     def _connected(self, now: float) -> None:
         self.status.connected = True
@@ -284,9 +307,12 @@ class Watcher:
         rendered: dict[str, str] = {}
         catalogs: dict[str, Catalog] = {}
         for target in due:
-            catalogs[target.name] = self._guarded(target.name, catalog, now)
+            catalogs[target.name] = self._holds.catalog_for(target.name, self._applied.get(target.name), catalog, now)
             if (text := self._render(target, catalogs[target.name])) is not None:
                 rendered[target.name] = text
+        self.status.held = self._holds.descriptions()
+        if self._stopping.is_set():  # stopped mid-render: apply nothing
+            return
         sources = {t.name: self._templates[t.template] for t in due if t.name in rendered}
         for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of, sources).items():
             self._lanes[lane].submit(job)
@@ -297,25 +323,17 @@ class Watcher:
         return (self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
                 or (expiry is not None and now >= expiry))
 
-    def _guarded(self, name: str, catalog: Catalog, now: float) -> Catalog:
-        """The catalog to render for target `name`: a sudden drop is held, the rest goes live."""
-        chosen = self._holds.catalog_for(name, self._applied.get(name), catalog, now)
-        held = self._holds.describe(name)
-        if held:
-            self.status.held[name] = held
-        else:
-            self.status.held.pop(name, None)
-        self.metrics.guard_held.labels(name).set(len(self._holds.held.get(name, ()).held) if held else 0)
-        return chosen
-
     def _render(self, target: Target, catalog: Catalog) -> str | None:
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
-            return render(source, catalog, target, self.settings.served_health)
+            text = self._renderer.render(source, catalog, target, self.settings.served_health)
         except (LbgenError, OSError) as e:
-            self._fail(target, "render", str(e))
+            if not self._stopping.is_set():
+                # Out of its time or memory, the same render would burn as much again: wait for a change.
+                self._fail(target, "render", str(e), retry=not isinstance(e, RenderLimit))
             return None
+        return text
 
     def _applied_results(self, message: Applied) -> None:
         targets = {t.name: t for t in message.job.targets}
@@ -360,8 +378,9 @@ class Watcher:
             how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
             log.info("%s: applied revision %s%s", name, catalog.revision, how)
 
-    def _fail(self, target: Target, step: str, error: str) -> None:
-        """Log and count a failed render or apply, and try the target again after a backoff."""
+    def _fail(self, target: Target, step: str, error: str, retry: bool = True) -> None:
+        """Log and count a failed render or apply, and try the target again after a backoff
+        (`retry`) or at the next change; the same error again is logged at debug level."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
@@ -370,7 +389,10 @@ class Watcher:
         self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
-        delay = backoff(attempt, random.random(), *self._retry)
-        self._retry_at[target.name] = self._clock.now() + delay
-        log.log(logging.DEBUG if repeated else logging.ERROR, "%s: revision %s not applied (%s failed, retry in "
-                "%.1fs): %s", target.name, self._state.revision, step, delay, error)
+        when = "tried again at the next change"
+        if retry:
+            delay = backoff(attempt, random.random(), *self._retry)
+            self._retry_at[target.name] = self._clock.now() + delay
+            when = f"retry in {delay:.1f}s"
+        log.log(logging.DEBUG if repeated else logging.ERROR, "%s: revision %s not applied (%s failed, %s): %s",
+                target.name, self._state.revision, step, when, error)
