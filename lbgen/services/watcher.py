@@ -328,6 +328,7 @@ class Watcher:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
             text = self._renderer.render(source, catalog, target, self.settings.served_health)
+            self._clear_error(target.name, render=True)
         except (LbgenError, OSError) as e:
             if not self._stopping.is_set():
                 # Out of its time or memory, the same render would burn as much again: wait for a change.
@@ -343,40 +344,39 @@ class Watcher:
                 continue
             if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
                 log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
-            if outcome.step == "down":
-                self._lb_down(outcome.target, message.catalogs[outcome.target], outcome.error or "")
+            if outcome.step == "down":  # the checked config is written: the LB loads it when it starts
+                self._applied[outcome.target] = message.catalogs[outcome.target]
+                self.status.down[outcome.target] = outcome.error or ""
+                self.metrics.lb_up.labels(outcome.target).set(0)
             self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
             self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
-
-    def _lb_down(self, name: str, catalog: Catalog, reason: str) -> None:
-        self._applied[name] = catalog  # written: the LB loads it when it starts
-        self.status.down[name] = reason
-        self.metrics.lb_up.labels(name).set(0)
 
     def _applied_ok(self, outcome: TargetResult, catalog: Catalog, quarantined: Mapping[str, str]) -> None:
         name = outcome.target
         self._applied[name] = catalog
-        self.metrics.lb_up.labels(name).set(1)
         if self.status.down.pop(name, None) is not None:
             log.warning("%s: the LB is running again; revision %s is live", name, catalog.revision)
         self._consecutive_failures.pop(name, None)
         self.status.applied_revision = catalog.revision
         self.status.applied[name] = catalog.revision
-        self.status.errors.pop(name, None)
+        self._clear_error(name, render=False)
         self.status.quarantined.pop(name, None)
         if quarantined:  # a value can heal without a registry change (a host name that starts to resolve)
             self.status.quarantined[name] = dict(quarantined)
             self._retry_at[name] = self._clock.now() + self._recheck
-        self.metrics.renders.labels(name, "ok").inc()
-        self.metrics.applied.labels(name).set(catalog.revision)
-        self.metrics.reloads.labels(name).inc(outcome.reloaded)
-        self.metrics.runtime_updates.labels(name).inc(outcome.method == "runtime")
+        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method == "runtime")
         since = self._pending_since.pop(name, None)
         if since is not None:
             self.metrics.lag.labels(name).observe(self._clock.now() - since)
         if outcome.changed:
             how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
             log.info("%s: applied revision %s%s", name, catalog.revision, how)
+
+    def _clear_error(self, name: str, render: bool) -> None:
+        """A render clears a render error, an apply the others: a lane's result for an older render
+        must not hide the error of the render that failed after it."""
+        if self.status.errors.get(name, "").startswith("render: ") == render:
+            self.status.errors.pop(name, None)
 
     def _fail(self, target: Target, step: str, error: str, retry: bool = True) -> None:
         """Log and count a failed render or apply, and try the target again after a backoff

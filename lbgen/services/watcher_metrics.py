@@ -42,6 +42,14 @@ class WatcherMetrics:
                                          ["target", "service"], registry=r)
         self._services: set[str] = set()
 
+    def applied_ok(self, target: str, revision: int, reloaded: bool, runtime: bool) -> None:
+        """A target applied `revision` (its LB runs: a target whose LB is down is not applied)."""
+        self.renders.labels(target, "ok").inc()
+        self.applied.labels(target).set(revision)
+        self.reloads.labels(target).inc(reloaded)
+        self.runtime_updates.labels(target).inc(runtime)
+        self.lb_up.labels(target).set(1)
+
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
         """The catalog just changed: revision, served endpoints per service, invalid values."""
         self.revision.set(catalog.revision)

@@ -14,11 +14,11 @@ from lbgen.cli.status import format_overview
 from lbgen.core.lb_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.ports import KeyValue, Snapshot
-from lbgen.core.settings import Target, Wait
+from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
 from lbgen.services.applier import TargetResult
 from lbgen.services.lanes import Job, Lane
 from lbgen.services.watcher import Watcher
-from tests.unit.test_watcher import P, endpoint, key, start_watcher, wait_for
+from tests.unit.test_watcher import P, REGISTRY, TEMPLATE, SystemClock, endpoint, key, start_watcher, wait_for
 
 
 @dataclass
@@ -153,3 +153,30 @@ def test_a_down_lb_is_published_and_shown_as_down_never_in_sync() -> None:
     assert any("lb-1" in line and "LB down" in line for line in lines)
     assert not any("in sync" in line for line in lines)
     assert "  LB node lb-1: haproxy: down: haproxy is not running" in lines
+
+
+def test_a_result_for_an_older_render_does_not_hide_the_render_error_after_it() -> None:
+    store, applier = MemoryStore(), GatedApplier(gates={"lb": threading.Event()})
+    source = {"text": TEMPLATE}
+    store.put(key("web", "a"), endpoint(1))
+    settings = Settings(registry=REGISTRY, prefix=P, wait=Wait(0.01, 0.1), guard=GUARD_OFF,
+                        targets=(Target(name="lb", template="t.j2", dest="/unused"),))
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=lambda _: source["text"],  # type: ignore[arg-type]
+                      retry_base=60, retry_cap=60)  # no retry during the test: only the late result acts
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: "lb" in applier.entered)  # its first render is being applied
+        source["text"] = "{{ nope.missing }}"
+        watcher.templates_changed()
+        wait_for(lambda: watcher.status.errors.get("lb", "").startswith("render: "))
+        applier.gates["lb"].set()  # the older render's result arrives after the failed render
+        wait_for(lambda: watcher.status.applied.get("lb") == store.revision)
+        assert watcher.status.errors["lb"].startswith("render: ") and "nope" in watcher.problems()[0]
+        source["text"] = TEMPLATE
+        watcher.templates_changed()
+        wait_for(lambda: "lb" not in watcher.status.errors)
+    finally:
+        applier.gates["lb"].set()
+        watcher.stop()
+        thread.join(timeout=10)
