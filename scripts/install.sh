@@ -35,7 +35,7 @@ ETC_FILES=("nginx/lbgen.yaml nginx.yaml 0644" "haproxy/lbgen.yaml haproxy.yaml 0
            "agent/lbgen-agent.env lbgen-agent.env 0640"
            "nginx/lbgen-watch-nginx.env lbgen-watch-nginx.env 0600"
            "haproxy/lbgen-watch-haproxy.env lbgen-watch-haproxy.env 0600")
-DOCS=(README.md docs/*.md nginx/README.md haproxy/README.md agent/README.md)
+DOCS=(README.md docs/*.md nginx/README.md haproxy/README.md agent/README.md monitoring/README.md)
 
 say() { echo "${0##*/}: $*"; }
 die() { echo "${0##*/}: $*" >&2; exit 1; }
@@ -85,7 +85,8 @@ install_files() {
   for doc in "${DOCS[@]}"; do
     install -D -m 0644 "$SRC/$doc" "$DOCDIR/$doc"
   done
-  say "units in $UNITDIR, docs in $DOCDIR"
+  cp -r "$SRC/monitoring/prometheus" "$SRC/monitoring/grafana" "$DOCDIR/monitoring/"
+  say "units in $UNITDIR, docs and the monitoring kit in $DOCDIR"
 }
 
 # The recorded checksum of what an earlier install wrote to $ETC/$1 (empty: none).

@@ -97,12 +97,14 @@ def test_every_path_a_unit_names_was_installed(root: Root, name: str) -> None:
         assert Path(setting).is_file(), f"{name} names {setting}, which install did not write"
 
 
-def test_kit_settings_and_templates_are_installed(root: Root) -> None:
+def test_kit_settings_templates_and_monitoring_kit_are_installed(root: Root) -> None:
     for source, dest in (("nginx/lbgen.yaml", "nginx.yaml"), ("haproxy/lbgen.yaml", "haproxy.yaml"),
                          ("templates/nginx.conf.j2", "templates/nginx.conf.j2"),
                          ("agent/lbgen-agent.env", "lbgen-agent.env")):
         assert (root.etc / dest).read_text() == shipped(root, source), dest
     assert (root.etc / "lbgen-agent.env").stat().st_mode & 0o007 == 0  # may hold the etcd password
+    kit = root.prefix / "share/doc/lbgen/monitoring"
+    assert (kit / "prometheus/lbgen.rules.yml").is_file() and (kit / "grafana/lbgen-fleet.json").is_file()
 
 
 def test_reinstall_keeps_edited_settings_and_updates_the_rest(root: Root) -> None:
