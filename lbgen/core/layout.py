@@ -15,15 +15,20 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 from lbgen.core.model import Catalog, Endpoint, Service
+from lbgen.core.schema import PATH_RE, is_hostname, normalize_address
 
 T = TypeVar("T")
 
 
 class Verbatim(str):
     """Config text lbgen built itself from validated values, or a quoting filter's output:
-    the renderer's output guard lets it through as is."""
+    the renderer's output guard lets it through (it still refuses control characters)."""
 
     __slots__ = ()
+
+
+class UnsafeValue(ValueError):
+    """A value cannot be written into the config without changing its structure."""
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,9 @@ def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
     within each, longest path first. A host-less `/` route is left to `default_backend`."""
     ranked: list[tuple[tuple[int, int, int], HaproxyRule]] = []
     for vhost in listener.hosts:
+        unsafe = [n for n in vhost.names if not is_hostname(n, allow_wildcard=True)]
+        if unsafe:
+            raise UnsafeValue(f"refusing host name {unsafe[0]!r:.100} in an HAProxy rule")
         exact = [n for n in vhost.names if not n.startswith("*.")]
         wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
         host_tests: list[tuple[tuple[int, int], str]] = []
@@ -223,6 +231,8 @@ def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
 
 
 def _condition(host_test: str, path: str) -> Verbatim:
+    if not PATH_RE.fullmatch(path):
+        raise UnsafeValue(f"refusing path {path!r:.100} in an HAProxy rule")
     if path == "/":
         return Verbatim(host_test)
     prefix = f"{host_test} " if host_test else ""
@@ -253,7 +263,12 @@ class Slot(NamedTuple):
 
 
 def host_port(address: str, port: int) -> Verbatim:
-    """`address:port`, IPv6 in brackets. `address` was validated by `schema.check_address`."""
+    """`address:port`, IPv6 in brackets. Checked again here, whatever built the endpoint:
+    nothing is trusted as verbatim (issue 10: a zone id once carried a whole `server` line)."""
+    if not isinstance(address, str) or normalize_address(address) != address:
+        raise UnsafeValue(f"refusing address {address!r:.100}: not a canonical IP address or host name")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise UnsafeValue(f"refusing port {port!r:.100} of {address}")
     return Verbatim(f"[{address}]:{port}" if ":" in address else f"{address}:{port}")
 
 

@@ -22,7 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lbgen.core import layout as lay
 from lbgen.core.layout import (
-    Verbatim, default_backend, haproxy_rules, host_port, layout, service_views, slots,
+    UnsafeValue, Verbatim, default_backend, haproxy_rules, host_port, layout, service_views, slots,
 )
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
 from lbgen.core.settings import Target
@@ -32,10 +32,6 @@ from lbgen.errors import TemplateError
 BARE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~*\[\]-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 GUARDED_KINDS = ("nginx", "haproxy")
-
-
-class UnsafeValue(ValueError):
-    """A value cannot be written into the config without changing its structure."""
 
 
 def _scalar_text(value: Any, dialect: str) -> str:
@@ -78,7 +74,11 @@ def hostport(endpoint: Endpoint) -> Verbatim:
 def _guard_output(value: Any) -> Any:
     """Jinja `finalize` for nginx/HAProxy targets: let only quoted or plainly safe values through."""
     kind = type(value)
-    if kind is Verbatim or kind is int or kind is float:
+    if kind is int or kind is float:
+        return value
+    if kind is Verbatim:
+        if _CONTROL_RE.search(value):  # no output may end its line, whoever built it
+            raise UnsafeValue(f"refusing output with a control character: {value!r:.100}")
         return value
     if isinstance(value, str) and BARE_RE.fullmatch(value):
         return value

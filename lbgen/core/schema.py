@@ -24,6 +24,9 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 META_VALUE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~-]{0,256}")
 HOST_LABEL_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 PATH_RE = re.compile(r"/[A-Za-z0-9_.~/-]{0,255}")
+IPV4_RE = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
+IPV6_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an interface name (IFNAMSIZ 16) or a scope number
 MAX_WEIGHT = 256
 MODES = ("http", "tcp")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
@@ -104,31 +107,55 @@ def check_name(what: str, value: Any) -> str:
 
 
 def check_address(value: Any) -> str:
-    """An IPv4/IPv6 address or an RFC 1123 host name."""
-    if isinstance(value, str):
+    """An IPv4/IPv6 address (normalized) or an RFC 1123 host name, by `normalize_address`'s grammar."""
+    address = normalize_address(value) if isinstance(value, str) else None
+    if address is None:
+        raise InvalidValue(f"address {value!r:.100}: not an IPv4 address, IPv6 address or host name")
+    return address
+
+
+def normalize_address(value: str) -> str | None:
+    """`value` in its canonical form when it is an address lbgen may write into a config, else None.
+
+    The grammar is strict on purpose (issue 10): dotted-quad IPv4; IPv6 with at most a short zone
+    id of `[A-Za-z0-9_.-]` (Python's `ipaddress` accepts any zone text, newlines included); an
+    RFC 1123 host name. Nothing else, whatever `ipaddress` would parse.
+    """
+    if IPV4_RE.fullmatch(value):
         try:
-            return str(ipaddress.ip_address(value))
+            return str(ipaddress.IPv4Address(value))
         except ValueError:
-            if is_hostname(value):
-                return value
-    raise InvalidValue(f"address {value!r}: not an IP address or host name")
+            return None
+    if ":" in value:
+        return _normalize_ipv6(value)
+    return value if is_hostname(value) else None
+
+
+def _normalize_ipv6(value: str) -> str | None:
+    address, percent, zone = value.partition("%")
+    if not IPV6_RE.fullmatch(address) or (percent and not ZONE_RE.fullmatch(zone)):
+        return None
+    try:
+        normalized = str(ipaddress.IPv6Address(address))
+    except ValueError:
+        return None
+    return f"{normalized}%{zone}" if percent else normalized
 
 
 def is_ip(value: str) -> bool:
-    """An IPv4 or IPv6 address."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
+    """An IPv4 or IPv6 address (zone allowed) in `normalize_address`'s strict grammar."""
+    return (IPV4_RE.fullmatch(value) is not None or ":" in value) and normalize_address(value) is not None
 
 
 def is_hostname(value: str, allow_wildcard: bool = False) -> bool:
-    """RFC 1123 host name; with `allow_wildcard`, a leading `*.` label too (server_name style)."""
+    """RFC 1123 host name; with `allow_wildcard`, a leading `*.` label too (server_name style).
+
+    An all-numeric last label is refused (RFC 3696 2): `1.2.3` is a mistyped address, not a name."""
     if allow_wildcard and value.startswith("*."):
         value = value[2:]
     labels = value.split(".")
-    return 0 < len(value) <= 253 and all(HOST_LABEL_RE.fullmatch(label) for label in labels)
+    return (0 < len(value) <= 253 and not labels[-1].isdigit()
+            and all(HOST_LABEL_RE.fullmatch(label) for label in labels))
 
 
 def check_int(what: str, value: Any, low: int, high: int) -> int:

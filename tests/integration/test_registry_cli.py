@@ -55,13 +55,15 @@ def test_put_get_ls_rm_round_trip(registry: list[str], capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize(("key", "value", "why"), [
-    ("services/web/endpoints/a", '{"address": "1.2.3.4; evil", "port": 80}', "not an IP address or host name"),
+    ("services/web/endpoints/a", '{"address": "1.2.3.4; evil", "port": 80}', "not an IPv4 address"),
+    ("services/web/endpoints/a", json.dumps({"address": "::1%x\n    server evil 127.0.0.1:9 weight 256\n#",
+                                              "port": 8000}), "not an IPv4 address"),
     ("services/web/endpoints/a", '{"address": "1.2.3.4", "port": 0}', "port 0"),
     ("services/web/endpoints/a", "not json", "not JSON"),
     ("services/web/spec", '{"mode": "udp"}', "mode 'udp'"),
     ("services/web/whatever", "{}", "not a registry entry"),
     ("lb/node-1", "{}", "not a registry entry"),
-], ids=["injection", "port", "json", "spec", "unknown-key", "lb-reserved"])
+], ids=["injection", "zone-injection", "port", "json", "spec", "unknown-key", "lb-reserved"])
 def test_put_refuses_invalid_values_with_exit_2(
     registry: list[str], capsys: pytest.CaptureFixture[str], key: str, value: str, why: str
 ) -> None:

@@ -288,11 +288,16 @@ def test_bad_values_are_skipped_and_the_rest_is_served(node: NodeFactory, backen
     evil = n.key("web", "host-x.web.9")
     n.store.put(evil, b'{"address": "127.0.0.1; include /etc/passwd", "port": 80}')
     n.store.put(n.key("web", "host-x.web.8"), b"not json")
+    zoned = n.key("web", "host-x.web.7")  # issue 10: a zone id carrying a whole `server` line
+    n.store.put(zoned, json.dumps({"address": "::1%x\n    server evil 127.0.0.1:9 weight 256\n#",
+                                   "port": 8000}).encode())
     n.delete("web", "host-a.web.1")
     n.put_endpoint("host-b.web.1", b.port)
     n.serves("b")
     n.wait_log(f"skipping {evil}", since=mark)
-    assert "passwd" not in n.nginx_conf.read_text() + n.haproxy_conf.read_text()
+    n.wait_log(f"skipping {zoned}", since=mark)
+    live = n.nginx_conf.read_text() + n.haproxy_conf.read_text()
+    assert "passwd" not in live and "evil" not in live
 
 
 def test_a_template_error_and_a_failing_check_leave_the_live_config_untouched(
