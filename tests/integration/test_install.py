@@ -76,6 +76,17 @@ def test_installed_lbgen_runs_from_its_virtualenv(root: Root) -> None:
     assert re.search(r"\d+\.\d+", version.stdout + version.stderr)
 
 
+def test_every_file_of_the_package_is_installed(root: Root) -> None:
+    """Data files beside the modules (templates, static pages) need package_data in setup.cfg."""
+    (installed,) = root.home.glob("lib/python3*/site-packages/lbgen")
+
+    def files(top: Path) -> set[str]:
+        return {str(p.relative_to(top)) for p in top.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"}
+
+    assert files(ROOT / "lbgen") - files(installed) == set()
+
+
 def test_installed_units_pass_systemd_analyze_verify(root: Root) -> None:
     require_binary("systemd-analyze", "systemd-analyze (Debian package systemd)")
     paths = [str(root.units / name) for name in UNITS]
