@@ -39,8 +39,10 @@ class Root:
         """`make install|uninstall` with this root's paths."""
         args = [f"PREFIX={self.prefix}", f"LBGEN_HOME={self.home}", f"SYSCONFDIR={self.base / 'etc'}",
                 "LBGEN_USER="]  # no system user: that would touch the real /etc/passwd
+        # Under `make test` the outer make's variables would reach this make through MAKEFLAGS.
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         return subprocess.run(["make", "-s", "-C", str(ROOT), action, *args],
-                              capture_output=True, text=True, timeout=600)
+                              env=env, capture_output=True, text=True, timeout=600)
 
     def make(self, action: str) -> subprocess.CompletedProcess[str]:
         """`run_make`, failing the test on a non-zero exit."""
