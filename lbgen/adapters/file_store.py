@@ -68,7 +68,8 @@ def parse_registry(text: str, where: str) -> dict[str, Any]:
 
 
 def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str, bytes]:
-    """The etcd keys and JSON values of a parsed registry; badly named entries are skipped, logged."""
+    """The etcd keys and JSON values of a parsed registry; names that cannot be a key segment are
+    skipped and logged (other bad names are left to the catalog, which rejects them visibly)."""
     keys: dict[str, bytes] = {}
     for name, service in (document.get("services") or {}).items():
         service = service or {}
@@ -83,7 +84,9 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
 
 
 def _good_name(name: object, where: str) -> bool:
-    if isinstance(name, str) and NAME_RE.fullmatch(name):
+    """Whether `name` can be one key segment. A bad name that can (`wéb`, `a;b`) becomes a key the
+    catalog rejects, so `registry ls` and `status` list it; only what cannot be a key is skipped."""
+    if isinstance(name, str) and name and "/" not in name:
         return True
     log.error("%s: skipped, the name must match %s", where, NAME_RE.pattern)
     return False

@@ -25,7 +25,7 @@ T = TypeVar("T")
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `registry` and its `ls`, `get`, `put`, `rm` sub-commands."""
     parser = commands.add_parser("registry", help="inspect and edit registry entries (ls, get, put, rm)")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("ls", help="list services and endpoints, flagging rejected values and why")
     ls.add_argument("service", nargs="?", help="only this service")
     get = actions.add_parser("get", help="print the raw value of a key")
@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     put = actions.add_parser("put", help="validate a JSON value against the contract, then write it")
     put.add_argument("key")
     put.add_argument("value", help="a JSON object, or - to read it from stdin")
-    rm = actions.add_parser("rm", help="delete a key")
+    rm = actions.add_parser("rm", help="delete a key under the prefix (also a rejected one, to clean it up)")
     rm.add_argument("key")
     for action, run in ((ls, run_ls), (get, run_get), (put, run_put), (rm, run_rm)):
         add_store_arguments(action)
@@ -159,6 +159,9 @@ def run_put(args: argparse.Namespace) -> int:
 def run_rm(args: argparse.Namespace) -> int:
     prefix = registry_prefix(args)
     key = full_key(prefix, args.key)
+    if not key.startswith(f"{prefix}/"):  # the same bound as put: lbgen's keys only
+        raise UsageError(f"{key}: outside the prefix {prefix}: registry rm only deletes keys under it "
+                         "(--prefix chooses another)")
     existed, where = _use(args, prefix, lambda store: store.delete(key))
     if not existed:
         raise LbgenError(f"{key}: no such key in {where}")

@@ -22,8 +22,8 @@ from lbgen.cli.lb_node import (
     chosen_targets,
     load_settings,
     open_registry,
-    read_template,
 )
+from lbgen.adapters.templates import read_template
 from lbgen.services.metrics import parse_listen_address, start_metrics_server
 from lbgen.core.schema import check_name
 from lbgen.errors import InvalidValue, UsageError

@@ -22,6 +22,7 @@ from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
 KINDS = ("nginx", "haproxy", "generic")
+CHECKED_KINDS = ("nginx", "haproxy")  # kinds whose adapter has a default check
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
@@ -79,7 +80,8 @@ class Target:
     """One rendered file and how to make it live.
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
-    candidate file and `{dest}` by the live one. `kind` (`nginx`, `haproxy` or `generic`) selects
+    candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
+    or, for a generic target, an explicit `check: none` (settings refuse a generic target without). `kind` (`nginx`, `haproxy` or `generic`) selects
     how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
     apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
@@ -253,16 +255,15 @@ def _parse_targets(value: Any, resolve: Callable[[str], str]) -> tuple[Target, .
 
 def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Target:
     section = Section(value, path)
-    no_argv: tuple[str, ...] = ()
-    check = section.take("check", _argv_with_placeholders, no_argv)
+    check = section.take("check", _parse_check, None)
     target = Target(
         name=section.take("name", _parse_name),
         template=section.take("template", lambda v: resolve(expect_str(v))),
         dest=section.take("dest", lambda v: resolve(expect_str(v))),
-        check=check,
+        check=check or (),
         reload=section.take("reload", _argv_with_placeholders, ()),
         verify=section.take("verify", _argv_with_placeholders, ()),
-        kind=section.take("kind", _parse_kind, guess_kind(check)),
+        kind=section.take("kind", _parse_kind, guess_kind(check or ())),
         mode=section.take("mode", _parse_mode, 0o644),
         owner=section.take("owner", _parse_account, None),
         group=section.take("group", _parse_account, None),
@@ -274,7 +275,15 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
     section.done()
     if target.check and not any("{staged}" in arg for arg in target.check):
         raise ConfigError(f"{path}.check: must name the candidate file with {{staged}}")
+    if check is None and target.kind not in CHECKED_KINDS:
+        raise ConfigError(f"{path}: no check: set check (an argv naming {{staged}}), a kind with a built-in "
+                          f"checker ({', '.join(CHECKED_KINDS)}), or check: none to go live unvalidated")
     return target
+
+
+def _parse_check(value: Any) -> tuple[str, ...]:
+    """The checker's argv, or `none`: an explicit choice to apply this target unvalidated."""
+    return () if value == "none" else _argv_with_placeholders(value)
 
 
 def _runtime(chosen: bool | None, target: Target, path: str) -> bool:

@@ -233,7 +233,7 @@ SLOW = ("mkdir -p /www/cgi-bin && printf '%s\\n' '#!/bin/sh' 'read -r body' 'sle
 class Load:
     """Slow POSTs to 127.0.0.1:`port` until the `with` ends: `clients` threads open a new connection
     per request (none may fail), one more reuses a keep-alive connection (reported: nginx 1.22
-    closes reused connections when old workers exit on a reload, FIELD.md)."""
+    closes reused connections when old workers exit on a reload)."""
 
     def __init__(self, port: int, clients: int = 6) -> None:
         self.port, self.done = port, threading.Event()

@@ -113,14 +113,19 @@ def test_a_file_of_the_wrong_shape_is_refused_with_the_path(tmp_path: Path, text
         FileStore(path)
 
 
-def test_badly_named_entries_are_skipped_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_badly_named_entries_reach_the_catalog_to_be_rejected(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """`web;x` and `a b` become keys that the catalog rejects (listed by `registry ls` and
+    `status`); a name that cannot be a key segment (`a/b`, a number) is skipped and logged."""
     path = tmp_path / "registry.yaml"
-    path.write_text("services:\n  'web;x': {spec: {listen: 80}}\n  ok:\n    endpoints:\n      'a b': {port: 1}\n")
+    path.write_text("services:\n  'web;x': {spec: {listen: 80}}\n  ok:\n    endpoints:\n      'a b': {port: 1}\n"
+                    "      'a/b': {port: 2}\n      7: {port: 3}\n")
     with caplog.at_level(logging.ERROR):
         store = FileStore(path)
-    assert store.snapshot("/lbgen/").items == ()
+    keys = [kv.key for kv in store.snapshot("/lbgen/").items]
+    assert sorted(keys) == ["/lbgen/services/ok/endpoints/a b", "/lbgen/services/web;x/spec"]
     assert [r.getMessage().split(": skipped")[0] for r in caplog.records] == [
-        f"{path}: services.web;x", f"{path}: services.ok.endpoints.a b"]
+        f"{path}: services.ok.endpoints.a/b", f"{path}: services.ok.endpoints.7"]
 
 
 def test_put_and_delete_rewrite_the_file_atomically(store: FileStore, path: Path) -> None:
