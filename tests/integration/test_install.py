@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.etcd import require_binary
+from tests.support.etcd import EtcdServer, require_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install")]
 
@@ -76,6 +76,16 @@ def test_installed_lbgen_runs_from_its_virtualenv(root: Root) -> None:
     assert "watch" in done.stdout and "agent" in done.stdout
     version = subprocess.run([str(root.bin), "--version"], capture_output=True, text=True, timeout=60)
     assert re.search(r"\d+\.\d+", version.stdout + version.stderr)
+
+
+def test_installed_lbgen_writes_and_reads_a_real_etcd(root: Root, etcd_server: EtcdServer, etcd_prefix: str) -> None:
+    """The virtualenv's etcd client (gRPC, protobuf) works, not only the argument parser."""
+    env = {**os.environ, "LBGEN_REGISTRY": etcd_server.url, "LBGEN_PREFIX": etcd_prefix}
+    put = subprocess.run([str(root.bin), "registry", "put", "services/web/spec", '{"listen": 8080}'],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert put.returncode == 0, put.stderr
+    ls = subprocess.run([str(root.bin), "registry", "ls"], env=env, capture_output=True, text=True, timeout=60)
+    assert ls.returncode == 0 and "web  listen=8080" in ls.stdout, ls.stdout + ls.stderr
 
 
 def test_every_file_of_the_package_is_installed(root: Root) -> None:
