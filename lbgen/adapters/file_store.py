@@ -34,8 +34,10 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from lbgen.adapters.memory_store import MemoryStore, MemoryWatch
+from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
+from lbgen.core.bounded import load_json
 from lbgen.core.schema import NAME_RE, KeyRef, normalize_prefix, parse_key
-from lbgen.errors import ConfigError, LeaseLost, StoreError
+from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
 from lbgen.ports import KeyValue, Snapshot
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,7 @@ DEBOUNCE_SECONDS = 0.1  # an editor's write is several events: read the file onc
 
 def parse_registry(text: str, where: str) -> dict[str, Any]:
     """The YAML document, checked for shape; `ConfigError` naming `where` and the line."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}{line}: {problem}") from e
+    document = parse_yaml(text, where, REGISTRY_LIMITS)
     document = {} if document is None else document
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'services' key, got {type(document).__name__}")
@@ -191,9 +187,9 @@ class FileStore:
         if not ref.in_catalog:
             return self._memory.put(key, value)
         try:
-            parsed = json.loads(value)
-        except ValueError as e:
-            raise StoreError(f"registry file {self.path}: {key}: not JSON: {e}") from e
+            parsed = load_json(value)
+        except InvalidValue as e:
+            raise StoreError(f"registry file {self.path}: {key}: {e}") from e
         with self._lock:
             document = self._current_document()
             entry = document.setdefault("services", {}).setdefault(ref.service, {})

@@ -7,11 +7,11 @@ import sys
 from typing import Callable, Iterator, Sequence
 
 from lbgen import __version__
-from lbgen.cli import agent, deploy, registry, render, status, watch
+from lbgen.cli import agent, dashboard, deploy, registry, render, status, watch
 from lbgen.cli.logs import add_logging_arguments, configure_logging
 from lbgen.errors import LbgenError
 
-COMMANDS = (agent, watch, render, deploy, registry, status)
+COMMANDS = (agent, watch, render, deploy, registry, status, dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:

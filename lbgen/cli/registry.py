@@ -13,7 +13,9 @@ import sys
 from typing import Any, Callable, TypeVar
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.bounded import load_json
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
+from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.schema import decode_endpoint, decode_spec, parse_key
 from lbgen.errors import InvalidValue, LbgenError, UsageError
@@ -110,7 +112,12 @@ def _print_lb_nodes(prefix: str, snapshot: Snapshot) -> None:
     if nodes:
         print("load balancers:")
     for node, value in nodes:
-        print(f"  {node}  {value.decode(errors='replace')}")
+        try:
+            decode_lb_status(node, value)
+        except InvalidValue as e:
+            print(f"  {node}  invalid status: {e}")
+        else:
+            print(f"  {node}  {value.decode()}")
 
 
 def run_get(args: argparse.Namespace) -> int:
@@ -142,7 +149,7 @@ def check_value(prefix: str, key: str, raw: bytes) -> dict[str, Any]:
             decode_endpoint(ref.endpoint_id, raw)
     except InvalidValue as e:
         raise UsageError(f"{key}: {e}") from e
-    return dict(json.loads(raw))
+    return dict(load_json(raw))
 
 
 def run_put(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, TypeVar
 
+from lbgen.core.bounded import quote
 from lbgen.errors import ConfigError
 
 T = TypeVar("T")
@@ -17,6 +18,18 @@ class ElementError(ValueError):
     def __init__(self, index: int, why: str) -> None:
         super().__init__(f"[{index}]: {why}")
         self.index, self.why = index, why
+
+
+class SourceInt(int):
+    """An integer read from YAML that remembers how it was written (`644`, `0644`, `0x1a4`), for
+    fields where the digits matter more than YAML's reading of them (a file mode)."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str = "") -> "SourceInt":
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
 
 
 class Section:
@@ -74,7 +87,7 @@ class Section:
 def expect_str(value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {quote(value)}")
     return value
 
 

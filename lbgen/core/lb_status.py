@@ -11,26 +11,31 @@ hand-written or corrupt value is reported with the reason instead of being shown
 from __future__ import annotations
 
 import json
+import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from lbgen.core.bounded import load_json, quote
 from lbgen.core.schema import check_int, check_name
 from lbgen.errors import InvalidValue
 
 MAX_ERROR = 1000
+MAX_QUARANTINED = 1000  # services listed per target (the metric counts them all)
 MAX_REVISION = 2**63 - 1
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 
 
 @dataclass(frozen=True)
 class TargetStatus:
-    """One target of an LB node: the revision it last applied, its current error, and when
-    (the LB node's wall clock, seconds since the epoch) it last applied a new revision."""
+    """One target of an LB node: the revision it last applied, its current error, when (the LB
+    node's wall clock, seconds since the epoch) it last applied a new revision, and the services it
+    holds at their last applied state because its checker refuses them (service → reason)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
+    quarantined: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,12 @@ class LbStatus:
         found = {name: t.error for name, t in sorted(self.targets.items()) if t.error}
         return {"registry": self.error, **found} if self.error else found
 
+    @property
+    def quarantined(self) -> list[tuple[str, str, str]]:
+        """(target, service, reason) for every service a target holds back, sorted."""
+        return [(name, service, reason) for name, t in sorted(self.targets.items())
+                for service, reason in sorted(t.quarantined.items())]
+
 
 def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
     """The revision every target has applied (0 while one of them never applied)."""
@@ -60,7 +71,8 @@ def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
 def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
-        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at}
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at,
+               "quarantined": _encode_quarantined(t.quarantined)}
         for name, t in sorted(status.targets.items())
     }
     value = {
@@ -73,19 +85,19 @@ def encode_lb_status(status: LbStatus) -> bytes:
 
 def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
     """Validate the value stored under `{prefix}/lb/{node}`; `node` comes from the key."""
-    value = _object("value", _load(raw))
+    value = _object("value", load_json(raw))
     check_name("node", node)
     if value.get("node", node) != node:
-        raise InvalidValue(f"node {value['node']!r}: does not match the key's node {node!r}")
+        raise InvalidValue(f"node {quote(value['node'])}: does not match the key's node {node!r}")
     if "revision" not in value:
         raise InvalidValue("missing field 'revision'")
     targets = _object("targets", value.get("targets", {}))
     version = value.get("version", "")
     if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise InvalidValue(f"version {version!r}: must match {VERSION_RE.pattern}")
+        raise InvalidValue(f"version {quote(version)}: must match {VERSION_RE.pattern}")
     connected = value.get("connected", False)
     if not isinstance(connected, bool):
-        raise InvalidValue(f"connected {connected!r}: expected true or false")
+        raise InvalidValue(f"connected {quote(connected)}: expected true or false")
     return LbStatus(
         node=node,
         revision=check_int("revision", value["revision"], 0, MAX_REVISION),
@@ -103,14 +115,22 @@ def _target(name: str, value: Any) -> TargetStatus:
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
         error=_text(f"targets.{name}.error", item.get("error", "")),
         applied_at=_time(f"targets.{name}.applied_at", item.get("applied_at")),
+        quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
     )
 
 
-def _load(raw: bytes | str) -> Any:
-    try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"not JSON: {e}") from e
+def _encode_quarantined(held: Mapping[str, str]) -> dict[str, str]:
+    """The first `MAX_QUARANTINED` by name (the watcher's metric has the full count)."""
+    return {name: held[name][:MAX_ERROR] for name in sorted(held)[:MAX_QUARANTINED]}
+
+
+def _quarantined(what: str, value: Any) -> dict[str, str]:
+    """Absent in values written before quarantine existed: an empty object."""
+    held = _object(what, value)
+    if len(held) > MAX_QUARANTINED:
+        raise InvalidValue(f"{what}: more than {MAX_QUARANTINED} services")
+    return {check_name(f"{what} service", name): _text(f"{what}.{name}", reason)
+            for name, reason in sorted(held.items())}
 
 
 def _object(what: str, value: Any) -> dict[str, Any]:
@@ -128,6 +148,6 @@ def _text(what: str, value: Any) -> str:
 def _time(what: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise InvalidValue(f"{what} {value!r}: expected seconds since the epoch, or null")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidValue(f"{what} {quote(value)}: expected seconds since the epoch, or null")
     return float(value)

@@ -51,6 +51,7 @@ class Overview:
     agents: tuple[AgentView, ...]
     lbs: tuple[LbView, ...]
     problems: tuple[str, ...]
+    draining: frozenset[str] = frozenset()  # endpoint ids with a drain marker (`{prefix}/drain/{id}`)
 
 
 def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
@@ -62,8 +63,9 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.in_catalog), default=0)
     lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
+    draining = frozenset(ref.endpoint_id for ref, _ in refs if ref and ref.kind == "drain")
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
-                        _agents(prefix, catalog, leases, served_health), lbs, ())
+                        _agents(prefix, catalog, leases, served_health), lbs, (), draining)
     return replace(overview, problems=_problems(overview, expect_lbs, served_health))
 
 
@@ -95,6 +97,8 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
             problems.append(f"LB node {lb.node}: invalid status value: {lb.invalid}")
             continue
         problems += [f"LB node {lb.node}: {where}: {error}" for where, error in lb.status.errors.items()]
+        problems += [f"LB node {lb.node}: {target}: service {service} quarantined (held back, not as "
+                     f"registered): {reason}" for target, service, reason in lb.status.quarantined]
         if not lb.status.connected and "registry" not in lb.status.errors:
             problems.append(f"LB node {lb.node}: not connected to the registry")
         if lb.behind:
@@ -105,17 +109,31 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
     return tuple(problems)
 
 
+def quarantines(overview: Overview) -> dict[str, list[tuple[str, str]]]:
+    """Service → (`node/target`, reason) for every LB target that holds it back."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for lb in overview.lbs:
+        for target, service, reason in lb.status.quarantined if lb.status else ():
+            found.setdefault(service, []).append((f"{lb.node}/{target}", reason))
+    return found
+
+
 def overview_to_dict(overview: Overview, now: float, served_health: frozenset[str] = DEFAULT_SERVED_HEALTH
                      ) -> dict[str, Any]:
-    """The `--json` document; `now` (wall clock) gives each LB status its age in seconds."""
+    """The `--json` document; `now` (wall clock) gives each LB status its age in seconds. An endpoint
+    of a service some LB holds back (quarantined) is not `served`: that LB serves an older state."""
+    held = quarantines(overview)
     return {
         "prefix": overview.prefix,
         "revision": overview.revision,
         "services_revision": overview.services_revision,
         "services": [
             {"name": s.name, "spec": dict(s.spec), "endpoints": [
-                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health)} for e in s.all_endpoints
-            ]} for s in overview.catalog.services
+                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health) and s.name not in held,
+                 "draining": e.id in overview.draining}
+                for e in s.all_endpoints
+            ], "quarantined": [{"lb": where, "reason": reason} for where, reason in held.get(s.name, ())]}
+            for s in overview.catalog.services
         ],
         "agents": [{"node": a.node, "endpoints": a.endpoints, "served": a.served,
                     "leases": [f"{lease:x}" for lease in a.leases]} for a in overview.agents],
@@ -123,6 +141,11 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
         "rejected": [{"key": r.key, "reason": r.reason} for r in overview.rejected],
         "problems": list(overview.problems),
     }
+
+
+def status_document(registry: str, overview: Overview, now: float) -> dict[str, Any]:
+    """`lbgen status --json`, which the dashboard's JSON API serves too: where it was read, then the overview."""
+    return {"registry": registry, **overview_to_dict(overview, now)}
 
 
 def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
@@ -133,7 +156,8 @@ def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
         "node": lb.node, "revision": status.revision, "behind": lb.behind, "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
-        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now)}
+        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now),
+                           "quarantined": dict(t.quarantined)}
                     for name, t in status.targets.items()},
     }
 

@@ -131,7 +131,7 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
      "targets[0].templte: unknown setting (did you mean 'template'?)"),
     (with_("targets.0.name", "a b"), "targets[0].name: 'a b': must match"),
     (with_("targets.0.kind", "apache"), "targets[0].kind: expected one of nginx, haproxy, generic"),
-    (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like "0644"'),
+    (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like 0644'),
     (with_("targets.0.mode", 0o17777), "targets[0].mode: mode 17777 is out of range"),
     (with_("targets.0.owner", "root; rm"), "targets[0].owner: 'root; rm': not a user or group name"),
     (with_("targets.0.vars", {"bad-name": 1}), "targets[0].vars: 'bad-name': variable names are identifiers"),
