@@ -27,12 +27,14 @@ BIN="$PREFIX/bin/lbgen"
 DOCDIR="$PREFIX/share/doc/lbgen"
 ETC="$SYSCONFDIR/lbgen"
 SUMS="$LBGEN_HOME/lbgen-etc.sha256"
-UNITS=(agent/lbgen-agent.service nginx/lbgen-watch-nginx.service haproxy/lbgen-watch-haproxy.service)
+UNITS=(agent/lbgen-agent.service nginx/lbgen-watch-nginx.service haproxy/lbgen-watch-haproxy.service
+       dashboard/lbgen-dashboard.service)
 # source → path under $ETC, mode
 ETC_FILES=("nginx/lbgen.yaml nginx.yaml 0644" "haproxy/lbgen.yaml haproxy.yaml 0644"
            "templates/nginx.conf.j2 templates/nginx.conf.j2 0644"
            "templates/haproxy.cfg.j2 templates/haproxy.cfg.j2 0644"
            "agent/lbgen-agent.env lbgen-agent.env 0640"
+           "dashboard/lbgen-dashboard.env lbgen-dashboard.env 0640"
            "nginx/lbgen-watch-nginx.env lbgen-watch-nginx.env 0600"
            "haproxy/lbgen-watch-haproxy.env lbgen-watch-haproxy.env 0600")
 DOCS=(README.md docs/*.md nginx/README.md haproxy/README.md agent/README.md monitoring/README.md)
@@ -113,7 +115,7 @@ install_etc_file() {
     record "$sum" "$rel"
   fi
   rm -f "$new"
-  # The agent's options may hold the etcd password: readable by its group only.
+  # The agent's and the dashboard's options may hold secrets: readable by their group only.
   if [ "$mode" = 0640 ] && [ -n "$LBGEN_USER" ] && getent group "$LBGEN_USER" >/dev/null; then
     chgrp "$LBGEN_USER" "$dest"
   fi

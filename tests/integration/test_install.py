@@ -21,7 +21,7 @@ from tests.support.etcd import EtcdServer, require_binary
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install")]
 
 ROOT = Path(__file__).resolve().parents[2]
-UNITS = ("lbgen-agent.service", "lbgen-watch-nginx.service", "lbgen-watch-haproxy.service")
+UNITS = ("lbgen-agent.service", "lbgen-watch-nginx.service", "lbgen-watch-haproxy.service", "lbgen-dashboard.service")
 
 
 class Root:
