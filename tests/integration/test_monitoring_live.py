@@ -145,6 +145,7 @@ def test_rules_see_a_real_watcher_and_agent(
         etcd.stop()
         wait("lbgen_watcher_registry_connected", {"": 0.0})
         wait_until(lambda: prometheus.alerts("LbgenWatcherRegistryLost"), 60, "the registry-lost alert")
+        wait_until(lambda: prometheus.alerts("LbgenAgentRegistryUnreachable"), 60, "the agent's etcd alert")
     except TimeoutError as e:
         seen_now = {expr: prometheus.query(expr) for expr in ("up", '{__name__=~"lbgen.*"}')}
         raise AssertionError(f"{e}\nPrometheus has {seen_now}\n{lbgen_processes.logs()}\n"

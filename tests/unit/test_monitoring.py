@@ -91,6 +91,7 @@ def test_the_alerts_issue_14_asks_for_exist() -> None:
         "LbgenWatcherDown": 'up{job="lbgen-watch"}',
         "LbgenAgentLeaseLost": "lbgen_agent_lease_held",
         "LbgenAgentDockerDown": "lbgen_agent_docker_up",
+        "LbgenAgentRegistryUnreachable": 'lbgen_agent_errors_total{kind="etcd"}',
         "LbgenServiceNoServedEndpoint": "lbgen:service_served_endpoints:max",
     }
     for alert, series in wanted.items():
