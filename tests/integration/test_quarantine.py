@@ -3,12 +3,11 @@
 Two values the registry contract accepts but one LB's checker refuses:
 - an endpoint at `no-such-host.invalid` (or `fe80::1%lo`): `nginx -t` fails ("host not found in
   upstream"); HAProxy starts with that server down (`init-addr last,libc,none` in the template);
-- a spec with 60 host names: HAProxy refuses the `use_backend` line ("too many words", 64 at most);
-  nginx takes them.
+- an endpoint whose metadata an operator's HAProxy template writes as a directive argument
+  (`meta.haproxy_timeout: soon`, a timeout HAProxy cannot parse); nginx's template ignores it.
+  The shipped templates have no such value left: every one HAProxy refused (64 host names on one
+  `use_backend` line) was fixed, so this LB node's HAProxy template adds one line that uses meta.
 Each LB must hold only the service it refuses, at its last applied state, and apply everything else.
-(The 64-word limit is a gap in the shipped HAProxy template, which puts every host of a service on
-one `use_backend` line; if the template ever splits that line, use another value HAProxy refuses,
-e.g. an unresolvable host with a template that drops `init-addr ... none`.)
 """
 
 from __future__ import annotations
@@ -32,7 +31,12 @@ from tests.support.util import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
-HOSTS = [f"h{i}.example.com" for i in range(60)]
+# An operator's addition to the shipped HAProxy template: a per-endpoint setting from its metadata.
+META_TIMEOUT = """{% for e in s.all_endpoints if e.meta.haproxy_timeout is defined %}
+    timeout server {{ e.meta.haproxy_timeout | haproxy }}
+{% endfor %}
+"""
+BALANCE_LINE = "    balance {{ algorithms[s.balance] }}\n"
 
 
 def answer(address: str, port: int, host: str = "") -> str:
@@ -48,9 +52,14 @@ def answers(address: str, port: int, body: str, host: str = "") -> None:
 
 
 class CheckerNode(Node):
-    """The e2e LB node with `haproxy -c` not quiet: `-q` hides the reason a config is refused."""
+    """The e2e LB node with `haproxy -c` not quiet (`-q` hides the reason a config is refused) and
+    an HAProxy template that writes `meta.haproxy_timeout` into the backend."""
 
     def _settings(self, wait: str) -> dict[str, object]:
+        template = self.dir / "haproxy.cfg.j2"
+        source = template.read_text()
+        assert BALANCE_LINE in source, "the shipped template changed: put META_TIMEOUT elsewhere"
+        template.write_text(source.replace(BALANCE_LINE, BALANCE_LINE + META_TIMEOUT))
         settings = super()._settings(wait)
         for target in settings["targets"]:  # type: ignore[attr-defined]
             target["check"] = [arg for arg in target["check"] if arg != "-q" or target["name"] == "nginx"]
@@ -85,31 +94,32 @@ def test_each_lb_holds_only_the_service_its_checker_refuses_until_it_is_fixed(
     answers(HAPROXY_ADDR, api_port, "c1")
 
     mark = n.mark()
+    c2 = backend("c2").port
     n.put_endpoint("host-x.web.9", 80, address="no-such-host.invalid")  # nginx -t: host not found
-    n.put_spec("api", listen=api_port, hosts=HOSTS)  # haproxy -c: too many words
+    n.put_endpoint("host-x.api.9", c2, service="api", meta={"haproxy_timeout": "soon"})  # haproxy -c refuses
     n.wait_log("nginx: service web quarantined at revision", since=mark)
     n.wait_log("haproxy: service api quarantined at revision", since=mark)
 
     n.put_endpoint("host-a.web.1", backend("b").port)  # web changes: only HAProxy takes it
-    n.put_endpoint("host-a.api.1", backend("c2").port, service="api")  # api changes: only nginx takes it
+    n.put_endpoint("host-a.api.1", c2, service="api")  # api changes: only nginx takes it
     answers(HAPROXY_ADDR, n.port, "b")
-    answers(NGINX_ADDR, api_port, "c2", host="h7.example.com")
+    answers(NGINX_ADDR, api_port, "c2")
     assert answer(NGINX_ADDR, n.port) == "a", "nginx keeps web at its last applied state"
     assert answer(HAPROXY_ADDR, api_port) == "c1", "HAProxy keeps api at its last applied state"
-    assert "no-such-host" not in n.nginx_conf.read_text() and "h7.example.com" not in n.haproxy_conf.read_text()
+    assert "no-such-host" not in n.nginx_conf.read_text() and "soon" not in n.haproxy_conf.read_text()
 
     status = wait_until(lambda: _quarantined(n), 15, "both LB targets to publish their quarantine")
     assert "host not found in upstream" in status["nginx"]["web"], status
-    assert "too many words" in status["haproxy"]["api"], status
+    assert "timeout" in status["haproxy"]["api"], status
     assert status_check(n) == 1
 
     mark = n.mark()
     n.delete("web", "host-x.web.9")
-    n.put_spec("api", listen=api_port, hosts=HOSTS[:10])
+    n.delete("api", "host-x.api.9")
     n.wait_log("nginx: service web released from quarantine", since=mark)
     n.wait_log("haproxy: service api released from quarantine", since=mark)
     answers(NGINX_ADDR, n.port, "b")
-    answers(HAPROXY_ADDR, api_port, "c2", host="h7.example.com")
+    answers(HAPROXY_ADDR, api_port, "c2")
     wait_until(lambda: not _quarantined(n), 15, "the quarantine to leave the published status")
     log = n.log()
     for lb, service in (("nginx", "web"), ("haproxy", "api")):
