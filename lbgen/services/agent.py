@@ -110,6 +110,7 @@ class AgentMetrics:
         self.errors = Counter(f"{ns}_errors", "Errors by kind", ["kind"], registry=registry)
         self.lease_held = Gauge(f"{ns}_lease_held", "1 while the node's lease is held", registry=registry)
         self.lease_grants = Counter(f"{ns}_lease_grants", "Leases granted", registry=registry)
+        self.docker_up = Gauge(f"{ns}_docker_up", "1 while the Docker daemon answers", registry=registry)
         for op in ("put", "delete"):
             self.writes.labels(op)
         for kind in ("docker", "etcd", "lease", "bad_label", "conflict"):
@@ -228,7 +229,7 @@ class Agent:
             case DockerConnected():
                 self._need_listing = True
             case DockerLost(reason=reason):
-                self.health.down("docker", reason)
+                self._docker_down(reason)
             case LeaseExpired(lease=lease) if lease == self._lease:
                 log.warning("lease %x is lost (etcd away longer than %ss?): re-registering", lease, self.config.ttl)
                 self.metrics.errors.labels("lease").inc()
@@ -287,13 +288,19 @@ class Agent:
         except DockerError as e:
             log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
-            self.health.down("docker", str(e))
+            self._docker_down(str(e))
             self._need_listing = True
             self._retry("docker", self.config.docker_retry)
             return
         self._failures["docker"] = 0
         self.health.up("docker")
+        self.metrics.docker_up.set(1)
         self.metrics.containers.set(len(self._containers))
+
+    def _docker_down(self, reason: str) -> None:
+        """`/healthz` and `lbgen_agent_docker_up` say the daemon is unreachable, until a call succeeds."""
+        self.health.down("docker", reason)
+        self.metrics.docker_up.set(0)
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)

@@ -269,6 +269,21 @@ def test_docker_down_at_start_touches_nothing(store: MemoryStore, start: Callabl
     wait_for(lambda: set(endpoints(store)) == {key(1)}, what="converged once docker answered")
 
 
+def test_docker_up_gauge_follows_the_daemon(store: MemoryStore, start: Callable[..., Running]) -> None:
+    docker = FakeDocker(web(1))
+    docker.down = True
+    running = start(docker)
+    wait_for(lambda: running.metric("lbgen_agent_errors_total", kind="docker") >= 1, what="a failed docker call")
+    assert running.registry.get_sample_value("lbgen_agent_docker_up") == 0
+    docker.down = False
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 1, what="docker_up 1 once docker answers")
+    docker.down = True
+    docker.break_streams()
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 0, what="docker_up 0 when the stream breaks")
+    docker.down = False
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 1, what="docker_up 1 after reconnecting")
+
+
 def test_bad_labels_skip_one_container_and_count(store: MemoryStore, start: Callable[..., Running]) -> None:
     bad = web(2, labels={"lbgen.service": "web", "lbgen.port": "http"})
     running = start(FakeDocker(web(1), bad))
