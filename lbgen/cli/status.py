@@ -37,8 +37,8 @@ def run(args: argparse.Namespace) -> int:
         snapshot = store.snapshot(f"{prefix}/")
     finally:
         store.close()
-    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file")
     now = time.time()
+    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file", now=now)
     if args.json:
         print(json.dumps({"registry": str(url), **overview_to_dict(overview, now)}, indent=2))
     else:
@@ -51,7 +51,7 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
              f"(services last changed at {overview.services_revision})", ""]
     lines += _services(overview.catalog.services) + [""]
-    lines += _agents(overview.agents) + [""]
+    lines += _agents(overview.agents, now) + [""]
     lines += _lbs(overview.lbs, now) + [""]
     lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
     lines += [f"  {problem}" for problem in overview.problems]
@@ -76,13 +76,28 @@ def _endpoint_row(e: Endpoint) -> list[str]:
     return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
 
 
-def _agents(agents: Sequence[AgentView]) -> list[str]:
+def _agents(agents: Sequence[AgentView], now: float) -> list[str]:
     if not agents:
-        return ["agents: none seen (an agent shows once it has registered an endpoint)"]
-    rows = [["NODE", "ENDPOINTS", "SERVED", "LEASE"]]
-    rows += [[a.node or "(none: written by hand)", str(a.endpoints), str(a.served),
-              ",".join(f"{lease:x}" for lease in a.leases) or "-"] for a in agents]
-    return [f"agents ({len(agents)}, seen through their endpoints):"] + table(rows, indent="  ")
+        return ["agents: none reporting and no endpoint names a node"]
+    rows = [["NODE", "DOCKER", "CONTAINERS", "ENDPOINTS", "SERVED", "RESYNC", "VERSION", "LEASE"]]
+    rows += [[a.node or "(none: written by hand)", *_presence(a, now)[:2], str(a.endpoints), str(a.served),
+              *_presence(a, now)[2:], ",".join(f"{lease:x}" for lease in a.leases) or "-"] for a in agents]
+    return [f"agents ({len(agents)}):"] + table(rows, indent="  ")
+
+
+def _presence(agent: AgentView, now: float) -> list[str]:
+    """DOCKER, CONTAINERS, RESYNC, VERSION for an agent's row, from its presence value."""
+    if agent.invalid:
+        return ["invalid presence (see problems)", "-", "-", "-"]
+    if (s := agent.status) is None:
+        return ["not reporting", "-", "-", "-"]
+    docker = f"up {_for(s.docker_since, now)}" if s.docker_reachable else f"UNREACHABLE {_for(s.docker_since, now)}"
+    return [docker.rstrip(), str(s.containers), _ago(s.resync_at, now), s.version or "-"]
+
+
+def _for(then: float | None, now: float) -> str:
+    seconds = age(then, now)
+    return "" if seconds is None else f"for {seconds:g}s"
 
 
 def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:

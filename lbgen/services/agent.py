@@ -24,7 +24,8 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from lbgen.core.backoff import backoff
+from lbgen.core.agent_status import encode_agent_status
+from lbgen.core.backoff import backoff, jittered
 from lbgen.core.discovery import (
     Discovered,
     DiscoveryOptions,
@@ -36,9 +37,10 @@ from lbgen.core.discovery import (
     plan,
 )
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import parse_key, services_prefix
+from lbgen.core.schema import agent_key, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.services.agent_presence import Presence
 from lbgen.services.metrics import Health
 
 log = logging.getLogger(__name__)
@@ -126,12 +128,16 @@ class Agent:
         config: AgentConfig,
         registry: CollectorRegistry | None = None,
         health: Health | None = None,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self.docker = docker
         self.config = config
         self.metrics = AgentMetrics(registry or CollectorRegistry())
         self.health = health or Health("docker", "etcd")
+        self.presence = Presence(config.options.node, config.resync_interval, wall)
+        self._rand = rand  # spreads the resyncs of a fleet of agents started together
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._events: DockerEvents | None = None
@@ -148,6 +154,7 @@ class Agent:
         self._conflicts: frozenset[str] = frozenset()
         self._retry_at: float | None = None
         self._failures = {"docker": 0, "etcd": 0}
+        self._resync_due = True  # the first reconciliation is a full one
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -223,6 +230,7 @@ class Agent:
                 self._need_listing = True
             case DockerLost(reason=reason):
                 self.health.down("docker", reason)
+                self.presence.docker(False, reason)
             case LeaseExpired(lease=lease) if lease == self._lease:
                 log.warning("lease %x is lost (etcd away longer than %ss?): re-registering", lease, self.config.ttl)
                 self.metrics.errors.labels("lease").inc()
@@ -230,20 +238,21 @@ class Agent:
             case Resync():
                 self._need_listing = True
                 self._registered = None
+                self._resync_due = True
 
     def _reconcile(self) -> None:
-        """Refresh containers, then make etcd match; a failure on either side schedules a retry."""
+        """Refresh containers, make etcd match, publish the presence; a failure on either side
+        schedules a retry."""
         self._retry_at = None
         self._refresh_containers()
-        if not self._listed:
-            return  # never touch etcd before one full listing: the desired state is unknown
-        found = discover(self._containers.values(), self.config.options, self.config.prefix)
-        self._report_rejects(found)
         try:
-            self._sync(drained(found.endpoints, self._drain_ids()))
+            if self._listed:  # never touch endpoints before one full listing: the desired state is unknown
+                self._sync_endpoints()
+            self._publish_presence()
         except LeaseLost as e:
             log.warning("%s: granting a new lease and re-registering", e)
             self.metrics.errors.labels("lease").inc()
+            self.presence.error(str(e))
             self._drop_lease()
             self._retry("etcd", self.config.store_retry)
         except StoreError as e:
@@ -254,6 +263,26 @@ class Agent:
             self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
+
+    def _sync_endpoints(self) -> None:
+        found = discover(self._containers.values(), self.config.options, self.config.prefix)
+        self._report_rejects(found)
+        self._sync(drained(found.endpoints, self._drain_ids()))
+        if self._resync_due and not self._need_listing:  # listed afresh, and `_sync` re-read the keys
+            self._resync_due = False
+            self.presence.resynced()
+
+    def _publish_presence(self) -> None:
+        """Write `{prefix}/agents/{node}` when it changed, on the lease of the endpoints: one keep-alive
+        for both, and they leave the registry together when the agent dies."""
+        status = self.presence.due()
+        if status is None:
+            return
+        if not self._lease:
+            self._grant_lease()
+        self.store.put(agent_key(self.config.prefix, self.config.options.node), encode_agent_status(status),
+                       lease=self._lease)
+        self.presence.written(status)
 
     def _drain_ids(self) -> set[str]:
         """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
@@ -282,11 +311,13 @@ class Agent:
             log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
             self.health.down("docker", str(e))
+            self.presence.docker(False, str(e))
             self._need_listing = True
             self._retry("docker", self.config.docker_retry)
             return
         self._failures["docker"] = 0
         self.health.up("docker")
+        self.presence.docker(True)
         self.metrics.containers.set(len(self._containers))
 
     def _inspect(self, cid: str) -> None:
@@ -320,7 +351,9 @@ class Agent:
             self.metrics.writes.labels("delete").inc()
             container = str(json_field(old.value, "container") or "?")[:12]
             log.info("deregistered %s (container %s)", _short(prefix, key), container)
-        self.metrics.endpoints.set(len(owned_keys(self._registered.values(), prefix, node)))
+        registered = len(owned_keys(self._registered.values(), prefix, node))
+        self.metrics.endpoints.set(registered)
+        self.presence.counts(len(self._containers), registered)
 
     def _read_registered(self) -> dict[str, KeyValue]:
         """This node's keys, plus any key in this node's id space held by another node (conflicts)."""
@@ -336,6 +369,7 @@ class Agent:
     def _grant_lease(self) -> None:
         self._lease = self.store.grant_lease(self.config.ttl)
         self._registered = None
+        self.presence.written(None)
         self.metrics.lease_grants.inc()
         self.metrics.lease_held.set(1)
         log.info("granted lease %x (TTL %ss)", self._lease, self.config.ttl)
@@ -349,6 +383,7 @@ class Agent:
         log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
+        self.presence.error(str(error))
         self._registered = None  # a write may or may not have landed: re-read before the next one
         self._retry("etcd", self.config.store_retry)
 
@@ -371,6 +406,7 @@ class Agent:
         for key in sorted(current - self._conflicts):
             log.error("not writing %s: its value names another node", key)
             self.metrics.errors.labels("conflict").inc()
+            self.presence.error(f"not writing {key}: its value names another node")
         self._conflicts = current
 
     def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
@@ -431,6 +467,7 @@ class Agent:
                 failing += 1
                 self.metrics.errors.labels("etcd").inc()
                 self.health.down("etcd", str(e))
+                self.presence.error(str(e))
             else:
                 if failing:
                     log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
@@ -439,8 +476,12 @@ class Agent:
                 self.health.up("etcd")
 
     def _resync_timer(self) -> None:
-        while not self._stopping.wait(self.config.resync_interval):
+        while not self._stopping.wait(self.resync_delay()):
             self._queue.put(Resync())
+
+    def resync_delay(self) -> float:
+        """The wait before the next resync: the interval ±20 %, so a fleet's resyncs spread out."""
+        return jittered(self.config.resync_interval, self._rand())
 
 
 def _level(streak: int) -> int:

@@ -1,0 +1,73 @@
+"""Issue 15 against a real etcd and real dockerds: an agent's presence, and `lbgen status` on it."""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import closing
+
+import pytest
+
+from lbgen.cli import main
+from lbgen.core.agent_status import AgentStatus, decode_agent_status
+from lbgen.core.schema import agent_key
+from tests.integration.test_agent import (  # noqa: F401 (fixtures)
+    TTL,
+    WAIT,
+    Registry,
+    StartAgent,
+    _run_labelled,
+    registry,
+    service_name,
+    start_agent,
+)
+from tests.support.docker import DockerdFactory
+from tests.support.etcd import EtcdServer
+from tests.support.util import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def presence(registry: Registry, node: str) -> AgentStatus | None:
+    kv = registry.store.get(agent_key(registry.prefix, node))
+    return decode_agent_status(node, kv.value) if kv else None
+
+
+def status(etcd: EtcdServer, prefix: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["status", "--registry", etcd.url, "--prefix", prefix, "--check", "--json"])
+    return code, json.loads(capsys.readouterr().out)
+
+
+def test_presence_counts_docker_down_in_status_and_gone_after_kill_9(
+    start_agent: StartAgent, registry: Registry, dockerd_factory: DockerdFactory, etcd_server: EtcdServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    daemon = dockerd_factory()
+    service = service_name()
+    with closing(daemon.client()) as client:
+        for _ in range(2):
+            _run_labelled(client, daemon.image, service, "no")
+        client.containers.run(daemon.image, detach=True, network_mode="host", name=f"lbt-plain-{service}",
+                              healthcheck={"Test": ["NONE"]}, command=["sleep", "600"])
+        agent = start_agent("host-p", docker=daemon.url)
+        wait_until(lambda: (s := presence(registry, "host-p")) is not None and s.endpoints == 2, WAIT, "presence")
+        found = presence(registry, "host-p")
+        assert found is not None
+        assert (found.docker_reachable, found.containers, found.endpoints) == (True, 3, 2)
+        kv = registry.store.get(agent_key(registry.prefix, "host-p"))
+        assert kv is not None and {kv.lease} == {v["lease"] for v in registry.endpoints().values()}
+
+        daemon.stop()
+        wait_until(lambda: (s := presence(registry, "host-p")) is not None and not s.docker_reachable, WAIT,
+                   "docker unreachable published")
+        code, document = status(etcd_server, registry.prefix, capsys)
+        assert code == 1
+        assert any(p.startswith("agent host-p: Docker unreachable") for p in document["problems"]), document
+        [reported] = [a for a in document["agents"] if a["node"] == "host-p"]
+        # (its containers died with the daemon: whether their die events arrived first is dockerd's race)
+        assert (reported["reporting"], reported["docker_reachable"]) == (True, False)
+
+        agent.kill()
+        killed = time.monotonic()
+        wait_until(lambda: presence(registry, "host-p") is None, TTL + 5, "presence to expire")
+        assert time.monotonic() - killed <= TTL + 2.0  # the last keep-alive was at most TTL/3 before the kill
