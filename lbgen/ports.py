@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Iterator, Mapping, Protocol, Sequence
 
 from lbgen.core.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
@@ -66,6 +66,16 @@ class Store(Protocol):
     def snapshot(self, prefix: str) -> Snapshot: ...
 
     def get(self, key: str) -> KeyValue | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        """Those of `keys` that exist (a few round trips, however many keys: an etcd transaction of
+        reads per 128 keys)."""
+        ...
+
+    def lease_keys(self, lease: int) -> tuple[str, ...] | None:
+        """The keys attached to `lease` (etcd's LeaseTimeToLive with keys=true); () when the lease is
+        gone; None when this store's leases hold no keys (the file registry)."""
+        ...
 
     def watch(self, prefix: str, start_revision: int) -> Watch: ...
 

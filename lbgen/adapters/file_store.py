@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -174,6 +174,13 @@ class FileStore:
 
     def get(self, key: str) -> KeyValue | None:
         return self._memory.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        return self._memory.get_many(keys)
+
+    def lease_keys(self, lease: int) -> None:
+        """None: leases hold no keys here (they never expire, and the file does not record them)."""
+        return None
 
     def watch(self, prefix: str, start_revision: int) -> MemoryWatch:
         with self._lock:

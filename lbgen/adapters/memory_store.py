@@ -19,7 +19,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from lbgen.adapters.process import SystemClock
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
@@ -99,6 +99,17 @@ class MemoryStore:
         with self._lock:
             self._check()
             return self._data.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        with self._lock:
+            self._check()
+            return [self._data[key] for key in keys if key in self._data]
+
+    def lease_keys(self, lease: int) -> tuple[str, ...]:
+        with self._lock:
+            self._check()
+            held = self._leases.get(lease)
+            return tuple(sorted(held.keys)) if held else ()
 
     @property
     def revision(self) -> int:

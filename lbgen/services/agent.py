@@ -40,6 +40,7 @@ from lbgen.core.model import Endpoint
 from lbgen.core.schema import agent_key, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
 from lbgen.services.agent_presence import Presence
 from lbgen.services.metrics import Health
 
@@ -155,6 +156,7 @@ class Agent:
         self._retry_at: float | None = None
         self._failures = {"docker": 0, "etcd": 0}
         self._resync_due = True  # the first reconciliation is a full one
+        self._previous_lease: int | None = None  # None: not read yet
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -201,10 +203,10 @@ class Agent:
         """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
         node's keys survived (none on etcd; a file registry's leases hold nothing)."""
         self.store.revoke_lease(self._lease)
-        prefix, node = self.config.prefix, self.config.options.node
-        left = owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node)
-        for key in left:
-            self.store.delete(key)
+        if self.store.lease_keys(self._lease) is None:  # the scan is for a file registry only
+            prefix, node = self.config.prefix, self.config.options.node
+            for key in owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node):
+                self.store.delete(key)
         log.info("revoked lease %x: this node's endpoints are gone", self._lease)
 
     # --- consumer ----------------------------------------------------------------------------
@@ -280,9 +282,16 @@ class Agent:
             return
         if not self._lease:
             self._grant_lease()
+        self._previous()  # before this write moves the presence key off a previous run's lease
         self.store.put(agent_key(self.config.prefix, self.config.options.node), encode_agent_status(status),
                        lease=self._lease)
         self.presence.written(status)
+
+    def _previous(self) -> int:
+        """The lease of a previous run (its keys are found through it), read once at start."""
+        if self._previous_lease is None:
+            self._previous_lease = previous_lease(self.store, self.config.prefix, self.config.options.node)
+        return self._previous_lease
 
     def _drain_ids(self) -> set[str]:
         """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
@@ -333,9 +342,12 @@ class Agent:
         """Make etcd hold exactly `desired` for this node, on the current lease."""
         if not self._lease:
             self._grant_lease()
-        if self._registered is None:
-            self._registered = self._read_registered()
         prefix, node = self.config.prefix, self.config.options.node
+        if self._registered is None:
+            leases = (self._lease, self._previous())
+            self._registered = read_own_keys(self.store, prefix, node, leases, desired)
+        else:
+            read_new_keys(self.store, desired, self._registered)
         changes = plan(desired, self._registered.values(), prefix, node, self._lease)
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
@@ -351,20 +363,10 @@ class Agent:
             self.metrics.writes.labels("delete").inc()
             container = str(json_field(old.value, "container") or "?")[:12]
             log.info("deregistered %s (container %s)", _short(prefix, key), container)
+        self._previous_lease = 0  # its keys are taken over (put on this lease) or deleted
         registered = len(owned_keys(self._registered.values(), prefix, node))
         self.metrics.endpoints.set(registered)
         self.presence.counts(len(self._containers), registered)
-
-    def _read_registered(self) -> dict[str, KeyValue]:
-        """This node's keys, plus any key in this node's id space held by another node (conflicts)."""
-        snapshot = self.store.snapshot(services_prefix(self.config.prefix))
-        node = self.config.options.node
-        mine = owned_keys(snapshot.items, self.config.prefix, node)
-        squatted = {
-            kv.key: kv for kv in snapshot.items if kv.key not in mine and _in_id_space(self.config.prefix, kv.key, node)
-        }
-        log.debug("etcd revision %d: %d keys of node %s", snapshot.revision, len(mine), node)
-        return mine | squatted
 
     def _grant_lease(self) -> None:
         self._lease = self.store.grant_lease(self.config.ttl)
@@ -493,7 +495,3 @@ def _short(prefix: str, key: str) -> str:
     ref = parse_key(prefix, key)
     return f"{ref.service}/{ref.endpoint_id}" if ref else key
 
-
-def _in_id_space(prefix: str, key: str, node: str) -> bool:
-    ref = parse_key(prefix, key)
-    return ref is not None and ref.kind == "endpoint" and ref.endpoint_id.startswith(node + ".")

@@ -3,27 +3,35 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from contextlib import closing
 
 import pytest
 
+from lbgen.adapters.docker_engine import DockerEngine
+from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.cli import main
+from lbgen.core.discovery import DiscoveryOptions
+from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.agent_status import AgentStatus, decode_agent_status
 from lbgen.core.schema import agent_key
+from lbgen.services.agent import Agent, AgentConfig
 from tests.integration.test_agent import (  # noqa: F401 (fixtures)
     TTL,
     WAIT,
     Registry,
     StartAgent,
     _run_labelled,
+    labelled,
     registry,
     service_name,
     start_agent,
 )
-from tests.support.docker import DockerdFactory
+from tests.support.docker import DockerdFactory, RunContainer
 from tests.support.etcd import EtcdServer
 from tests.support.util import wait_until
+from tests.unit.test_agent_keys import CountingStore
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +79,41 @@ def test_presence_counts_docker_down_in_status_and_gone_after_kill_9(
         killed = time.monotonic()
         wait_until(lambda: presence(registry, "host-p") is None, TTL + 5, "presence to expire")
         assert time.monotonic() - killed <= TTL + 2.0  # the last keep-alive was at most TTL/3 before the kill
+
+
+def test_etcd_lists_a_lease_s_keys_and_reads_many_keys_at_once(registry: Registry) -> None:
+    store, prefix = registry.store, registry.prefix
+    lease = store.grant_lease(30)
+    keys = [f"{prefix}/services/s/endpoints/n.{i:03d}" for i in range(300)]  # more than one transaction
+    for key in keys[:200]:
+        store.put(key, b"{}", lease=lease)
+    assert store.lease_keys(lease) == tuple(sorted(keys[:200]))
+    assert [kv.key for kv in store.get_many(keys)] == keys[:200]
+    store.revoke_lease(lease)
+    assert store.lease_keys(lease) == () and store.get_many(keys) == []
+
+
+def test_resyncs_on_etcd_read_no_other_node_s_key(
+    registry: Registry, etcd_server: EtcdServer, docker_engine: DockerEngine, run_container: RunContainer,
+) -> None:
+    service = service_name()
+    ours = {labelled(run_container, service).id for _ in range(2)}
+    for n in range(3):
+        registry.put(f"{registry.prefix}/services/{service}/endpoints/host-b.x{n}.80",
+                     {"address": "127.0.0.2", "port": 80 + n, "node": "host-b"})
+    config = EtcdConfig(endpoints=parse_registry_url(etcd_server.url).endpoints, timeout=30)
+    counting = CountingStore(EtcdStore(config))  # type: ignore[arg-type]
+    options = DiscoveryOptions(node="host-k", host_ip="127.0.0.1")
+    agent = Agent(counting, docker_engine, AgentConfig(registry.prefix, options, ttl=TTL, resync_interval=0.2))  # type: ignore[arg-type]
+    thread = threading.Thread(target=agent.run, name="test-agent-host-k", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: ours <= set(registry.by_container("host-k")) and counting.calls.count("lease_keys") >= 5,
+                   WAIT, "registered, then five resyncs")
+    finally:
+        agent.stop()
+        thread.join(timeout=20)
+        counting.inner.close()
+    assert not thread.is_alive()
+    assert all("host-b" not in key for key in counting.seen), counting.seen
+    assert f"snapshot {registry.prefix}/services/" not in counting.calls
