@@ -7,6 +7,9 @@ triggers, never state: the consumer re-inspects, recomputes the desired endpoint
 `discovery` core and writes only the difference. Bursts coalesce because the consumer drains the
 whole queue before each reconciliation.
 
+The producer threads live in `agent_producers`, the own-keys reads in `agent_keys`, the presence
+value in `agent_presence`.
+
 Outages: a failed Docker call keeps the last known containers and retries; a failed etcd call keeps
 the desired state and retries with a short capped backoff, re-reading this node's keys before the
 next write; a lost lease (etcd gone longer than the TTL) is replaced and everything re-registered.
@@ -25,7 +28,7 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lbgen.core.agent_status import encode_agent_status
-from lbgen.core.backoff import backoff, jittered
+from lbgen.core.backoff import backoff
 from lbgen.core.discovery import (
     Discovered,
     DiscoveryOptions,
@@ -40,6 +43,8 @@ from lbgen.core.model import Endpoint
 from lbgen.core.schema import agent_key, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
+                                            LeaseExpired, Resync, level)
 from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
 from lbgen.services.agent_presence import Presence
 from lbgen.services.metrics import Health
@@ -67,39 +72,6 @@ class AgentConfig:
     docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
 
 
-# --- messages from the producers -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerChanged:
-    container_id: str
-    name: str
-    action: str
-
-
-@dataclass(frozen=True)
-class DockerConnected:
-    """A new event stream is open: list everything again (subscribe first, then list)."""
-
-
-@dataclass(frozen=True)
-class DockerLost:
-    reason: str
-
-
-@dataclass(frozen=True)
-class LeaseExpired:
-    lease: int
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Re-list containers and re-read this node's keys; writes only if something differs."""
-
-
-_STOP = object()
-
-
 class AgentMetrics:
     """The agent's Prometheus series, on an injected registry."""
 
@@ -119,7 +91,7 @@ class AgentMetrics:
             self.errors.labels(kind)
 
 
-class Agent:
+class Agent(AgentProducers):
     """Registers one host's containers; `run()` blocks until `stop()` (from any thread)."""
 
     def __init__(
@@ -180,7 +152,7 @@ class Agent:
     def stop(self) -> None:
         """Ask `run()` to finish: set the flag, wake the consumer, close the blocking event stream."""
         self._stopping.set()
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         with self._events_lock:
             if self._events is not None:
                 self._events.close()
@@ -221,7 +193,7 @@ class Agent:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
-        return None if _STOP in batch or self._stopping.is_set() else batch
+        return None if STOP in batch or self._stopping.is_set() else batch
 
     def _note(self, message: object) -> None:
         match message:
@@ -317,7 +289,7 @@ class Agent:
                 self._inspect(cid)
                 self._dirty.discard(cid)
         except DockerError as e:
-            log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
+            log.log(level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
             self.health.down("docker", str(e))
             self.presence.docker(False, str(e))
@@ -382,7 +354,7 @@ class Agent:
         self.metrics.lease_held.set(0)
 
     def _store_failed(self, error: StoreError) -> None:
-        log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
+        log.log(level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
         self.presence.error(str(error))
@@ -418,77 +390,6 @@ class Agent:
             verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
             container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
         )
-
-    # --- producers ---------------------------------------------------------------------------
-
-    def _watch_docker(self) -> None:
-        """Subscribe to Docker events, announce the connection, forward events; reconnect with backoff."""
-        attempt = 0
-        while not self._stopping.is_set():
-            opened = time.monotonic()
-            try:
-                self._follow_events()
-            except DockerError as e:
-                log.log(_level(attempt), "%s; reconnecting", e)
-                self.metrics.errors.labels("docker").inc()
-                self._queue.put(DockerLost(str(e)))
-            attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
-            self._stopping.wait(self.config.docker_retry(attempt))
-
-    def _follow_events(self) -> None:
-        stream = self.docker.events()
-        with self._events_lock:
-            if self._stopping.is_set():
-                stream.close()
-                return
-            self._events = stream
-        try:
-            self._queue.put(DockerConnected())
-            for event in stream:
-                if event.type == "container" and event.id:
-                    self._queue.put(ContainerChanged(event.id, event.name, event.action))
-        finally:
-            with self._events_lock:
-                self._events = None
-            stream.close()
-
-    def _keep_alive(self) -> None:
-        """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
-        failing = 0
-        while not self._stopping.wait(self.config.ttl / 3):
-            lease = self._lease
-            if not lease:
-                continue
-            try:
-                self.store.keep_alive(lease)
-            except LeaseLost:
-                self.metrics.lease_held.set(0)
-                self._queue.put(LeaseExpired(lease))
-            except StoreError as e:
-                log.log(_level(failing), "%s", e)
-                failing += 1
-                self.metrics.errors.labels("etcd").inc()
-                self.health.down("etcd", str(e))
-                self.presence.error(str(e))
-            else:
-                if failing:
-                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
-                failing = 0
-                self.metrics.lease_held.set(1)
-                self.health.up("etcd")
-
-    def _resync_timer(self) -> None:
-        while not self._stopping.wait(self.resync_delay()):
-            self._queue.put(Resync())
-
-    def resync_delay(self) -> float:
-        """The wait before the next resync: the interval ±20 %, so a fleet's resyncs spread out."""
-        return jittered(self.config.resync_interval, self._rand())
-
-
-def _level(streak: int) -> int:
-    """The first failure of a streak is a warning, repeats are debug: an outage logs one line."""
-    return logging.WARNING if streak == 0 else logging.DEBUG
 
 
 def _short(prefix: str, key: str) -> str:
