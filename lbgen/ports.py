@@ -77,6 +77,11 @@ class Store(Protocol):
         gone; None when this store's leases hold no keys (the file registry)."""
         ...
 
+    def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys were under `prefix` at `revision` (0: now); raises `Compacted` when that
+        revision's history is gone."""
+        ...
+
     def watch(self, prefix: str, start_revision: int) -> Watch: ...
 
     def put(self, key: str, value: bytes, lease: int = 0) -> int:

@@ -248,6 +248,18 @@ class EtcdStore:
         response = self._call(f"get {key!r}", lambda: self._client.get_response(key))
         return _key_value(response.kvs[0]) if response.kvs else None
 
+    def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys were under `prefix` at `revision` (0: now): a count-only range, so a tiny answer."""
+        start = prefix.encode()
+        try:
+            response = self._call(f"count {prefix!r} at revision {revision}", lambda: self._client.get_range_response(
+                start, utils.prefix_range_end(start), count_only=True, revision=revision or None))
+        except StoreError as e:
+            if revision and _code(e.__cause__ or e) == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted(revision, 0) from e
+            raise
+        return int(response.count)
+
     def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
         """Those of `keys` that exist, read by transactions of at most `MAX_TXN_OPS` ranges each."""
         found: list[KeyValue] = []

@@ -178,6 +178,9 @@ class FileStore:
     def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
         return self._memory.get_many(keys)
 
+    def count(self, prefix: str, revision: int = 0) -> int:
+        return self._memory.count(prefix, revision)
+
     def lease_keys(self, lease: int) -> None:
         """None: leases hold no keys here (they never expire, and the file does not record them)."""
         return None

@@ -1,5 +1,6 @@
 """`lbgen status`: the whole system from one registry read — services and endpoints, the Docker
-hosts that registered them, every LB node's applied revision and errors, and what is wrong.
+hosts' agents, every LB node's applied revision and errors, and what is wrong. Besides the snapshot,
+one count-only read per distinct applied revision tells a node that missed a deletion.
 
 Exit status: 0 whenever the registry could be read (the problems are printed); with `--check`,
 1 when there is any problem, for monitoring. Registry errors exit 3 as everywhere.
@@ -13,7 +14,11 @@ import time
 from typing import Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.behind import COMPACTED, revisions_to_count
 from lbgen.core.model import Endpoint, Service
+from lbgen.core.schema import services_prefix
+from lbgen.errors import Compacted
+from lbgen.ports import Store
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, overview_to_dict
 
 
@@ -35,15 +40,25 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args, url, prefix)
     try:
         snapshot = store.snapshot(f"{prefix}/")
+        counts = {revision: _count_at(store, services_prefix(prefix), revision)
+                  for revision in revisions_to_count(prefix, snapshot)}
     finally:
         store.close()
     now = time.time()
-    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file", now=now)
+    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file", now=now, counts=counts)
     if args.json:
         print(json.dumps({"registry": str(url), **overview_to_dict(overview, now)}, indent=2))
     else:
         print("\n".join(format_overview(str(url), overview, now)))
     return 1 if args.check and overview.problems else 0
+
+
+def _count_at(store: Store, prefix: str, revision: int) -> int | None:
+    """Keys under `prefix` at `revision`, None when that history is compacted."""
+    try:
+        return store.count(prefix, revision)
+    except Compacted:
+        return None
 
 
 def format_overview(where: str, overview: Overview, now: float) -> list[str]:
@@ -111,6 +126,7 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             continue
         s = lb.status
         state = "behind" if lb.behind else "failing" if s.errors else "in sync"
+        state = "behind?" if lb.behind_why == COMPACTED else state
         rows.append([lb.node, str(s.revision), state, "yes" if s.connected else "no", _ago(s.updated_at, now),
                      s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",

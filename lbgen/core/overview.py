@@ -4,17 +4,18 @@ the Docker hosts (agents) that registered them, the LB nodes' published status, 
 Each agent publishes its presence under `{prefix}/agents/{node}` on the lease of its endpoints
 (`lbgen.core.agent_status`): an agent is listed when it reports itself or when endpoints name its
 node (an older agent, or values written by hand); an unreachable Docker daemon or a stale resync is
-a problem. An LB node is behind when it has applied a
-revision older than the last change under `{prefix}/services/` (a deletion leaves no key, so a node
-that missed only a deletion is not flagged; its `connected` flag tells the rest).
+a problem. An LB node is behind when `{prefix}/services/` changed after the revision it applied:
+a put (a newer key), or a deletion, seen through key counts the caller read from the registry's
+history (`lbgen.core.behind`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
 from lbgen.core.agent_status import AgentStatus, agent_problems, decode_agent_status
+from lbgen.core.behind import CHANGED, COMPACTED, History, history_of
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
 from lbgen.core.lb_status import LbStatus, decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
@@ -43,6 +44,7 @@ class LbView:
     node: str
     status: LbStatus | None
     behind: bool = False
+    behind_why: str = ""  # CHANGED, DELETED or COMPACTED (lbgen.core.behind)
     invalid: str = ""
 
 
@@ -59,14 +61,17 @@ class Overview:
 
 
 def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
-                   served_health: frozenset[str] = DEFAULT_SERVED_HEALTH, now: float | None = None) -> Overview:
+                   served_health: frozenset[str] = DEFAULT_SERVED_HEALTH, now: float | None = None,
+                   counts: Mapping[int, int | None] | None = None) -> Overview:
     """The overview of `snapshot` (every key under `prefix`). `expect_lbs`: no LB node reporting is
     a problem (not for a file registry, where watchers' status stays in their own memory). `now`
-    (wall clock) judges whether an agent's last resync is stale."""
+    (wall clock) judges whether an agent's last resync is stale; `counts` (revision → keys under
+    `services/` then, None when compacted) reveal deletions after an LB node's applied revision."""
     catalog, rejected = catalog_from_snapshot(prefix, snapshot)
     refs = [(parse_key(prefix, kv.key), kv) for kv in snapshot.items]
-    services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.in_catalog), default=0)
-    lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
+    history = history_of(prefix, snapshot, counts)
+    services_revision = history.last_put
+    lbs = tuple(_lb_view(ref.node, kv.value, history) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
     presence = {ref.node: kv.value for ref, kv in refs if ref and ref.kind == "agent"}
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
@@ -74,12 +79,13 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     return replace(overview, problems=_problems(overview, expect_lbs, served_health, now))
 
 
-def _lb_view(node: str, raw: bytes, services_revision: int) -> LbView:
+def _lb_view(node: str, raw: bytes, history: History) -> LbView:
     try:
         status = decode_lb_status(node, raw)
     except InvalidValue as e:
         return LbView(node, None, invalid=str(e))
-    return LbView(node, status, behind=status.revision < services_revision)
+    why = history.behind(status.revision)
+    return LbView(node, status, behind=bool(why), behind_why=why)
 
 
 def _agents(prefix: str, catalog: Catalog, leases: dict[str, int], presence: dict[str, bytes],
@@ -118,11 +124,20 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
         if not lb.status.connected and "registry" not in lb.status.errors:
             problems.append(f"LB node {lb.node}: not connected to the registry")
         if lb.behind:
-            problems.append(f"LB node {lb.node}: applied revision {lb.status.revision}, "
-                            f"behind the registry's {overview.services_revision}")
+            problems.append(_behind_problem(lb, overview))
     if expect_lbs and not overview.lbs:
         problems.append("no LB node reports its status (is `lbgen watch` running?)")
     return tuple(problems)
+
+
+def _behind_problem(lb: LbView, overview: Overview) -> str:
+    applied = lb.status.revision if lb.status else 0
+    if lb.behind_why == CHANGED:
+        return f"LB node {lb.node}: applied revision {applied}, behind the registry's {overview.services_revision}"
+    if lb.behind_why == COMPACTED:
+        return (f"LB node {lb.node}: applied revision {applied} is compacted away: a deletion since cannot be "
+                f"ruled out (registry at {overview.revision})")
+    return f"LB node {lb.node}: applied revision {applied}, keys under services/ were deleted since"
 
 
 def _agent_problems(agents: tuple[AgentView, ...], now: float | None) -> list[str]:
@@ -174,7 +189,8 @@ def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
         return {"node": lb.node, "invalid": lb.invalid}
     status = lb.status
     return {
-        "node": lb.node, "revision": status.revision, "behind": lb.behind, "connected": status.connected,
+        "node": lb.node, "revision": status.revision, "behind": lb.behind, "behind_why": lb.behind_why,
+        "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
         "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now)}

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from contextlib import closing
+from typing import Callable
 
 import pytest
 
@@ -15,7 +16,8 @@ from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.agent_status import AgentStatus, decode_agent_status
-from lbgen.core.schema import agent_key
+from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
+from lbgen.core.schema import agent_key, lb_status_key
 from lbgen.services.agent import Agent, AgentConfig
 from tests.integration.test_agent import (  # noqa: F401 (fixtures)
     TTL,
@@ -41,11 +43,6 @@ def presence(registry: Registry, node: str) -> AgentStatus | None:
     return decode_agent_status(node, kv.value) if kv else None
 
 
-def status(etcd: EtcdServer, prefix: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
-    code = main(["status", "--registry", etcd.url, "--prefix", prefix, "--check", "--json"])
-    return code, json.loads(capsys.readouterr().out)
-
-
 def test_presence_counts_docker_down_in_status_and_gone_after_kill_9(
     start_agent: StartAgent, registry: Registry, dockerd_factory: DockerdFactory, etcd_server: EtcdServer,
     capsys: pytest.CaptureFixture[str],
@@ -68,7 +65,7 @@ def test_presence_counts_docker_down_in_status_and_gone_after_kill_9(
         daemon.stop()
         wait_until(lambda: (s := presence(registry, "host-p")) is not None and not s.docker_reachable, WAIT,
                    "docker unreachable published")
-        code, document = status(etcd_server, registry.prefix, capsys)
+        code, document = status_of(etcd_server, registry.prefix, capsys)
         assert code == 1
         assert any(p.startswith("agent host-p: Docker unreachable") for p in document["problems"]), document
         [reported] = [a for a in document["agents"] if a["node"] == "host-p"]
@@ -101,10 +98,11 @@ def test_resyncs_on_etcd_read_no_other_node_s_key(
     for n in range(3):
         registry.put(f"{registry.prefix}/services/{service}/endpoints/host-b.x{n}.80",
                      {"address": "127.0.0.2", "port": 80 + n, "node": "host-b"})
-    config = EtcdConfig(endpoints=parse_registry_url(etcd_server.url).endpoints, timeout=30)
-    counting = CountingStore(EtcdStore(config))  # type: ignore[arg-type]
+    etcd = EtcdConfig(endpoints=parse_registry_url(etcd_server.url).endpoints, timeout=30)
+    counting = CountingStore(EtcdStore(etcd))  # type: ignore[arg-type]
     options = DiscoveryOptions(node="host-k", host_ip="127.0.0.1")
-    agent = Agent(counting, docker_engine, AgentConfig(registry.prefix, options, ttl=TTL, resync_interval=0.2))  # type: ignore[arg-type]
+    config = AgentConfig(registry.prefix, options, ttl=TTL, resync_interval=0.2)
+    agent = Agent(counting, docker_engine, config)  # type: ignore[arg-type]
     thread = threading.Thread(target=agent.run, name="test-agent-host-k", daemon=True)
     thread.start()
     try:
@@ -117,3 +115,30 @@ def test_resyncs_on_etcd_read_no_other_node_s_key(
     assert not thread.is_alive()
     assert all("host-b" not in key for key in counting.seen), counting.seen
     assert f"snapshot {registry.prefix}/services/" not in counting.calls
+
+
+def test_status_on_etcd_sees_a_deletion_after_a_node_s_revision_and_a_compacted_one(
+    etcd_factory: Callable[..., EtcdServer], etcd_prefix: str, capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = etcd_factory()  # a private etcd: this test compacts it
+    with closing(Registry(server.url, etcd_prefix)) as registry:
+        services = f"{etcd_prefix}/services/web/endpoints"
+        for eid in ("a", "b", "c"):
+            applied = registry.store.put(f"{services}/{eid}", b'{"address": "127.0.0.1", "port": 80}')
+        for node in ("lb-1", "lb-2"):
+            status = LbStatus(node, applied, {"nginx": TargetStatus(applied)}, connected=True, updated_at=time.time())
+            registry.store.put(lb_status_key(etcd_prefix, node), encode_lb_status(status))
+        code, document = status_of(server, etcd_prefix, capsys)
+        assert code == 0 and all(not n["behind"] for n in document["lb_nodes"]), document
+        registry.store.delete(f"{services}/b")
+        code, document = status_of(server, etcd_prefix, capsys)
+        assert code == 1
+        assert {n["node"]: n["behind_why"] for n in document["lb_nodes"]} == {"lb-1": "deleted", "lb-2": "deleted"}
+        registry.store.compact(registry.store.put(f"{etcd_prefix}/other", b"x"))
+        code, document = status_of(server, etcd_prefix, capsys)
+        assert {n["node"]: n["behind_why"] for n in document["lb_nodes"]} == {"lb-1": "compacted", "lb-2": "compacted"}
+
+
+def status_of(etcd: EtcdServer, prefix: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+    code = main(["status", "--registry", etcd.url, "--prefix", prefix, "--check", "--json"])
+    return code, json.loads(capsys.readouterr().out)

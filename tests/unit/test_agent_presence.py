@@ -51,8 +51,8 @@ def test_a_value_round_trips() -> None:
     ({"resync_at": -5}, "resync_at -5: expected seconds since the epoch"),
 ], ids=["not-object", "not-json", "other-node", "reachable-text", "negative-count", "bool-count", "long-error",
         "bad-version", "zero-interval", "negative-time"])
-def test_a_bad_value_is_refused_with_the_reason(value: object, reason: str) -> None:
-    raw = value if isinstance(value, bytes) else json.dumps({"docker_reachable": True} | value).encode()  # type: ignore[operator]
+def test_a_bad_value_is_refused_with_the_reason(value: bytes | dict[str, object], reason: str) -> None:
+    raw = value if isinstance(value, bytes) else json.dumps({"docker_reachable": True, **value}).encode()
     with pytest.raises(InvalidValue, match="^" + reason.replace("(", r"\(")[:40].replace("[", r"\[")):
         decode_agent_status("host-a", raw)
 
