@@ -141,7 +141,7 @@ class Processes:
         return process
 
     def backends(self, names: Sequence[str]) -> dict[str, int]:
-        """One nginx answering `return 200 "<name>"` on a port per name (FIELD.md: faster than Python)."""
+        """One nginx answering `return 200 "<name>"` on a port per name (busybox httpd forks per connection: too slow for load)."""
         ports = {name: free_port() for name in names}
         servers = "".join(f'server {{ listen 127.0.0.1:{p}; return 200 "{n}"; }}\n' for n, p in ports.items())
         conf = self.root / "backends.conf"

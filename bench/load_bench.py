@@ -13,7 +13,7 @@ weight change, endpoint removed, endpoint added back; never fewer than all-but-o
   haproxy new connection per request (Connection: close)   goal 0 failed
   haproxy keep-alive                                        goal 0 failed
   nginx   keep-alive                                        reported as it is (nginx 1.22 closes
-                                                            reused connections on reload: FIELD.md)
+                                                            reused connections on reload)
 
 First, the same wrk for 5 s against one backend alone (new connection per request, then
 keep-alive): the LB spreads over all backends, so this rate must be above the LB's.

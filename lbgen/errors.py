@@ -6,6 +6,8 @@ its traceback.
 
 from __future__ import annotations
 
+import re
+
 
 class LbgenError(Exception):
     """Base of every error lbgen raises on purpose."""
@@ -70,13 +72,26 @@ class ApplyError(LbgenError):
     exit_code = 5
 
 
+# nginx's `[emerg]`/`[crit]`/`[alert]`/`[error]`, HAProxy's `[ALERT]`: the line that says why.
+_WHY_RE = re.compile(r"\[(?:emerg|alert|crit|error)\]|\[ALERT\]", re.IGNORECASE)
+
+
+def telling_line(output: str, limit: int = 300) -> str:
+    """The line of a command's output that says why it failed: the first error-level line of nginx
+    or HAProxy, else the last line (`test failed` alone says nothing), cut to `limit` characters."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if not lines:
+        return "no output"
+    line = next((line for line in lines if _WHY_RE.search(line)), lines[-1])
+    return line if len(line) <= limit else f"{line[:limit]}..."
+
+
 class CommandFailed(ApplyError):
     """An external command (checker, reload, verify) exited non-zero or timed out."""
 
     def __init__(self, argv: list[str], returncode: int | None, output: str) -> None:
         what = "timed out" if returncode is None else f"exited {returncode}"
-        last = output.strip().splitlines()[-1] if output.strip() else "no output"
-        super().__init__(f"{' '.join(argv)} {what}: {last}")
+        super().__init__(f"{' '.join(argv)} {what}: {telling_line(output)}")
         self.argv = argv
         self.returncode = returncode
         self.output = output

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages lbgen's demo and tests run for real (etcd, nginx, haproxy, dockerd,
-# busybox for the test image, python3-venv). Idempotent: does nothing when everything is there.
+# busybox for the test image, python3-venv, chromium and its driver for the dashboard's browser test).
+# Idempotent: does nothing when everything is there.
 #
 # lbgen's tests and demo start their own instances of these services, so the packages' own system
 # services are kept from starting (policy-rc.d while installing) and, on systemd hosts, disabled —
 # only for the packages this script installed: a service you already ran stays as it was.
 set -euo pipefail
 
-packages=(etcd-server etcd-client nginx-light libnginx-mod-stream haproxy docker.io busybox-static curl python3-venv ca-certificates)
+packages=(etcd-server etcd-client nginx-light libnginx-mod-stream haproxy docker.io busybox-static curl python3-venv ca-certificates
+          chromium chromium-driver fonts-dejavu-core)
 declare -A services=([etcd-server]="etcd" [nginx-light]="nginx" [haproxy]="haproxy"
                      [docker.io]="docker.socket docker containerd")
 

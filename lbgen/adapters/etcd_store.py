@@ -7,6 +7,10 @@ adapter does about each of its caveats (docs/registry.md, "Design choices"):
   to `retry_after` and, when every endpoint is marked failed, try them again anyway: the caller's
   backoff (`lbgen.core.backoff`, capped at a few seconds) decides when, not the library.
 - gRPC's reconnect backoff grows to 120 s (confd took 91 s to notice etcd was back): capped at 1 s.
+- gRPC's `min_reconnect_backoff_ms` is really the *minimum connect timeout* (grpc
+  doc/connection-backoff.md, MIN_CONNECT_TIMEOUT): set to 100 ms it failed every connect whose
+  HTTP/2 SETTINGS took longer (etcd 50 ms away, issue 10.7). It is the call timeout (`--etcd-timeout`)
+  instead, so one deadline bounds both the connect and the call.
 - A list of endpoints is one cluster: a call that finds its member down tries each other member
   in turn, whatever earlier calls found about them.
 - 100k keys exceed gRPC's 4 MB message limit: the limit is raised and snapshots are paged, every
@@ -41,7 +45,6 @@ MAX_MESSAGE_BYTES = 256 << 20
 GRPC_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
     # etcd refuses pings more often than every 5 s (--grpc-keepalive-min-time).
     ("grpc.keepalive_time_ms", 10_000),
@@ -74,6 +77,14 @@ class EtcdConfig:
     retry_after: float = 1.0
     probe_interval: float = 2.0
     probe_timeout: float = 2.0
+
+
+def grpc_options(config: EtcdConfig) -> list[tuple[str, int]]:
+    """The channel options: `GRPC_OPTIONS` plus a connect timeout equal to the call timeout.
+
+    gRPC reads `min_reconnect_backoff_ms` as the least time a connect attempt (TCP + TLS + HTTP/2
+    SETTINGS) is given; left at 100 ms, etcd a little far away was unreachable (issue 10.7)."""
+    return [*GRPC_OPTIONS, ("grpc.min_reconnect_backoff_ms", max(1, round(config.timeout * 1000)))]
 
 
 def _read(path: str, what: str) -> bytes:
@@ -139,7 +150,7 @@ class EtcdStore:
         credentials = _credentials(config)
         endpoints = [
             pyetcd.Endpoint(host, port, secure=credentials is not None, creds=credentials,
-                            time_retry=config.retry_after, opts=list(GRPC_OPTIONS))
+                            time_retry=config.retry_after, opts=grpc_options(config))
             for host, port in config.endpoints
         ]
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=config.timeout, failover=True)

@@ -34,8 +34,10 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from lbgen.adapters.memory_store import MemoryStore, MemoryWatch
+from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
+from lbgen.core.bounded import load_json
 from lbgen.core.schema import NAME_RE, KeyRef, normalize_prefix, parse_key
-from lbgen.errors import ConfigError, LeaseLost, StoreError
+from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
 from lbgen.ports import KeyValue, Snapshot
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,7 @@ DEBOUNCE_SECONDS = 0.1  # an editor's write is several events: read the file onc
 
 def parse_registry(text: str, where: str) -> dict[str, Any]:
     """The YAML document, checked for shape; `ConfigError` naming `where` and the line."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}{line}: {problem}") from e
+    document = parse_yaml(text, where, REGISTRY_LIMITS)
     document = {} if document is None else document
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: expected a mapping with a 'services' key, got {type(document).__name__}")
@@ -68,7 +64,8 @@ def parse_registry(text: str, where: str) -> dict[str, Any]:
 
 
 def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str, bytes]:
-    """The etcd keys and JSON values of a parsed registry; badly named entries are skipped, logged."""
+    """The etcd keys and JSON values of a parsed registry; names that cannot be a key segment are
+    skipped and logged (other bad names are left to the catalog, which rejects them visibly)."""
     keys: dict[str, bytes] = {}
     for name, service in (document.get("services") or {}).items():
         service = service or {}
@@ -83,7 +80,9 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
 
 
 def _good_name(name: object, where: str) -> bool:
-    if isinstance(name, str) and NAME_RE.fullmatch(name):
+    """Whether `name` can be one key segment. A bad name that can (`wéb`, `a;b`) becomes a key the
+    catalog rejects, so `registry ls` and `status` list it; only what cannot be a key is skipped."""
+    if isinstance(name, str) and name and "/" not in name:
         return True
     log.error("%s: skipped, the name must match %s", where, NAME_RE.pattern)
     return False
@@ -198,9 +197,9 @@ class FileStore:
         if not ref.in_catalog:
             return self._memory.put(key, value)
         try:
-            parsed = json.loads(value)
-        except ValueError as e:
-            raise StoreError(f"registry file {self.path}: {key}: not JSON: {e}") from e
+            parsed = load_json(value)
+        except InvalidValue as e:
+            raise StoreError(f"registry file {self.path}: {key}: {e}") from e
         with self._lock:
             document = self._current_document()
             entry = document.setdefault("services", {}).setdefault(ref.service, {})

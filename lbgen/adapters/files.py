@@ -11,6 +11,7 @@ import errno
 import grp
 import logging
 import os
+import re
 import pwd
 import tempfile
 from pathlib import Path
@@ -20,6 +21,8 @@ from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 
 log = logging.getLogger(__name__)
+
+STAGED_SUFFIX = ".lbgen"  # `.<dest name>.<random>.lbgen` beside dest
 
 # rename(2) over a single-file bind mount fails with these (docker-gen #629, #317).
 _BIND_MOUNT_ERRNOS = (errno.EBUSY, errno.EXDEV)
@@ -96,8 +99,16 @@ class LocalFiles:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
 
 
+def name_candidates(text: str, dest: str) -> str:
+    """`text` (a checker's output) with the staged files of `dest`, removed once checked, named as
+    what they were: `/etc/nginx/nginx.conf (candidate)` instead of `/etc/nginx/.nginx.conf.x1y2.lbgen`."""
+    path = Path(dest)
+    staged = re.compile(re.escape(str(path.parent / f".{path.name}.")) + r"[A-Za-z0-9_]+" + re.escape(STAGED_SUFFIX))
+    return staged.sub(lambda _: f"{dest} (candidate)", text)
+
+
 def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".lbgen")
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -4,7 +4,8 @@ Validate with `haproxy -c -f {staged}`; reload through the master socket's `relo
 master re-executes itself, re-reads the config and passes the listeners to the new workers: no
 connection is refused); verify with `show proc`: the master's reload counter moved, its failure
 counter did not, and a worker that was not there before is running. The master socket refuses
-connections for 35–470 ms during each reload (FIELD.md), so every query retries until a deadline.
+connections for 35–470 ms during each reload (measured on a 2 vCPU host, Debian's HAProxy 2.6),
+so every query retries until a deadline.
 
 Node facts come from the target's `vars`: `master_socket` (the `-S` path; Debian's unit uses
 /run/haproxy-master.sock).

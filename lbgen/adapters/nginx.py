@@ -1,7 +1,8 @@
 """nginx as a target: validate the whole config, reload by signalling the master, verify new workers.
 
-`nginx -s reload` re-parses the whole config just to find the master's pid (FIELD.md: 579 ms at
-10,000 upstreams), so once the candidate has passed `nginx -t` the master is sent SIGHUP directly.
+`nginx -s reload` re-parses the whole config just to find the master's pid (579 ms at 10,000
+upstreams, measured on a 2 vCPU host with Debian's nginx 1.22), so once the candidate has passed
+`nginx -t` the master is sent SIGHUP directly.
 Then we wait until the master has *finished* handling it — SIGHUP no longer pending and the master
 back in `rt_sigsuspend`, read from /proc — so a reload is never signalled while the previous one is
 still parsing (which silently kept the old config in the field). Success means new worker pids;

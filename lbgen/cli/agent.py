@@ -12,11 +12,13 @@ from contextlib import ExitStack
 from prometheus_client import CollectorRegistry
 
 from lbgen.adapters.docker_engine import DEFAULT_HOST, DockerEngine
+from lbgen.adapters.http_server import start_http_server
 from lbgen.cli.common import add_store_arguments, bounded_number, open_store, registry_prefix, registry_url
 from lbgen.core.discovery import DiscoveryOptions
+from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
 from lbgen.services.agent import Agent, AgentConfig
-from lbgen.services.metrics import Health, parse_listen_address, start_metrics_server
+from lbgen.services.metrics import Health, metrics_routes
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(docker.close)
         agent = Agent(store, docker, config, registry=registry, health=health)
         if metrics_addr is not None:
-            stack.callback(start_metrics_server(metrics_addr, registry, health.problems).close)
+            server = start_http_server(metrics_addr, metrics_routes(registry, health.problems), "metrics address")
+            stack.callback(server.close)
         _stop_on_signals(agent)
         agent.run()
     log.info("agent %s stopped", config.options.node)

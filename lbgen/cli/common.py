@@ -19,19 +19,21 @@ PREFIX_ENV = "LBGEN_PREFIX"
 DEFAULT_ETCD_TIMEOUT = 5.0
 
 
-def add_store_arguments(parser: argparse.ArgumentParser) -> None:
-    """`--registry`, `--prefix` and etcd's TLS and auth options."""
+def add_store_arguments(parser: argparse.ArgumentParser, settings: bool = False) -> None:
+    """`--registry`, `--prefix` and etcd's TLS and auth options. `settings`: the command reads a
+    settings file, whose `registry` and `prefix` are the last defaults (only `render` and `watch`)."""
     group = parser.add_argument_group("registry")
-    group.add_argument("--registry", metavar="URL",
-                       help=f"{FORMS} (default: ${REGISTRY_ENV}, then the settings file)")
-    group.add_argument("--prefix", help=f"key prefix (default: ${PREFIX_ENV} or {DEFAULT_PREFIX})")
+    then = ", then the settings file" if settings else ""
+    group.add_argument("--registry", metavar="URL", help=f"{FORMS} (default: ${REGISTRY_ENV}{then})")
+    group.add_argument("--prefix", help=f"key prefix (default: ${PREFIX_ENV}{then}, else {DEFAULT_PREFIX})")
     group.add_argument("--ca", dest="tls_ca", metavar="FILE", help="CA certificate to verify etcd (implies TLS)")
     group.add_argument("--cert", dest="tls_cert", metavar="FILE", help="client certificate for etcd (with --key)")
     group.add_argument("--key", dest="tls_key", metavar="FILE", help="client private key for etcd (with --cert)")
     group.add_argument("--user", help="etcd user name (password: --password or $" + PASSWORD_ENV + ")")
     group.add_argument("--password", help=f"etcd password (prefer ${PASSWORD_ENV}: argv is visible in ps)")
-    group.add_argument("--etcd-timeout", type=float, metavar="SECONDS",
-                       help=f"deadline of each etcd call (default: {DEFAULT_ETCD_TIMEOUT:g})")
+    group.add_argument("--etcd-timeout", type=bounded_number(float, 0.1, 600), metavar="SECONDS",
+                       help="deadline of each etcd call and of each connect to etcd "
+                       f"(default: {DEFAULT_ETCD_TIMEOUT:g})")
 
 
 def registry_url(args: argparse.Namespace, fallback: RegistryUrl | str | Sequence[str] | None = None) -> RegistryUrl:

@@ -1,4 +1,4 @@
-"""`lbgen deploy apply|status|rm`: launch and roll service containers from a YAML spec (docs/deploy.md)."""
+"""`lbgen deploy check|apply|status|rm`: launch and roll service containers from a YAML spec (docs/deploy.md)."""
 
 from __future__ import annotations
 
@@ -32,11 +32,17 @@ class _Progress:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `deploy` and its `apply`, `status` and `rm` sub-commands."""
+    """Add `deploy` and its `check`, `apply`, `status` and `rm` sub-commands."""
     parser = commands.add_parser("deploy", help="launch and roll service containers from a YAML spec")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    check_help = "validate a spec offline (no Docker, no registry) and print what it creates on an empty host"
+    check = actions.add_parser("check", help=check_help, description=check_help)
+    check.add_argument("spec", metavar="SPEC", help="the deploy spec (YAML)")
+    check.set_defaults(run=run_check)
     apply = _action(actions, "apply", "converge the containers to the spec, rolling replicas one batch at a time")
-    apply.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
+    apply.add_argument("--dry-run", action="store_true",
+                       help="print the plan against the running containers and change nothing (asks Docker; "
+                       "`deploy check` needs no daemon)")
     apply.add_argument("--remove-orphans", action="store_true",
                        help="remove containers of services no longer in the spec")
     apply.set_defaults(run=run_apply)
@@ -92,6 +98,15 @@ def _execute(docker: Docker, registry: Registry | None, plan: Plan) -> int:
     print("\n".join(outcome.lines()))
     if outcome.error:
         raise outcome.error
+    return 0
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """The spec's validation and its plan from nothing, without contacting anything."""
+    spec = load_spec(args.spec)
+    print("\n".join(plan_deploy(spec, [], remove_orphans=False).lines()))
+    replicas = sum(service.replicas for service in spec.services)
+    print(f"{args.spec}: valid: project {spec.project}, {len(spec.services)} service(s), {replicas} replica(s)")
     return 0
 
 

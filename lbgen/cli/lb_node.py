@@ -13,6 +13,7 @@ from lbgen.adapters.haproxy import HaproxyControl
 from lbgen.adapters.haproxy_runtime import HaproxyRuntime
 from lbgen.adapters.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
+from lbgen.adapters.templates import read_template
 from lbgen.adapters.yaml_file import load_yaml
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.catalog import Rejected
@@ -34,7 +35,7 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"settings file (default: ./{DEFAULT_SETTINGS})")
     parser.add_argument("--target", action="append", metavar="NAME",
                         help="only this target (repeatable; default: every target)")
-    add_store_arguments(parser)
+    add_store_arguments(parser, settings=True)
 
 
 def load_settings(path: str) -> Settings:
@@ -98,14 +99,6 @@ def build_applier(clock: Clock | None = None) -> Applier:
     clock = clock or SystemClock()
     return Applier(LocalFiles(), SubprocessRunner(), controls=lambda target: control_for(target, clock),
                    runtimes=lambda target: runtime_for(target, clock))
-
-
-def read_template(path: str) -> str:
-    """A template file's text; a missing or unreadable file is a `ConfigError` naming it."""
-    try:
-        return Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"template {path}: {e.strerror or e}") from e
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ import sys
 from typing import Any, Callable, TypeVar
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
+from lbgen.core.bounded import load_json
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
+from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.schema import decode_endpoint, decode_spec, parse_key
 from lbgen.errors import InvalidValue, LbgenError, UsageError
@@ -25,7 +27,7 @@ T = TypeVar("T")
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `registry` and its `ls`, `get`, `put`, `rm` sub-commands."""
     parser = commands.add_parser("registry", help="inspect and edit registry entries (ls, get, put, rm)")
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("ls", help="list services and endpoints, flagging rejected values and why")
     ls.add_argument("service", nargs="?", help="only this service")
     get = actions.add_parser("get", help="print the raw value of a key")
@@ -33,7 +35,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     put = actions.add_parser("put", help="validate a JSON value against the contract, then write it")
     put.add_argument("key")
     put.add_argument("value", help="a JSON object, or - to read it from stdin")
-    rm = actions.add_parser("rm", help="delete a key")
+    rm = actions.add_parser("rm", help="delete a key under the prefix (also a rejected one, to clean it up)")
     rm.add_argument("key")
     for action, run in ((ls, run_ls), (get, run_get), (put, run_put), (rm, run_rm)):
         add_store_arguments(action)
@@ -110,7 +112,12 @@ def _print_lb_nodes(prefix: str, snapshot: Snapshot) -> None:
     if nodes:
         print("load balancers:")
     for node, value in nodes:
-        print(f"  {node}  {value.decode(errors='replace')}")
+        try:
+            decode_lb_status(node, value)
+        except InvalidValue as e:
+            print(f"  {node}  invalid status: {e}")
+        else:
+            print(f"  {node}  {value.decode()}")
 
 
 def run_get(args: argparse.Namespace) -> int:
@@ -142,7 +149,7 @@ def check_value(prefix: str, key: str, raw: bytes) -> dict[str, Any]:
             decode_endpoint(ref.endpoint_id, raw)
     except InvalidValue as e:
         raise UsageError(f"{key}: {e}") from e
-    return dict(json.loads(raw))
+    return dict(load_json(raw))
 
 
 def run_put(args: argparse.Namespace) -> int:
@@ -159,6 +166,9 @@ def run_put(args: argparse.Namespace) -> int:
 def run_rm(args: argparse.Namespace) -> int:
     prefix = registry_prefix(args)
     key = full_key(prefix, args.key)
+    if not key.startswith(f"{prefix}/"):  # the same bound as put: lbgen's keys only
+        raise UsageError(f"{key}: outside the prefix {prefix}: registry rm only deletes keys under it "
+                         "(--prefix chooses another)")
     existed, where = _use(args, prefix, lambda store: store.delete(key))
     if not existed:
         raise LbgenError(f"{key}: no such key in {where}")

@@ -10,6 +10,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from lbgen.adapters.files import name_candidates
 from lbgen.cli.lb_node import (
     add_settings_arguments,
     build_applier,
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str]) -> list[str]:
     failed = []
+    dests = {t.name: t.dest for t in targets}
     for preview in applier.preview(targets, texts):
         print(f"=== {preview.target}")
         print(preview.diff.rstrip("\n") if preview.diff else "no change")
@@ -72,17 +74,21 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
         else:
             failed.append(preview.target)
             print(f"--- {preview.target}: check FAILED")
-            print(preview.check_output.rstrip("\n"))
+            print(name_candidates(preview.check_output.rstrip("\n"), dests[preview.target]))
     return failed
 
 
 def _apply(applier: Applier, targets: Sequence[Target], texts: dict[str, str], revision: int) -> list[str]:
+    """Apply and print one line per target; a failure names the checker's reason (its `[emerg]`
+    line) and the candidate by its dest, since the staged file is removed by then."""
     failed = []
+    dests = {t.name: t.dest for t in targets}
     for result in applier.apply(targets, texts):
         if not result.ok:
             failed.append(result.target)
             state = "previous config restored" if result.rolled_back else "live config untouched"
-            print(f"{result.target}: {result.step} failed ({state}): {result.error}", file=sys.stderr)
+            error = name_candidates(result.error, dests[result.target])
+            print(f"{result.target}: {result.step} failed ({state}): {error}", file=sys.stderr)
         elif result.changed:
             how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")
             print(f"{result.target}: applied revision {revision}{how}")

@@ -16,10 +16,10 @@ from typing import Sequence
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.behind import COMPACTED, revisions_to_count
 from lbgen.core.model import Endpoint, Service
+from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, status_document
 from lbgen.core.schema import services_prefix
 from lbgen.errors import Compacted
 from lbgen.ports import Store
-from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, overview_to_dict
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     now = time.time()
     overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file", now=now, counts=counts)
     if args.json:
-        print(json.dumps({"registry": str(url), **overview_to_dict(overview, now)}, indent=2))
+        print(json.dumps(status_document(str(url), overview, now), indent=2))
     else:
         print("\n".join(format_overview(str(url), overview, now)))
     return 1 if args.check and overview.problems else 0
@@ -65,7 +65,7 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     """The text report, one line per entry, columns aligned."""
     lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
              f"(services last changed at {overview.services_revision})", ""]
-    lines += _services(overview.catalog.services) + [""]
+    lines += _services(overview.catalog.services, overview.draining) + [""]
     lines += _agents(overview.agents, now) + [""]
     lines += _lbs(overview.lbs, now) + [""]
     lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
@@ -73,7 +73,7 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     return lines
 
 
-def _services(services: Sequence[Service]) -> list[str]:
+def _services(services: Sequence[Service], draining: frozenset[str]) -> list[str]:
     if not services:
         return ["services: none registered"]
     lines = [f"services ({len(services)}):"]
@@ -81,13 +81,14 @@ def _services(services: Sequence[Service]) -> list[str]:
         spec = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in service.spec.items())
         lines.append(f"  {service.name}  {spec or '(no spec)'}  "
                      f"{len(service.served())}/{len(service.all_endpoints)} endpoints served")
-        lines += table([_endpoint_row(e) for e in service.all_endpoints], indent="    ")
+        lines += table([_endpoint_row(e, e.id in draining) for e in service.all_endpoints], indent="    ")
     return lines
 
 
-def _endpoint_row(e: Endpoint) -> list[str]:
+def _endpoint_row(e: Endpoint, draining: bool) -> list[str]:
     address = f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
     state = "served" if e.is_served() else "not served (weight 0)" if e.weight == 0 else "not served"
+    state += ", draining" if draining else ""
     return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
 
 

@@ -14,6 +14,7 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.common import bounded_number
 from lbgen.cli.lb_node import (
@@ -22,12 +23,13 @@ from lbgen.cli.lb_node import (
     chosen_targets,
     load_settings,
     open_registry,
-    read_template,
 )
-from lbgen.services.metrics import parse_listen_address, start_metrics_server
+from lbgen.adapters.templates import read_template
 from lbgen.core.schema import check_name
+from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
 from lbgen.services.lb_status import StatusPublisher
+from lbgen.services.metrics import metrics_routes
 from lbgen.services.watcher import Watcher
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)
         if metrics_addr is not None:
-            server = start_metrics_server(metrics_addr, watcher.metrics.registry, watcher.problems)
+            routes = metrics_routes(watcher.metrics.registry, watcher.problems)
+            server = start_http_server(metrics_addr, routes, "metrics address")
             stack.callback(server.close)
         observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
         stack.callback(observer.join, 5)

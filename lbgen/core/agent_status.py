@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lbgen.core.bounded import quote
 from lbgen.core.lb_status import MAX_ERROR, load_node_value
 from lbgen.core.schema import check_int, check_text, check_time
 from lbgen.errors import InvalidValue
@@ -50,7 +51,7 @@ def decode_agent_status(node: str, raw: bytes | str) -> AgentStatus:
     value = load_node_value(node, raw)
     reachable = value.get("docker_reachable")
     if not isinstance(reachable, bool):
-        raise InvalidValue(f"docker_reachable {reachable!r:.100}: expected true or false")
+        raise InvalidValue(f"docker_reachable {quote(reachable)}: expected true or false")
     return AgentStatus(
         node=node,
         version=value.get("version", ""),
@@ -68,7 +69,7 @@ def decode_agent_status(node: str, raw: bytes | str) -> AgentStatus:
 
 def _interval(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_INTERVAL:
-        raise InvalidValue(f"resync_interval {value!r:.100}: expected seconds from 0 to {MAX_INTERVAL:g}")
+        raise InvalidValue(f"resync_interval {quote(value)}: expected seconds from 0 to {MAX_INTERVAL:g}")
     return float(value)
 
 

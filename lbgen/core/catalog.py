@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import KeyRef, decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key
 from lbgen.errors import InvalidValue
 from lbgen.ports import Snapshot, WatchEvent
 
@@ -79,6 +79,9 @@ class CatalogState:
 
     def _put(self, key: str, raw: bytes) -> Rejected | None:
         ref = parse_key(self.prefix, key)
+        if ref is None and (why := misnamed(self.prefix, key)):
+            self._rejected[key] = why
+            return Rejected(key, why)
         if ref is None or not ref.in_catalog:
             return None
         self._forget(key, ref)
@@ -95,6 +98,7 @@ class CatalogState:
         return None
 
     def _delete(self, key: str) -> None:
+        self._rejected.pop(key, None)
         ref = parse_key(self.prefix, key)
         if ref is not None and ref.in_catalog:
             self._forget(key, ref)
@@ -106,6 +110,27 @@ class CatalogState:
         else:
             self._endpoints.get(ref.service, {}).pop(ref.endpoint_id, None)
         self._dirty.add(ref.service)
+
+
+def misnamed(prefix: str, key: str) -> str | None:
+    """Why a key under `{prefix}/services/` is not a registry entry (a bad name, `wéb` or `a;b`, or
+    a wrong shape), or None. Such keys are rejected and listed, not silently invisible (issue 14)."""
+    services = f"{prefix}/services/"
+    if not key.startswith(services):
+        return None
+    parts = key[len(services):].split("/")
+    named = list(zip(("service name", "endpoint id"), parts[::2]))
+    shape_ok = (parts[1:] == ["spec"]) or (len(parts) == 3 and parts[1] == "endpoints")
+    if not shape_ok:
+        return f"not a registry entry: expected {services}SERVICE/spec or {services}SERVICE/endpoints/ID"
+    for what, name in named:
+        if not NAME_RE.fullmatch(name):
+            return f"{what} {_cut(name)}: must match {NAME_RE.pattern}"
+    return None
+
+
+def _cut(text: str, limit: int = 100) -> str:
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
 
 
 def catalog_from_snapshot(prefix: str, snapshot: Snapshot) -> tuple[Catalog, list[Rejected]]:

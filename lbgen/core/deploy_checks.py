@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable
 
+from lbgen.core.bounded import quote
 from lbgen.core.durations import parse_duration
 
 HOST_PATH_RE = re.compile(r"/[A-Za-z0-9_.~/@+-]{0,4095}")
@@ -25,7 +26,7 @@ def int_in(low: int, high: int | None = None) -> Callable[[Any], int]:
             if value >= low and (high is None or value <= high):
                 return value
         bound = f"≥ {low}" if high is None else f"from {low} to {high}"
-        raise ValueError(f"expected an integer {bound}, got {value!r}")
+        raise ValueError(f"expected an integer {bound}, got {quote(value)}")
 
     return parse
 
@@ -36,7 +37,7 @@ def matching(pattern: re.Pattern[str], hint: str) -> Callable[[Any], str]:
     def parse(value: Any) -> str:
         if isinstance(value, str) and pattern.fullmatch(value):
             return value
-        raise ValueError(f"expected {hint}, got {value!r}")
+        raise ValueError(f"expected {hint}, got {quote(value)}")
 
     return parse
 
@@ -47,7 +48,7 @@ def choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         if value in choices and not isinstance(value, bool):
             return value
-        raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {value!r}")
+        raise ValueError(f"expected one of {', '.join(map(str, choices))}, got {quote(value)}")
 
     return parse
 
@@ -62,7 +63,7 @@ def memory_size(value: Any) -> int:
     match = SIZE_RE.fullmatch(str(value)) if isinstance(value, (int, str)) else None
     size = int(match.group(1)) * SIZES[match.group(2).lower()] if match else 0
     if isinstance(value, bool) or size < MIN_MEMORY:
-        raise ValueError(f"expected a size of at least 6m, like 256m or 1g, got {value!r}")
+        raise ValueError(f"expected a size of at least 6m, like 256m or 1g, got {quote(value)}")
     return size
 
 
@@ -70,14 +71,14 @@ def cpu_count(value: Any) -> float:
     """A number of CPUs above 0 (`0.5` = half of one), as `docker run --cpus`."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1024:
         return float(value)
-    raise ValueError(f"expected a number of CPUs above 0, like 0.5, got {value!r}")
+    raise ValueError(f"expected a number of CPUs above 0, like 0.5, got {quote(value)}")
 
 
 def argv(value: Any) -> tuple[str, ...]:
     """A non-empty argv list of strings (no shell: a shell is an explicit `[sh, -c, ...]`)."""
     if isinstance(value, list) and value and all(isinstance(a, str) for a in value):
         return tuple(value)
-    raise ValueError(f"expected a non-empty list of strings, got {value!r}")
+    raise ValueError(f"expected a non-empty list of strings, got {quote(value)}")
 
 
 def mapping(value: Any) -> dict[Any, Any]:
@@ -90,11 +91,11 @@ def mapping(value: Any) -> dict[Any, Any]:
 def boolean(value: Any) -> bool:
     if isinstance(value, bool):
         return value
-    raise ValueError(f"expected true or false, got {value!r}")
+    raise ValueError(f"expected true or false, got {quote(value)}")
 
 
 def host_path(value: Any) -> str:
     """An absolute path without `..`, and without `:` or `,` (they split Docker bind specs)."""
     if isinstance(value, str) and HOST_PATH_RE.fullmatch(value) and ".." not in value.split("/"):
         return value
-    raise ValueError(f"expected an absolute path (letters, digits, _.~/@+-), got {value!r}")
+    raise ValueError(f"expected an absolute path (letters, digits, _.~/@+-), got {quote(value)}")

@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
+from lbgen.core.bounded import quote
 from lbgen.core.deploy_checks import (
     argv, boolean, choice, cpu_count, duration, host_path, int_in, mapping, matching, memory_size,
 )
@@ -184,7 +185,7 @@ def _env(path: str, value: Any) -> dict[str, str]:
         if name == "PORT":
             raise ConfigError(f"{path}.PORT: set by lbgen to each replica's port; remove it")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise ConfigError(f"{path}.{name}: expected a string or number, got {item!r}")
+            raise ConfigError(f"{path}.{name}: expected a string or number, got {quote(item)}")
         env[name] = str(item)
     return dict(sorted(env.items()))
 
@@ -193,7 +194,7 @@ def _volume(value: Any) -> tuple[str, str, bool]:
     """`/host:/container` or `/host:/container:ro|rw`."""
     parts = value.split(":") if isinstance(value, str) else []
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ValueError(f"expected /host/path:/container/path[:ro|rw], got {value!r}")
+        raise ValueError(f"expected /host/path:/container/path[:ro|rw], got {quote(value)}")
     return host_path(parts[0]), host_path(parts[1]), parts[2:] == ["ro"]
 
 
@@ -241,7 +242,7 @@ def _port_range(value: Any) -> PortPool:
     match = RANGE_RE.fullmatch(value) if isinstance(value, str) else None
     first, last = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
     if not (match and 1 <= first <= last <= 65535):
-        raise ValueError(f"expected a port range like 18081-18090, got {value!r}")
+        raise ValueError(f"expected a port range like 18081-18090, got {quote(value)}")
     return PortPool(first, last)
 
 

@@ -8,11 +8,11 @@ and why, and registers nothing, while every other container is unaffected.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
+from lbgen.core.bounded import load_json, quote
 from lbgen.core.model import HEALTH_STATES, Endpoint
 from lbgen.core.schema import (
     MAX_WEIGHT,
@@ -339,13 +339,13 @@ def _tcp_bindings(container: ContainerInfo) -> list[PortBinding]:
 
 def _parse_port(label: str, value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise BadLabel(label, f"port {value!r} is not a number from 1 to 65535")
+        raise BadLabel(label, f"port {quote(value)} is not a number from 1 to 65535")
     return int(value)
 
 
 def _parse_weight(label: str, value: str) -> int:
     if not value.strip().isdigit() or int(value) > MAX_WEIGHT:
-        raise BadLabel(label, f"weight {value!r} is not an integer from 0 to {MAX_WEIGHT}")
+        raise BadLabel(label, f"weight {quote(value)} is not an integer from 0 to {MAX_WEIGHT}")
     return int(value)
 
 
@@ -353,25 +353,25 @@ def _parse_tags(value: str) -> tuple[str, ...]:
     tags = tuple(t.strip() for t in value.split(",") if t.strip())
     for tag in tags:
         if not NAME_RE.fullmatch(tag):
-            raise BadLabel("lbgen.tags", f"tag {tag!r} must match {NAME_RE.pattern}")
+            raise BadLabel("lbgen.tags", f"tag {quote(tag)} must match {NAME_RE.pattern}")
     return tags
 
 
 def _check_service(source: str, name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise BadLabel(source, f"service name {name!r} must match {NAME_RE.pattern}")
+        raise BadLabel(source, f"service name {quote(name)} must match {NAME_RE.pattern}")
     return name
 
 
 def _check_meta_key(label: str, key: str) -> str:
     if not NAME_RE.fullmatch(key):
-        raise BadLabel(LABEL_PREFIX + label, f"meta key {key!r} must match {NAME_RE.pattern}")
+        raise BadLabel(LABEL_PREFIX + label, f"meta key {quote(key)} must match {NAME_RE.pattern}")
     return key
 
 
 def _check_meta_value(label: str, value: str) -> str:
     if not META_VALUE_RE.fullmatch(value):
-        raise BadLabel(LABEL_PREFIX + label, f"meta value {value!r} must match {META_VALUE_RE.pattern}")
+        raise BadLabel(LABEL_PREFIX + label, f"meta value {quote(value)} must match {META_VALUE_RE.pattern}")
     return value
 
 
@@ -404,8 +404,8 @@ def owned_keys(items: Iterable[KeyValue], prefix: str, node: str) -> dict[str, K
 def json_field(raw: bytes, name: str) -> object:
     """Field `name` of a JSON object value, or None (absent, or the value is not a JSON object)."""
     try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        value = load_json(raw)
+    except InvalidValue:  # too big, too deep or not JSON: no node's value, never this node's key
         return None
     return value.get(name) if isinstance(value, dict) else None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from lbgen.core.bounded import quote
+
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 
@@ -23,7 +25,7 @@ def parse_duration(value: Any) -> float:
         match = _DURATION_RE.fullmatch(value.strip())
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
-    raise ValueError(f"expected a duration like 100ms, 2s or 1m, got {value!r}")
+    raise ValueError(f"expected a duration like 100ms, 2s or 1m, got {quote(value)}")
 
 
 def format_duration(seconds: float) -> str:

@@ -5,10 +5,31 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, TypeVar
 
+from lbgen.core.bounded import quote
 from lbgen.errors import ConfigError
 
 T = TypeVar("T")
 _REQUIRED: Any = object()
+
+
+class ElementError(ValueError):
+    """Element `index` of a list is wrong: the field path becomes `check[2]`."""
+
+    def __init__(self, index: int, why: str) -> None:
+        super().__init__(f"[{index}]: {why}")
+        self.index, self.why = index, why
+
+
+class SourceInt(int):
+    """An integer read from YAML that remembers how it was written (`644`, `0644`, `0x1a4`), for
+    fields where the digits matter more than YAML's reading of them (a file mode)."""
+
+    text: str
+
+    def __new__(cls, value: int, text: str = "") -> "SourceInt":
+        number = super().__new__(cls, value)
+        number.text = text
+        return number
 
 
 class Section:
@@ -36,12 +57,23 @@ class Section:
         self._taken.add(key)
         if key not in self._data or self._data[key] is None:
             if default is _REQUIRED:
+                self._reject_misspelling_of(key)
                 raise ConfigError(f"{self.field(key)}: required")
             return default
         try:
             return parse(self._data[key])
+        except ElementError as e:
+            raise ConfigError(f"{self.field(key)}[{e.index}]: {e.why}") from e
         except ValueError as e:
             raise ConfigError(f"{self.field(key)}: {e}") from e
+
+    def _reject_misspelling_of(self, key: str) -> None:
+        """A required key is missing: when a key not read yet looks like it (`imgae` for `image`),
+        the typo is the error to report, not the missing key."""
+        unread = [str(k) for k in self._data if k not in self._taken]
+        close = difflib.get_close_matches(key, unread, n=1)
+        if close:
+            raise ConfigError(f"{self.field(close[0])}: unknown setting (did you mean {key!r}?)")
 
     def done(self) -> None:
         """Reject keys nobody took: a typo must not silently drop a setting."""
@@ -55,7 +87,7 @@ class Section:
 def expect_str(value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {quote(value)}")
     return value
 
 
@@ -67,8 +99,18 @@ def expect_list(value: Any) -> list[Any]:
 
 
 def expect_str_list(value: Any) -> tuple[str, ...]:
-    """A list of non-empty strings; numbers are refused so `[sleep, 1]` is caught, not guessed."""
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise ValueError("expected a list of strings")
+    """A list of non-empty strings; numbers are refused so `[sleep, 1]` is caught, not guessed.
+    The error names the first bad element: `[2]: expected a non-empty string, got True`."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of strings, got {type(value).__name__}")
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item:
+            raise ElementError(i, f"expected a non-empty string, got {_quote(item)}")
     return tuple(value)
+
+
+def _quote(value: Any, limit: int = 100) -> str:
+    """`repr(value)`, cut to `limit` characters: an error line never echoes a huge value."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from lbgen.core.bounded import quote
 from lbgen.core.schema import check_int, check_name, check_object, check_text, check_time, load_json_object
 from lbgen.errors import InvalidValue
 
@@ -79,7 +80,7 @@ def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
     targets = check_object("targets", value.get("targets", {}))
     connected = value.get("connected", False)
     if not isinstance(connected, bool):
-        raise InvalidValue(f"connected {connected!r}: expected true or false")
+        raise InvalidValue(f"connected {quote(connected)}: expected true or false")
     return LbStatus(
         node=node,
         revision=check_int("revision", value["revision"], 0, MAX_REVISION),
@@ -97,10 +98,10 @@ def load_node_value(node: str, raw: bytes | str) -> dict[str, Any]:
     value = load_json_object(raw)
     check_name("node", node)
     if value.get("node", node) != node:
-        raise InvalidValue(f"node {value['node']!r:.100}: does not match the key's node {node!r}")
+        raise InvalidValue(f"node {quote(value['node'])}: does not match the key's node {node!r}")
     version = value.get("version", "")
     if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise InvalidValue(f"version {version!r:.100}: must match {VERSION_RE.pattern}")
+        raise InvalidValue(f"version {quote(version)}: must match {VERSION_RE.pattern}")
     return value
 
 

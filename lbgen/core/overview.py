@@ -58,6 +58,7 @@ class Overview:
     agents: tuple[AgentView, ...]
     lbs: tuple[LbView, ...]
     problems: tuple[str, ...]
+    draining: frozenset[str] = frozenset()  # endpoint ids with a drain marker (`{prefix}/drain/{id}`)
 
 
 def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
@@ -74,8 +75,9 @@ def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
     lbs = tuple(_lb_view(ref.node, kv.value, history) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
     presence = {ref.node: kv.value for ref, kv in refs if ref and ref.kind == "agent"}
+    draining = frozenset(ref.endpoint_id for ref, _ in refs if ref and ref.kind == "drain")
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
-                        _agents(prefix, catalog, leases, presence, served_health), lbs, ())
+                        _agents(prefix, catalog, leases, presence, served_health), lbs, (), draining)
     return replace(overview, problems=_problems(overview, expect_lbs, served_health, now))
 
 
@@ -159,7 +161,8 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
         "services_revision": overview.services_revision,
         "services": [
             {"name": s.name, "spec": dict(s.spec), "endpoints": [
-                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health)} for e in s.all_endpoints
+                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health), "draining": e.id in overview.draining}
+                for e in s.all_endpoints
             ]} for s in overview.catalog.services
         ],
         "agents": [_agent_dict(a, now) for a in overview.agents],
@@ -167,6 +170,11 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
         "rejected": [{"key": r.key, "reason": r.reason} for r in overview.rejected],
         "problems": list(overview.problems),
     }
+
+
+def status_document(registry: str, overview: Overview, now: float) -> dict[str, Any]:
+    """`lbgen status --json`, which the dashboard's JSON API serves too: where it was read, then the overview."""
+    return {"registry": registry, **overview_to_dict(overview, now)}
 
 
 def _agent_dict(agent: AgentView, now: float) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from lbgen.core.bounded import quote
 from lbgen.core.schema import is_hostname, is_ip
 from lbgen.errors import ConfigError
 
@@ -45,20 +46,20 @@ def parse_registry_url(value: str | Sequence[str]) -> RegistryUrl:
     items = [value] if isinstance(value, str) else list(value)
     parts = [part.strip() for item in items for part in _text(item, value).split(",") if part.strip()]
     if not parts:
-        raise ConfigError(f"registry {value!r}: empty; expected {FORMS}")
+        raise ConfigError(f"registry {quote(value)}: empty; expected {FORMS}")
     if any(part.startswith("file:") for part in parts):
         if len(parts) > 1:
-            raise ConfigError(f"registry {value!r}: a file registry cannot be part of a list")
+            raise ConfigError(f"registry {quote(value)}: a file registry cannot be part of a list")
         return _file(parts[0])
     endpoints = [_etcd(part) for part in parts]
     if len({tls for tls, _ in endpoints}) > 1:
-        raise ConfigError(f"registry {value!r}: mixes https:// and plain endpoints; use one or the other")
+        raise ConfigError(f"registry {quote(value)}: mixes https:// and plain endpoints; use one or the other")
     return RegistryUrl("etcd", tuple(dict.fromkeys(address for _, address in endpoints)), endpoints[0][0])
 
 
 def _text(item: object, value: object) -> str:
     if not isinstance(item, str):
-        raise ConfigError(f"registry {value!r}: {item!r} is not a string; expected {FORMS}")
+        raise ConfigError(f"registry {quote(value)}: {quote(item)} is not a string; expected {FORMS}")
     return item
 
 
@@ -66,19 +67,19 @@ def _file(part: str) -> RegistryUrl:
     path = part[len("file:"):]
     path = path[2:] if path.startswith("///") else path
     if not path or path.startswith("//"):
-        raise ConfigError(f"registry {part!r}: expected file:PATH (e.g. file:registry.yaml or file:///etc/lbgen/registry.yaml)")
+        raise ConfigError(f"registry {quote(part)}: expected file:PATH (e.g. file:registry.yaml or file:///etc/lbgen/registry.yaml)")
     return RegistryUrl("file", path=path)
 
 
 def _etcd(part: str) -> tuple[bool, tuple[str, int]]:
     match = _ETCD_RE.fullmatch(part)
     if match is None:
-        raise ConfigError(f"registry {part!r}: expected {FORMS}")
+        raise ConfigError(f"registry {quote(part)}: expected {FORMS}")
     host = match["host"].strip("[]")
     if not (is_ip(host) or is_hostname(host)):
-        raise ConfigError(f"registry {part!r}: {host!r} is not a host name or IP address")
+        raise ConfigError(f"registry {quote(part)}: {quote(host)} is not a host name or IP address")
     port_text = match["port"] if match["port"] is not None else str(DEFAULT_ETCD_PORT)
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"registry {part!r}: port {port_text!r} is not a number from 1 to 65535")
+        raise ConfigError(f"registry {quote(part)}: port {quote(port_text)} is not a number from 1 to 65535")
     return match["scheme"] == "https", (host, int(port_text))
 

@@ -6,6 +6,11 @@ are config files, not HTML). Registry values are validated by `schema` before th
 as a second line of defence, for nginx and HAProxy targets every `{{ ... }}` output must be either
 a plain token that cannot open, end or comment out a directive, or the output of a quoting filter
 (`nginx`, `haproxy`). Templates are compiled once per source text and reused.
+
+`{% include %}` and `{% import %}` resolve through the loader a `TemplateSource` carries, built by
+the adapter that read the template (`lbgen.adapters.templates`: rooted at the template's own
+directory, no `..`, no absolute names). A plain `str` source has no loader: an include is then a
+`TemplateError`, never a crash.
 """
 
 from __future__ import annotations
@@ -32,6 +37,22 @@ from lbgen.errors import TemplateError
 BARE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~*\[\]-]+")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 GUARDED_KINDS = ("nginx", "haproxy")
+
+
+class TemplateSource(str):
+    """A template's text and the loader its includes resolve through (None: includes refused).
+
+    A `str`, so code that stores or compares sources needs no change; the loader travels with it."""
+
+    loader: jinja2.BaseLoader | None
+
+    def __new__(cls, text: str, loader: jinja2.BaseLoader | None = None) -> TemplateSource:
+        source = super().__new__(cls, text)
+        source.loader = loader
+        return source
+
+    def __reduce__(self) -> tuple[type[TemplateSource], tuple[str, jinja2.BaseLoader | None]]:
+        return TemplateSource, (str(self), self.loader)
 
 
 def _scalar_text(value: Any, dialect: str) -> str:
@@ -130,10 +151,25 @@ def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
 _ENVIRONMENTS = {True: _environment(True), False: _environment(False)}
 
 
+class _NoLoader(jinja2.BaseLoader):
+    """What a source without a loader includes through: a clear error instead of Jinja's TypeError."""
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, None]:
+        raise jinja2.TemplateNotFound(f"{template} (this template was not read from a file: no includes)")
+
+
 @functools.lru_cache(maxsize=64)
-def compile_template(source: str, name: str, guarded: bool) -> jinja2.Template:
+def _environment_with(guarded: bool, loader: jinja2.BaseLoader | None) -> ImmutableSandboxedEnvironment:
+    """The shared sandbox with `loader` for includes; `auto_reload` so an edited include is seen
+    at the next render (the loader stats it, the core opens nothing)."""
+    return _ENVIRONMENTS[guarded].overlay(loader=loader or _NoLoader(), auto_reload=loader is not None)
+
+
+@functools.lru_cache(maxsize=64)
+def compile_template(source: str, name: str, guarded: bool,
+                     loader: jinja2.BaseLoader | None = None) -> jinja2.Template:
     """The compiled template for `source` (cached: the watcher renders the same source many times)."""
-    env = _ENVIRONMENTS[guarded]
+    env = _environment_with(guarded, loader)
     try:
         code = env.compile(source, name=name, filename=name)
     except jinja2.TemplateSyntaxError as e:
@@ -155,7 +191,7 @@ def render(
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
     """
     name = name or target.template
-    template = compile_template(source, name, target.kind in GUARDED_KINDS)
+    template = compile_template(str(source), name, target.kind in GUARDED_KINDS, getattr(source, "loader", None))
     context = {
         "services": service_views(catalog, served_health),
         "vars": target.vars,

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from lbgen.core.bounded import load_json, quote
 from lbgen.core.model import HEALTH_STATES, Endpoint
 from lbgen.errors import InvalidValue
 
@@ -29,6 +30,7 @@ IPV4_RE = re.compile(r"[0-9]{1,3}(\.[0-9]{1,3}){3}")
 IPV6_RE = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 ZONE_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")  # an interface name (IFNAMSIZ 16) or a scope number
 MAX_WEIGHT = 256
+MAX_LIST = 64  # tags, hosts, meta keys: a few in practice; the bound keeps messages and renders small
 MODES = ("http", "tcp")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
 
@@ -111,7 +113,7 @@ def parse_key(prefix: str, key: str) -> KeyRef | None:
 def check_name(what: str, value: Any) -> str:
     """A service name, endpoint id, node name, tag or meta key: `[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`."""
     if not isinstance(value, str) or not NAME_RE.fullmatch(value):
-        raise InvalidValue(f"{what} {value!r}: must match {NAME_RE.pattern}")
+        raise InvalidValue(f"{what} {quote(value)}: must match {NAME_RE.pattern}")
     return value
 
 
@@ -119,7 +121,7 @@ def check_address(value: Any) -> str:
     """An IPv4/IPv6 address (normalized) or an RFC 1123 host name, by `normalize_address`'s grammar."""
     address = normalize_address(value) if isinstance(value, str) else None
     if address is None:
-        raise InvalidValue(f"address {value!r:.100}: not an IPv4 address, IPv6 address or host name")
+        raise InvalidValue(f"address {quote(value)}: not an IPv4 address, IPv6 address or host name")
     return address
 
 
@@ -170,21 +172,21 @@ def is_hostname(value: str, allow_wildcard: bool = False) -> bool:
 def check_int(what: str, value: Any, low: int, high: int) -> int:
     """An integer (not a bool) within [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidValue(f"{what} {value!r}: expected an integer from {low} to {high}")
+        raise InvalidValue(f"{what} {quote(value)}: expected an integer from {low} to {high}")
     return value
 
 
 def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
     """One of `choices`."""
     if value not in choices:
-        raise InvalidValue(f"{what} {value!r}: expected one of {', '.join(choices)}")
+        raise InvalidValue(f"{what} {quote(value)}: expected one of {', '.join(choices)}")
     return value
 
 
 def check_path(what: str, value: Any) -> str:
     """A URL path: starts with `/`, letters, digits and `_.~/-` only."""
     if not isinstance(value, str) or not PATH_RE.fullmatch(value):
-        raise InvalidValue(f"{what} {value!r}: expected a path like /api (letters, digits, _.~/-)")
+        raise InvalidValue(f"{what} {quote(value)}: expected a path like /api (letters, digits, _.~/-)")
     return value
 
 
@@ -200,7 +202,7 @@ def check_time(what: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise InvalidValue(f"{what} {value!r}: expected seconds since the epoch, or null")
+        raise InvalidValue(f"{what} {quote(value)}: expected seconds since the epoch, or null")
     return float(value)
 
 
@@ -214,25 +216,26 @@ def check_object(what: str, value: Any) -> dict[str, Any]:
 def _check_list(what: str, value: Any, check: Callable[[Any], Any]) -> tuple[Any, ...]:
     if not isinstance(value, list):
         raise InvalidValue(f"{what}: expected a list, got {type(value).__name__}")
+    if len(value) > MAX_LIST:
+        raise InvalidValue(f"{what}: {len(value)} items, the limit is {MAX_LIST}")
     return tuple(check(item) for item in value)
 
 
 def _check_meta(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise InvalidValue(f"meta: expected an object, got {type(value).__name__}")
+    if len(value) > MAX_LIST:
+        raise InvalidValue(f"meta: {len(value)} keys, the limit is {MAX_LIST}")
     for key, item in value.items():
         check_name("meta key", key)
         if not isinstance(item, str) or not META_VALUE_RE.fullmatch(item):
-            raise InvalidValue(f"meta.{key} {item!r}: must match {META_VALUE_RE.pattern}")
+            raise InvalidValue(f"meta.{key} {quote(item)}: must match {META_VALUE_RE.pattern}")
     return dict(sorted(value.items()))
 
 
 def load_json_object(raw: bytes | str) -> dict[str, Any]:
-    """A registry value that must be a JSON object, or `InvalidValue` saying why."""
-    try:
-        value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidValue(f"not JSON: {e}") from e
+    """A registry value that must be a JSON object (bounded: `lbgen.core.bounded`), or `InvalidValue`."""
+    value = load_json(raw)
     if not isinstance(value, dict):
         raise InvalidValue(f"expected a JSON object, got {type(value).__name__}")
     return value
@@ -246,7 +249,7 @@ def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
             raise InvalidValue(f"missing field {required!r}")
     container = value.get("container", "")
     if not isinstance(container, str) or (container and not NAME_RE.fullmatch(container)):
-        raise InvalidValue(f"container {container!r}: must match {NAME_RE.pattern}")
+        raise InvalidValue(f"container {quote(container)}: must match {NAME_RE.pattern}")
     node = value.get("node", "")
     return Endpoint(
         id=check_name("endpoint id", endpoint_id),
@@ -278,7 +281,7 @@ _SPEC_FIELDS: Mapping[str, Callable[[Any], Any]] = {
 
 def _check_server_name(value: Any) -> str:
     if not isinstance(value, str) or not is_hostname(value, allow_wildcard=True):
-        raise InvalidValue(f"host {value!r}: not a host name (a leading *. is allowed)")
+        raise InvalidValue(f"host {quote(value)}: not a host name (a leading *. is allowed)")
     return value
 
 

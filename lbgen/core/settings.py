@@ -15,13 +15,15 @@ from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration
-from lbgen.core.fields import Section, expect_list, expect_str, expect_str_list
+from lbgen.core.bounded import quote
+from lbgen.core.fields import Section, SourceInt, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
 from lbgen.core.registry_url import RegistryUrl, parse_registry_url
 from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
 KINDS = ("nginx", "haproxy", "generic")
+CHECKED_KINDS = ("nginx", "haproxy")  # kinds whose adapter has a default check
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
@@ -79,7 +81,8 @@ class Target:
     """One rendered file and how to make it live.
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
-    candidate file and `{dest}` by the live one. `kind` (`nginx`, `haproxy` or `generic`) selects
+    candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
+    or, for a generic target, an explicit `check: none` (settings refuse a generic target without). `kind` (`nginx`, `haproxy` or `generic`) selects
     how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
     apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
@@ -136,7 +139,7 @@ def parse_wait(value: Any) -> Wait:
     """`"100ms:1s"`, `"100ms"` (max = 4 x min, as consul-template), or `"0"` / `0` (off)."""
     text = str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else None
     if text is None:
-        raise ValueError(f"expected min:max like 100ms:1s, got {value!r}")
+        raise ValueError(f"expected min:max like 100ms:1s, got {quote(value)}")
     low_text, _, high_text = text.partition(":")
     low = parse_duration(low_text)
     high = parse_duration(high_text) if high_text else 4 * low
@@ -148,7 +151,7 @@ def parse_wait(value: Any) -> Wait:
 def parse_registry(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
     """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves with `resolve`."""
     if not isinstance(value, (str, list)):
-        raise ValueError(f"expected a URL or a list of URLs, got {value!r}")
+        raise ValueError(f"expected a URL or a list of URLs, got {quote(value)}")
     try:
         url = parse_registry_url(value)
     except ConfigError as e:
@@ -176,7 +179,7 @@ def _parse_served_health(value: Any) -> frozenset[str]:
     states = expect_str_list(value)
     unknown = [s for s in states if s not in HEALTH_STATES]
     if unknown or not states:
-        raise ValueError(f"expected a non-empty list of {', '.join(HEALTH_STATES)}, got {value!r}")
+        raise ValueError(f"expected a non-empty list of {', '.join(HEALTH_STATES)}, got {quote(value)}")
     return frozenset(states)
 
 
@@ -188,13 +191,13 @@ def _parse_share(value: Any) -> float:
     except ValueError:
         share = -1.0
     if not 0 <= share <= 1 or not text:
-        raise ValueError(f"expected a share like 50% (0% to 100%), got {value!r}")
+        raise ValueError(f"expected a share like 50% (0% to 100%), got {quote(value)}")
     return share
 
 
 def _parse_bool(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, got {value!r}")
+        raise ValueError(f"expected true or false, got {quote(value)}")
     return value
 
 
@@ -233,7 +236,7 @@ def _parse_etcd(value: Any, resolve: Callable[[str], str]) -> EtcdOptions:
 def _positive_duration(value: Any) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
-        raise ValueError(f"expected a duration above 0, got {value!r}")
+        raise ValueError(f"expected a duration above 0, got {quote(value)}")
     return seconds
 
 
@@ -253,16 +256,15 @@ def _parse_targets(value: Any, resolve: Callable[[str], str]) -> tuple[Target, .
 
 def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Target:
     section = Section(value, path)
-    no_argv: tuple[str, ...] = ()
-    check = section.take("check", _argv_with_placeholders, no_argv)
+    check = section.take("check", _parse_check, None)
     target = Target(
         name=section.take("name", _parse_name),
         template=section.take("template", lambda v: resolve(expect_str(v))),
         dest=section.take("dest", lambda v: resolve(expect_str(v))),
-        check=check,
+        check=check or (),
         reload=section.take("reload", _argv_with_placeholders, ()),
         verify=section.take("verify", _argv_with_placeholders, ()),
-        kind=section.take("kind", _parse_kind, guess_kind(check)),
+        kind=section.take("kind", _parse_kind, guess_kind(check or ())),
         mode=section.take("mode", _parse_mode, 0o644),
         owner=section.take("owner", _parse_account, None),
         group=section.take("group", _parse_account, None),
@@ -274,7 +276,15 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
     section.done()
     if target.check and not any("{staged}" in arg for arg in target.check):
         raise ConfigError(f"{path}.check: must name the candidate file with {{staged}}")
+    if check is None and target.kind not in CHECKED_KINDS:
+        raise ConfigError(f"{path}: no check: set check (an argv naming {{staged}}), a kind with a built-in "
+                          f"checker ({', '.join(CHECKED_KINDS)}), or check: none to go live unvalidated")
     return target
+
+
+def _parse_check(value: Any) -> tuple[str, ...]:
+    """The checker's argv, or `none`: an explicit choice to apply this target unvalidated."""
+    return () if value == "none" else _argv_with_placeholders(value)
 
 
 def _runtime(chosen: bool | None, target: Target, path: str) -> bool:
@@ -295,13 +305,13 @@ def guess_kind(check: tuple[str, ...]) -> str:
 def _parse_name(value: Any) -> str:
     name = expect_str(value)
     if not NAME_RE.fullmatch(name):
-        raise ValueError(f"{name!r}: must match {NAME_RE.pattern}")
+        raise ValueError(f"{quote(name)}: must match {NAME_RE.pattern}")
     return name
 
 
 def _parse_kind(value: Any) -> str:
     if value not in KINDS:
-        raise ValueError(f"expected one of {', '.join(KINDS)}, got {value!r}")
+        raise ValueError(f"expected one of {', '.join(KINDS)}, got {quote(value)}")
     return str(value)
 
 
@@ -312,17 +322,19 @@ def _argv_with_placeholders(value: Any) -> tuple[str, ...]:
     for arg in argv:
         for name in _PLACEHOLDER_RE.findall(arg):
             if name not in PLACEHOLDERS:
-                raise ValueError(f"unknown placeholder {{{name}}} in {arg!r} (known: {{staged}}, {{dest}})")
+                raise ValueError(f"unknown placeholder {{{name}}} in {quote(arg)} (known: {{staged}}, {{dest}})")
     return argv
 
 
 def _parse_mode(value: Any) -> int:
-    text = value if isinstance(value, str) else None
-    if isinstance(value, int) and not isinstance(value, bool):
-        return _check_mode(value)  # YAML 1.1 reads an unquoted 0644 as the octal number itself
-    if text is None or not re.fullmatch(r"0?[0-7]{3,4}", text):
-        raise ValueError(f'expected an octal mode like "0644", got {value!r}')
-    return _check_mode(int(text, 8))
+    """The digits are octal as `chmod` reads them, quoted or not: `644`, `0644`, `"0644"`, `0o644`.
+    (YAML 1.1 alone would read `644` as decimal, mode 1204, and `0644` as octal.)"""
+    if isinstance(value, int) and not isinstance(value, (bool, SourceInt)):
+        return _check_mode(value)  # from Python, not YAML: the number is the mode
+    text = value.text if isinstance(value, SourceInt) else value if isinstance(value, str) else None
+    if text is None or not re.fullmatch(r"(0o?)?[0-7]{3,4}", text):
+        raise ValueError(f'expected an octal mode like 0644, got {quote(value)}')
+    return _check_mode(int(text.removeprefix("0o"), 8))
 
 
 def _check_mode(mode: int) -> int:
@@ -336,7 +348,7 @@ def _parse_account(value: Any) -> str:
         return str(value)
     name = expect_str(value)
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?", name):
-        raise ValueError(f"{name!r}: not a user or group name")
+        raise ValueError(f"{quote(name)}: not a user or group name")
     return name
 
 
@@ -345,5 +357,5 @@ def _parse_vars(value: Any) -> Mapping[str, Any]:
         raise ValueError(f"expected a mapping, got {type(value).__name__}")
     for key in value:
         if not isinstance(key, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise ValueError(f"{key!r}: variable names are identifiers (letters, digits, _)")
+            raise ValueError(f"{quote(key)}: variable names are identifiers (letters, digits, _)")
     return MappingProxyType(dict(value))

@@ -141,13 +141,15 @@ class Agent(AgentProducers):
             thread = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             thread.start()
             self._threads.append(thread)
+        stopped = False
         try:
             while (batch := self._next_batch()) is not None:
                 for message in batch:
                     self._note(message)
                 self._reconcile()
+            stopped = True
         finally:
-            self._shutdown()
+            self._shutdown(revoke=stopped)
 
     def stop(self) -> None:
         """Ask `run()` to finish: set the flag, wake the consumer, close the blocking event stream."""
@@ -157,11 +159,15 @@ class Agent(AgentProducers):
             if self._events is not None:
                 self._events.close()
 
-    def _shutdown(self) -> None:
+    def _shutdown(self, revoke: bool) -> None:
+        """Stop the producers; revoke the lease only on a clean stop: an agent that fails (a bug, or
+        something it read) leaves its endpoints to expire with the lease, or to its restart."""
         self.stop()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._lease and self.config.keep_on_exit:
+        if self._lease and not revoke:
+            log.error("agent failed: keeping this node's endpoints (they expire within %ss)", self.config.ttl)
+        elif self._lease and self.config.keep_on_exit:
             log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over",
                      self.config.ttl)
         elif self._lease:

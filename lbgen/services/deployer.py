@@ -18,6 +18,7 @@ from typing import Callable, Protocol, Sequence, TypeVar
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
+from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
 from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
 from lbgen.ports import Clock, ContainerInfo, Docker, Store
@@ -89,12 +90,12 @@ class Registry:
         revisions = {}
         for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
             ref = parse_key(self.prefix, kv.key)
+            if ref is None or ref.kind != "lb":
+                continue
             try:
-                revision = json.loads(kv.value).get("revision") if ref and ref.kind == "lb" else None
-            except (ValueError, AttributeError):
-                revision = None
-            if isinstance(revision, int) and not isinstance(revision, bool):
-                revisions[ref.node] = revision  # type: ignore[union-attr]
+                revisions[ref.node] = decode_lb_status(ref.node, kv.value).revision
+            except InvalidValue as e:  # a bad status is not a node that applied anything
+                log.debug("%s: ignoring an invalid LB status: %s", kv.key, e)
         return revisions
 
     def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:

@@ -26,6 +26,7 @@ import pytest
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.schema import decode_endpoint, parse_key
+from lbgen.errors import InvalidValue
 from tests.support.docker import DockerdFactory, RunContainer, TestContainer, wait_health
 from tests.support.etcd import EtcdServer
 from tests.support.util import free_port, wait_until
@@ -335,3 +336,45 @@ def test_etcd_restored_from_scratch_re_registers(
     server.wipe()  # the lease and every key are gone
     wait_until(lambda: len(registry.endpoints()) == 1, WAIT, "re-registered on a new lease")
     assert agent.metric("lbgen_agent_lease_grants_total") == 2
+
+
+def test_bad_values_under_the_prefix_neither_stop_the_agent_nor_cost_its_lease(
+    start_agent: StartAgent, registry: Registry, run_container: RunContainer, etcd_prefix: str
+) -> None:
+    """Issue 10: a 2 KB value nested 1,000 deep killed the agent at its next resync, and it revoked its
+    lease on the way out, deleting every endpoint of its host."""
+    service = service_name()
+    first = labelled(run_container, service)
+    agent = start_agent(extra=("--resync", "1"))
+    wait_until(lambda: len(registry.endpoints()) == 1, WAIT, "the first endpoint")
+    [(key, value)] = registry.endpoints().items()
+    deep = b"[" * 1000 + b"]" * 1000
+    bad = {
+        f"services/{service}/endpoints/host-a.{service}.bad": deep,  # in the agent's own id space
+        f"services/{service}/endpoints/other": b'{"node":"host-a","x":' + deep + b"}",
+        f"services/{service}/endpoints/huge": b'{"node":"' + b"n" * 1_000_000 + b'"}',
+        "lb/evil": deep,
+        f"drain/host-a.{first.name}.{first.port}": deep,
+    }
+    for suffix, raw in bad.items():
+        registry.store.put(f"{etcd_prefix}/{suffix}", raw)
+    resyncs = agent.metric("lbgen_agent_reconciliations_total")
+    wait_until(lambda: agent.metric("lbgen_agent_reconciliations_total") >= resyncs + 3, WAIT, "three resyncs")
+    second = labelled(run_container, service)
+    wait_until(lambda: {v["port"] for v in _good(registry, service)} == {first.port, second.port}, WAIT,
+               "the second container registered after the bad values")
+    assert agent.proc.poll() is None, agent.output()[-3000:]
+    assert registry.store.get(key).lease == value["lease"]  # type: ignore[union-attr]
+    assert agent.metric("lbgen_agent_lease_held") == 1 and agent.healthz() == (200, "ok\n")
+    assert "Traceback" not in agent.output()
+
+
+def _good(registry: Registry, service: str) -> list[dict]:
+    """The decodable endpoints of `service` (the test's own reader must skip the bad values too)."""
+    found = []
+    for kv in registry.store.snapshot(f"{registry.prefix}/services/{service}/endpoints/").items:
+        try:
+            found.append(decode_endpoint(kv.key.rsplit("/", 1)[1], kv.value).to_dict())
+        except InvalidValue:
+            continue
+    return found

@@ -15,6 +15,7 @@ import pytest
 from lbgen.adapters.files import lkg_path
 from lbgen.services.applier import Applier
 from tests.support.lb import Backend, ConfFor, Lb, get, nginx_conf, nginx_proxy, real_controls, serves
+from tests.support.util import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -101,9 +102,11 @@ def test_a_hanging_reload_command_is_killed_at_its_timeout(
     [result] = applier.apply([target], {"nginx": live.replace("worker_connections 64", "worker_connections 65")})
     took = time.monotonic() - started
     assert "timed out" in (result.error or "") and "rollback failed" in (result.error or "")
-    assert took < 4.0, f"two 0.5 s timeouts took {took:.1f} s"
+    assert took < 30, f"two 0.5 s timeouts took {took:.1f} s: the 60 s hang was waited for"
     assert lb.conf.read_text() == live, "the LKG is back on disk even though its reload hung too"
-    assert not _processes_with(marker) and get(lb.port) == "old"
+    # SIGKILL reaches the whole group at once, but a loaded machine takes a moment to reap them
+    wait_until(lambda: not _processes_with(marker), 10, "the hanging command's children to die")
+    assert get(lb.port) == "old"
 
 
 def test_a_conf_d_fragment_is_validated_inside_a_shadow_of_the_main_config(

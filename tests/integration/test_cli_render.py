@@ -125,15 +125,19 @@ def test_a_config_the_checker_refuses_fails_the_dry_run_and_the_render(
         "server_tokens off;", "server_tokens off;\n    no_such_directive on;"))
     settings = settings_for(tmp_path, etcd_server.url, etcd_prefix, template=str(template))
 
+    candidate = f"{tmp_path / 'out/nginx.conf'} (candidate)"
     code, out, err = lbgen(capsys, "-c", str(settings), "--dry-run")
-    assert code != 0
+    assert code == 5, "README: a config the checker refuses exits 5 (1 is a template error)"
     assert "--- nginx: check FAILED" in out and 'unknown directive "no_such_directive"' in out
+    assert f"in {candidate}:" in out and ".lbgen" not in out, "the staged file is named by its dest"
     assert "--- haproxy: check passed" in out
     assert err.strip().splitlines()[-1].startswith("Error: ")
 
     code, _, err = lbgen(capsys, "-c", str(settings))
-    assert code != 0
-    assert "nginx: check failed (live config untouched)" in err
+    assert code == 5
+    line = next(line for line in err.splitlines() if line.startswith("nginx: check failed (live config untouched)"))
+    assert '[emerg]' in line and 'unknown directive "no_such_directive"' in line, "the checker's reason, not 'test failed'"
+    assert f"in {candidate}:" in line and ".lbgen" not in line
     assert not (tmp_path / "out/nginx.conf").exists() and (tmp_path / "out/haproxy.cfg").exists()
 
 

@@ -27,7 +27,7 @@ def watch(tmp_path: Path) -> Iterator[tuple[Path, int, subprocess.Popen[bytes]]]
     (tmp_path / "t.j2").write_text("{% for s in services %}{{ s.name }}:{{ s.endpoints | length }}{% endfor %}\n")
     (tmp_path / "lbgen.yaml").write_text(
         "registry: file:registry.yaml\nwait: 10ms:50ms\n"
-        "targets:\n  - {name: out, template: t.j2, dest: out.txt}\n")
+        "targets:\n  - {name: out, template: t.j2, dest: out.txt, check: none}\n")
     port = free_port()
     log = (tmp_path / "watch.log").open("wb")
     proc = subprocess.Popen(

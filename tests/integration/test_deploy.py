@@ -233,7 +233,7 @@ SLOW = ("mkdir -p /www/cgi-bin && printf '%s\\n' '#!/bin/sh' 'read -r body' 'sle
 class Load:
     """Slow POSTs to 127.0.0.1:`port` until the `with` ends: `clients` threads open a new connection
     per request (none may fail), one more reuses a keep-alive connection (reported: nginx 1.22
-    closes reused connections when old workers exit on a reload, FIELD.md)."""
+    closes reused connections when old workers exit on a reload)."""
 
     def __init__(self, port: int, clients: int = 6) -> None:
         self.port, self.done = port, threading.Event()
@@ -333,3 +333,22 @@ def test_rolling_update_under_load_fails_no_request(deploy: Deploy, watched_lb: 
     assert load.fresh.get("version=1", 0) >= 10, load.fresh
     assert set(load.fresh) == {"version=1", "version=2"}, (
         f"failed requests: {load.fresh} at {[f'{t - started:.2f}s {what}' for t, what in load.failures]}\n{out}")
+
+
+def test_bad_values_in_the_registry_do_not_stop_a_rolling_update(deploy: Deploy) -> None:
+    """Issue 10: a value nested 1,000 deep under the service, `lb/` or `drain/` made `deploy apply`
+    die with a traceback mid-update, leaving old and new replicas up."""
+    deep = b"[" * 1000 + b"]" * 1000
+    for suffix in ("services/web/endpoints/zz-bad", "lb/evil", "drain/zz-bad"):
+        deploy.store.put(f"{deploy.prefix}/{suffix}", deep)
+    deploy.store.put(f"{deploy.prefix}/lb/huge", b'{"revision":1,"error":"' + b"e" * 1_000_000 + b'"}')
+    deploy.write(replicas=2)
+    code, out = deploy.cli("apply")
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    deploy.write(replicas=2, env={"VERSION": "2"})
+    code, out = deploy.cli("apply")
+    assert code == 0 and "Traceback" not in out, out[-3000:]
+    assert "2 recreated" in out
+    running = {c.id: int(c.labels["lbgen.deploy.port"]) for c in deploy.containers() if c.state == "running"}
+    assert len(deploy.containers()) == len(running) == 2  # the old replicas are gone
+    assert all("version=2" in _answer(port) for port in running.values())

@@ -84,7 +84,7 @@ def test_a_broken_edit_keeps_the_previous_content_and_logs_file_and_line(
             path.write_text(REGISTRY + "  api: [oops\n")
             wait_until(lambda: [r for r in caplog.records if "keeping the previous content" in r.getMessage()],
                        5, "the broken file to be refused")
-        assert caplog.records[0].getMessage().startswith(f"{path} line 7: ")
+        assert caplog.records[0].getMessage().startswith(f"{path}:7:")
         assert store.snapshot("/lbgen/") == before
         path.write_text(REGISTRY.replace("18081", "18083"))  # fixed: the watch goes on
         events = reader.events(1)
@@ -96,7 +96,7 @@ def test_a_broken_edit_keeps_the_previous_content_and_logs_file_and_line(
 def test_a_broken_file_at_start_is_a_config_error_naming_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "registry.yaml"
     path.write_text("services:\n  web: {spec: {listen: 80}\n  api: x\n")
-    with pytest.raises(ConfigError, match=rf"{path} line 3: "):
+    with pytest.raises(ConfigError, match=rf"{path}:3:\d+: "):
         FileStore(path)
 
 
@@ -113,14 +113,19 @@ def test_a_file_of_the_wrong_shape_is_refused_with_the_path(tmp_path: Path, text
         FileStore(path)
 
 
-def test_badly_named_entries_are_skipped_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_badly_named_entries_reach_the_catalog_to_be_rejected(tmp_path: Path,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """`web;x` and `a b` become keys that the catalog rejects (listed by `registry ls` and
+    `status`); a name that cannot be a key segment (`a/b`, a number) is skipped and logged."""
     path = tmp_path / "registry.yaml"
-    path.write_text("services:\n  'web;x': {spec: {listen: 80}}\n  ok:\n    endpoints:\n      'a b': {port: 1}\n")
+    path.write_text("services:\n  'web;x': {spec: {listen: 80}}\n  ok:\n    endpoints:\n      'a b': {port: 1}\n"
+                    "      'a/b': {port: 2}\n      7: {port: 3}\n")
     with caplog.at_level(logging.ERROR):
         store = FileStore(path)
-    assert store.snapshot("/lbgen/").items == ()
+    keys = [kv.key for kv in store.snapshot("/lbgen/").items]
+    assert sorted(keys) == ["/lbgen/services/ok/endpoints/a b", "/lbgen/services/web;x/spec"]
     assert [r.getMessage().split(": skipped")[0] for r in caplog.records] == [
-        f"{path}: services.web;x", f"{path}: services.ok.endpoints.a b"]
+        f"{path}: services.ok.endpoints.a/b", f"{path}: services.ok.endpoints.7"]
 
 
 def test_put_and_delete_rewrite_the_file_atomically(store: FileStore, path: Path) -> None:
@@ -155,7 +160,7 @@ def test_put_refuses_keys_the_file_cannot_hold_and_non_json(store: FileStore) ->
 
 def test_a_write_never_overwrites_a_broken_edit_in_progress(store: FileStore, path: Path) -> None:
     path.write_text(REGISTRY + "  api: [oops\n")
-    with pytest.raises(ConfigError, match="line"):
+    with pytest.raises(ConfigError, match=rf"^{path}:7:1: "):
         store.put(f"{WEB}/spec", b'{"listen": 1}')
     assert path.read_text().endswith("[oops\n")
 

@@ -112,3 +112,31 @@ def test_etcd_down_is_an_error_naming_the_endpoint(capsys: pytest.CaptureFixture
     port = free_port()
     code, _, err = lbgen(capsys, "ls", "--registry", f"etcd://127.0.0.1:{port}")
     assert code == 3 and err.startswith(f"Error: etcd 127.0.0.1:{port}: snapshot '/lbgen/': unavailable")
+
+
+@pytest.mark.parametrize("key", ["/etc/passwd", "/lbgen-other/services/web/spec", "/lbgenx"], ids=["abs", "sibling", "prefix-lookalike"])
+def test_rm_refuses_keys_outside_the_prefix(registry: list[str], key: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = lbgen(capsys, "rm", key, *registry)
+    assert code == 2 and err.startswith(f"Error: {key}: outside the prefix ") and len(err.strip().splitlines()) == 1
+
+
+def test_badly_named_keys_are_listed_as_rejected_and_can_be_removed(
+        etcd_server: EtcdServer, etcd_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = EtcdStore(EtcdConfig(endpoints=(("127.0.0.1", etcd_server.client_port),)))
+    store.put(f"{etcd_prefix}/services/wéb/spec", b'{"listen": 80}')
+    store.put(f"{etcd_prefix}/services/web/endpoints/a;b", b'{"address": "127.0.0.1", "port": 80}')
+    store.put(f"{etcd_prefix}/services/web/endpoints/ok", b'{"address": "127.0.0.1", "port": 81}')
+    store.close()
+    options = ["--registry", etcd_server.url, "--prefix", etcd_prefix]
+    code, out, _ = lbgen(capsys, "ls", *options)
+    assert code == 0 and "1 endpoints, 2 rejected" in out
+    assert f"{etcd_prefix}/services/wéb/spec  service name 'wéb': must match" in out
+    assert f"{etcd_prefix}/services/web/endpoints/a;b  endpoint id 'a;b': must match" in out
+
+    code = main(["status", "--check", *options])
+    out = capsys.readouterr().out
+    assert code == 1 and f"{etcd_prefix}/services/wéb/spec: rejected: service name 'wéb'" in out
+
+    assert lbgen(capsys, "rm", "services/wéb/spec", *options)[0] == 0
+    assert lbgen(capsys, "rm", "services/web/endpoints/a;b", *options)[0] == 0
+    assert "1 endpoints, 0 rejected" in lbgen(capsys, "ls", *options)[1]

@@ -1,6 +1,6 @@
 """A private `dockerd` for the tests: its own data-root, exec-root and socket; no bridge, no iptables.
 
-What this relies on (measured, see /work/shared/FIELD.md): as root it answers `/_ping` within
+What this relies on (measured on this project's 2 vCPU test hosts): as root it answers `/_ping` within
 0.5-3 s; after SIGTERM it needs 1-3 s to stop, and killed sooner it orphans its containerd; when it
 has exited, `<exec-root>/netns/default` stays bind-mounted. Each daemon lives in one short temp dir
 (`/tmp/lbd-XXXXXXXX`: unix socket paths are limited to 108 bytes) that records which pytest process

@@ -379,3 +379,50 @@ def test_a_drain_marker_keeps_the_endpoint_at_weight_0(store: MemoryStore, start
     store.delete(marker)
     docker.run(web(3))
     wait_for(lambda: endpoints(store).get(key(1), {}).get("weight") == 1, what="weight back once undrained")
+
+
+DEEP = b"[" * 1000 + b"]" * 1000  # raised RecursionError in the agent's resync before the bounds (issue 10)
+
+
+def test_bad_values_it_reads_never_stop_the_agent_nor_its_lease(store: MemoryStore, start: Callable[..., Running]) -> None:
+    docker = FakeDocker(web(1))
+    running = start(docker, resync_interval=0.05)
+    wait_for(lambda: key(1) in endpoints(store), what="registered")
+    lease = store.get(key(1)).lease  # type: ignore[union-attr]
+    store.put(key(7), DEEP)  # in this node's id space: a conflict, never overwritten nor fatal
+    store.put(f"{PREFIX}/services/web/endpoints/other", b'{"node":"' + NODE.encode() + b'","x":' + DEEP + b"}")
+    store.put(f"{PREFIX}/services/web/endpoints/huge", b'{"node":"' + b"n" * 2_000_000 + b'"}')
+    store.put(f"{PREFIX}/drain/{NODE}.web-1.80", DEEP)
+    reconciled = running.metric("lbgen_agent_reconciliations_total")
+    wait_for(lambda: running.metric("lbgen_agent_reconciliations_total") > reconciled + 3, what="resyncs")
+    docker.run(web(2))
+    wait_for(lambda: store.get(key(2)) is not None, what="a new container registered after the bad values")
+    assert running.thread.is_alive()
+    assert store.get(key(1)).lease == lease  # type: ignore[union-attr]
+
+
+class Broken(FakeDocker):
+    def list_containers(self, label: str | None = None, include_stopped: bool = False) -> list[ContainerInfo]:
+        if self.down:
+            raise RuntimeError("a bug")
+        return super().list_containers(label, include_stopped)
+
+
+def test_an_agent_that_fails_keeps_its_lease_and_endpoints(store: MemoryStore) -> None:
+    docker = Broken(web(1))
+    agent = Agent(store, docker, AgentConfig(PREFIX, OPTIONS, ttl=3, resync_interval=0.05))  # type: ignore[arg-type]
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            agent.run()
+        except RuntimeError as e:
+            failed.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_for(lambda: key(1) in endpoints(store), what="registered")
+    docker.down = True
+    thread.join(timeout=10)
+    assert not thread.is_alive() and [str(e) for e in failed] == ["a bug"]
+    assert key(1) in endpoints(store) and store.get(key(1)).lease != 0  # type: ignore[union-attr]

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from lbgen.core.catalog import CatalogState, catalog_from_snapshot
 from lbgen.ports import KeyValue, Snapshot, WatchEvent
 
@@ -68,3 +70,24 @@ def test_weight_zero_is_registered_but_not_served() -> None:
     state.apply([WatchEvent("put", f"{P}/services/web/endpoints/a", ep(1, weight=0), 1)])
     web = state.catalog().service("web")
     assert len(web.all_endpoints) == 1 and web.served() == ()
+
+
+@pytest.mark.parametrize(("key", "why"), [
+    (f"{P}/services/wéb/spec", "service name 'wéb': must match"),
+    (f"{P}/services/web/endpoints/a;b", "endpoint id 'a;b': must match"),
+    (f"{P}/services/web/meta", f"not a registry entry: expected {P}/services/SERVICE/spec or"),
+    (f"{P}/services/web/endpoints/a/b", "not a registry entry"),
+    (f"{P}/services/{'x' * 300}/spec", f"service name '{'x' * 100}'... (300 characters): must match"),
+], ids=["accent", "semicolon", "unknown-leaf", "too-deep", "long-name-cut"])
+def test_a_badly_named_key_under_services_is_rejected_not_invisible(key: str, why: str) -> None:
+    state = CatalogState(P)
+    rejected = state.load(Snapshot(3, (KeyValue(key, ep(80), 3), KeyValue(f"{P}/services/ok/endpoints/a", ep(81), 3))))
+    assert [(r.key, r.reason.startswith(why)) for r in rejected] == [(key, True)], rejected
+    assert [s.name for s in state.catalog().services] == ["ok"]
+    state.apply([WatchEvent("delete", key, b"", 4)])
+    assert state.rejected == [], "deleting the key clears its rejection"
+
+
+@pytest.mark.parametrize("key", [f"{P}/lb/node-1", f"{P}/drain/x", f"{P}/other/thing", "/elsewhere/services/wéb/spec"])
+def test_keys_outside_services_are_not_rejected(key: str) -> None:
+    assert CatalogState(P).load(Snapshot(1, (KeyValue(key, b"{}", 1),))) == []

@@ -123,6 +123,8 @@ BAD: list[tuple[Any, str]] = [
     (_spec(image=None), "services.web.image: required"),
     (_spec(image="a b"), "services.web.image: expected an image reference"),
     (_spec(imgae="x"), "services.web.imgae: unknown setting"),
+    (_spec(image=None, imgae="lbgen-demo:1"), "services.web.imgae: unknown setting (did you mean 'image'?)"),
+    (_spec(port=None, prot=18081), "services.web.prot: unknown setting (did you mean 'port'?)"),
     (_spec(port=None), "services.web.port: required"),
     (_spec(port=70000), "services.web.port: expected an integer from 1 to 65535"),
     (_spec(port=65534), "services.web.port: 65534 + 4 ports passes 65535"),

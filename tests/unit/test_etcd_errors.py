@@ -6,7 +6,7 @@ import grpc
 import pytest
 from pyetcd import exceptions as etcd_exceptions
 
-from lbgen.adapters.etcd_store import describe, is_unavailable
+from lbgen.adapters.etcd_store import EtcdConfig, describe, grpc_options, is_unavailable
 
 
 class FakeRpcError(grpc.RpcError):
@@ -44,3 +44,12 @@ def wrapped(error: grpc.RpcError) -> Exception:
 def test_errors_are_classified_and_described_on_one_line(error: Exception, unavailable: bool, text: str) -> None:
     assert is_unavailable(error) is unavailable
     assert describe(error) == text
+
+
+@pytest.mark.parametrize(("timeout", "ms"), [(5.0, 5000), (0.25, 250), (60, 60000)], ids=["default", "short", "long"])
+def test_the_connect_timeout_is_the_call_timeout(timeout: float, ms: int) -> None:
+    """gRPC reads `min_reconnect_backoff_ms` as the minimum connect timeout: at 100 ms, etcd 50 ms
+    away was unreachable (issue 10.7); it follows `--etcd-timeout` instead."""
+    options = dict(grpc_options(EtcdConfig(endpoints=(("127.0.0.1", 2379),), timeout=timeout)))
+    assert options["grpc.min_reconnect_backoff_ms"] == ms
+    assert options["grpc.max_reconnect_backoff_ms"] == 1_000, "reconnects stay quick after an outage"

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from lbgen.adapters.files import name_candidates
 from lbgen.adapters.haproxy import parse_show_proc
 from lbgen.adapters.nginx import shadow_main_config
-from lbgen.errors import ApplyError
+from lbgen.errors import ApplyError, CommandFailed
 from lbgen.ports import Generation
 
 SHOW_PROC_26 = """#<PID>          <type>          <reloads>       <uptime>        <version>
@@ -73,3 +74,24 @@ def test_a_main_config_that_does_not_include_dest_is_an_error_naming_both(conf: 
     main.write_text("http {\n    # include conf.d/*.conf;\n    include other/*.conf;\n}\n")
     with pytest.raises(ApplyError, match=r"vars.main_config: .*nginx.conf has no include that loads .*site.conf"):
         shadow_main_config(main, conf / "conf.d" / "site.conf", conf / ".staged")
+
+
+@pytest.mark.parametrize(("output", "line"), [
+    ("2026/12/03 16:11:05 [emerg] 1#1: unknown directive \"x\" in /e/.n.conf.ab12.lbgen:4\n"
+     "nginx: configuration file /e/.n.conf.ab12.lbgen test failed\n",
+     "2026/12/03 16:11:05 [emerg] 1#1: unknown directive \"x\" in /e/.n.conf.ab12.lbgen:4"),
+    ("[NOTICE]   (9) : haproxy version is 2.6\n[ALERT]    (9) : config : parsing [/e/h.cfg:3] : unknown keyword 'x'\n"
+     "[ALERT]    (9) : config : Fatal errors found in configuration.\n",
+     "[ALERT]    (9) : config : parsing [/e/h.cfg:3] : unknown keyword 'x'"),
+    ("first\nlast words\n", "last words"),
+    ("", "no output"),
+    ("[emerg] " + "x" * 1000, "[emerg] " + "x" * 292 + "..."),
+], ids=["nginx", "haproxy", "other", "silent", "long"])
+def test_a_failed_command_names_the_line_that_says_why(output: str, line: str) -> None:
+    assert str(CommandFailed(["chk"], 1, output)) == f"chk exited 1: {line}"
+
+
+def test_staged_files_are_named_by_their_dest() -> None:
+    text = "in /etc/nginx/.nginx.conf.x1y_2.lbgen:4; /etc/nginx/.other.conf.abc.lbgen; /etc/nginx/nginx.conf"
+    assert name_candidates(text, "/etc/nginx/nginx.conf") == (
+        "in /etc/nginx/nginx.conf (candidate):4; /etc/nginx/.other.conf.abc.lbgen; /etc/nginx/nginx.conf")

@@ -92,3 +92,11 @@ def test_status_on_a_file_registry_exits_0_and_1_with_check_on_a_problem(
     assert "service web: no served endpoint (1 registered)" in capsys.readouterr().out
     assert main(["status", "--registry", f"file:{registry}", "--check", "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["problems"] == ["service web: no served endpoint (1 registered)"]
+
+
+def test_an_endpoint_with_a_drain_marker_is_draining_in_the_document_and_the_text() -> None:
+    marker = KeyValue(f"{P}/drain/host-a.w1", b'{"container": "c1"}', 14, 0x30)
+    overview = build_overview(P, Snapshot(100, (*HEALTHY, marker, lb("lb-1", 14))))
+    endpoints = overview_to_dict(overview, NOW)["services"][0]["endpoints"]
+    assert [(e["id"], e["draining"]) for e in endpoints] == [("host-a.w1", True), ("host-b.w2", False)]
+    assert "served, draining" in "\n".join(format_overview("etcd://x", overview, NOW))

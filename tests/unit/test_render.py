@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from typing import Any
 
+import jinja2
 import pytest
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.render import BARE_RE, UnsafeValue, compile_template, haproxy_quote, nginx_quote, render
+from lbgen.core.render import (
+    BARE_RE, TemplateSource, UnsafeValue, compile_template, haproxy_quote, nginx_quote, render,
+)
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 from tests.unit.catalogs import ROOT, TEMPLATES, example_catalog, render_default, tricky_catalog
@@ -161,3 +165,27 @@ def test_rendering_is_deterministic_and_ignores_the_revision() -> None:
     moved = Catalog(catalog.revision + 100, catalog.services)
     for kind in TEMPLATES:
         assert render_default(kind, catalog, GOLDEN_VARS[kind]) == render_default(kind, moved, GOLDEN_VARS[kind])
+
+
+def test_includes_resolve_through_the_loader_the_source_carries() -> None:
+    loader = jinja2.DictLoader({"upstream.j2": "{% for s in services %}upstream {{ s.name | nginx }};\n{% endfor %}"})
+    source = TemplateSource("# head\n{% include 'upstream.j2' %}", loader)
+    assert render(source, example_catalog(), target("nginx")).startswith("# head\nupstream ")
+    assert pickle.loads(pickle.dumps(source)).loader is not None, "a source can cross a process boundary"
+
+
+def test_the_guard_also_applies_inside_an_included_template() -> None:
+    loader = jinja2.DictLoader({"bad.j2": "{{ vars.evil }}"})
+    with pytest.raises(TemplateError, match=r"unquoted output"):
+        render(TemplateSource("{% include 'bad.j2' %}", loader), Catalog(1, ()), target("nginx", evil="a;b"))
+
+
+@pytest.mark.parametrize("source", ["{% include 'x.j2' %}", "{% import 'm.j2' as m %}"], ids=["include", "import"])
+def test_an_include_without_a_loader_is_a_template_error_not_a_type_error(source: str) -> None:
+    with pytest.raises(TemplateError, match=r"^t\.j2:1: TemplateNotFound: .*not read from a file: no includes"):
+        render(source, Catalog(1, ()), target())
+
+
+def test_a_missing_include_names_the_line_of_the_include() -> None:
+    with pytest.raises(TemplateError, match=r"^t\.j2:2: TemplateNotFound: nope\.j2$"):
+        render(TemplateSource("a\n{% include 'nope.j2' %}", jinja2.DictLoader({})), Catalog(1, ()), target())

@@ -115,15 +115,23 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("data, message", [
     (with_("targets.0.reload", "nginx -s reload"), "targets[0].reload: expected a list of strings"),
-    (with_("targets.0.reload", ["sleep", 1]), "targets[0].reload: expected a list of strings"),
+    (with_("targets.0.reload", ["sleep", 1]), "targets[0].reload[1]: expected a non-empty string, got 1"),
+    (with_("targets.0.check", [True, "{staged}"]), "targets[0].check[0]: expected a non-empty string, got True"),
+    (with_("targets.0.check", ["x", "y" * 500]), "targets[0].check: must name the candidate file"),
+    (with_("targets.0.check", ["x", ["y" * 500]]), "targets[0].check[1]: expected a non-empty string, got [" + "'" + "y" * 98),
+    (with_("targets.0.check", ...), "targets[0]: no check: set check (an argv naming {staged}), a kind with a "
+                                    "built-in checker (nginx, haproxy), or check: none"),
+    (with_("targets.0.check", "None"), "targets[0].check: expected a list of strings, got str"),
     (with_("targets.0.reload", []), "targets[0].reload: expected a non-empty list"),
     (with_("targets.0.check", ["nginx", "-t"]), "targets[0].check: must name the candidate file with {staged}"),
     (with_("targets.0.check", ["x", "{stagged}"]), "targets[0].check: unknown placeholder {stagged}"),
     (with_("targets.0.relaod", ["x"]), "targets[0].relaod: unknown setting (did you mean 'reload'?)"),
     (with_("targets.0.name", ...), "targets[0].name: required"),
+    ({"registry": "etcd://a:1", "targets": [{"name": "n", "templte": "t.j2", "dest": "d", "check": "none"}]},
+     "targets[0].templte: unknown setting (did you mean 'template'?)"),
     (with_("targets.0.name", "a b"), "targets[0].name: 'a b': must match"),
     (with_("targets.0.kind", "apache"), "targets[0].kind: expected one of nginx, haproxy, generic"),
-    (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like "0644"'),
+    (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like 0644'),
     (with_("targets.0.mode", 0o17777), "targets[0].mode: mode 17777 is out of range"),
     (with_("targets.0.owner", "root; rm"), "targets[0].owner: 'root; rm': not a user or group name"),
     (with_("targets.0.vars", {"bad-name": 1}), "targets[0].vars: 'bad-name': variable names are identifiers"),
@@ -221,3 +229,23 @@ def test_shipped_settings_files_are_valid(path: str) -> None:
     settings = parse_settings(yaml.safe_load(file.read_text()), str(file.parent))
     assert settings.targets and all(t.check and t.kind in ("nginx", "haproxy") for t in settings.targets)
 
+
+
+@pytest.mark.parametrize(("target", "kind", "check"), [
+    ({"check": "none"}, "generic", ()),
+    ({"kind": "nginx"}, "nginx", ()),
+    ({"kind": "haproxy"}, "haproxy", ()),
+    ({"check": ["test", "-s", "{staged}"]}, "generic", ("test", "-s", "{staged}")),
+    ({"kind": "generic", "check": "none"}, "generic", ()),
+], ids=["check-none", "nginx-built-in", "haproxy-built-in", "own-check", "generic-none"])
+def test_a_target_is_validated_unless_it_says_check_none(target: dict[str, Any], kind: str,
+                                                         check: tuple[str, ...]) -> None:
+    data = {"registry": "file:r.yaml", "targets": [{"name": "t", "template": "t.j2", "dest": "out", **target}]}
+    parsed = parse_settings(data, "/srv/lb").targets[0]
+    assert (parsed.kind, parsed.check) == (kind, check)
+
+
+def test_a_generic_target_without_a_check_is_refused() -> None:
+    data = {"registry": "file:r.yaml", "targets": [{"name": "t", "template": "t.j2", "dest": "out", "kind": "generic"}]}
+    with pytest.raises(ConfigError, match=r"^targets\[0\]: no check: .* or check: none to go live unvalidated$"):
+        parse_settings(data, "/srv/lb")

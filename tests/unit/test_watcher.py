@@ -1,7 +1,7 @@
 """The watcher loop against the in-memory store and a recording applier.
 
-Each test tells one of the stories that hurt users of confd and consul-template (FIELD.md) and
-checks lbgen does the right thing: no render before a complete snapshot, one apply per burst, the
+Each test tells one of the stories that hurt users of confd and consul-template (their issue
+trackers) and checks lbgen does the right thing: no render before a complete snapshot, one apply per burst, the
 last config kept through an outage, a drop held by the guard, failures retried.
 """
 

@@ -3,8 +3,15 @@
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.yaml_file import load_yaml, parse_yaml
+from lbgen.cli.deploy import load_spec
+from lbgen.cli.lb_node import load_settings
+from lbgen.core.settings import parse_settings
 from lbgen.errors import ConfigError
 
 
@@ -21,3 +28,87 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_reads_a_document(tmp_path: Path) -> None:
     (tmp_path / "x.yaml").write_text("targets: []\n")
     assert load_yaml(tmp_path / "x.yaml") == {"targets": []}
+
+
+# --- bounds, duplicate keys, modes (issue 10 part 2, issue 14 part 4) ------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join([f'*{p}'] * 10)}]\n" for p, n in zip("abcdefg", "bcdefgh"))
+
+
+@pytest.mark.parametrize("text, error", [
+    ("services:\n  web: {}\nx: 1\nservices:\n  api: {}\n", r"^f.yaml:4:1: duplicate key 'services' \(first on line 1\)$"),
+    ("a:\n  b: 1\n  b: 2\n", r"^f.yaml:3:3: duplicate key 'b' \(first on line 2\)$"),
+    ("{a: 1, a: 2}", r"^f.yaml:1:8: duplicate key 'a'"),
+    ("[" * 1000 + "]" * 1000, r"^f.yaml:1:65: nested deeper than 64 levels$"),
+    ("a:\n" + "".join("  " * i + "- \n" for i in range(1, 200)), r"nested deeper than 64 levels$"),
+    (BOMB, r"more than 200000 nodes \(aliases expanded\)$"),
+    ("a: &x [1, *x]\n", r"^f.yaml:1:11: alias \*x refers to its own parent$"),
+    ("x" * (1024 * 1024 + 1), r"^f.yaml: 1048577 characters, the limit is 1048576$"),
+], ids=["registry-services-twice", "nested-duplicate", "flow-duplicate", "deep-flow", "deep-block",
+        "alias-bomb", "recursive-alias", "too-big"])
+def test_bad_yaml_is_one_line_naming_the_place(text: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        parse_yaml(text, "f.yaml")
+
+
+def test_merge_keys_and_modest_aliases_still_work() -> None:
+    text = "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  x: 3\nl: [*b, *b]\n"
+    assert parse_yaml(text, "f.yaml") == {"base": {"x": 1, "y": 2}, "m": {"x": 3, "y": 2}, "l": [{"x": 1, "y": 2}] * 2}
+
+
+def test_integers_remember_how_they_were_written_and_dump_back() -> None:
+    data = parse_yaml("a: 644\nb: 0644\nc: 0x1a4\n", "f.yaml")
+    assert [(v, v.text) for v in data.values()] == [(644, "644"), (0o644, "0644"), (0x1A4, "0x1a4")]
+    assert yaml.safe_load(yaml.safe_dump(data)) == {"a": 644, "b": 420, "c": 420}
+
+
+@pytest.mark.parametrize("written, mode", [("644", 0o644), ("0644", 0o644), ('"0644"', 0o644), ("'644'", 0o644),
+                                           ("0o640", 0o640), ("1777", 0o1777), ("600", 0o600), ("420", 0o420)])
+def test_mode_digits_are_octal_as_chmod_reads_them(tmp_path: Path, written: str, mode: int) -> None:
+    path = tmp_path / "lbgen.yaml"
+    path.write_text(f"registry: file:r.yaml\ntargets:\n  - {{name: t, template: t.j2, dest: o, check: [test, -f, '{{staged}}'], mode: {written}}}\n")
+    assert parse_settings(load_yaml(path), str(tmp_path)).targets[0].mode == mode
+
+
+@pytest.mark.parametrize("written", ["0x1a4", "888", "rw-r--r--", "64", "17777"])
+def test_a_mode_that_is_not_octal_digits_is_an_error(tmp_path: Path, written: str) -> None:
+    path = tmp_path / "lbgen.yaml"
+    path.write_text(f"registry: file:r.yaml\ntargets:\n  - {{name: t, template: t.j2, dest: o, check: [test, -f, '{{staged}}'], mode: {written}}}\n")
+    with pytest.raises(ConfigError, match=r"targets\[0\].mode: "):
+        parse_settings(load_yaml(path), str(tmp_path))
+
+
+def test_a_duplicate_key_in_the_registry_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "registry.yaml"
+    path.write_text("services:\n  web:\n    spec: {listen: 80}\nservices:\n  api:\n    spec: {listen: 81}\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:4:1: duplicate key 'services' \(first on line 1\)$"):
+        FileStore(path)
+
+
+def test_load_yaml_refuses_a_huge_file_without_reading_it_all(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    with path.open("wb") as f:
+        f.truncate(50 * 1024 * 1024)
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 1048576 bytes$"):
+        load_yaml(path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text(alphabet="ab:-[]{}&*<>,!? \n\t'\"#|0123456789", max_size=200))
+def test_any_text_gives_a_value_or_a_config_error(text: str) -> None:
+    try:
+        parse_yaml(text, "f.yaml")
+    except ConfigError as e:
+        assert str(e).startswith("f.yaml") and "\n" not in str(e).strip()
+
+
+def test_settings_and_deploy_specs_name_the_duplicate_key(tmp_path: Path) -> None:
+    settings = tmp_path / "lbgen.yaml"
+    settings.write_text("registry: file:r.yaml\ntargets: []\nregistry: etcd://127.0.0.1:2379\n")
+    with pytest.raises(ConfigError, match=rf"^{settings}:3:1: duplicate key 'registry' \(first on line 1\)$"):
+        load_settings(str(settings))
+    spec = tmp_path / "deploy.yaml"
+    spec.write_text("project: p\nservices:\n  web:\n    image: a\n    replicas: 1\n    image: b\n")
+    with pytest.raises(ConfigError, match=rf"^{spec}:6:5: duplicate key 'image' \(first on line 4\)$"):
+        load_spec(str(spec))
