@@ -196,6 +196,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     network_mode: str = "host"
     ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (bridge only)
+    host_ip: str = ""  # the host address published ports bind to ("": every address)
     mem_limit: int = 0  # bytes, 0 = unlimited
     nano_cpus: int = 0  # 1e9 = one CPU, 0 = unlimited
     mounts: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read_only)
