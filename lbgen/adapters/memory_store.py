@@ -65,6 +65,15 @@ class MemoryWatch:
         self._queue.put(_END)
 
 
+def _undo(keys: set[str], events: list[WatchEvent], created: frozenset[str]) -> None:
+    """Turn `keys` (after `events`) into the keys before them: a deleted key was there, a created one was not."""
+    for event in reversed(events):
+        if event.kind == "delete":
+            keys.add(event.key)
+        elif event.key in created:
+            keys.discard(event.key)
+
+
 class MemoryStore:
     """A thread-safe `Store` held in memory (see the module docstring for its etcd-like rules)."""
 
@@ -124,11 +133,7 @@ class MemoryStore:
             for changed, events, created in reversed(self._history):
                 if changed <= revision:
                     break
-                for event in reversed([e for e in events if e.key.startswith(prefix)]):
-                    if event.kind == "delete":  # undone, the key is back
-                        keys.add(event.key)
-                    elif event.key in created:  # undone, the key was not there
-                        keys.discard(event.key)
+                _undo(keys, [e for e in events if e.key.startswith(prefix)], created)
             return len(keys)
 
     @property

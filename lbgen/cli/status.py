@@ -126,14 +126,18 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        state = "behind" if lb.behind else "failing" if s.errors else "in sync"
-        state = "behind?" if lb.behind_why == COMPACTED else state
-        rows.append([lb.node, str(s.revision), state, "yes" if s.connected else "no", _ago(s.updated_at, now),
+        rows.append([lb.node, str(s.revision), _state(lb), "yes" if s.connected else "no", _ago(s.updated_at, now),
                      s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
                     f"error: {t.error}" if t.error else ""] for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
+
+
+def _state(lb: LbView) -> str:
+    if lb.behind_why == COMPACTED:
+        return "behind?"
+    return "behind" if lb.behind else "failing" if lb.status and lb.status.errors else "in sync"
 
 
 def _ago(then: float | None, now: float) -> str:
