@@ -37,7 +37,8 @@ def read_own_keys(store: Store, prefix: str, node: str, leases: tuple[int, int],
         mine = owned_keys(snapshot.items, prefix, node)
         return mine | {kv.key: kv for kv in snapshot.items if kv.key in wanted}
     before = store.lease_keys(previous) or () if previous and previous != current else ()
-    keys = wanted | set(leased) | {key for key in before if key.startswith(services_prefix(prefix))}
+    under = services_prefix(prefix)  # a lease also holds the presence key
+    keys = wanted | {key for key in (*leased, *before) if key.startswith(under)}
     return {kv.key: kv for kv in store.get_many(sorted(keys))}
 
 
