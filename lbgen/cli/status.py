@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.behind import COMPACTED, revisions_to_count
 from lbgen.core.model import Endpoint, Service
-from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, status_document
+from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
 from lbgen.core.schema import services_prefix
 from lbgen.errors import Compacted
 from lbgen.ports import Store
@@ -65,7 +65,7 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     """The text report, one line per entry, columns aligned."""
     lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
              f"(services last changed at {overview.services_revision})", ""]
-    lines += _services(overview.catalog.services, overview.draining) + [""]
+    lines += _services(overview.catalog.services, overview.draining, quarantines(overview)) + [""]
     lines += _agents(overview.agents, now) + [""]
     lines += _lbs(overview.lbs, now) + [""]
     lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
@@ -73,21 +73,28 @@ def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     return lines
 
 
-def _services(services: Sequence[Service], draining: frozenset[str]) -> list[str]:
+def _services(services: Sequence[Service], draining: frozenset[str], held: Mapping[str, list[tuple[str, str]]]
+              ) -> list[str]:
     if not services:
         return ["services: none registered"]
     lines = [f"services ({len(services)}):"]
     for service in services:
         spec = " ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in service.spec.items())
+        served = "held back" if service.name in held else "served"
         lines.append(f"  {service.name}  {spec or '(no spec)'}  "
-                     f"{len(service.served())}/{len(service.all_endpoints)} endpoints served")
-        lines += table([_endpoint_row(e, e.id in draining) for e in service.all_endpoints], indent="    ")
+                     f"{len(service.served())}/{len(service.all_endpoints)} endpoints {served}")
+        lines += [f"    quarantined on {where} (held back, not as registered): {reason}"
+                  for where, reason in held.get(service.name, ())]
+        lines += table([_endpoint_row(e, e.id in draining, service.name in held) for e in service.all_endpoints],
+                       indent="    ")
     return lines
 
 
-def _endpoint_row(e: Endpoint, draining: bool) -> list[str]:
+def _endpoint_row(e: Endpoint, draining: bool, quarantined: bool = False) -> list[str]:
     address = f"[{e.address}]:{e.port}" if ":" in e.address else f"{e.address}:{e.port}"
     state = "served" if e.is_served() else "not served (weight 0)" if e.weight == 0 else "not served"
+    if quarantined and e.is_served():
+        state = "quarantined (not served as registered)"
     state += ", draining" if draining else ""
     return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
 
@@ -129,15 +136,24 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
         rows.append([lb.node, str(s.revision), _state(lb), "yes" if s.connected else "no", _ago(s.updated_at, now),
                      s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
-                    f"error: {t.error}" if t.error else ""] for name, t in s.targets.items()]
+                    f"error: {t.error}" if t.error else _held(t.quarantined)] for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
 
 
 def _state(lb: LbView) -> str:
+    s = lb.status
     if lb.behind_why == COMPACTED:
         return "behind?"
-    return "behind" if lb.behind else "failing" if lb.status and lb.status.errors else "in sync"
+    if lb.behind:
+        return "behind"
+    if s and s.errors:
+        return "failing"
+    return "quarantined" if s and s.quarantined else "in sync"
+
+
+def _held(quarantined: Mapping[str, str]) -> str:
+    return f"quarantined: {', '.join(quarantined)}" if quarantined else ""
 
 
 def _ago(then: float | None, now: float) -> str:

@@ -216,10 +216,10 @@ def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
         exact = [n for n in vhost.names if not n.startswith("*.")]
         wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
         host_tests: list[tuple[tuple[int, int], str]] = []
-        if exact:
-            host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(exact)} }}"))
-        if wild:
-            host_tests.append(((1, -len(wild[0])), f"{{ var(txn.host) -m end {' '.join(wild)} }}"))
+        for names in _line_chunks(exact):
+            host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(names)} }}"))
+        for names in _line_chunks(wild):
+            host_tests.append(((1, -len(names[0])), f"{{ var(txn.host) -m end {' '.join(names)} }}"))
         if not vhost.names:
             host_tests.append(((2, 0), ""))
         for rank, host_test in host_tests:
@@ -228,6 +228,25 @@ def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
                     rule = HaproxyRule(route.service.name, _condition(host_test, route.path))
                     ranked.append(((*rank, -len(route.path)), rule))
     return tuple(rule for _, rule in sorted(ranked, key=lambda item: item[0]))
+
+
+# HAProxy refuses a line of more than 64 words or 2,048 characters, and a path rule repeats the
+# host test twice: 20 names and 480 characters of names per rule keep any line well inside both.
+_NAMES_PER_RULE = 20
+_NAME_CHARS_PER_RULE = 480
+
+
+def _line_chunks(names: list[str]) -> list[list[str]]:
+    """`names` in order, cut into runs that fit one `use_backend` line (one name always fits)."""
+    chunks: list[list[str]] = []
+    size = 0
+    for name in names:
+        if not chunks or len(chunks[-1]) == _NAMES_PER_RULE or size + len(name) > _NAME_CHARS_PER_RULE:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(name)
+        size += len(name) + 1
+    return chunks
 
 
 def _condition(host_test: str, path: str) -> Verbatim:

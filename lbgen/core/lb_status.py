@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lbgen.core.bounded import quote
@@ -20,18 +20,21 @@ from lbgen.core.schema import check_int, check_name, check_object, check_text, c
 from lbgen.errors import InvalidValue
 
 MAX_ERROR = 1000
+MAX_QUARANTINED = 1000  # services listed per target (the metric counts them all)
 MAX_REVISION = 2**63 - 1
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 
 
 @dataclass(frozen=True)
 class TargetStatus:
-    """One target of an LB node: the revision it last applied, its current error, and when
-    (the LB node's wall clock, seconds since the epoch) it last applied a new revision."""
+    """One target of an LB node: the revision it last applied, its current error, when (the LB
+    node's wall clock, seconds since the epoch) it last applied a new revision, and the services it
+    holds at their last applied state because its checker refuses them (service → reason)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
+    quarantined: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,12 @@ class LbStatus:
         found = {name: t.error for name, t in sorted(self.targets.items()) if t.error}
         return {"registry": self.error, **found} if self.error else found
 
+    @property
+    def quarantined(self) -> list[tuple[str, str, str]]:
+        """(target, service, reason) for every service a target holds back, sorted."""
+        return [(name, service, reason) for name, t in sorted(self.targets.items())
+                for service, reason in sorted(t.quarantined.items())]
+
 
 def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
     """The revision every target has applied (0 while one of them never applied)."""
@@ -61,7 +70,8 @@ def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
 def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
-        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at}
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at,
+               "quarantined": _encode_quarantined(t.quarantined)}
         for name, t in sorted(status.targets.items())
     }
     value = {
@@ -111,7 +121,22 @@ def _target(name: str, value: Any) -> TargetStatus:
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
         error=_error(f"targets.{name}.error", item.get("error", "")),
         applied_at=check_time(f"targets.{name}.applied_at", item.get("applied_at")),
+        quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
     )
+
+
+def _encode_quarantined(held: Mapping[str, str]) -> dict[str, str]:
+    """The first `MAX_QUARANTINED` by name (the watcher's metric has the full count)."""
+    return {name: held[name][:MAX_ERROR] for name in sorted(held)[:MAX_QUARANTINED]}
+
+
+def _quarantined(what: str, value: Any) -> dict[str, str]:
+    """Absent in values written before quarantine existed: an empty object."""
+    held = check_object(what, value)
+    if len(held) > MAX_QUARANTINED:
+        raise InvalidValue(f"{what}: more than {MAX_QUARANTINED} services")
+    return {check_name(f"{what} service", name): _error(f"{what}.{name}", reason)
+            for name, reason in sorted(held.items())}
 
 
 def _error(what: str, value: object) -> str:

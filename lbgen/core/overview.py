@@ -123,6 +123,8 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
             problems.append(f"LB node {lb.node}: invalid status value: {lb.invalid}")
             continue
         problems += [f"LB node {lb.node}: {where}: {error}" for where, error in lb.status.errors.items()]
+        problems += [f"LB node {lb.node}: {target}: service {service} quarantined (held back, not as "
+                     f"registered): {reason}" for target, service, reason in lb.status.quarantined]
         if not lb.status.connected and "registry" not in lb.status.errors:
             problems.append(f"LB node {lb.node}: not connected to the registry")
         if lb.behind:
@@ -152,18 +154,31 @@ def _agent_problems(agents: tuple[AgentView, ...], now: float | None) -> list[st
     return problems
 
 
+def quarantines(overview: Overview) -> dict[str, list[tuple[str, str]]]:
+    """Service → (`node/target`, reason) for every LB target that holds it back."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for lb in overview.lbs:
+        for target, service, reason in lb.status.quarantined if lb.status else ():
+            found.setdefault(service, []).append((f"{lb.node}/{target}", reason))
+    return found
+
+
 def overview_to_dict(overview: Overview, now: float, served_health: frozenset[str] = DEFAULT_SERVED_HEALTH
                      ) -> dict[str, Any]:
-    """The `--json` document; `now` (wall clock) gives each LB status its age in seconds."""
+    """The `--json` document; `now` (wall clock) gives each LB status its age in seconds. An endpoint
+    of a service some LB holds back (quarantined) is not `served`: that LB serves an older state."""
+    held = quarantines(overview)
     return {
         "prefix": overview.prefix,
         "revision": overview.revision,
         "services_revision": overview.services_revision,
         "services": [
             {"name": s.name, "spec": dict(s.spec), "endpoints": [
-                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health), "draining": e.id in overview.draining}
+                {"id": e.id, **e.to_dict(), "served": e.is_served(served_health) and s.name not in held,
+                 "draining": e.id in overview.draining}
                 for e in s.all_endpoints
-            ]} for s in overview.catalog.services
+            ], "quarantined": [{"lb": where, "reason": reason} for where, reason in held.get(s.name, ())]}
+            for s in overview.catalog.services
         ],
         "agents": [_agent_dict(a, now) for a in overview.agents],
         "lb_nodes": [_lb_dict(lb, now) for lb in overview.lbs],
@@ -201,7 +216,8 @@ def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
         "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
-        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now)}
+        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now),
+                           "quarantined": dict(t.quarantined)}
                     for name, t in status.targets.items()},
     }
 

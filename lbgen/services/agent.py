@@ -5,10 +5,8 @@ does every registry write. Producer threads only post messages to its queue: Doc
 names a container to re-inspect), lease keep-alive failures, and a resync timer. Events are
 triggers, never state: the consumer re-inspects, recomputes the desired endpoints with the pure
 `discovery` core and writes only the difference. Bursts coalesce because the consumer drains the
-whole queue before each reconciliation.
-
-The producer threads live in `agent_producers`, the own-keys reads in `agent_keys`, the presence
-value in `agent_presence`.
+whole queue before each reconciliation. (Producers: `agent_producers`; own-keys reads:
+`agent_keys`; the presence value: `agent_presence`.)
 
 Outages: a failed Docker call keeps the last known containers and retries; a failed etcd call keeps
 the desired state and retries with a short capped backoff, re-reading this node's keys before the
@@ -28,7 +26,6 @@ from typing import Callable, Iterable, Mapping
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lbgen.core.agent_status import encode_agent_status
-from lbgen.core.backoff import backoff
 from lbgen.core.discovery import (
     Discovered,
     DiscoveryOptions,
@@ -44,20 +41,12 @@ from lbgen.core.schema import agent_key, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
 from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
-                                            LeaseExpired, Resync, level)
+                                            LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
 from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
 from lbgen.services.agent_presence import Presence
 from lbgen.services.metrics import Health
 
 log = logging.getLogger(__name__)
-
-RetryDelay = Callable[[int], float]
-
-
-def jittered_backoff(base: float, cap: float) -> RetryDelay:
-    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
-    return lambda attempt: backoff(attempt, random.random(), base, cap)
-
 
 @dataclass(frozen=True)
 class AgentConfig:

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import logging
 import queue
+import random
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lbgen.core.backoff import jittered
+from lbgen.core.backoff import backoff, jittered
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import Docker, DockerEvents, Store
 
 log = logging.getLogger("lbgen.services.agent")
+
+RetryDelay = Callable[[int], float]
+
+
+def jittered_backoff(base: float, cap: float) -> RetryDelay:
+    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
+    return lambda attempt: backoff(attempt, random.random(), base, cap)
 
 
 # --- messages from the producers -----------------------------------------------------------------

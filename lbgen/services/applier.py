@@ -144,6 +144,21 @@ class Applier:
                 self._files.discard(staged)
         return previews
 
+    def check_text(self, target: Target, text: str) -> ApplyError | None:
+        """Stage `text` beside dest and run the target's checker on it: the error when it is refused,
+        None when it passes. Nothing live is touched (a quarantine probe, lbgen.services.quarantine)."""
+        try:
+            staged = self._files.stage(target, text)
+        except ApplyError as e:
+            return e
+        try:
+            self._check(target, staged)
+        except ApplyError as e:
+            return e
+        finally:
+            self._files.discard(staged)
+        return None
+
     # --- writing ----------------------------------------------------------------------------------
 
     def _write(self, target: Target, text: str, plans: dict[str, RuntimePlan]) -> TargetResult:
@@ -166,7 +181,8 @@ class Applier:
             finally:
                 self._files.discard(staged)
         except ApplyError as e:
-            log.error("%s: %s failed, %s left untouched: %s", target.name, step, target.dest, e)
+            # DEBUG: the caller reports the result (a refused check may end in a quarantine, not a failure)
+            log.debug("%s: %s failed, %s left untouched: %s", target.name, step, target.dest, e)
             return TargetResult(target.name, True, step=step, error=str(e), output=_output(e))
         log.info("%s: wrote %s", target.name, target.dest)
         return TargetResult(target.name, True, wrote=True)

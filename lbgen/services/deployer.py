@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from typing import Callable, Protocol, Sequence, TypeVar
 
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
+from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
 from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
@@ -97,6 +99,17 @@ class Registry:
             except InvalidValue as e:  # a bad status is not a node that applied anything
                 log.debug("%s: ignoring an invalid LB status: %s", kv.key, e)
         return revisions
+
+    def lb_quarantines(self, service: str) -> dict[str, str]:
+        """`node/target` → reason, for each LB target holding `service` at an older state (quarantined,
+        docs/apply.md): its new endpoints and drains do not reach that LB. Invalid values are skipped."""
+        found = {}
+        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
+            with suppress(InvalidValue):
+                ref = parse_key(self.prefix, kv.key)
+                held = decode_lb_status(ref.node, kv.value).quarantined if ref and ref.kind == "lb" else []
+                found.update({f"{ref.node}/{t}": reason for t, name, reason in held if name == service})  # type: ignore[union-attr]
+        return found
 
     def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:
         """Mark and zero-weight `registered`; the marker expires after `ttl` seconds at the latest."""
@@ -236,7 +249,9 @@ class Deployer:
         def applied() -> int | None:
             nonlocal behind
             revisions = registry.lb_revisions()
-            behind = ", ".join(f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision)
+            behind = ", ".join([f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision]
+                               + [f"{where} holds {step.service} back (quarantined: {reason})"
+                                  for where, reason in sorted(registry.lb_quarantines(step.service).items())])
             return None if behind else len(revisions)
 
         nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "

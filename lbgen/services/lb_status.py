@@ -123,7 +123,8 @@ class StatusPublisher:
         for name, old in self._targets.items():
             revision = latest.applied.get(name, 0)
             applied_at = self._wall() if revision != old.revision else old.applied_at
-            self._targets[name] = TargetStatus(revision, latest.errors.get(name, ""), applied_at)
+            self._targets[name] = TargetStatus(revision, latest.errors.get(name, ""), applied_at,
+                                               dict(latest.quarantined.get(name, {})))
         return LbStatus(
             node=self._node,
             revision=applied_revision(self._targets),

@@ -5,8 +5,10 @@ Producers feed it through one queue: the registry follower (snapshot, then watch
 snapshot's revision + 1, re-snapshot after any break) and the template file observer.
 
 It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
-registry connection keeps the last applied config, a sudden drop is held by the guard, and every
-template, check or reload failure is logged, counted and retried while the daemon keeps running.
+registry connection keeps the last applied config, a sudden drop is held by the guard, a service
+the LB's checker refuses is quarantined at its last applied state while the rest goes live
+(lbgen.services.quarantine), and every template, check or reload failure is logged, counted and
+retried while the daemon keeps running.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from lbgen.core.backoff import backoff
 from lbgen.core.catalog import CatalogState
 from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
+from lbgen.core.quarantine import checker_reason
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.render import render
 from lbgen.core.schema import services_prefix
@@ -31,6 +34,7 @@ from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, StoreError
 from lbgen.ports import Clock, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
+from lbgen.services.quarantine import Quarantines
 from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,7 @@ class WatcherStatus:
     failures: dict[str, int] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
     errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
+    quarantined: dict[str, dict[str, str]] = field(default_factory=dict)  # target → service → checker's reason
 
 
 class Watcher:
@@ -87,12 +92,14 @@ class Watcher:
         retry_cap: float = 5.0,
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
+        recheck: float = 60.0,
         on_status: Callable[[WatcherStatus], None] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
         self.metrics = metrics or WatcherMetrics()
         self._stale_after = stale_after
+        self._recheck = recheck  # a target holding services back passes again this often (DNS may heal)
         self._pending_since: dict[str, float] = {}
         self._store = store
         self._applier = applier
@@ -110,6 +117,7 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
+        self._quarantines = Quarantines(lambda target, text: self._applier.check_text(target, text), self.metrics)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
 
     # --- producers -------------------------------------------------------------------------
@@ -280,13 +288,31 @@ class Watcher:
     def _apply(self, due: list[Target], rendered: dict[str, str], catalog: Catalog) -> None:
         targets = {t.name: t for t in due}
         for outcome in self._applier.apply(due, rendered):
+            applied, held = catalog, {}
+            if outcome.step == "check":
+                outcome, applied, held = self._hold_back(targets[outcome.target], catalog, outcome)
             if outcome.ok:
-                self._applied_ok(outcome, catalog)
+                self._quarantines.settle(outcome.target, held, applied)
+                self._applied_ok(outcome, applied)
             else:
                 if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
                     log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
                 self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
                 self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
+
+    def _hold_back(self, target: Target, catalog: Catalog, refused: TargetResult
+                   ) -> tuple[TargetResult, Catalog, Mapping[str, str]]:
+        """The check refused `catalog`: apply it with the services that cause it held back (issue 10
+        part 3), or keep the whole last good config when the refusal is tied to no service."""
+        source = self._templates[target.template]
+        resolution = self._quarantines.resolve(
+            target, catalog, self._applied.get(target.name),
+            lambda mixed: render(source, mixed, target, self.settings.served_health),
+            checker_reason(refused.output, refused.error or ""))
+        if resolution is None:
+            return refused, catalog, {}
+        [outcome] = self._applier.apply([target], {target.name: resolution.text})
+        return outcome, resolution.catalog, resolution.held
 
     def _applied_ok(self, outcome: TargetResult, catalog: Catalog) -> None:
         name = outcome.target
@@ -296,6 +322,11 @@ class Watcher:
         self.status.applied_revision = catalog.revision
         self.status.applied[name] = catalog.revision
         self.status.errors.pop(name, None)
+        self.status.quarantined[name] = self._quarantines.held(name)
+        if not self.status.quarantined[name]:
+            del self.status.quarantined[name]
+        else:  # a value can heal without a registry change (a host name that starts to resolve)
+            self._retry_at[name] = self._clock.now() + self._recheck
         self.metrics.renders.labels(name, "ok").inc()
         self.metrics.applied.labels(name).set(catalog.revision)
         self.metrics.reloads.labels(name).inc(outcome.reloaded)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from lbgen.core.model import Catalog
@@ -30,6 +32,10 @@ class WatcherMetrics:
         self.lag = Histogram(f"{_NS}_apply_lag_seconds", "First unapplied change → applied",
                              ["target"], registry=r,
                              buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60))
+        self.quarantined = Gauge(f"{_NS}_quarantined_services", "Services held at their last applied state "
+                                 "because the LB's checker refuses them", ["target"], registry=r)
+        self.quarantined_service = Gauge(f"{_NS}_quarantined_service", "1 per service a target holds back",
+                                         ["target", "service"], registry=r)
         self._services: set[str] = set()
 
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
@@ -43,3 +49,11 @@ class WatcherMetrics:
         for gone in self._services - names:
             self.served.remove(gone)
         self._services = names
+
+    def quarantine(self, target: str, before: Set[str], after: Set[str]) -> None:
+        """The services `target` holds back changed from `before` to `after`."""
+        self.quarantined.labels(target).set(len(after))
+        for service in before - after:
+            self.quarantined_service.remove(target, service)
+        for service in after - before:
+            self.quarantined_service.labels(target, service).set(1)

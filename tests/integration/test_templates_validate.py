@@ -42,7 +42,19 @@ def many_services(count: int = 1000) -> Catalog:
     return Catalog(1, tuple(services))
 
 
+def many_hosts() -> Catalog:
+    """The most host names the contract lets one spec carry (64), long ones, exact and wildcard, on
+    a path route: HAProxy refuses a line over 64 words or 2,048 characters (found by issue 10)."""
+    label = "x" * 60
+    hosts = [f"h{i}.{label}.{label}.example.test" for i in range(32)]
+    hosts += [f"*.w{i}.{label}.{label}.example.test" for i in range(32)]
+    endpoint = (Endpoint("e1", "127.0.0.1", 8000),)
+    return Catalog(1, (Service("wide", {"listen": 20000, "hosts": hosts, "path": "/api"}, endpoint),
+                       Service("wide-root", {"listen": 20000, "hosts": hosts}, endpoint)))
+
+
 CATALOGS: dict[str, Callable[[], Catalog]] = {
+    "many-hosts": many_hosts,
     "example": example_catalog,
     "tricky": tricky_catalog,
     "empty": lambda: Catalog(1, ()),

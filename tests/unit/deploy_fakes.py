@@ -166,7 +166,9 @@ class FakeLB:
 
     def __init__(self, store: FakeStore, node: str = "lb1", prefix: str = "/lbgen") -> None:
         self.store, self.key, self.frozen = store, f"{prefix}/lb/{node}", False
+        self.quarantined: dict[str, str] = {}  # service → reason: held at an older state
 
     def tick(self) -> None:
         if not self.frozen:
-            self.store.put(self.key, json.dumps({"revision": self.store.revision}).encode())
+            targets = {"nginx": {"revision": self.store.revision, "quarantined": self.quarantined}}
+            self.store.put(self.key, json.dumps({"revision": self.store.revision, "targets": targets}).encode())

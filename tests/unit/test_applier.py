@@ -16,7 +16,7 @@ import pytest
 from lbgen.adapters.files import LocalFiles, lkg_path
 from lbgen.adapters.process import SubprocessRunner
 from lbgen.core.settings import Target
-from lbgen.errors import ApplyError
+from lbgen.errors import ApplyError, CommandFailed
 from lbgen.ports import CommandResult, Generation
 from lbgen.services.applier import Applier
 
@@ -168,6 +168,16 @@ def test_preview_diffs_and_checks_without_touching_anything_live(tmp_path: Path)
     assert previews[1].check_output == "emerg: bad"
     assert [Path(t.dest).read_text() for t in (good, bad, same)] == [OLD, OLD, OLD]
     assert runner.ran("reload") == 0 and leftovers(tmp_path) == []
+
+
+def test_check_text_runs_the_checker_on_a_staged_file_and_touches_nothing_live(tmp_path: Path) -> None:
+    runner = FakeRunner(lambda argv: (1, "emerg: bad") if "broken" in Path(argv[1]).read_text() else (0, ""))
+    target, applier = make_target(tmp_path), Applier(LocalFiles(), runner)
+    assert applier.check_text(target, NEW) is None
+    error = applier.check_text(target, "broken\n")
+    assert isinstance(error, CommandFailed) and error.output == "emerg: bad"
+    assert Path(target.dest).read_text() == OLD and leftovers(tmp_path) == []
+    assert runner.ran("reload") == 0
 
 
 def test_a_target_without_check_goes_live_unvalidated(tmp_path: Path) -> None:

@@ -150,6 +150,16 @@ def test_a_stuck_lb_node_blocks_the_update() -> None:
     assert world.actions()[-2:] == ["stop demo-web-1-p18084", "remove demo-web-1-p18084"]
 
 
+def test_an_lb_holding_the_service_in_quarantine_blocks_the_update() -> None:
+    world = _deployed_v1()
+    assert world.lb
+    world.lb.quarantined = {"web": "[emerg] host not found in upstream"}
+    outcome = world.deploy(V2)
+    assert "lb1/nginx holds web back (quarantined: [emerg] host not found in upstream)" in str(outcome.error)
+    assert not any(action.startswith(("mark", "weight0")) for action in world.actions()), "nothing drained"
+    assert world.actions()[-2:] == ["stop demo-web-1-p18084", "remove demo-web-1-p18084"]
+
+
 def test_parallelism_starts_a_batch_before_stopping_its_old_replicas() -> None:
     world = _deployed_v1()
     outcome = world.deploy(make_spec(env={"VERSION": "2"}, update={"parallelism": 2, "drain": 0}))

@@ -162,3 +162,17 @@ def test_targets_of_one_pass_share_the_memo_across_passes() -> None:
     service_views(second_pass, DEFAULT_SERVED_HEALTH)  # target 1 again: must not forget the slots
     assert slots(service_views(second_pass, DEFAULT_SERVED_HEALTH)[0]) is first_slots
     assert service_views(second_pass, DEFAULT_SERVED_HEALTH)[0] is view
+
+
+@pytest.mark.parametrize("hosts", [
+    [f"h{i}.test" for i in range(64)],
+    [f"h{i}.{'x' * 60}.{'y' * 60}.test" for i in range(32)] + [f"*.w{i}.{'z' * 60}.test" for i in range(32)],
+], ids=["many-short", "long-exact-and-wildcard"])
+def test_haproxy_rules_fit_haproxys_line_limits_and_keep_every_host(hosts: list[str]) -> None:
+    """HAProxy refuses a line of more than 64 words or 2,048 characters; a path rule repeats its hosts."""
+    lb = layout(views(wide={"listen": 80, "hosts": hosts, "path": "/api"}))
+    rules = haproxy_rules(lb.http[0])
+    lines = [f"    use_backend {r.backend} if {r.condition}" for r in rules]
+    assert all(len(line.split()) <= 64 and len(line) <= 2048 for line in lines), max(lines, key=len)
+    named = [word for r in rules for word in str(r.condition).split() if "." in word and "/" not in word and "(" not in word]
+    assert sorted(set(named)) == sorted(h.removeprefix("*") for h in hosts)

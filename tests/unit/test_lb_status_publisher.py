@@ -63,6 +63,16 @@ def test_the_node_revision_is_the_slowest_targets_and_errors_are_per_target(
     assert status.targets["haproxy"].error == "check: boom" and status.errors == {"haproxy": "check: boom"}
 
 
+def test_quarantined_services_are_published_per_target(publisher: StatusPublisher, store: MemoryStore) -> None:
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 7, "haproxy": 7},
+                                   quarantined={"nginx": {"web": "[emerg] host not found"}}))
+    wait_for(lambda: (s := published(store)) and s.quarantined)
+    assert published(store).quarantined == [("nginx", "web", "[emerg] host not found")]  # type: ignore[union-attr]
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 8, "haproxy": 8}))
+    wait_for(lambda: (s := published(store)) and s.revision == 8)
+    assert published(store).quarantined == []  # type: ignore[union-attr]
+
+
 def test_an_unchanged_status_is_not_written_again(publisher: StatusPublisher, store: MemoryStore) -> None:
     same = WatcherStatus(connected=True, applied={"nginx": 5, "haproxy": 5})
     publisher.update(same)

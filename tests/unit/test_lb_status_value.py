@@ -71,3 +71,31 @@ def _with(**changes: object) -> bytes:
 def test_a_bad_value_is_rejected_naming_the_field(raw: bytes, message: str) -> None:
     with pytest.raises(InvalidValue, match=message.replace("(", r"\(").replace("[", r"\[")):
         decode_lb_status("lb-1", raw)
+
+
+def test_quarantined_services_round_trip_and_old_values_have_none() -> None:
+    held = LbStatus("lb-1", 3, {"nginx": TargetStatus(3, quarantined={"web": "[emerg] host not found", "api": "x"})})
+    decoded = decode_lb_status("lb-1", encode_lb_status(held))
+    assert decoded == held
+    assert decoded.quarantined == [("nginx", "api", "x"), ("nginx", "web", "[emerg] host not found")]
+    old = b'{"revision": 3, "targets": {"nginx": {"revision": 3, "error": "", "applied_at": null}}}'
+    assert decode_lb_status("lb-1", old).targets["nginx"].quarantined == {}
+
+
+def test_at_most_a_thousand_quarantined_services_are_listed() -> None:
+    many = {f"s{i:04d}": "refused" for i in range(1500)}
+    decoded = decode_lb_status("lb-1", encode_lb_status(LbStatus("lb-1", 1, {"t": TargetStatus(1, quarantined=many)})))
+    assert len(decoded.targets["t"].quarantined) == 1000
+
+
+@pytest.mark.parametrize(("quarantined", "message"), [
+    ([], "targets.nginx.quarantined: expected a JSON object, got list"),
+    ({"bad name": "x"}, "targets.nginx.quarantined service 'bad name'"),
+    ({"web": 5}, "targets.nginx.quarantined.web: expected a string"),
+    ({"web": "x" * 1001}, "targets.nginx.quarantined.web: expected a string of at most 1000"),
+    ({f"s{i}": "x" for i in range(1001)}, "more than 1000 services"),
+], ids=["not an object", "bad service name", "reason not a string", "reason too long", "too many"])
+def test_a_bad_quarantine_list_is_rejected_with_its_field(quarantined: object, message: str) -> None:
+    raw = json.dumps({"revision": 1, "targets": {"nginx": {"revision": 1, "quarantined": quarantined}}})
+    with pytest.raises(InvalidValue, match=message.replace("[", r"\[")):
+        decode_lb_status("lb-1", raw)

@@ -94,6 +94,28 @@ def test_status_on_a_file_registry_exits_0_and_1_with_check_on_a_problem(
     assert json.loads(capsys.readouterr().out)["problems"] == ["service web: no served endpoint (1 registered)"]
 
 
+def quarantined_lb(node: str, revision: int) -> KeyValue:
+    target = TargetStatus(revision, "", NOW - 5, quarantined={"web": "[emerg] host not found in upstream"})
+    status = LbStatus(node, revision, {"nginx": target}, True, version="0.1.0", updated_at=NOW - 3)
+    return KeyValue(f"{P}/lb/{node}", encode_lb_status(status), 90, 0x20)
+
+
+def test_a_quarantined_service_is_a_problem_and_not_served() -> None:
+    overview = build_overview(P, Snapshot(100, (*HEALTHY, quarantined_lb("lb-1", 12))))
+    assert overview.problems == ("LB node lb-1: nginx: service web quarantined (held back, not as registered): "
+                                 "[emerg] host not found in upstream",)
+    text = "\n".join(format_overview("etcd://x", overview, NOW))
+    assert "web  (no spec)  2/2 endpoints held back" in text
+    assert "quarantined on lb-1/nginx (held back, not as registered): [emerg] host not found" in text
+    assert "quarantined (not served as registered)" in text and " served\n" not in text
+    assert "lb-1  12        quarantined" in text and "lb-1/nginx  12  applied 5s ago  quarantined: web" in text
+    document = overview_to_dict(overview, NOW)
+    [web] = document["services"]
+    assert web["quarantined"] == [{"lb": "lb-1/nginx", "reason": "[emerg] host not found in upstream"}]
+    assert [e["served"] for e in web["endpoints"]] == [False, False]
+    assert document["lb_nodes"][0]["targets"]["nginx"]["quarantined"] == {"web": "[emerg] host not found in upstream"}
+
+
 def test_an_endpoint_with_a_drain_marker_is_draining_in_the_document_and_the_text() -> None:
     marker = KeyValue(f"{P}/drain/host-a.w1", b'{"container": "c1"}', 14, 0x30)
     overview = build_overview(P, Snapshot(100, (*HEALTHY, marker, lb("lb-1", 14))))

@@ -17,6 +17,7 @@ import pytest
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.core.registry_url import RegistryUrl
 from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
+from lbgen.errors import ApplyError
 from lbgen.services.applier import TargetResult
 from lbgen.services.watcher import Watcher
 
@@ -26,17 +27,37 @@ TEMPLATE = "{% for s in services %}{{ s.name }}={% for e in s.endpoints %}{{ e.p
 
 
 class RecordingApplier:
-    """Records every pass; fails while `failing` is set."""
+    """Records every pass; every check fails while `failing` is set, and a text containing one of
+    `refused` fails it (a value the LB's checker refuses); `live` holds what passed, per target."""
 
     def __init__(self) -> None:
         self.passes: list[dict[str, str]] = []
         self.failing = ""
+        self.refused: set[str] = set()
+        self.live: dict[str, str] = {}
+        self.probes = 0
 
     def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
         self.passes.append(dict(rendered))
+        results = []
+        for name, text in rendered.items():
+            refusal = self._refusal(text)
+            if refusal:
+                results.append(TargetResult(name, step="check", error=refusal))
+            else:
+                self.live[name] = text
+                results.append(TargetResult(name, changed=True, wrote=True))
+        return results
+
+    def check_text(self, target: Target, text: str) -> ApplyError | None:
+        self.probes += 1
+        refusal = self._refusal(text)
+        return ApplyError(refusal) if refusal else None
+
+    def _refusal(self, text: str) -> str:
         if self.failing:
-            return [TargetResult(name, step="check", error=self.failing) for name in rendered]
-        return [TargetResult(name, changed=True, wrote=True) for name in rendered]
+            return self.failing
+        return next((f"[emerg] refused {word}" for word in sorted(self.refused) if word in text), "")
 
     @property
     def last(self) -> str:
@@ -78,12 +99,12 @@ def applier() -> RecordingApplier:
 
 
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
-                  template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2)
-                  ) -> Iterator[Watcher]:
+                  template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2),
+                  recheck: float = 60.0) -> Iterator[Watcher]:
     settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard,
                         targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
     watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
-                      retry_base=0.01, retry_cap=0.05)
+                      retry_base=0.01, retry_cap=0.05, recheck=recheck)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
