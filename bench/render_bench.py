@@ -1,17 +1,22 @@
 """Render time and peak RSS of the default templates at 10,000 services / 100,000 endpoints.
 
-    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 3] [--check]
+    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 3] [--check] [--bounded]
 
 Prints one line per template: first render (includes compiling the template and building the
 views and slots), the best of the following renders (the watcher's steady state: compiled once,
 views and slots of unchanged services reused), CPU time, the output size, and the process's peak
 RSS. With --check, also the wall time of the real `nginx -t` and `haproxy -c` on the output.
+With --bounded, also the best steady-state render through the bounded renderer (a forked child
+with rlimits, as `lbgen watch` renders; issue 10), the output checked byte-identical, and the same
+for a trivial template: that figure is the fork + pipe overhead alone. It first prints the smallest
+`render_memory` each template needs (then "first" is no longer a cold render: the probes compiled it).
 The catalog is built in memory (registry validation is measured by the catalog bench).
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import resource
 import subprocess
 import sys
@@ -22,9 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lbgen.core.model import Catalog, Endpoint, Service  # noqa: E402
+from lbgen.adapters.bounded_render import BoundedRenderer  # noqa: E402
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service  # noqa: E402
 from lbgen.core.render import render  # noqa: E402
-from lbgen.core.settings import Target  # noqa: E402
+from lbgen.core.settings import MIB, RENDER_MEMORY_MIN, Target  # noqa: E402
+from lbgen.errors import TemplateError  # noqa: E402
 
 HEALTH = ("healthy", "healthy", "healthy", "none", "starting")
 
@@ -66,21 +73,73 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def best_bounded(source: str, catalog: Catalog, target: Target, repeat: int) -> str:
+    """The best of `repeat` bounded renders next to the best in-process one; asserts identical output."""
+    renderer = BoundedRenderer()
+    expected = render(source, catalog, target)
+    inline, bounded, inline_cpu, bounded_cpu = [], [], [], []
+    for _ in range(max(repeat, 1)):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        render(source, catalog, target)
+        inline.append(time.perf_counter() - start)
+        inline_cpu.append(time.process_time() - start_cpu)
+        start, start_cpu = time.perf_counter(), time.process_time() + children_cpu()
+        text = renderer.render(source, catalog, target, DEFAULT_SERVED_HEALTH)
+        bounded.append(time.perf_counter() - start)
+        bounded_cpu.append(time.process_time() + children_cpu() - start_cpu)  # the child's included
+        assert text == expected, "the bounded render differs from the in-process one"
+    wall, cpu = min(bounded) - min(inline), min(bounded_cpu) - min(inline_cpu)
+    return (f"bounded {min(bounded) * 1000:.1f} ms (CPU {min(bounded_cpu) * 1000:.1f} ms) vs in-process "
+            f"{min(inline) * 1000:.1f} ms (CPU {min(inline_cpu) * 1000:.1f} ms): +{wall * 1000:.1f} ms "
+            f"(CPU +{cpu * 1000:.1f} ms)")
+
+
+def smallest_budget(source: str, catalog: Catalog, target: Target) -> int:
+    """The smallest `render_memory` (MiB, to 1 MiB) with which the bounded render succeeds."""
+    low, high = RENDER_MEMORY_MIN // MIB - 1, 4096  # fails at low, succeeds at high
+    while high - low > 1:
+        middle = (low + high) // 2
+        try:
+            BoundedRenderer().render(source, catalog, replace(target, render_memory=middle * MIB),
+                                     DEFAULT_SERVED_HEALTH)
+            high = middle
+        except TemplateError:
+            low = middle
+    return high
+
+
+def templates() -> list[tuple[str, Target]]:
+    """The default templates with bench vars, and a trivial one (the fork + pipe cost alone)."""
+    variables = {"pid": "/tmp/lbgen-bench.pid", "error_log": "stderr", "access_log": "off",
+                 "stats_socket": "/tmp/lbgen-bench.sock"}
+    found = [((ROOT / "templates" / name).read_text(), Target(name=kind, template=name, dest="/dev/null",
+                                                              kind=kind, vars=variables))
+             for kind, name in (("nginx", "nginx.conf.j2"), ("haproxy", "haproxy.cfg.j2"))]
+    return found + [("{{ revision }}", Target(name="trivial", template="trivial", dest="/dev/null"))]
+
+
+def print_budgets(catalog: Catalog) -> None:
+    """Before any render in this process, as in the watcher: a child reuses the parent's free heap,
+    which renders done in-process before would leave behind (and so hide what a render needs)."""
+    needed = [f"{target.template} {smallest_budget(source, catalog, target)} MiB" for source, target in templates()]
+    print(f"smallest render_memory: {', '.join(needed)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--per-service", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--check", action="store_true", help="also time nginx -t / haproxy -c")
+    parser.add_argument("--bounded", action="store_true", help="also render through the bounded renderer")
     args = parser.parse_args()
     catalog = big_catalog(args.services, args.per_service)
     print(f"catalog: {args.services} services, {catalog.endpoint_count} endpoints, "
           f"peak RSS {peak_rss_mb():.0f} MB")
-    for kind, name in (("nginx", "nginx.conf.j2"), ("haproxy", "haproxy.cfg.j2")):
-        source = (ROOT / "templates" / name).read_text()
-        variables = {"pid": "/tmp/lbgen-bench.pid", "error_log": "stderr", "access_log": "off",
-                     "stats_socket": "/tmp/lbgen-bench.sock"}
-        target = Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=variables)
+    if args.bounded:
+        print_budgets(catalog)
+    for source, target in templates()[:2]:
+        kind, name = target.kind, target.template
         start, start_cpu = time.perf_counter(), time.process_time()
         text = render(source, catalog, target)
         first, first_cpu = time.perf_counter() - start, time.process_time() - start_cpu
@@ -95,6 +154,11 @@ def main() -> None:
               f"{len(text) / 1e6:.1f} MB of config, peak RSS {peak_rss_mb():.0f} MB")
         if args.check:
             print(f"  {time_checker(kind, text)}")
+        if args.bounded:
+            print(f"  {best_bounded(source, catalog, target, args.repeat)}")
+    if args.bounded:
+        source, trivial = templates()[2]
+        print(f"trivial template: {best_bounded(source, catalog, trivial, args.repeat)}")
 
 if __name__ == "__main__":
     main()

@@ -35,6 +35,10 @@ class TemplateError(LbgenError):
     """A template failed to load or render."""
 
 
+class RenderLimit(TemplateError):
+    """A render ran past its target's `render_timeout` or `render_memory` (issue 10)."""
+
+
 class StoreError(LbgenError):
     """The registry backend (etcd or the YAML file) failed."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Mapping, Protocol, Sequence
 
+from lbgen.core.model import Catalog
 from lbgen.core.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 
@@ -302,3 +303,17 @@ class RuntimeApi(Protocol):
     def apply(self, plan: RuntimePlan) -> None:
         """Send the plan's commands, then read the state back; `ApplyError` on any refusal or mismatch."""
         ...
+
+
+class Renderer(Protocol):
+    """Renders a target's template (`lbgen.core.render.render`), possibly bounded in time and memory.
+
+    `close()` (any thread, or a signal handler) ends a render in progress, which then raises
+    `TemplateError`, and refuses later ones: the watcher calls it when it stops.
+    """
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        """The config text; `TemplateError` naming the template when it cannot be rendered."""
+        ...
+
+    def close(self) -> None: ...

@@ -24,13 +24,18 @@ adapter does about each of its caveats (docs/registry.md, "Design choices"):
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-import grpc
-import pyetcd
-from pyetcd import etcdrpc, exceptions as etcd_exceptions, utils
+# lbgen forks without exec only for bounded renders (adapters/bounded_render.py), whose children
+# never use gRPC: its fork support would restart gRPC's threads in every such child for nothing.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import grpc  # noqa: E402
+import pyetcd  # noqa: E402
+from pyetcd import etcdrpc, exceptions as etcd_exceptions, utils  # noqa: E402
 
 from lbgen.adapters.etcd_watch import EtcdWatch, WatchStream
 from lbgen.errors import Compacted, ConfigError, LeaseLost, StoreError, StoreUnavailable

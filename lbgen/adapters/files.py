@@ -11,8 +11,8 @@ import errno
 import grp
 import logging
 import os
-import re
 import pwd
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -31,6 +31,11 @@ _BIND_MOUNT_ERRNOS = (errno.EBUSY, errno.EXDEV)
 def real_dest(target: Target) -> Path:
     """dest with symlinks resolved: replacing a link would detach it from the file it points to."""
     return Path(os.path.realpath(target.dest))
+
+
+def staged_pattern(dest: Path) -> re.Pattern[str]:
+    """The names `_write_temp` gives files beside `dest` (`tempfile.mkstemp`: 8 of [a-z0-9_])."""
+    return re.compile(re.escape(f".{dest.name}.") + r"[a-z0-9_]{8}" + re.escape(STAGED_SUFFIX))
 
 
 def lkg_path(dest: Path) -> Path:
@@ -83,6 +88,25 @@ class LocalFiles:
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
+
+    def remove_stale(self, target: Target) -> list[Path]:
+        """Remove the staged files of `target` that a process killed between stage and commit left
+        behind (issue 10). Only names this class creates beside dest match; call it before staging."""
+        dest = real_dest(target)
+        pattern = staged_pattern(dest)
+        try:
+            names = [n for n in os.listdir(dest.parent) if pattern.fullmatch(n)]
+        except OSError:
+            return []  # no directory yet: nothing was staged there
+        removed = []
+        for name in names:
+            try:
+                (dest.parent / name).unlink()
+            except OSError as e:
+                log.warning("%s: cannot remove stale staged file %s: %s", target.name, dest.parent / name, e)
+                continue
+            removed.append(dest.parent / name)
+        return removed
 
     def restore_lkg(self, target: Target) -> None:
         """Put the LKG back as dest, atomically; with no LKG (dest was new) remove dest."""

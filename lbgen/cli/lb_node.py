@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.haproxy import HaproxyControl
 from lbgen.adapters.haproxy_runtime import HaproxyRuntime
@@ -18,7 +19,6 @@ from lbgen.adapters.yaml_file import load_yaml
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.catalog import Rejected
 from lbgen.core.model import Catalog
-from lbgen.core.render import render
 from lbgen.core.settings import Settings, Target, parse_settings
 from lbgen.errors import ConfigError, LbgenError, UsageError
 from lbgen.ports import Clock, LbControl, RuntimeApi, Store
@@ -110,12 +110,15 @@ class Rendered:
 
 
 def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catalog) -> Rendered:
-    """Render every target from `catalog`; a failing template does not stop the others."""
+    """Render every target from `catalog`, each bounded by its `render_timeout` and `render_memory`;
+    a failing template does not stop the others."""
     texts: dict[str, str] = {}
     errors: dict[str, str] = {}
+    renderer = BoundedRenderer()
     for target in targets:
         try:
-            texts[target.name] = render(read_template(target.template), catalog, target, settings.served_health)
+            texts[target.name] = renderer.render(read_template(target.template), catalog, target,
+                                                 settings.served_health)
         except LbgenError as e:
             errors[target.name] = str(e)
     return Rendered(texts, errors)

@@ -14,9 +14,11 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from lbgen.adapters.bounded_render import BoundedRenderer
+from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
-from lbgen.cli.common import bounded_number
+from lbgen.cli.common import bounded_number, registry_prefix
 from lbgen.cli.lb_node import (
     add_settings_arguments,
     build_applier,
@@ -26,6 +28,7 @@ from lbgen.cli.lb_node import (
 )
 from lbgen.adapters.templates import read_template
 from lbgen.core.schema import check_name
+from lbgen.core.settings import Settings, Target
 from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
 from lbgen.services.lb_status import StatusPublisher
@@ -43,7 +46,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "watch", help="watch the registry and keep LB configs rendered, validated and reloaded",
         description="Snapshot the registry, watch it, and after each quiet period render every "
         "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
-        "the last good config on any failure. Runs until SIGTERM or SIGINT.")
+        "the last good config on any failure. Runs until SIGTERM or SIGINT; SIGHUP re-reads the "
+        "settings file and the templates (a broken file keeps the running settings).")
     add_settings_arguments(parser)
     parser.add_argument("--metrics-addr", default="127.0.0.1:9102", metavar="IP:PORT",
                         help="Prometheus /metrics and /healthz (default 127.0.0.1:9102; 'off' disables)")
@@ -58,17 +62,21 @@ def register(commands: argparse._SubParsersAction) -> None:
 class _TemplateFiles(FileSystemEventHandler):
     """Tells the watcher when one of its template files changes on disk."""
 
-    def __init__(self, paths: set[str], watcher: Watcher) -> None:
-        self._paths = paths
+    def __init__(self, watcher: Watcher) -> None:
         self._watcher = watcher
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in _WRITES:
             return  # opened / closed_no_write: our own reads of the template
         touched = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-        if touched & self._paths:
-            log.info("template changed on disk: %s", ", ".join(sorted(touched & self._paths)))
+        ours = touched & _template_paths(self._watcher.settings.targets)  # as of the last SIGHUP
+        if ours:
+            log.info("template changed on disk: %s", ", ".join(sorted(ours)))
             self._watcher.templates_changed()
+
+
+def _template_paths(targets: tuple[Target, ...]) -> set[str]:
+    return {str(Path(t.template).resolve()) for t in targets}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     node = _node_name(args.node)
     store, settings = open_registry(args, settings)
     settings = replace(settings, targets=targets)
+    _remove_stale_staged(targets)
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=publisher.update)
+                      on_status=publisher.update, renderer=BoundedRenderer(),
+                      load_settings=lambda: _reload_settings(args))
     with ExitStack() as stack:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             routes = metrics_routes(watcher.metrics.registry, watcher.problems)
             server = start_http_server(metrics_addr, routes, "metrics address")
             stack.callback(server.close)
-        observer = _observe_templates(watcher, {str(Path(t.template).resolve()) for t in targets})
+        observer = _observe_templates(watcher, _template_paths(targets))
         stack.callback(observer.join, 5)
         stack.callback(observer.stop)
         _stop_on_signals(watcher)
@@ -108,9 +118,26 @@ def _node_name(name: str) -> str:
         raise UsageError(str(e)) from e
 
 
+def _reload_settings(args: argparse.Namespace) -> Settings:
+    """SIGHUP: the settings file again, with the same `--target` and `--prefix` choices as at start."""
+    settings = load_settings(args.config)
+    targets = chosen_targets(settings, args.target)
+    for target in targets:
+        read_template(target.template)  # a missing template refuses the reload, as it refuses a start
+    return replace(settings, targets=targets, prefix=registry_prefix(args, fallback=settings.prefix))
+
+
+def _remove_stale_staged(targets: tuple[Target, ...]) -> None:
+    """Staged files a watcher killed between stage and commit left beside its own dests."""
+    files = LocalFiles()
+    for target in targets:
+        for path in files.remove_stale(target):
+            log.warning("%s: removed stale staged file %s", target.name, path)
+
+
 def _observe_templates(watcher: Watcher, paths: set[str]) -> Observer:
     observer = Observer()
-    handler = _TemplateFiles(paths, watcher)
+    handler = _TemplateFiles(watcher)
     for directory in {str(Path(p).parent) for p in paths}:
         observer.schedule(handler, directory, recursive=False)
     observer.daemon = True
@@ -123,5 +150,10 @@ def _stop_on_signals(watcher: Watcher) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         watcher.stop()
 
+    def reload(signum: int, frame: FrameType | None) -> None:
+        log.info("signal SIGHUP: re-reading the settings and templates")
+        watcher.reload()
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, reload)

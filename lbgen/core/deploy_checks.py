@@ -10,11 +10,9 @@ import re
 from typing import Any, Callable
 
 from lbgen.core.bounded import quote
-from lbgen.core.durations import parse_duration
+from lbgen.core.durations import parse_duration, parse_size
 
 HOST_PATH_RE = re.compile(r"/[A-Za-z0-9_.~/@+-]{0,4095}")
-SIZE_RE = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
-SIZES = {"b": 1, "": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 MIN_MEMORY = 6 * 1024**2  # the Docker Engine refuses smaller limits
 
 
@@ -60,9 +58,11 @@ def duration(value: Any) -> float:
 
 def memory_size(value: Any) -> int:
     """`256m`, `1g`, `512k` or a number of bytes, at least the Engine's 6 MiB."""
-    match = SIZE_RE.fullmatch(str(value)) if isinstance(value, (int, str)) else None
-    size = int(match.group(1)) * SIZES[match.group(2).lower()] if match else 0
-    if isinstance(value, bool) or size < MIN_MEMORY:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        size = 0
+    if size < MIN_MEMORY:
         raise ValueError(f"expected a size of at least 6m, like 256m or 1g, got {quote(value)}")
     return size
 

@@ -1,4 +1,4 @@
-"""Durations as people write them in settings: `100ms`, `1.5s`, `2m`, `1h`, or a bare `0`."""
+"""Durations and sizes as people write them in settings: `100ms`, `1.5s`, `2m`, `1h`, `0`; `64m`, `1g`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from lbgen.core.bounded import quote
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_SIZES = {"b": 1, "": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_SIZE_RE = re.compile(r"(\d+)([bkmg]?)", re.IGNORECASE)
 
 
 def parse_duration(value: Any) -> float:
@@ -35,3 +37,11 @@ def format_duration(seconds: float) -> str:
         if millis and millis % size == 0:
             return f"{millis // size}{unit}"
     return f"{millis}ms"
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from `"64m"`, `"1g"`, `"512k"` or a bare number of bytes (binary units, as Docker's)."""
+    match = _SIZE_RE.fullmatch(str(value).strip()) if isinstance(value, (int, str)) else None
+    if match is None or isinstance(value, bool):
+        raise ValueError(f"expected a size like 64m, 512k or 1g, got {quote(value)}")
+    return int(match.group(1)) * _SIZES[match.group(2).lower()]

@@ -177,23 +177,32 @@ def compile_template(source: str, name: str, guarded: bool,
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
+def compiled(source: str, target: Target, name: str | None = None) -> jinja2.Template:
+    """The compiled template `render` uses for `source` (a `TemplateSource` brings its loader)."""
+    return compile_template(str(source), name or target.template, target.kind in GUARDED_KINDS,
+                            getattr(source, "loader", None))
+
+
 def render(
     source: str,
     catalog: Catalog,
     target: Target,
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH,
     name: str | None = None,
+    views: tuple[lay.ServiceView, ...] | None = None,
 ) -> str:
     """Render `source` for `target` with the documented context (docs/templates.md).
 
     Context: `services` (sorted by name, each with `name`, `spec`, `endpoints` = the served ones,
     `all_endpoints`), `vars` (the target's vars) and `revision`. Raises `TemplateError` naming the
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
+    `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
+    renderer computes them before the fork, so its child does not walk, and copy, the memo).
     """
     name = name or target.template
-    template = compile_template(str(source), name, target.kind in GUARDED_KINDS, getattr(source, "loader", None))
+    template = compiled(source, target, name)
     context = {
-        "services": service_views(catalog, served_health),
+        "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
     }
@@ -204,6 +213,19 @@ def render(
         line = _template_line(e.__traceback__, name)
         where = f"{name}:{line}" if line else name
         raise TemplateError(f"{where}: {type(e).__name__}: {e}") from e
+
+
+class InProcessRenderer:
+    """`lbgen.ports.Renderer` in the calling process, unbounded: for tests and benchmarks.
+
+    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`.
+    """
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        return render(source, catalog, target, served_health)
+
+    def close(self) -> None:
+        """Nothing to interrupt: a render in this process runs to its end."""
 
 
 def _template_line(tb: TracebackType | None, name: str) -> int | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from lbgen.core.durations import parse_duration
+from lbgen.core.durations import parse_duration, parse_size
 from lbgen.core.bounded import quote
 from lbgen.core.fields import Section, SourceInt, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
@@ -23,6 +23,9 @@ from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
 KINDS = ("nginx", "haproxy", "generic")
+MIB = 1024**2
+RENDER_MEMORY_MIN = 4 * MIB  # below this not even a small template renders
+RENDER_TIMEOUT_MAX = 3600.0
 CHECKED_KINDS = ("nginx", "haproxy")  # kinds whose adapter has a default check
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
@@ -86,6 +89,8 @@ class Target:
     how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
     apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
+    `render_timeout` (seconds) and `render_memory` (bytes) bound one render of the template
+    (issue 10: a template that loops forever or grows without end is refused, the daemon lives on).
     """
 
     name: str
@@ -102,6 +107,8 @@ class Target:
     wait: Wait | None = None
     timeout: float = 30.0
     runtime: bool = False
+    render_timeout: float = 10.0
+    render_memory: int = 256 * MIB  # a 10,000-service HAProxy render needs ~56 MiB (bench/render_bench.py --bounded)
 
 
 @dataclass(frozen=True)
@@ -240,6 +247,20 @@ def _positive_duration(value: Any) -> float:
     return seconds
 
 
+def _render_timeout(value: Any) -> float:
+    seconds = _positive_duration(value)
+    if seconds > RENDER_TIMEOUT_MAX:
+        raise ValueError(f"expected at most 1h, got {quote(value)}")
+    return seconds
+
+
+def _render_memory(value: Any) -> int:
+    size = parse_size(value)
+    if size < RENDER_MEMORY_MIN:
+        raise ValueError(f"expected at least 4m, got {quote(value)}")
+    return size
+
+
 def _parse_targets(value: Any, resolve: Callable[[str], str]) -> tuple[Target, ...]:
     items = expect_list(value)
     if not items:
@@ -271,6 +292,8 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
         vars=section.take("vars", _parse_vars, MappingProxyType({})),
         wait=section.take("wait", parse_wait, None),
         timeout=section.take("timeout", _positive_duration, 30.0),
+        render_timeout=section.take("render_timeout", _render_timeout, Target.render_timeout),
+        render_memory=section.take("render_memory", _render_memory, Target.render_memory),
     )
     target = replace(target, runtime=_runtime(section.take("runtime", _parse_bool, None), target, path))
     section.done()

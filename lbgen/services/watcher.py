@@ -28,11 +28,12 @@ from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
 from lbgen.core.quarantine import checker_reason
 from lbgen.core.quiescence import Quiescence
-from lbgen.core.render import render
+from lbgen.core.reload import reloaded
+from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
-from lbgen.errors import Compacted, LbgenError, StoreError
-from lbgen.ports import Clock, Snapshot, Store, WatchEvent
+from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
+from lbgen.ports import Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.quarantine import Quarantines
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -60,7 +61,7 @@ class _TemplatesChanged:
     pass
 
 
-_STOP = object()
+_STOP, _RELOAD = object(), object()
 
 
 @dataclass
@@ -93,7 +94,8 @@ class Watcher:
         metrics: WatcherMetrics | None = None,
         stale_after: float = 10.0,
         recheck: float = 60.0,
-        on_status: Callable[[WatcherStatus], None] | None = None,
+        on_status: Callable[[WatcherStatus], None] | None = None, renderer: Renderer | None = None,
+        load_settings: Callable[[], Settings] | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
@@ -106,7 +108,7 @@ class Watcher:
         self._clock = clock
         self._read_template = read_template
         self._retry = (retry_base, retry_cap)
-        self._queue: queue.Queue[object] = queue.Queue()
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # put() is safe in a signal handler
         self._stopping = threading.Event()
         self._state = CatalogState(settings.prefix)
         self._loaded = False
@@ -119,6 +121,7 @@ class Watcher:
         self._watch = None
         self._quarantines = Quarantines(lambda target, text: self._applier.check_text(target, text), self.metrics)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
+        self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
 
     # --- producers -------------------------------------------------------------------------
 
@@ -153,9 +156,15 @@ class Watcher:
         """Producer hook (file observer): a template file changed on disk."""
         self._queue.put(_TemplatesChanged())
 
+    def reload(self) -> None:
+        """Re-read the settings (and so every template) at the next message; safe in a signal handler."""
+        self._queue.put(_RELOAD)
+
     def stop(self) -> None:
-        """Ask every loop to end; safe from any thread or a signal handler."""
+        """Ask every loop to end; safe from any thread or a signal handler. A render in progress is
+        killed and nothing more is applied."""
         self._stopping.set()
+        self._renderer.close()
         self._queue.put(_STOP)
         if self._watch is not None:
             self._watch.cancel()
@@ -169,7 +178,8 @@ class Watcher:
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
                     f"{status.applied_revision}: {status.last_error}"]
-        return []
+        return [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
+                if error.startswith("render: ")]  # a template that does not render (`_fail`)
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -230,6 +240,8 @@ class Watcher:
         elif isinstance(message, _TemplatesChanged):
             self._templates.clear()
             self._note_all(now)
+        elif message is _RELOAD:
+            self._reload(now)
 
     def _connected(self, now: float) -> None:
         self.status.connected = True
@@ -247,6 +259,24 @@ class Watcher:
         for item in rejected:
             log.warning("registry: skipping %s at revision %s: %s", item.key, self._state.revision, item.reason)
 
+    # --- SIGHUP: re-read the settings (issue 10) ----------------------------------------------
+
+    def _reload(self, now: float) -> None:
+        """Run on the re-read settings and templates (a broken file keeps the running ones); the
+        catalog, the applied state and the guard's hold are kept: only what renders changes."""
+        try:
+            settings, pending = reloaded(self.settings, (self._load_settings or (lambda: self.settings))())
+        except LbgenError as e:
+            log.error("reload: keeping the running settings: %s", e)
+            return
+        for line in pending:
+            log.warning("reload: %s", line)
+        self.settings = settings
+        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
+        self._templates.clear()
+        log.info("reload: settings and templates re-read for %s", ", ".join(t.name for t in settings.targets))
+        self._note_all(now)
+
     # --- render and apply --------------------------------------------------------------------
 
     def _render_due(self) -> None:
@@ -260,7 +290,7 @@ class Watcher:
         catalog = self._state.catalog()
         self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
         rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
-        if rendered:
+        if rendered and not self._stopping.is_set():  # stopped mid-render: apply nothing
             self._apply(due, rendered, catalog)
 
     def _is_due(self, name: str, now: float) -> bool:
@@ -277,10 +307,13 @@ class Watcher:
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
-            return render(source, catalog, target, self.settings.served_health)
+            text = self._renderer.render(source, catalog, target, self.settings.served_health)
         except (LbgenError, OSError) as e:
-            self._fail(target, "render", str(e))
+            if not self._stopping.is_set():
+                # Out of its time or memory, the same render would burn as much again: wait for a change.
+                self._fail(target, "render", str(e), retry=not isinstance(e, RenderLimit))
             return None
+        return text
 
     def _held_for(self) -> float:
         return 0.0 if self._held_since is None else self._clock.now() - self._held_since
@@ -305,11 +338,16 @@ class Watcher:
         """The check refused `catalog`: apply it with the services that cause it held back (issue 10
         part 3), or keep the whole last good config when the refusal is tied to no service."""
         source = self._templates[target.template]
-        resolution = self._quarantines.resolve(
-            target, catalog, self._applied.get(target.name),
-            lambda mixed: render(source, mixed, target, self.settings.served_health),
-            checker_reason(refused.output, refused.error or ""))
-        if resolution is None:
+        try:
+            resolution = self._quarantines.resolve(
+                target, catalog, self._applied.get(target.name),
+                lambda mixed: self._renderer.render(source, mixed, target, self.settings.served_health),
+                checker_reason(refused.output, refused.error or ""))
+        except LbgenError as e:  # the search's final render failed: out of its limits, or stopped
+            if not self._stopping.is_set():
+                log.error("%s: quarantine search abandoned: %s", target.name, e)
+            return refused, catalog, {}
+        if resolution is None or self._stopping.is_set():  # stopped during the search: apply nothing
             return refused, catalog, {}
         [outcome] = self._applier.apply([target], {target.name: resolution.text})
         return outcome, resolution.catalog, resolution.held
@@ -338,8 +376,9 @@ class Watcher:
             how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
             log.info("%s: applied revision %s%s", name, catalog.revision, how)
 
-    def _fail(self, target: Target, step: str, error: str) -> None:
-        """Log and count a failed render or apply, and try the target again after a backoff."""
+    def _fail(self, target: Target, step: str, error: str, retry: bool = True) -> None:
+        """Log and count a failed render or apply, and try the target again after a backoff
+        (`retry`) or at the next change."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
@@ -347,7 +386,10 @@ class Watcher:
         self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
-        delay = backoff(attempt, random.random(), *self._retry)
-        self._retry_at[target.name] = self._clock.now() + delay
-        log.error("%s: revision %s not applied (%s failed, retry in %.1fs): %s",
-                  target.name, self._state.revision, step, delay, error)
+        when = "tried again at the next change"
+        if retry:
+            delay = backoff(attempt, random.random(), *self._retry)
+            self._retry_at[target.name] = self._clock.now() + delay
+            when = f"retry in {delay:.1f}s"
+        log.error("%s: revision %s not applied (%s failed, %s): %s",
+                  target.name, self._state.revision, step, when, error)

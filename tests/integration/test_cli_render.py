@@ -76,15 +76,15 @@ def test_dry_run_previews_then_render_applies_then_dry_run_shows_only_the_change
     settings = settings_for(tmp_path, etcd_server.url, etcd_prefix)
     before = files_in(tmp_path)
 
-    code, out, _ = lbgen(capsys, "-c", str(settings), "--dry-run")
-    assert code == 0, out
+    code, out, err = lbgen(capsys, "-c", str(settings), "--dry-run")
+    assert code == 0, err
     assert "=== nginx\n--- /dev/null" in out and "=== haproxy\n--- /dev/null" in out
     assert "+        server 127.0.0.1:18081 weight=1;" in out
     assert "--- nginx: check passed" in out and "--- haproxy: check passed" in out
     assert files_in(tmp_path) == before, "a dry run writes nothing (no dest, no staged file left)"
 
-    code, out, _ = lbgen(capsys, "-c", str(settings))
-    assert code == 0
+    code, out, err = lbgen(capsys, "-c", str(settings))
+    assert code == 0, err
     assert "nginx: applied revision" in out and "haproxy: applied revision" in out
     live = (tmp_path / "out/nginx.conf").read_text()
     assert "server 127.0.0.1:18081 weight=1;" in live

@@ -53,6 +53,7 @@ def test_minimal_settings_get_documented_defaults() -> None:
     assert target.dest == "/etc/nginx/nginx.conf"
     assert target.kind == "nginx"
     assert (target.mode, target.timeout, target.wait, dict(target.vars)) == (0o644, 30.0, None, {})
+    assert (target.render_timeout, target.render_memory) == (10.0, 256 * 1024**2)
 
 
 def test_full_target_and_top_level_fields() -> None:
@@ -62,6 +63,7 @@ def test_full_target_and_top_level_fields() -> None:
                 registry=["https://10.0.0.1:2379", "https://10.0.0.2:2379"],
                 etcd={"ca": "pki/ca.pem", "user": "lbgen", "password_file": "/etc/lbgen/pass", "timeout": "2s"})
     data["targets"][0].update(mode="0640", owner="root", group=0, wait="10ms", timeout="5s",
+                              render_timeout="2s", render_memory="256m",
                               verify=["curl", "-fsS", "http://127.0.0.1:18999/healthz"], kind="generic")
     settings = parse_settings(data, "/srv/lb")
     target = settings.targets[0]
@@ -73,6 +75,7 @@ def test_full_target_and_top_level_fields() -> None:
     assert settings.etcd.ca == "/srv/lb/pki/ca.pem" and settings.etcd.timeout == 2.0
     assert (target.mode, target.owner, target.group, target.kind) == (0o640, "root", "0", "generic")
     assert target.wait == Wait(0.01, 0.04) and target.timeout == 5.0
+    assert (target.render_timeout, target.render_memory) == (2.0, 256 * 1024**2)
     assert target.vars == {"pid": "/run/nginx.pid", "min_slots": 8}
 
 
@@ -137,6 +140,11 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets.0.vars", {"bad-name": 1}), "targets[0].vars: 'bad-name': variable names are identifiers"),
     (with_("targets.0.vars", ["pid"]), "targets[0].vars: expected a mapping, got list"),
     (with_("targets.0.timeout", "0"), "targets[0].timeout: expected a duration above 0"),
+    (with_("targets.0.render_timeout", "0"), "targets[0].render_timeout: expected a duration above 0"),
+    (with_("targets.0.render_timeout", "2h"), "targets[0].render_timeout: expected at most 1h"),
+    (with_("targets.0.render_memory", "64 MB"), "targets[0].render_memory: expected a size like 64m"),
+    (with_("targets.0.render_memory", "1m"), "targets[0].render_memory: expected at least 4m"),
+    (with_("targets.0.render_memory", True), "targets[0].render_memory: expected a size like 64m"),
     (with_("targets.0.runtime", "yes"), "targets[0].runtime: expected true or false"),
     (with_("targets.0.runtime", True), "targets[0].runtime: only haproxy targets have a runtime API (kind is nginx)"),
     (with_("targets.0.wait", "soon"), "targets[0].wait: expected a duration like 100ms"),

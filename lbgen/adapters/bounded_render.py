@@ -1,0 +1,235 @@
+"""Renders in a forked child with resource limits (issue 10): no template can hang, crash or bloat
+the daemon that renders it.
+
+Each render forks. The child inherits the catalog and the compiled template (nothing is pickled),
+limits itself (RLIMIT_AS and RLIMIT_DATA at its size at fork + the target's `render_memory`,
+RLIMIT_CPU at `render_timeout` + 1 s as a backstop, no core file), renders, and writes the text
+back through a pipe. The parent reads it within the wall-clock `render_timeout` and at most
+`render_memory` bytes; past either, or on `close()`, it kills the child (SIGKILL) and reaps it.
+A loop that never ends, a macro that calls itself, gigabytes of output or a crash of the child
+all become one `TemplateError` line naming the template and the limit.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import functools
+import gc
+import math
+import os
+import resource
+import select
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, NoReturn
+
+from lbgen.core.layout import ServiceView, service_views, slots
+from lbgen.core.model import Catalog
+from lbgen.core.render import compiled, render
+from lbgen.core.settings import Target
+from lbgen.errors import RenderLimit, TemplateError
+
+RenderFn = Callable[[str, Catalog, Target, frozenset[str]], str]
+
+_OK, _FAILED, _OUT_OF_MEMORY = b"0", b"1", b"2"
+_CHUNK = 1 << 20
+_PIPE_SIZE = 1 << 20  # fewer wake-ups for a config of megabytes (Linux's default pipe-max-size)
+_POLL = 0.25  # seconds between checks of `close()` while the child runs (close also kills it)
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_PIPES: set[int] = set()  # every render's pipe ends: a child forked by another thread closes them
+
+
+@dataclass(frozen=True)
+class _Messages:
+    """The child's failure lines, formatted before it renders: after a MemoryError there may be no room."""
+
+    recursion: str
+    memory: str
+
+    @classmethod
+    def of(cls, target: Target) -> _Messages:
+        name = target.template
+        return cls(recursion=f"{name}: recursion too deep (a macro that calls itself without end?)",
+                   memory=f"{name}: the render needs more than render_memory ({_size(target.render_memory)})")
+
+
+class BoundedRenderer:
+    """`lbgen.ports.Renderer`: each render in a child process bounded by the target's limits."""
+
+    def __init__(self, render_fn: RenderFn | None = None) -> None:
+        self._render_fn = render_fn  # None: `lbgen.core.render.render`, given the views made before the fork
+        self._children: set[int] = set()  # renders in progress (one per thread that renders)
+        self._closed = False
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        """The text `render_fn` returns in the child; `TemplateError` for anything else."""
+        name = target.template
+        if self._closed:
+            raise TemplateError(f"{name}: not rendered: lbgen is stopping")
+        # Done here, they stay cached in this process: the child reuses the compiled template and the
+        # service views instead of redoing them at every render (syntax errors are raised here too).
+        compiled(source, target)
+        views = _warm(catalog, target, served_health)
+        render_fn = self._render_fn
+        if render_fn is None:
+            render_fn = functools.partial(render, views=views)
+        read_fd, write_fd = os.pipe()
+        _PIPES.update((read_fd, write_fd))
+        _widen_pipe(read_fd)
+        pid = os.fork()
+        if pid == 0:
+            _child(write_fd, target, lambda: render_fn(source, catalog, target, served_health))
+        _PIPES.discard(write_fd)
+        os.close(write_fd)
+        self._children.add(pid)
+        data, problem = b"", TemplateError(f"{name}: render interrupted")
+        try:
+            if self._closed:  # close() ran between the check above and the fork
+                _kill(pid)
+            data, problem = self._collect(read_fd, target)
+        finally:
+            self._children.discard(pid)
+            _PIPES.discard(read_fd)
+            os.close(read_fd)
+            if problem is not None:  # still running, or about to be: no one else will end it
+                _kill(pid)
+            status = os.waitpid(pid, 0)[1]
+        return _outcome(target, data, problem, status)
+
+    def close(self) -> None:
+        """Kill the render in progress (it raises `TemplateError`) and refuse later ones."""
+        self._closed = True
+        for pid in list(self._children):
+            _kill(pid)
+
+    def _collect(self, fd: int, target: Target) -> tuple[bytes, TemplateError | None]:
+        """What the child wrote until it closed the pipe; or a reason why reading stopped before."""
+        deadline = time.monotonic() + target.render_timeout
+        chunks: list[bytes] = []
+        size = 0
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            if self._closed:  # close() kills the child: its end of the pipe closes too
+                return b"", TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b"", RenderLimit(f"{target.template}: render stopped after render_timeout "
+                                        f"({target.render_timeout:g}s): a loop that never ends?")
+            if not poller.poll(min(left, _POLL) * 1000):
+                continue
+            chunk = os.read(fd, _CHUNK)
+            if not chunk and not self._closed:
+                return b"".join(chunks), None
+            size += len(chunk)
+            if size > target.render_memory + 1:
+                return b"", RenderLimit(f"{target.template}: output larger than render_memory "
+                                        f"({_size(target.render_memory)})")
+            chunks.append(chunk)
+
+
+def _warm(catalog: Catalog, target: Target, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
+    """Compute here what the layout helpers remember between renders (`lbgen.core.layout` memos):
+    the service views (handed to the child as they are: walking the memo there would copy its
+    pages), and for haproxy targets the server slots at `vars.min_slots` (as the default template
+    asks for them). Linear in the catalog, whatever the template does; at 10,000 services this
+    saves the child about 0.1 s and, for HAProxy, 30 MiB per render (bench/render_bench.py)."""
+    views = service_views(catalog, served_health)
+    minimum = target.vars.get("min_slots", 4)
+    if target.kind == "haproxy" and type(minimum) is int and 0 < minimum <= 1024:
+        for view in views:
+            slots(view, minimum)
+    return views
+
+
+def _outcome(target: Target, data: bytes, problem: TemplateError | None, status: int) -> str:
+    """The rendered text, or the one line that says why there is none (`RenderLimit` for a limit)."""
+    if problem is not None:
+        raise problem
+    if data[:1] == _OK and os.waitstatus_to_exitcode(status) == 0:
+        return data[1:].decode("utf-8", "surrogatepass")
+    if data[:1] in (_FAILED, _OUT_OF_MEMORY):
+        kind = RenderLimit if data[:1] == _OUT_OF_MEMORY else TemplateError
+        raise kind(data[1:].decode("utf-8", "replace"))
+    code = os.waitstatus_to_exitcode(status)
+    if code == -signal.SIGXCPU:
+        raise RenderLimit(f"{target.template}: the render used more CPU than render_timeout "
+                          f"({target.render_timeout:g}s)")
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+    raise TemplateError(f"{target.template}: the render process {how} (render_memory "
+                        f"{_size(target.render_memory)}, render_timeout {target.render_timeout:g}s)")
+
+
+def _child(write_fd: int, target: Target, render_now: Callable[[], str]) -> NoReturn:
+    """In the forked child: limit, render, send, and leave without running any of the parent's cleanup."""
+    code = 3
+    try:
+        _confine(write_fd, target)
+        messages = _Messages.of(target)
+        status, text = _attempt(render_now, messages)
+        _send(write_fd, status, text)
+        code = 0
+    finally:
+        os._exit(code)
+
+
+def _confine(write_fd: int, target: Target) -> None:
+    """Signals act by default, the limits apply from here on, and of the render pipes only this
+    one's write end stays open: a render in another thread must see its own child's end of file.
+    (Other descriptors stay: gRPC, when its fork support is on, aborts a child that closes its own.)"""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+    for fd in _PIPES - {write_fd}:
+        os.close(fd)
+    gc.disable()  # a full collection would walk (and copy) the whole inherited heap
+    with open("/proc/self/statm", "rb") as statm:
+        size_pages, _, _, _, _, data_pages = map(int, statm.read().split()[:6])
+    budget = target.render_memory
+    for limit, used in ((resource.RLIMIT_AS, size_pages), (resource.RLIMIT_DATA, data_pages)):
+        resource.setrlimit(limit, (used * _PAGE + budget,) * 2)
+    cpu = math.ceil(target.render_timeout) + 1
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _attempt(render_now: Callable[[], str], messages: _Messages) -> tuple[bytes, str]:
+    try:
+        return _OK, render_now()
+    except TemplateError as e:
+        return _FAILED, str(e)
+    except RecursionError:
+        return _FAILED, messages.recursion
+    except MemoryError:
+        pass  # leave the except block first: its traceback still holds what filled the memory
+    return _OUT_OF_MEMORY, messages.memory
+
+
+def _send(fd: int, status: bytes, text: str) -> None:
+    _write_all(fd, status)
+    for start in range(0, len(text), _CHUNK):
+        _write_all(fd, text[start:start + _CHUNK].encode("utf-8", "surrogatepass"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _widen_pipe(fd: int) -> None:
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # a smaller pipe only means more wake-ups
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024**2:g} MiB"
