@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Written only after a complete install: an interrupted `pip install` is redone on the next run.
 STAMP := $(VENV)/.lbgen-installed
 
-.PHONY: deps venv test unit demo clean
+.PHONY: deps venv test unit demo clean install uninstall
 
 deps:
 	bash scripts/install-deps.sh
@@ -30,6 +30,23 @@ unit: venv
 
 demo: deps venv
 	bash examples/demo/run.sh
+
+# A Debian 12 LB node or Docker host, as root (docs/install.md): a virtualenv in $(LBGEN_HOME),
+# $(PREFIX)/bin/lbgen, the systemd units, the docs, example settings under $(SYSCONFDIR)/lbgen
+# (an edited file there is never overwritten). Every path can be overridden on the command line.
+PREFIX ?= /usr/local
+LBGEN_HOME ?= /opt/lbgen
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+LBGEN_USER ?= lbgen
+INSTALL_ENV = PREFIX='$(PREFIX)' LBGEN_HOME='$(LBGEN_HOME)' SYSCONFDIR='$(SYSCONFDIR)' \
+	UNITDIR='$(UNITDIR)' LBGEN_USER='$(LBGEN_USER)' PYTHON='$(PYTHON)'
+
+install:
+	$(INSTALL_ENV) bash scripts/install.sh install
+
+uninstall:
+	$(INSTALL_ENV) bash scripts/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

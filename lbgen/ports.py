@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol
+from typing import Iterator, Mapping, Protocol, Sequence
 
 from lbgen.core.model import Catalog
 from lbgen.core.runtime_plan import RuntimePlan
@@ -67,6 +67,21 @@ class Store(Protocol):
     def snapshot(self, prefix: str) -> Snapshot: ...
 
     def get(self, key: str) -> KeyValue | None: ...
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        """Those of `keys` that exist (a few round trips, however many keys: an etcd transaction of
+        reads per 128 keys)."""
+        ...
+
+    def lease_keys(self, lease: int) -> tuple[str, ...] | None:
+        """The keys attached to `lease` (etcd's LeaseTimeToLive with keys=true); () when the lease is
+        gone; None when this store's leases hold no keys (the file registry)."""
+        ...
+
+    def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys were under `prefix` at `revision` (0: now); raises `Compacted` when that
+        revision's history is gone."""
+        ...
 
     def watch(self, prefix: str, start_revision: int) -> Watch: ...
 
@@ -182,6 +197,7 @@ class ContainerSpec:
     labels: Mapping[str, str] = field(default_factory=dict)
     network_mode: str = "host"
     ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (bridge only)
+    host_ip: str = ""  # the host address published ports bind to ("": every address)
     mem_limit: int = 0  # bytes, 0 = unlimited
     nano_cpus: int = 0  # 1e9 = one CPU, 0 = unlimited
     mounts: tuple[tuple[str, str, bool], ...] = ()  # (host path, container path, read_only)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages lbgen's demo and tests run for real (etcd, nginx, haproxy, dockerd,
-# busybox for the test image, python3-venv, chromium and its driver for the dashboard's browser test).
+# busybox for the test image, python3-venv, chromium and its driver for the dashboard's browser test;
+# prometheus for promtool, systemd for systemd-analyze and pipx for the install tests).
 # Idempotent: does nothing when everything is there.
 #
 # lbgen's tests and demo start their own instances of these services, so the packages' own system
@@ -9,9 +10,9 @@
 set -euo pipefail
 
 packages=(etcd-server etcd-client nginx-light libnginx-mod-stream haproxy docker.io busybox-static curl python3-venv ca-certificates
-          chromium chromium-driver fonts-dejavu-core)
+          chromium chromium-driver fonts-dejavu-core prometheus systemd pipx)
 declare -A services=([etcd-server]="etcd" [nginx-light]="nginx" [haproxy]="haproxy"
-                     [docker.io]="docker.socket docker containerd")
+                     [docker.io]="docker.socket docker containerd" [prometheus]="prometheus")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -145,9 +145,10 @@ class DockerEngine:
     def _create_args(self, spec: ContainerSpec) -> dict[str, Any]:
         # On the host network a container port *is* the host port: Docker rejects bindings there.
         publish = spec.network_mode != "host" and bool(spec.ports)
+        bindings = {c: (spec.host_ip, h) if spec.host_ip else h for c, h in spec.ports.items()}
         host_config = self._api.create_host_config(
             network_mode=spec.network_mode,
-            port_bindings=dict(spec.ports) if publish else None,
+            port_bindings=bindings if publish else None,
             mem_limit=spec.mem_limit or None,
             nano_cpus=spec.nano_cpus or None,
             mounts=[Mount(target=dst, source=src, type="bind", read_only=ro) for src, dst, ro in spec.mounts],

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 # lbgen forks without exec only for bounded renders (adapters/bounded_render.py), whose children
 # never use gRPC: its fork support would restart gRPC's threads in every such child for nothing.
@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PAGE_SIZE = 5_000
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 MAX_MESSAGE_BYTES = 256 << 20
 GRPC_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -262,6 +263,39 @@ class EtcdStore:
     def get(self, key: str) -> KeyValue | None:
         response = self._call(f"get {key!r}", lambda: self._client.get_response(key))
         return _key_value(response.kvs[0]) if response.kvs else None
+
+    def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys were under `prefix` at `revision` (0: now): a count-only range, so a tiny answer."""
+        start = prefix.encode()
+        try:
+            response = self._call(f"count {prefix!r} at revision {revision}", lambda: self._client.get_range_response(
+                start, utils.prefix_range_end(start), count_only=True, revision=revision or None))
+        except StoreError as e:
+            if revision and _code(e.__cause__ or e) == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted(revision, 0) from e
+            raise
+        return int(response.count)
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        """Those of `keys` that exist, read by transactions of at most `MAX_TXN_OPS` ranges each."""
+        found: list[KeyValue] = []
+        for start in range(0, len(keys), MAX_TXN_OPS):
+            chunk = keys[start : start + MAX_TXN_OPS]
+            request = etcdrpc.TxnRequest(success=[
+                etcdrpc.RequestOp(request_range=etcdrpc.RangeRequest(key=key.encode())) for key in chunk])
+            response = self._call(
+                f"get {len(chunk)} keys from {chunk[0]!r}",
+                lambda: self._client.kvstub.Txn(request, self.config.timeout, metadata=self._client.metadata),
+            )
+            found += [_key_value(kv) for op in response.responses for kv in op.response_range.kvs]
+        return found
+
+    def lease_keys(self, lease: int) -> tuple[str, ...]:
+        """The keys attached to `lease`, without their values; () when the lease is gone."""
+        response = self._call(f"list the keys of lease {lease:x}", lambda: self._client.get_lease_info(lease))
+        if int(response.TTL) < 0:
+            return ()
+        return tuple(sorted(key.decode(errors="replace") for key in response.keys))
 
     def watch(self, prefix: str, start_revision: int) -> EtcdWatch:
         """Events under `prefix` from `start_revision`; no I/O until iterated (errors surface there).

@@ -27,7 +27,7 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import yaml
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
@@ -173,6 +173,16 @@ class FileStore:
 
     def get(self, key: str) -> KeyValue | None:
         return self._memory.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        return self._memory.get_many(keys)
+
+    def count(self, prefix: str, revision: int = 0) -> int:
+        return self._memory.count(prefix, revision)
+
+    def lease_keys(self, lease: int) -> None:
+        """None: leases hold no keys here (they never expire, and the file does not record them)."""
+        return None
 
     def watch(self, prefix: str, start_revision: int) -> MemoryWatch:
         with self._lock:

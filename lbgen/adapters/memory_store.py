@@ -19,7 +19,7 @@ import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Iterator, Mapping, Sequence
 
 from lbgen.adapters.process import SystemClock
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
@@ -65,6 +65,15 @@ class MemoryWatch:
         self._queue.put(_END)
 
 
+def _undo(keys: set[str], events: list[WatchEvent], created: frozenset[str]) -> None:
+    """Turn `keys` (after `events`) into the keys before them: a deleted key was there, a created one was not."""
+    for event in reversed(events):
+        if event.kind == "delete":
+            keys.add(event.key)
+        elif event.key in created:
+            keys.discard(event.key)
+
+
 class MemoryStore:
     """A thread-safe `Store` held in memory (see the module docstring for its etcd-like rules)."""
 
@@ -83,7 +92,8 @@ class MemoryStore:
         self._data: dict[str, KeyValue] = {}
         self._revision = 1
         self._compact_revision = 0
-        self._history: deque[tuple[int, list[WatchEvent]]] = deque()
+        # (revision, events, keys the change created): `count()` undoes changes to go back in time
+        self._history: deque[tuple[int, list[WatchEvent], frozenset[str]]] = deque()
         self._leases: dict[int, _Lease] = {}
         self.cluster_id = f"{self.name}-{next(self._generation)}"
 
@@ -99,6 +109,32 @@ class MemoryStore:
         with self._lock:
             self._check()
             return self._data.get(key)
+
+    def get_many(self, keys: Sequence[str]) -> list[KeyValue]:
+        with self._lock:
+            self._check()
+            return [self._data[key] for key in keys if key in self._data]
+
+    def lease_keys(self, lease: int) -> tuple[str, ...]:
+        with self._lock:
+            self._check()
+            held = self._leases.get(lease)
+            return tuple(sorted(held.keys)) if held else ()
+
+    def count(self, prefix: str, revision: int = 0) -> int:
+        """How many keys were under `prefix` at `revision` (0: now); `Compacted` when it is forgotten."""
+        with self._lock:
+            self._check()
+            keys = {key for key in self._data if key.startswith(prefix)}
+            if revision <= 0 or revision >= self._revision:
+                return len(keys)
+            if revision < self._compact_revision:
+                raise Compacted(revision, self._compact_revision)
+            for changed, events, created in reversed(self._history):
+                if changed <= revision:
+                    break
+                _undo(keys, [e for e in events if e.key.startswith(prefix)], created)
+            return len(keys)
 
     @property
     def revision(self) -> int:
@@ -116,7 +152,7 @@ class MemoryStore:
             if start_revision < self._compact_revision:  # raised on iteration, as etcd does
                 watch.fail(Compacted(start_revision, self._compact_revision))
                 return watch
-            for revision, batch in self._history:
+            for revision, batch, _ in self._history:
                 if revision >= start_revision:
                     watch.offer(batch)
             self._watches.append(watch)
@@ -149,6 +185,7 @@ class MemoryStore:
             if lease and lease not in self._leases:
                 raise LeaseLost(f"{self.name}: lease {lease:x} not found")
             events = [self._delete_event(key) for key in deletes if key in self._data and key not in puts]
+            created = frozenset(key for key in puts if key not in self._data)
             revision = self._revision + 1
             for key, value in puts.items():
                 self._detach(key)
@@ -157,7 +194,7 @@ class MemoryStore:
                     self._leases[lease].keys.add(key)
                 events.append(WatchEvent("put", key, bytes(value), revision))
             if events:
-                self._commit(events)
+                self._commit(events, created)
             return self._revision
 
     def _delete_event(self, key: str) -> WatchEvent:
@@ -170,9 +207,9 @@ class MemoryStore:
         if old is not None and old.lease in self._leases:
             self._leases[old.lease].keys.discard(key)
 
-    def _commit(self, events: list[WatchEvent]) -> None:
+    def _commit(self, events: list[WatchEvent], created: frozenset[str] = frozenset()) -> None:
         self._revision += 1
-        self._history.append((self._revision, events))
+        self._history.append((self._revision, events, created))
         while len(self._history) > self._history_limit:
             self._history.popleft()
             self._compact_revision = self._history[0][0]

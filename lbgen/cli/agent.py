@@ -39,7 +39,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="address for ports published on 0.0.0.0 and for host-network containers")
     add("--ttl", type=bounded_number(int, 2, 3600), default=15, metavar="SECONDS", help="lease TTL (default 15)")
     add("--resync", type=bounded_number(float, 1, 86400), default=60.0, metavar="SECONDS",
-        help="full re-list and re-read interval; writes only differences (default 60)")
+        help="full re-list and re-read interval, each wait drawn within ±20%% of it; "
+        "writes only differences (default 60)")
     add("--docker-host", default=os.environ.get("DOCKER_HOST", DEFAULT_HOST), metavar="URL",
         help=f"Docker daemon (default $DOCKER_HOST or {DEFAULT_HOST})")
     add("--all", action="store_true",

@@ -1,5 +1,6 @@
 """`lbgen status`: the whole system from one registry read — services and endpoints, the Docker
-hosts that registered them, every LB node's applied revision and errors, and what is wrong.
+hosts' agents, every LB node's applied revision and errors, and what is wrong. Besides the snapshot,
+one count-only read per distinct applied revision tells a node that missed a deletion.
 
 Exit status: 0 whenever the registry could be read (the problems are printed); with `--check`,
 1 when there is any problem, for monitoring. Registry errors exit 3 as everywhere.
@@ -13,9 +14,13 @@ import time
 from typing import Mapping, Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
-from lbgen.core.lb_status import LbStatus, TargetStatus
+from lbgen.core.behind import COMPACTED, revisions_to_count
+from lbgen.core.lb_status import TargetStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
+from lbgen.core.schema import services_prefix
+from lbgen.errors import Compacted
+from lbgen.ports import Store
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -36,10 +41,12 @@ def run(args: argparse.Namespace) -> int:
     store = open_store(args, url, prefix)
     try:
         snapshot = store.snapshot(f"{prefix}/")
+        counts = {revision: _count_at(store, services_prefix(prefix), revision)
+                  for revision in revisions_to_count(prefix, snapshot)}
     finally:
         store.close()
-    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file")
     now = time.time()
+    overview = build_overview(prefix, snapshot, expect_lbs=url.kind != "file", now=now, counts=counts)
     if args.json:
         print(json.dumps(status_document(str(url), overview, now), indent=2))
     else:
@@ -47,12 +54,20 @@ def run(args: argparse.Namespace) -> int:
     return 1 if args.check and overview.problems else 0
 
 
+def _count_at(store: Store, prefix: str, revision: int) -> int | None:
+    """Keys under `prefix` at `revision`, None when that history is compacted."""
+    try:
+        return store.count(prefix, revision)
+    except Compacted:
+        return None
+
+
 def format_overview(where: str, overview: Overview, now: float) -> list[str]:
     """The text report, one line per entry, columns aligned."""
     lines = [f"registry {where} prefix {overview.prefix} at revision {overview.revision} "
              f"(services last changed at {overview.services_revision})", ""]
     lines += _services(overview.catalog.services, overview.draining, quarantines(overview)) + [""]
-    lines += _agents(overview.agents) + [""]
+    lines += _agents(overview.agents, now) + [""]
     lines += _lbs(overview.lbs, now) + [""]
     lines.append(f"problems ({len(overview.problems)}):" if overview.problems else "problems: none")
     lines += [f"  {problem}" for problem in overview.problems]
@@ -85,13 +100,28 @@ def _endpoint_row(e: Endpoint, draining: bool, quarantined: bool = False) -> lis
     return [e.id, address, e.health, f"weight {e.weight}", f"node {e.node or '-'}", state]
 
 
-def _agents(agents: Sequence[AgentView]) -> list[str]:
+def _agents(agents: Sequence[AgentView], now: float) -> list[str]:
     if not agents:
-        return ["agents: none seen (an agent shows once it has registered an endpoint)"]
-    rows = [["NODE", "ENDPOINTS", "SERVED", "LEASE"]]
-    rows += [[a.node or "(none: written by hand)", str(a.endpoints), str(a.served),
-              ",".join(f"{lease:x}" for lease in a.leases) or "-"] for a in agents]
-    return [f"agents ({len(agents)}, seen through their endpoints):"] + table(rows, indent="  ")
+        return ["agents: none reporting and no endpoint names a node"]
+    rows = [["NODE", "DOCKER", "CONTAINERS", "ENDPOINTS", "SERVED", "RESYNC", "VERSION", "LEASE"]]
+    rows += [[a.node or "(none: written by hand)", *_presence(a, now)[:2], str(a.endpoints), str(a.served),
+              *_presence(a, now)[2:], ",".join(f"{lease:x}" for lease in a.leases) or "-"] for a in agents]
+    return [f"agents ({len(agents)}):"] + table(rows, indent="  ")
+
+
+def _presence(agent: AgentView, now: float) -> list[str]:
+    """DOCKER, CONTAINERS, RESYNC, VERSION for an agent's row, from its presence value."""
+    if agent.invalid:
+        return ["invalid presence (see problems)", "-", "-", "-"]
+    if (s := agent.status) is None:
+        return ["not reporting", "-", "-", "-"]
+    docker = f"up {_for(s.docker_since, now)}" if s.docker_reachable else f"UNREACHABLE {_for(s.docker_since, now)}"
+    return [docker.rstrip(), str(s.containers), _ago(s.resync_at, now), s.version or "-"]
+
+
+def _for(then: float | None, now: float) -> str:
+    seconds = age(then, now)
+    return "" if seconds is None else f"for {seconds:g}s"
 
 
 def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
@@ -104,7 +134,7 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        rows.append([lb.node, str(s.revision), _state(s, lb.behind), "yes" if s.connected else "no",
+        rows.append([lb.node, str(s.revision), _state(lb), "yes" if s.connected else "no",
                      _ago(s.updated_at, now), s.version or "-"])
         targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}", _note(t)]
                    for name, t in s.targets.items()]
@@ -112,12 +142,18 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
 
 
-def _state(status: LbStatus, behind: bool) -> str:
+def _state(lb: LbView) -> str:
     """An LB node in a word: a target's LB not running comes first, it is never "in sync"."""
-    if status.down:
+    s = lb.status
+    if s and s.down:
         return "LB down"
-    return ("behind" if behind else "failing" if status.errors else "quarantined" if status.quarantined
-            else "in sync")
+    if lb.behind_why == COMPACTED:
+        return "behind?"
+    if lb.behind:
+        return "behind"
+    if s and s.errors:
+        return "failing"
+    return "quarantined" if s and s.quarantined else "in sync"
 
 
 def _note(target: TargetStatus) -> str:

@@ -24,3 +24,9 @@ def backoff(attempt: int, jitter: float, base: float = DEFAULT_BASE, cap: float 
         raise ValueError(f"jitter {jitter}: must be in [0, 1)")
     delay = min(cap, base * 2.0 ** min(attempt, 32))
     return delay * (0.5 + 0.5 * jitter)
+
+
+def jittered(interval: float, rand: float, spread: float = 0.2) -> float:
+    """`interval` moved by up to ±`spread` of itself, evenly by `rand` in [0, 1): periodic work of
+    processes started together (a fleet after a restart) drifts apart instead of staying in step."""
+    return interval * (1.0 - spread + 2.0 * spread * rand)

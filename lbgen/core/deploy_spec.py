@@ -23,7 +23,7 @@ from lbgen.core.deploy_checks import (
     argv, boolean, choice, cpu_count, duration, host_path, int_in, mapping, matching, memory_size,
 )
 from lbgen.core.fields import Section, expect_list
-from lbgen.core.schema import MAX_WEIGHT, NAME_RE
+from lbgen.core.schema import MAX_WEIGHT, NAME_RE, is_ip, normalize_address
 from lbgen.errors import ConfigError
 from lbgen.ports import ContainerSpec
 
@@ -113,6 +113,7 @@ class ServiceSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     network: str = "host"
     container_port: int = 0  # bridge only: the port the app listens on inside
+    host_ip: str = ""  # bridge only: the host address its ports are published on ("": every address)
     cpus: float = 0.0
     memory: int = 0
     logs: tuple[str, str] | None = None  # (host dir, container dir), shared by the replicas
@@ -129,7 +130,7 @@ class ServiceSpec:
             "network": self.network, "container_port": self.container_port, "cpus": self.cpus,
             "memory": self.memory, "logs": self.logs, "volumes": self.volumes, "restart": self.restart,
             "healthcheck": self.healthcheck and asdict(self.healthcheck), "weight": self.weight,
-            "service": self.name,
+            "service": self.name, **({"host_ip": self.host_ip} if self.host_ip else {}),
         }
         canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -147,7 +148,7 @@ class ServiceSpec:
         return ContainerSpec(
             name=name, image=self.image, command=with_port(self.command, app_port),
             env={**self.env, "PORT": str(app_port)}, labels=labels, network_mode=self.network,
-            ports={self.container_port: port} if self.network == "bridge" else {},
+            ports={self.container_port: port} if self.network == "bridge" else {}, host_ip=self.host_ip,
             mem_limit=self.memory, nano_cpus=int(self.cpus * 1e9), mounts=mounts,
             restart_policy=self.restart,
             healthcheck=self.healthcheck.to_engine(app_port) if self.healthcheck else None,
@@ -288,6 +289,12 @@ def _pool(fields: Section, given: dict[str, Any], replicas: int, update: UpdateP
     return PortPool(base, base + needed - 1)
 
 
+def _ip(value: Any) -> str:
+    if not isinstance(value, str) or not is_ip(value):
+        raise ValueError(f"expected an IP address of this host, got {quote(value)}")
+    return normalize_address(value) or value
+
+
 def _nested(fields: Section, key: str, parse: Callable[[str, Any], T]) -> Callable[[Any], T]:
     """A parser for `key` that knows its own field path (for mappings with their own keys)."""
     return lambda value: parse(fields.field(key), value)
@@ -304,6 +311,9 @@ def _service(name: str, value: Any) -> ServiceSpec:
     container_port = fields.take("container_port", int_in(1, 65535), 0)
     if (network == "bridge") != bool(container_port):
         raise ConfigError(f"{fields.field('container_port')}: required with network: bridge, and only then")
+    host_ip = fields.take("host_ip", _ip, "")
+    if host_ip and network != "bridge":
+        raise ConfigError(f"{fields.field('host_ip')}: only with network: bridge (host networking publishes nothing)")
     resources = Section(fields.take("resources", mapping, {}), fields.field("resources"))
     spec = ServiceSpec(
         name=name,
@@ -314,6 +324,7 @@ def _service(name: str, value: Any) -> ServiceSpec:
         env=fields.take("env", _nested(fields, "env", _env), {}),
         network=network,
         container_port=container_port,
+        host_ip=host_ip,
         cpus=resources.take("cpus", cpu_count, 0.0),
         memory=resources.take("memory", memory_size, 0),
         logs=fields.take("logs", _nested(fields, "logs", _logs), None),

@@ -11,13 +11,12 @@ hand-written or corrupt value is reported with the reason instead of being shown
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from lbgen.core.bounded import load_json, quote
-from lbgen.core.schema import check_int, check_name
+from lbgen.core.bounded import quote
+from lbgen.core.schema import check_int, check_name, check_object, check_text, check_time, load_json_object
 from lbgen.errors import InvalidValue
 
 MAX_ERROR = 1000
@@ -92,16 +91,10 @@ def encode_lb_status(status: LbStatus) -> bytes:
 
 def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
     """Validate the value stored under `{prefix}/lb/{node}`; `node` comes from the key."""
-    value = _object("value", load_json(raw))
-    check_name("node", node)
-    if value.get("node", node) != node:
-        raise InvalidValue(f"node {quote(value['node'])}: does not match the key's node {node!r}")
+    value = load_node_value(node, raw)
     if "revision" not in value:
         raise InvalidValue("missing field 'revision'")
-    targets = _object("targets", value.get("targets", {}))
-    version = value.get("version", "")
-    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
-        raise InvalidValue(f"version {quote(version)}: must match {VERSION_RE.pattern}")
+    targets = check_object("targets", value.get("targets", {}))
     connected = value.get("connected", False)
     if not isinstance(connected, bool):
         raise InvalidValue(f"connected {quote(connected)}: expected true or false")
@@ -110,21 +103,34 @@ def decode_lb_status(node: str, raw: bytes | str) -> LbStatus:
         revision=check_int("revision", value["revision"], 0, MAX_REVISION),
         targets={check_name("target", name): _target(name, item) for name, item in sorted(targets.items())},
         connected=connected,
-        error=_text("error", value.get("error", "")),
-        version=version,
-        updated_at=_time("updated_at", value.get("updated_at")),
+        error=_error("error", value.get("error", "")),
+        version=value.get("version", ""),
+        updated_at=check_time("updated_at", value.get("updated_at")),
     )
 
 
+def load_node_value(node: str, raw: bytes | str) -> dict[str, Any]:
+    """A node's self-report (LB status, agent presence) as a JSON object whose `node` (when present)
+    is the key's `node` and whose `version` (when present) is a version string."""
+    value = load_json_object(raw)
+    check_name("node", node)
+    if value.get("node", node) != node:
+        raise InvalidValue(f"node {quote(value['node'])}: does not match the key's node {node!r}")
+    version = value.get("version", "")
+    if not isinstance(version, str) or not VERSION_RE.fullmatch(version):
+        raise InvalidValue(f"version {quote(version)}: must match {VERSION_RE.pattern}")
+    return value
+
+
 def _target(name: str, value: Any) -> TargetStatus:
-    item = _object(f"targets.{name}", value)
+    item = check_object(f"targets.{name}", value)
     up = item.get("up", True)
     if not isinstance(up, bool):
         raise InvalidValue(f"targets.{name}.up {quote(up)}: expected true or false")
     return TargetStatus(
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
-        error=_text(f"targets.{name}.error", item.get("error", "")),
-        applied_at=_time(f"targets.{name}.applied_at", item.get("applied_at")),
+        error=_error(f"targets.{name}.error", item.get("error", "")),
+        applied_at=check_time(f"targets.{name}.applied_at", item.get("applied_at")),
         up=up,
         quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
     )
@@ -137,28 +143,12 @@ def _encode_quarantined(held: Mapping[str, str]) -> dict[str, str]:
 
 def _quarantined(what: str, value: Any) -> dict[str, str]:
     """Absent in values written before quarantine existed: an empty object."""
-    held = _object(what, value)
+    held = check_object(what, value)
     if len(held) > MAX_QUARANTINED:
         raise InvalidValue(f"{what}: more than {MAX_QUARANTINED} services")
-    return {check_name(f"{what} service", name): _text(f"{what}.{name}", reason)
+    return {check_name(f"{what} service", name): _error(f"{what}.{name}", reason)
             for name, reason in sorted(held.items())}
 
 
-def _object(what: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidValue(f"{what}: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _text(what: str, value: Any) -> str:
-    if not isinstance(value, str) or len(value) > MAX_ERROR:
-        raise InvalidValue(f"{what}: expected a string of at most {MAX_ERROR} characters")
-    return value
-
-
-def _time(what: str, value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise InvalidValue(f"{what} {quote(value)}: expected seconds since the epoch, or null")
-    return float(value)
+def _error(what: str, value: object) -> str:
+    return check_text(what, value, MAX_ERROR)

@@ -1,18 +1,21 @@
 """What `lbgen status` shows, computed from one registry snapshot: services and their endpoints,
 the Docker hosts (agents) that registered them, the LB nodes' published status, and the problems.
 
-Agents publish nothing but their endpoints, so an agent is "alive" when endpoints naming its node
-are in the registry (they hang on its lease and vanish within its TTL when it dies); an agent on a
-host with no registered container cannot be seen. An LB node is behind when it has applied a
-revision older than the last change under `{prefix}/services/` (a deletion leaves no key, so a node
-that missed only a deletion is not flagged; its `connected` flag tells the rest).
+Each agent publishes its presence under `{prefix}/agents/{node}` on the lease of its endpoints
+(`lbgen.core.agent_status`): an agent is listed when it reports itself or when endpoints name its
+node (an older agent, or values written by hand); an unreachable Docker daemon or a stale resync is
+a problem. An LB node is behind when `{prefix}/services/` changed after the revision it applied:
+a put (a newer key), or a deletion, seen through key counts the caller read from the registry's
+history (`lbgen.core.behind`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Mapping
 
+from lbgen.core.agent_status import AgentStatus, agent_problems, decode_agent_status
+from lbgen.core.behind import CHANGED, COMPACTED, History, history_of
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
 from lbgen.core.lb_status import LbStatus, decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
@@ -23,12 +26,15 @@ from lbgen.ports import Snapshot
 
 @dataclass(frozen=True)
 class AgentView:
-    """A Docker host seen through the endpoints it registered."""
+    """A Docker host: its agent's presence (None when it does not report, or `invalid` says why its
+    value was refused) and the endpoints that name its node."""
 
     node: str
     endpoints: int
     served: int
     leases: tuple[int, ...]
+    status: AgentStatus | None = None
+    invalid: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class LbView:
     node: str
     status: LbStatus | None
     behind: bool = False
+    behind_why: str = ""  # CHANGED, DELETED or COMPACTED (lbgen.core.behind)
     invalid: str = ""
 
 
@@ -55,40 +62,59 @@ class Overview:
 
 
 def build_overview(prefix: str, snapshot: Snapshot, expect_lbs: bool = True,
-                   served_health: frozenset[str] = DEFAULT_SERVED_HEALTH) -> Overview:
+                   served_health: frozenset[str] = DEFAULT_SERVED_HEALTH, now: float | None = None,
+                   counts: Mapping[int, int | None] | None = None) -> Overview:
     """The overview of `snapshot` (every key under `prefix`). `expect_lbs`: no LB node reporting is
-    a problem (not for a file registry, where watchers' status stays in their own memory)."""
+    a problem (not for a file registry, where watchers' status stays in their own memory). `now`
+    (wall clock) judges whether an agent's last resync is stale; `counts` (revision → keys under
+    `services/` then, None when compacted) reveal deletions after an LB node's applied revision."""
     catalog, rejected = catalog_from_snapshot(prefix, snapshot)
     refs = [(parse_key(prefix, kv.key), kv) for kv in snapshot.items]
-    services_revision = max((kv.mod_revision for ref, kv in refs if ref and ref.in_catalog), default=0)
-    lbs = tuple(_lb_view(ref.node, kv.value, services_revision) for ref, kv in refs if ref and ref.kind == "lb")
+    history = history_of(prefix, snapshot, counts)
+    services_revision = history.last_put
+    lbs = tuple(_lb_view(ref.node, kv.value, history) for ref, kv in refs if ref and ref.kind == "lb")
     leases = {kv.key: kv.lease for ref, kv in refs if ref and ref.kind == "endpoint"}
+    presence = {ref.node: kv.value for ref, kv in refs if ref and ref.kind == "agent"}
     draining = frozenset(ref.endpoint_id for ref, _ in refs if ref and ref.kind == "drain")
     overview = Overview(prefix, snapshot.revision, services_revision, catalog, tuple(rejected),
-                        _agents(prefix, catalog, leases, served_health), lbs, (), draining)
-    return replace(overview, problems=_problems(overview, expect_lbs, served_health))
+                        _agents(prefix, catalog, leases, presence, served_health), lbs, (), draining)
+    return replace(overview, problems=_problems(overview, expect_lbs, served_health, now))
 
 
-def _lb_view(node: str, raw: bytes, services_revision: int) -> LbView:
+def _lb_view(node: str, raw: bytes, history: History) -> LbView:
     try:
         status = decode_lb_status(node, raw)
     except InvalidValue as e:
         return LbView(node, None, invalid=str(e))
-    return LbView(node, status, behind=status.revision < services_revision)
+    why = history.behind(status.revision)
+    return LbView(node, status, behind=bool(why), behind_why=why)
 
 
-def _agents(prefix: str, catalog: Catalog, leases: dict[str, int], served_health: frozenset[str]) -> tuple[AgentView, ...]:
-    found: dict[str, tuple[int, int, set[int]]] = {}
+def _agents(prefix: str, catalog: Catalog, leases: dict[str, int], presence: dict[str, bytes],
+            served_health: frozenset[str]) -> tuple[AgentView, ...]:
+    found: dict[str, tuple[int, int, set[int]]] = {node: (0, 0, set()) for node in presence}
     for service in catalog.services:
         for e in service.all_endpoints:
             count, served, held = found.get(e.node, (0, 0, set()))
             lease = leases.get(f"{prefix}/services/{service.name}/endpoints/{e.id}", 0)
             found[e.node] = (count + 1, served + e.is_served(served_health), held | ({lease} - {0}))
-    return tuple(AgentView(node, c, s, tuple(sorted(held))) for node, (c, s, held) in sorted(found.items()))
+    return tuple(_agent_view(AgentView(node, c, s, tuple(sorted(held))), presence.get(node))
+                 for node, (c, s, held) in sorted(found.items()))
 
 
-def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str]) -> tuple[str, ...]:
+def _agent_view(view: AgentView, raw: bytes | None) -> AgentView:
+    if raw is None:
+        return view
+    try:
+        return replace(view, status=decode_agent_status(view.node, raw))
+    except InvalidValue as e:
+        return replace(view, invalid=str(e))
+
+
+def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str], now: float | None
+              ) -> tuple[str, ...]:
     problems = [f"{r.key}: rejected: {r.reason}" for r in overview.rejected]
+    problems += _agent_problems(overview.agents, now)
     for service in overview.catalog.services:
         if not service.served(served_health):
             problems.append(f"service {service.name}: no served endpoint ({len(service.all_endpoints)} registered)")
@@ -102,11 +128,30 @@ def _problems(overview: Overview, expect_lbs: bool, served_health: frozenset[str
         if not lb.status.connected and "registry" not in lb.status.errors:
             problems.append(f"LB node {lb.node}: not connected to the registry")
         if lb.behind:
-            problems.append(f"LB node {lb.node}: applied revision {lb.status.revision}, "
-                            f"behind the registry's {overview.services_revision}")
+            problems.append(_behind_problem(lb, overview))
     if expect_lbs and not overview.lbs:
         problems.append("no LB node reports its status (is `lbgen watch` running?)")
     return tuple(problems)
+
+
+def _behind_problem(lb: LbView, overview: Overview) -> str:
+    applied = lb.status.revision if lb.status else 0
+    if lb.behind_why == CHANGED:
+        return f"LB node {lb.node}: applied revision {applied}, behind the registry's {overview.services_revision}"
+    if lb.behind_why == COMPACTED:
+        return (f"LB node {lb.node}: applied revision {applied} is compacted away: a deletion since cannot be "
+                f"ruled out (registry at {overview.revision})")
+    return f"LB node {lb.node}: applied revision {applied}, keys under services/ were deleted since"
+
+
+def _agent_problems(agents: tuple[AgentView, ...], now: float | None) -> list[str]:
+    problems = []
+    for agent in agents:
+        if agent.invalid:
+            problems.append(f"agent {agent.node}: invalid presence value: {agent.invalid}")
+        elif agent.status is not None:
+            problems += agent_problems(agent.status, now)
+    return problems
 
 
 def quarantines(overview: Overview) -> dict[str, list[tuple[str, str]]]:
@@ -135,8 +180,7 @@ def overview_to_dict(overview: Overview, now: float, served_health: frozenset[st
             ], "quarantined": [{"lb": where, "reason": reason} for where, reason in held.get(s.name, ())]}
             for s in overview.catalog.services
         ],
-        "agents": [{"node": a.node, "endpoints": a.endpoints, "served": a.served,
-                    "leases": [f"{lease:x}" for lease in a.leases]} for a in overview.agents],
+        "agents": [_agent_dict(a, now) for a in overview.agents],
         "lb_nodes": [_lb_dict(lb, now) for lb in overview.lbs],
         "rejected": [{"key": r.key, "reason": r.reason} for r in overview.rejected],
         "problems": list(overview.problems),
@@ -148,12 +192,28 @@ def status_document(registry: str, overview: Overview, now: float) -> dict[str, 
     return {"registry": registry, **overview_to_dict(overview, now)}
 
 
+def _agent_dict(agent: AgentView, now: float) -> dict[str, Any]:
+    """An agent in the `--json` document: `reporting` says whether it publishes its presence."""
+    found = {"node": agent.node, "endpoints": agent.endpoints, "served": agent.served,
+             "leases": [f"{lease:x}" for lease in agent.leases], "reporting": agent.status is not None}
+    if agent.invalid:
+        return found | {"invalid": agent.invalid}
+    if (s := agent.status) is None:
+        return found
+    return found | {
+        "version": s.version, "docker_reachable": s.docker_reachable, "docker_since_age": age(s.docker_since, now),
+        "containers": s.containers, "registered": s.endpoints, "error": s.error, "error_age": age(s.error_at, now),
+        "resync_age": age(s.resync_at, now), "resync_interval": s.resync_interval, "age": age(s.updated_at, now),
+    }
+
+
 def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
     if lb.status is None:
         return {"node": lb.node, "invalid": lb.invalid}
     status = lb.status
     return {
-        "node": lb.node, "revision": status.revision, "behind": lb.behind, "connected": status.connected,
+        "node": lb.node, "revision": status.revision, "behind": lb.behind, "behind_why": lb.behind_why,
+        "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
         "targets": {name: {"revision": t.revision, "error": t.error, "up": t.up,

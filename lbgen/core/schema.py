@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -36,9 +37,10 @@ BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
 
 @dataclass(frozen=True)
 class KeyRef:
-    """What a registry key names: a service's spec, one of its endpoints, or an LB node's status."""
+    """What a registry key names: a service's spec, one of its endpoints, an LB node's status, a drain
+    marker, or an agent's presence."""
 
-    kind: str  # "spec" | "endpoint" | "lb" | "drain"
+    kind: str  # "spec" | "endpoint" | "lb" | "drain" | "agent"
     service: str = ""
     endpoint_id: str = ""
     node: str = ""
@@ -84,6 +86,11 @@ def lb_status_key(prefix: str, node: str) -> str:
     return f"{prefix}/lb/{check_name('node', node)}"
 
 
+def agent_key(prefix: str, node: str) -> str:
+    """`{prefix}/agents/{node}`: where an agent publishes its presence, on its lease."""
+    return f"{prefix}/agents/{check_name('node', node)}"
+
+
 def parse_key(prefix: str, key: str) -> KeyRef | None:
     """What `key` names under `prefix`, or None for keys outside the contract (ignored)."""
     if not key.startswith(prefix + "/"):
@@ -98,6 +105,8 @@ def parse_key(prefix: str, key: str) -> KeyRef | None:
             return KeyRef("lb", node=node)
         case ["drain", eid] if NAME_RE.fullmatch(eid):
             return KeyRef("drain", endpoint_id=eid)
+        case ["agents", node] if NAME_RE.fullmatch(node):
+            return KeyRef("agent", node=node)
     return None
 
 
@@ -181,6 +190,29 @@ def check_path(what: str, value: Any) -> str:
     return value
 
 
+def check_text(what: str, value: Any, limit: int) -> str:
+    """A string of at most `limit` characters (an error message, shown but never rendered)."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise InvalidValue(f"{what}: expected a string of at most {limit} characters")
+    return value
+
+
+def check_time(what: str, value: Any) -> float | None:
+    """Seconds since the epoch (a writer's wall clock), or None for null."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise InvalidValue(f"{what} {quote(value)}: expected seconds since the epoch, or null")
+    return float(value)
+
+
+def check_object(what: str, value: Any) -> dict[str, Any]:
+    """A JSON object."""
+    if not isinstance(value, dict):
+        raise InvalidValue(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def _check_list(what: str, value: Any, check: Callable[[Any], Any]) -> tuple[Any, ...]:
     if not isinstance(value, list):
         raise InvalidValue(f"{what}: expected a list, got {type(value).__name__}")
@@ -201,7 +233,8 @@ def _check_meta(value: Any) -> dict[str, str]:
     return dict(sorted(value.items()))
 
 
-def _load_json_object(raw: bytes | str) -> dict[str, Any]:
+def load_json_object(raw: bytes | str) -> dict[str, Any]:
+    """A registry value that must be a JSON object (bounded: `lbgen.core.bounded`), or `InvalidValue`."""
     value = load_json(raw)
     if not isinstance(value, dict):
         raise InvalidValue(f"expected a JSON object, got {type(value).__name__}")
@@ -210,7 +243,7 @@ def _load_json_object(raw: bytes | str) -> dict[str, Any]:
 
 def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
     """Validate an endpoint value; unknown fields are ignored (forward compatibility)."""
-    value = _load_json_object(raw)
+    value = load_json_object(raw)
     for required in ("address", "port"):
         if required not in value:
             raise InvalidValue(f"missing field {required!r}")
@@ -254,7 +287,7 @@ def _check_server_name(value: Any) -> str:
 
 def decode_spec(raw: bytes | str) -> dict[str, Any]:
     """Validate a service spec. Only known fields are kept, so nothing unchecked reaches a template."""
-    value = _load_json_object(raw)
+    value = load_json_object(raw)
     return {name: check(value[name]) for name, check in _SPEC_FIELDS.items() if name in value}
 
 

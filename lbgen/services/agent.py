@@ -5,7 +5,8 @@ does every registry write. Producer threads only post messages to its queue: Doc
 names a container to re-inspect), lease keep-alive failures, and a resync timer. Events are
 triggers, never state: the consumer re-inspects, recomputes the desired endpoints with the pure
 `discovery` core and writes only the difference. Bursts coalesce because the consumer drains the
-whole queue before each reconciliation.
+whole queue before each reconciliation. (Producers: `agent_producers`; own-keys reads:
+`agent_keys`; the presence value: `agent_presence`.)
 
 Outages: a failed Docker call keeps the last known containers and retries; a failed etcd call keeps
 the desired state and retries with a short capped backoff, re-reading this node's keys before the
@@ -24,7 +25,7 @@ from typing import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from lbgen.core.backoff import backoff
+from lbgen.core.agent_status import encode_agent_status
 from lbgen.core.discovery import (
     Discovered,
     DiscoveryOptions,
@@ -36,20 +37,16 @@ from lbgen.core.discovery import (
     plan,
 )
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import parse_key, services_prefix
+from lbgen.core.schema import agent_key, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
+                                            LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
+from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
+from lbgen.services.agent_presence import Presence
 from lbgen.services.metrics import Health
 
 log = logging.getLogger(__name__)
-
-RetryDelay = Callable[[int], float]
-
-
-def jittered_backoff(base: float, cap: float) -> RetryDelay:
-    """`lbgen.core.backoff` with fresh jitter per retry: a fleet's agents do not retry in lockstep."""
-    return lambda attempt: backoff(attempt, random.random(), base, cap)
-
 
 @dataclass(frozen=True)
 class AgentConfig:
@@ -62,39 +59,6 @@ class AgentConfig:
     keep_on_exit: bool = False
     store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
     docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
-
-
-# --- messages from the producers -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ContainerChanged:
-    container_id: str
-    name: str
-    action: str
-
-
-@dataclass(frozen=True)
-class DockerConnected:
-    """A new event stream is open: list everything again (subscribe first, then list)."""
-
-
-@dataclass(frozen=True)
-class DockerLost:
-    reason: str
-
-
-@dataclass(frozen=True)
-class LeaseExpired:
-    lease: int
-
-
-@dataclass(frozen=True)
-class Resync:
-    """Re-list containers and re-read this node's keys; writes only if something differs."""
-
-
-_STOP = object()
 
 
 class AgentMetrics:
@@ -110,13 +74,14 @@ class AgentMetrics:
         self.errors = Counter(f"{ns}_errors", "Errors by kind", ["kind"], registry=registry)
         self.lease_held = Gauge(f"{ns}_lease_held", "1 while the node's lease is held", registry=registry)
         self.lease_grants = Counter(f"{ns}_lease_grants", "Leases granted", registry=registry)
+        self.docker_up = Gauge(f"{ns}_docker_up", "1 while the Docker daemon answers", registry=registry)
         for op in ("put", "delete"):
             self.writes.labels(op)
         for kind in ("docker", "etcd", "lease", "bad_label", "conflict"):
             self.errors.labels(kind)
 
 
-class Agent:
+class Agent(AgentProducers):
     """Registers one host's containers; `run()` blocks until `stop()` (from any thread)."""
 
     def __init__(
@@ -126,12 +91,16 @@ class Agent:
         config: AgentConfig,
         registry: CollectorRegistry | None = None,
         health: Health | None = None,
+        wall: Callable[[], float] = time.time,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self.docker = docker
         self.config = config
         self.metrics = AgentMetrics(registry or CollectorRegistry())
         self.health = health or Health("docker", "etcd")
+        self.presence = Presence(config.options.node, config.resync_interval, wall)
+        self._rand = rand  # spreads the resyncs of a fleet of agents started together
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._events: DockerEvents | None = None
@@ -148,6 +117,8 @@ class Agent:
         self._conflicts: frozenset[str] = frozenset()
         self._retry_at: float | None = None
         self._failures = {"docker": 0, "etcd": 0}
+        self._resync_due = True  # the first reconciliation is a full one
+        self._previous_lease: int | None = None  # None: not read yet
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -173,7 +144,7 @@ class Agent:
     def stop(self) -> None:
         """Ask `run()` to finish: set the flag, wake the consumer, close the blocking event stream."""
         self._stopping.set()
-        self._queue.put(_STOP)
+        self._queue.put(STOP)
         with self._events_lock:
             if self._events is not None:
                 self._events.close()
@@ -200,10 +171,10 @@ class Agent:
         """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
         node's keys survived (none on etcd; a file registry's leases hold nothing)."""
         self.store.revoke_lease(self._lease)
-        prefix, node = self.config.prefix, self.config.options.node
-        left = owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node)
-        for key in left:
-            self.store.delete(key)
+        if self.store.lease_keys(self._lease) is None:  # the scan is for a file registry only
+            prefix, node = self.config.prefix, self.config.options.node
+            for key in owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node):
+                self.store.delete(key)
         log.info("revoked lease %x: this node's endpoints are gone", self._lease)
 
     # --- consumer ----------------------------------------------------------------------------
@@ -218,7 +189,7 @@ class Agent:
                 batch.append(self._queue.get_nowait())
         except queue.Empty:
             pass
-        return None if _STOP in batch or self._stopping.is_set() else batch
+        return None if STOP in batch or self._stopping.is_set() else batch
 
     def _note(self, message: object) -> None:
         match message:
@@ -228,7 +199,7 @@ class Agent:
             case DockerConnected():
                 self._need_listing = True
             case DockerLost(reason=reason):
-                self.health.down("docker", reason)
+                self._docker_down(reason)
             case LeaseExpired(lease=lease) if lease == self._lease:
                 log.warning("lease %x is lost (etcd away longer than %ss?): re-registering", lease, self.config.ttl)
                 self.metrics.errors.labels("lease").inc()
@@ -236,20 +207,21 @@ class Agent:
             case Resync():
                 self._need_listing = True
                 self._registered = None
+                self._resync_due = True
 
     def _reconcile(self) -> None:
-        """Refresh containers, then make etcd match; a failure on either side schedules a retry."""
+        """Refresh containers, make etcd match, publish the presence; a failure on either side
+        schedules a retry."""
         self._retry_at = None
         self._refresh_containers()
-        if not self._listed:
-            return  # never touch etcd before one full listing: the desired state is unknown
-        found = discover(self._containers.values(), self.config.options, self.config.prefix)
-        self._report_rejects(found)
         try:
-            self._sync(drained(found.endpoints, self._drain_ids()))
+            if self._listed:  # never touch endpoints before one full listing: the desired state is unknown
+                self._sync_endpoints()
+            self._publish_presence()
         except LeaseLost as e:
             log.warning("%s: granting a new lease and re-registering", e)
             self.metrics.errors.labels("lease").inc()
+            self.presence.error(str(e))
             self._drop_lease()
             self._retry("etcd", self.config.store_retry)
         except StoreError as e:
@@ -260,6 +232,33 @@ class Agent:
             self._failures["etcd"] = 0
             self.health.up("etcd")
         self.metrics.reconciliations.inc()
+
+    def _sync_endpoints(self) -> None:
+        found = discover(self._containers.values(), self.config.options, self.config.prefix)
+        self._report_rejects(found)
+        self._sync(drained(found.endpoints, self._drain_ids()))
+        if self._resync_due and not self._need_listing:  # listed afresh, and `_sync` re-read the keys
+            self._resync_due = False
+            self.presence.resynced()
+
+    def _publish_presence(self) -> None:
+        """Write `{prefix}/agents/{node}` when it changed, on the lease of the endpoints: one keep-alive
+        for both, and they leave the registry together when the agent dies."""
+        status = self.presence.due()
+        if status is None:
+            return
+        if not self._lease:
+            self._grant_lease()
+        self._previous()  # before this write moves the presence key off a previous run's lease
+        self.store.put(agent_key(self.config.prefix, self.config.options.node), encode_agent_status(status),
+                       lease=self._lease)
+        self.presence.written(status)
+
+    def _previous(self) -> int:
+        """The lease of a previous run (its keys are found through it), read once at start."""
+        if self._previous_lease is None:
+            self._previous_lease = previous_lease(self.store, self.config.prefix, self.config.options.node)
+        return self._previous_lease
 
     def _drain_ids(self) -> set[str]:
         """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
@@ -285,15 +284,24 @@ class Agent:
                 self._inspect(cid)
                 self._dirty.discard(cid)
         except DockerError as e:
-            log.log(_level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
+            log.log(level(self._failures["docker"]), "%s; keeping the last known containers and retrying", e)
             self.metrics.errors.labels("docker").inc()
-            self.health.down("docker", str(e))
+            self._docker_down(str(e))
             self._need_listing = True
             self._retry("docker", self.config.docker_retry)
             return
         self._failures["docker"] = 0
         self.health.up("docker")
+        self.metrics.docker_up.set(1)
+        self.presence.docker(True)
         self.metrics.containers.set(len(self._containers))
+
+    def _docker_down(self, reason: str) -> None:
+        """`/healthz`, `lbgen_agent_docker_up` and the presence key say the daemon is unreachable,
+        until a call succeeds."""
+        self.health.down("docker", reason)
+        self.metrics.docker_up.set(0)
+        self.presence.docker(False, reason)
 
     def _inspect(self, cid: str) -> None:
         info = self.docker.inspect(cid)
@@ -308,9 +316,12 @@ class Agent:
         """Make etcd hold exactly `desired` for this node, on the current lease."""
         if not self._lease:
             self._grant_lease()
-        if self._registered is None:
-            self._registered = self._read_registered()
         prefix, node = self.config.prefix, self.config.options.node
+        if self._registered is None:
+            leases = (self._lease, self._previous())
+            self._registered = read_own_keys(self.store, prefix, node, leases, desired)
+        else:
+            read_new_keys(self.store, desired, self._registered)
         changes = plan(desired, self._registered.values(), prefix, node, self._lease)
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
@@ -326,22 +337,15 @@ class Agent:
             self.metrics.writes.labels("delete").inc()
             container = str(json_field(old.value, "container") or "?")[:12]
             log.info("deregistered %s (container %s)", _short(prefix, key), container)
-        self.metrics.endpoints.set(len(owned_keys(self._registered.values(), prefix, node)))
-
-    def _read_registered(self) -> dict[str, KeyValue]:
-        """This node's keys, plus any key in this node's id space held by another node (conflicts)."""
-        snapshot = self.store.snapshot(services_prefix(self.config.prefix))
-        node = self.config.options.node
-        mine = owned_keys(snapshot.items, self.config.prefix, node)
-        squatted = {
-            kv.key: kv for kv in snapshot.items if kv.key not in mine and _in_id_space(self.config.prefix, kv.key, node)
-        }
-        log.debug("etcd revision %d: %d keys of node %s", snapshot.revision, len(mine), node)
-        return mine | squatted
+        self._previous_lease = 0  # its keys are taken over (put on this lease) or deleted
+        registered = len(owned_keys(self._registered.values(), prefix, node))
+        self.metrics.endpoints.set(registered)
+        self.presence.counts(len(self._containers), registered)
 
     def _grant_lease(self) -> None:
         self._lease = self.store.grant_lease(self.config.ttl)
         self._registered = None
+        self.presence.written(None)
         self.metrics.lease_grants.inc()
         self.metrics.lease_held.set(1)
         log.info("granted lease %x (TTL %ss)", self._lease, self.config.ttl)
@@ -352,9 +356,10 @@ class Agent:
         self.metrics.lease_held.set(0)
 
     def _store_failed(self, error: StoreError) -> None:
-        log.log(_level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
+        log.log(level(self._failures["etcd"]), "%s; keeping the desired state and retrying", error)
         self.metrics.errors.labels("etcd").inc()
         self.health.down("etcd", str(error))
+        self.presence.error(str(error))
         self._registered = None  # a write may or may not have landed: re-read before the next one
         self._retry("etcd", self.config.store_retry)
 
@@ -377,6 +382,7 @@ class Agent:
         for key in sorted(current - self._conflicts):
             log.error("not writing %s: its value names another node", key)
             self.metrics.errors.labels("conflict").inc()
+            self.presence.error(f"not writing {key}: its value names another node")
         self._conflicts = current
 
     def _log_put(self, verb: str, key: str, endpoint: Endpoint) -> None:
@@ -387,78 +393,8 @@ class Agent:
             container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
         )
 
-    # --- producers ---------------------------------------------------------------------------
-
-    def _watch_docker(self) -> None:
-        """Subscribe to Docker events, announce the connection, forward events; reconnect with backoff."""
-        attempt = 0
-        while not self._stopping.is_set():
-            opened = time.monotonic()
-            try:
-                self._follow_events()
-            except DockerError as e:
-                log.log(_level(attempt), "%s; reconnecting", e)
-                self.metrics.errors.labels("docker").inc()
-                self._queue.put(DockerLost(str(e)))
-            attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
-            self._stopping.wait(self.config.docker_retry(attempt))
-
-    def _follow_events(self) -> None:
-        stream = self.docker.events()
-        with self._events_lock:
-            if self._stopping.is_set():
-                stream.close()
-                return
-            self._events = stream
-        try:
-            self._queue.put(DockerConnected())
-            for event in stream:
-                if event.type == "container" and event.id:
-                    self._queue.put(ContainerChanged(event.id, event.name, event.action))
-        finally:
-            with self._events_lock:
-                self._events = None
-            stream.close()
-
-    def _keep_alive(self) -> None:
-        """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
-        failing = 0
-        while not self._stopping.wait(self.config.ttl / 3):
-            lease = self._lease
-            if not lease:
-                continue
-            try:
-                self.store.keep_alive(lease)
-            except LeaseLost:
-                self.metrics.lease_held.set(0)
-                self._queue.put(LeaseExpired(lease))
-            except StoreError as e:
-                log.log(_level(failing), "%s", e)
-                failing += 1
-                self.metrics.errors.labels("etcd").inc()
-                self.health.down("etcd", str(e))
-            else:
-                if failing:
-                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
-                failing = 0
-                self.metrics.lease_held.set(1)
-                self.health.up("etcd")
-
-    def _resync_timer(self) -> None:
-        while not self._stopping.wait(self.config.resync_interval):
-            self._queue.put(Resync())
-
-
-def _level(streak: int) -> int:
-    """The first failure of a streak is a warning, repeats are debug: an outage logs one line."""
-    return logging.WARNING if streak == 0 else logging.DEBUG
-
 
 def _short(prefix: str, key: str) -> str:
     ref = parse_key(prefix, key)
     return f"{ref.service}/{ref.endpoint_id}" if ref else key
 
-
-def _in_id_space(prefix: str, key: str, node: str) -> bool:
-    ref = parse_key(prefix, key)
-    return ref is not None and ref.kind == "endpoint" and ref.endpoint_id.startswith(node + ".")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -76,6 +77,10 @@ def test_the_page_follows_the_fleet_live(browser: Any, etcd_factory: EtcdFactory
     assert browser.execute_script("return window.lbgenNoReload") is True
     assert not has(browser, "#injected") and not has(browser, "#injected2") and not has(browser, "main img")
     assert "draining" in text_of(browser, "services") and "lb-1" in text_of(browser, "lbs")
+    put(etcd, f"{etcd_prefix}/agents/host-c", {"docker_reachable": False, "docker_since": time.time() - 30,
+                                              "error": "docker: connection refused", "version": "0.1.0"})
+    wait_until(lambda: "UNREACHABLE" in text_of(browser, "agents"), WAIT, "an agent's presence live")
+    assert "agent host-c: Docker unreachable" in text_of(browser, "problems")
     browser.save_screenshot(str(tmp_path / "dashboard-connected.png"))
 
     etcd.stop()

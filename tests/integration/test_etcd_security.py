@@ -82,3 +82,26 @@ def test_registry_cli_uses_tls_files_and_the_password_from_the_environment(
     monkeypatch.setenv("LBGEN_ETCD_PASSWORD", "wrong")
     assert main(["registry", "ls", *options]) == 3
     assert "authentication failed" in capsys.readouterr().err
+
+
+def test_a_user_limited_to_the_prefix_lists_its_lease_s_keys_and_counts_its_history(
+    etcd_factory: EtcdFactory, tls: TlsFiles
+) -> None:
+    """What an agent and `lbgen status` need of etcd (issue 15) with only a role on the prefix."""
+    require_binary(ETCDCTL_BINARY, "etcdctl")
+    server = etcd_factory(tls=tls)
+    for argv in (("user", "add", "root:s3cret"), ("role", "add", "agent"),
+                 ("role", "grant-permission", "agent", "--prefix=true", "readwrite", "/lbgen/"),
+                 ("user", "add", "host-a:pw"), ("user", "grant-role", "host-a", "agent"), ("auth", "enable")):
+        server.etcdctl(*argv)
+    store = EtcdStore(config(server, ca=str(tls.ca), user="host-a", password="pw"))
+    lease = store.grant_lease(30)
+    revision = store.put("/lbgen/services/web/endpoints/host-a.w.80", b"{}", lease=lease)
+    store.put("/lbgen/agents/host-a", b"{}", lease=lease)
+    store.delete("/lbgen/services/web/endpoints/host-a.w.80")
+    assert store.lease_keys(lease) == ("/lbgen/agents/host-a",)
+    assert [kv.key for kv in store.get_many(["/lbgen/agents/host-a", "/lbgen/x"])] == ["/lbgen/agents/host-a"]
+    assert (store.count("/lbgen/services/", revision), store.count("/lbgen/services/")) == (1, 0)
+    with pytest.raises(StoreError, match="permission denied"):
+        store.count("/other/")
+    store.close()

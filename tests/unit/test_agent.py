@@ -18,7 +18,7 @@ from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import drain_key, encode_endpoint
+from lbgen.core.schema import agent_key, drain_key, encode_endpoint
 from lbgen.errors import DockerError
 from lbgen.ports import ContainerInfo, DockerEvent, PortBinding
 from lbgen.services.agent import Agent, AgentConfig
@@ -112,11 +112,11 @@ class FakeDocker:
 
 
 def endpoints(store: MemoryStore) -> dict[str, dict[str, object]]:
-    return {kv.key: json.loads(kv.value) for kv in store.snapshot(PREFIX + "/").items}
+    return {kv.key: json.loads(kv.value) for kv in store.snapshot(PREFIX + "/services/").items}
 
 
 def leases(store: MemoryStore) -> set[int]:
-    return {kv.lease for kv in store.snapshot(PREFIX + "/").items}
+    return {kv.lease for kv in store.snapshot(PREFIX + "/services/").items}
 
 
 class Running:
@@ -191,11 +191,20 @@ def stale(n: int, node: str) -> tuple[str, bytes]:
     return key(n, node), encode_endpoint(endpoint)
 
 
+def previous_run(store: MemoryStore, *keys: tuple[str, bytes]) -> int:
+    """What an agent killed (or stopped with --keep-on-exit) left: its presence and keys on a live lease."""
+    lease = store.grant_lease(60)
+    store.put(agent_key(PREFIX, NODE), b'{"docker_reachable": true}', lease=lease)
+    for item in keys:
+        store.put(*item, lease=lease)
+    return lease
+
+
 def test_start_deletes_own_stale_keys_and_leaves_other_nodes_alone(
     store: MemoryStore, start: Callable[..., Running]
 ) -> None:
-    for n, node in ((9, NODE), (1, "host-b")):
-        store.put(*stale(n, node))
+    previous_run(store, stale(9, NODE))
+    store.put(*stale(1, "host-b"))
     start(FakeDocker(web(1)))
     wait_for(lambda: set(endpoints(store)) == {key(1), key(1, "host-b")}, what="stale key removed")
     assert endpoints(store)[key(1, "host-b")]["port"] == 1
@@ -204,9 +213,9 @@ def test_start_deletes_own_stale_keys_and_leaves_other_nodes_alone(
 def test_resync_writes_nothing_when_nothing_differs(store: MemoryStore, start: Callable[..., Running]) -> None:
     running = start(FakeDocker(web(1), web(2)), resync_interval=0.05)
     wait_for(lambda: len(endpoints(store)) == 2)
-    revision = store.revision
+    before = store.snapshot(f"{PREFIX}/services/")
     wait_for(lambda: running.metric("lbgen_agent_reconciliations_total") >= 5, what="several resyncs")
-    assert store.revision == revision
+    assert store.snapshot(f"{PREFIX}/services/").items == before.items  # watchers are not woken
     assert running.metric("lbgen_agent_writes_total", op="put") == 2
     store.delete(key(2))  # an operator's mistake: the next resync repairs it
     wait_for(lambda: key(2) in endpoints(store), what="resync repaired a deleted key")
@@ -258,7 +267,7 @@ def test_broken_event_stream_reconnects_and_relists(store: MemoryStore, start: C
 
 
 def test_docker_down_at_start_touches_nothing(store: MemoryStore, start: Callable[..., Running]) -> None:
-    store.put(*stale(9, NODE))
+    previous_run(store, stale(9, NODE))
     docker = FakeDocker(web(1))
     docker.down = True
     running = start(docker)
@@ -267,6 +276,21 @@ def test_docker_down_at_start_touches_nothing(store: MemoryStore, start: Callabl
     assert running.metric("lbgen_agent_writes_total", op="put") == 0
     docker.down = False
     wait_for(lambda: set(endpoints(store)) == {key(1)}, what="converged once docker answered")
+
+
+def test_docker_up_gauge_follows_the_daemon(store: MemoryStore, start: Callable[..., Running]) -> None:
+    docker = FakeDocker(web(1))
+    docker.down = True
+    running = start(docker)
+    wait_for(lambda: running.metric("lbgen_agent_errors_total", kind="docker") >= 1, what="a failed docker call")
+    assert running.registry.get_sample_value("lbgen_agent_docker_up") == 0
+    docker.down = False
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 1, what="docker_up 1 once docker answers")
+    docker.down = True
+    docker.break_streams()
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 0, what="docker_up 0 when the stream breaks")
+    docker.down = False
+    wait_for(lambda: running.metric("lbgen_agent_docker_up") == 1, what="docker_up 1 after reconnecting")
 
 
 def test_bad_labels_skip_one_container_and_count(store: MemoryStore, start: Callable[..., Running]) -> None:

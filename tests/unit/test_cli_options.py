@@ -77,9 +77,13 @@ def test_the_readme_and_the_units_agree_with_the_metrics_defaults() -> None:
     watch_default = build_parser().parse_args(["watch"]).metrics_addr
     assert watch_default == "127.0.0.1:9102"
     assert f"metrics and /healthz on {watch_default}" in (root / "README.md").read_text()
-    for kit in ("nginx", "haproxy"):
-        unit = (root / kit / "lbgen-watch.service").read_text()
-        assert f"--metrics-addr {watch_default}" in unit, kit
+    agent_default = build_parser().parse_args(["agent", "--node", "a", "--host-ip", "10.0.0.1"]).metrics_addr
+    units = {"nginx/lbgen-watch-nginx.service": watch_default, "haproxy/lbgen-watch-haproxy.service": watch_default,
+             "agent/lbgen-agent.service": agent_default}
+    for path, default in units.items():
+        unit = (root / path).read_text()
+        assert f"Environment=LBGEN_METRICS_ADDR={default}\n" in unit, path
+        assert "--metrics-addr ${LBGEN_METRICS_ADDR}" in unit, path
 
 
 def test_the_readme_states_the_dry_run_exit_status() -> None:

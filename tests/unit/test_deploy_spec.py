@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,24 @@ def test_bridge_publishes_the_pool_port_and_registers_the_container_port() -> No
     web = parse_deploy_spec(_spec(network="bridge", container_port=8080), "demo").services[0]
     c = web.container_spec("demo", 1, 18081)
     assert (c.network_mode, c.ports, c.env["PORT"], c.labels["lbgen.port"]) == ("bridge", {8080: 18081}, "8080", "8080")
+
+
+def test_bridge_ports_bind_one_host_address_when_host_ip_is_set() -> None:
+    web = parse_deploy_spec(_spec(network="bridge", container_port=8080, host_ip="10.0.0.5"), "demo").services[0]
+    assert web.container_spec("demo", 1, 18081).host_ip == "10.0.0.5"
+    every = parse_deploy_spec(_spec(network="bridge", container_port=8080), "demo").services[0]
+    assert every.container_spec("demo", 1, 18081).host_ip == ""
+    assert every.config_hash() != web.config_hash()  # a new address needs new containers
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"network": "bridge", "container_port": 8080, "host_ip": "10.0.0.300"},
+     "services.web.host_ip: expected an IP address of this host, got '10.0.0.300'"),
+    ({"host_ip": "10.0.0.5"}, "services.web.host_ip: only with network: bridge"),
+], ids=["not-an-ip", "host-network"])
+def test_a_bad_host_ip_is_refused(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(message)):
+        parse_deploy_spec(_spec(**fields), "demo")
 
 
 def test_shell_health_check_and_disabled_health_check() -> None:

@@ -12,9 +12,9 @@ import docker
 import pytest
 import requests
 
-from lbgen.adapters.docker_engine import container_info, describe, docker_event, restart_policy
+from lbgen.adapters.docker_engine import DockerEngine, container_info, describe, docker_event, restart_policy
 from lbgen.errors import ConfigError
-from lbgen.ports import PortBinding
+from lbgen.ports import ContainerSpec, PortBinding
 
 BRIDGE_INSPECT: dict[str, Any] = {
     "Id": "c0ffee" * 10 + "abcd",
@@ -119,3 +119,11 @@ def test_bad_restart_policy_is_a_config_error_naming_it(text: str) -> None:
 def test_describe_is_one_line(error: Exception, expected: str) -> None:
     text = describe(error)
     assert expected in text and "\n" not in text
+
+
+@pytest.mark.parametrize(("host_ip", "binding"), [("", ""), ("10.0.0.5", "10.0.0.5")], ids=["every-address", "one"])
+def test_published_ports_bind_the_spec_s_host_ip(host_ip: str, binding: str) -> None:
+    engine = DockerEngine("unix:///nonexistent.sock")  # builds request bodies without connecting
+    spec = ContainerSpec("c", "img", network_mode="bridge", ports={8080: 18081}, host_ip=host_ip)
+    host_config = engine._create_args(spec)["host_config"]
+    assert host_config["PortBindings"] == {"8080/tcp": [{"HostIp": binding, "HostPort": "18081"}]}

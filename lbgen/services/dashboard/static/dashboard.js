@@ -94,7 +94,7 @@
     byId("services").replaceChildren(...(blocks.length ? blocks : [el("p", "empty", "no service registered")]));
   }
 
-  const LB_FIELDS = ["node", "revision", "behind", "connected", "error", "version", "age", "targets", "invalid"];
+  const LB_FIELDS = ["node", "revision", "behind", "behind_why", "connected", "error", "version", "age", "targets", "invalid"];
 
   function lbRow(lb, servicesRevision) {
     if (lb.invalid !== undefined) {
@@ -102,7 +102,8 @@
         "-", "-", "-", "", "", extras(lb, LB_FIELDS)] };
     }
     const errors = Object.keys(lb.targets || {}).filter((t) => lb.targets[t].error);
-    const state = lb.behind ? "behind" : (errors.length || lb.error) ? "failing" : "in sync";
+    const state = lb.behind_why === "compacted" ? "behind?" : lb.behind ? "behind" :
+      (errors.length || lb.error) ? "failing" : "in sync";
     const lag = Math.max(0, servicesRevision - lb.revision);
     const targets = el("ul", "plain", ...Object.keys(lb.targets || {}).map((name) => {
       const t = lb.targets[name];
@@ -157,14 +158,27 @@
       "none: every LB node serves every service's latest state"));
   }
 
-  const AGENT_FIELDS = ["node", "endpoints", "served", "leases"];
+  const AGENT_FIELDS = ["node", "endpoints", "served", "leases", "reporting", "version", "docker_reachable",
+    "docker_since_age", "containers", "registered", "error", "error_age", "resync_age", "resync_interval", "age"];
+
+  // An agent's Docker column: its presence (issue 15), or why there is none.
+  function agentDocker(a) {
+    if (a.invalid !== undefined) return "invalid presence: " + show(a.invalid);
+    if (!a.reporting) return "not reporting";
+    return (a.docker_reachable ? "up " : "UNREACHABLE ") + "for " + ago(a.docker_since_age).replace(" ago", "");
+  }
 
   function renderAgents(agents) {
     setCount("agents-count", agents.length);
-    const rows = agents.map((a) => ({ key: a.node, cells: [a.node || "(none: written by hand)", show(a.endpoints),
-      show(a.served), (a.leases || []).join(", ") || "-", extras(a, AGENT_FIELDS)] }));
-    byId("agents").replaceChildren(table(["node", "endpoints", "served", "lease", "other"], rows,
-      "none seen (an agent shows once it has registered an endpoint)"));
+    const rows = agents.map((a) => ({
+      key: a.node, cls: a.invalid !== undefined || (a.reporting && !a.docker_reachable) ? "bad" : "",
+      cells: [a.node || "(none: written by hand)", agentDocker(a), a.reporting ? show(a.containers) : "-",
+        show(a.endpoints), show(a.served), a.reporting ? ago(a.resync_age) : "-", a.version || "-",
+        (a.leases || []).join(", ") || "-", a.error ? show(a.error) + " (" + ago(a.error_age) + ")" : "",
+        extras(a, AGENT_FIELDS.concat(["invalid"]))],
+    }));
+    byId("agents").replaceChildren(table(["node", "docker", "containers", "endpoints", "served", "last resync",
+      "version", "lease", "last error", "other"], rows, "none reporting and no endpoint names a node"));
   }
 
   function renderRejected(rejected) {
