@@ -140,15 +140,3 @@ def catalog_from_snapshot(prefix: str, snapshot: Snapshot) -> tuple[Catalog, lis
     return state.catalog(), rejected
 
 
-
-def with_services_from(catalog: Catalog, source: Catalog, names: Iterable[str]) -> Catalog:
-    """`catalog` with the services `names` as they are in `source` (dropped where `source` has
-    none): a render that holds those services at their last applied state while the rest moves on."""
-    services = {s.name: s for s in catalog.services}
-    for name in names:
-        kept = source.service(name)
-        if kept is None:
-            services.pop(name, None)
-        else:
-            services[name] = kept
-    return Catalog(catalog.revision, tuple(v for _, v in sorted(services.items())))

@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from lbgen.core.catalog import with_services_from
 from lbgen.core.durations import format_duration
 from lbgen.core.guard import Verdict, check_drop
 from lbgen.core.model import Catalog
+from lbgen.core.quarantine import hold_services
 from lbgen.core.settings import Guard, Target
 from lbgen.ports import AppliedStates
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -42,7 +42,7 @@ class DropHolds:
             chosen = new
         else:
             self._hold(target, verdict, now)
-            chosen = with_services_from(new, applied, verdict.held)
+            chosen = hold_services(new, applied, verdict.held)
         if self._metrics is not None:
             self._metrics.guard_held.labels(target).set(len(verdict.held) if target in self.held else 0)
         return chosen

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lbgen.core.catalog import with_services_from
 from lbgen.core.guard import check_drop, check_one_shot
+from lbgen.core.quarantine import hold_services
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.settings import GUARD_OFF, Guard
 
@@ -83,10 +83,10 @@ def test_only_the_services_that_dropped_are_held(previous: Catalog, new: Catalog
 
 def test_a_held_service_is_rendered_as_last_applied_and_the_rest_moves_on() -> None:
     previous, new = catalog(web=2, api=1), catalog(web=3, api=0, db=1)
-    mixed = with_services_from(new, previous, {"api"})
+    mixed = hold_services(new, previous, {"api"})
     assert mixed.revision == new.revision
     assert [(s.name, len(s.all_endpoints)) for s in mixed.services] == [("api", 1), ("db", 1), ("web", 3)]
-    assert with_services_from(new, catalog(web=1), {"api"}).service("api") is None
+    assert hold_services(new, catalog(web=1), {"api"}).service("api") is None
 
 
 ONE_SHOT = {

@@ -245,7 +245,8 @@ def test_health_and_metrics_follow_the_registry(store: MemoryStore, applier: Rec
         assert watcher.problems()[0].startswith("registry: no snapshot yet")
         store.set_available(True)
         store.put(key("web", "a"), endpoint(1))
-        wait_for(lambda: applier.last == "web=1,;")
+        # the lane records the pass before the consumer has its result: wait for the consumer
+        wait_for(lambda: applier.last == "web=1,;" and watcher.status.applied.get("lb") == store.revision)
         assert watcher.problems() == []
         sample = watcher.metrics.registry.get_sample_value
         assert sample("lbgen_watcher_served_endpoints", {"service": "web"}) == 1
