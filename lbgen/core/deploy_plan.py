@@ -268,16 +268,25 @@ def _service_batches(project: str, service: ServiceSpec, mine: list[Deployed],
     return [Batch(service.name, tuple(b), policy) for b in batches], keeps
 
 
+def _without(service: ServiceSpec, unreachable: Mapping[str, str]) -> ServiceSpec:
+    """`service` with `min_healthy` lowered by its replicas on unreachable hosts: they are not
+    known to be healthy, and must not block the update of the hosts that answer."""
+    left_out = sum(n for host, n in service.placement.items() if host in unreachable)
+    if not left_out:
+        return service
+    return replace(service, update=replace(service.update, min_healthy=max(0, service.update.min_healthy - left_out)))
+
+
 def _skipped(spec: DeploySpec, unreachable: Mapping[str, str], only: Sequence[str]) -> list[Step]:
-    """The replicas placed on unreachable hosts (`on_host_error: continue`): not touched, listed."""
+    """The replicas placed on unreachable hosts (`on_host_error: continue`): not touched, listed
+    (why each host is unreachable is printed once, before the plan)."""
     steps = []
     for service in spec.services:
         if only and service.name not in only:
             continue
         for replica, host in sorted(assign(service.placement).items()):
             if host in unreachable:
-                steps.append(Step("skipped", service.name, replica, f"host unreachable: {unreachable[host]}",
-                                  host=host))
+                steps.append(Step("skipped", service.name, replica, "host unreachable", host=host))
     return steps
 
 
@@ -314,7 +323,7 @@ def plan_deploy(
         if only and service.name not in only:
             continue
         mine = [d for d in deployed if d.service == service.name]
-        service_batches, keeps = _service_batches(spec.project, service, mine, hosts)
+        service_batches, keeps = _service_batches(spec.project, _without(service, unreachable), mine, hosts)
         batches += service_batches
         untouched += keeps
     orphan_batches, orphans = _orphans(deployed, {s.name for s in spec.services}, only, remove_orphans)

@@ -231,12 +231,12 @@ SLOW = ("mkdir -p /www/cgi-bin && printf '%s\\n' '#!/bin/sh' 'read -r body' 'sle
 
 
 class Load:
-    """Slow POSTs to 127.0.0.1:`port` until the `with` ends: `clients` threads open a new connection
+    """Slow POSTs to `address`:`port` until the `with` ends: `clients` threads open a new connection
     per request (none may fail), one more reuses a keep-alive connection (reported: nginx 1.22
     closes reused connections when old workers exit on a reload)."""
 
-    def __init__(self, port: int, clients: int = 6) -> None:
-        self.port, self.done = port, threading.Event()
+    def __init__(self, port: int, clients: int = 6, address: str = "127.0.0.1") -> None:
+        self.port, self.address, self.done = port, address, threading.Event()
         self.fresh: dict[str, int] = {}
         self.kept: dict[str, int] = {}
         self.failures: list[tuple[float, str]] = []  # (monotonic time, outcome) of each failed request
@@ -258,7 +258,7 @@ class Load:
     def _run(self, counts: dict[str, int], keep_alive: bool) -> None:
         connection: http.client.HTTPConnection | None = None
         while not self.done.wait(0.01):
-            connection = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+            connection = connection or http.client.HTTPConnection(self.address, self.port, timeout=5)
             outcome = self._request(connection)
             with self.lock:
                 counts[outcome] = counts.get(outcome, 0) + 1
