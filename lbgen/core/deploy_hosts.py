@@ -109,6 +109,14 @@ def parse_placement(path: str, value: Any, hosts: tuple[DockerHost, ...], replic
     if value == SPREAD:
         total = 1 if replicas is None else replicas
         return {name: total // len(names) + (i < total % len(names)) for i, name in enumerate(names)}
+    counts = _counts(path, value, names)
+    if replicas is not None and replicas != sum(counts.values()):
+        raise ConfigError(f"{path}: places {sum(counts.values())} replicas, but replicas is {replicas}")
+    return {name: counts.get(name, 0) for name in names}
+
+
+def _counts(path: str, value: Any, names: list[str]) -> dict[str, int]:
+    """`{host: count}`, each host one of `names`."""
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{path}: expected spread or a mapping of host: replicas, got {quote(value)}")
     counts = {}
@@ -119,9 +127,7 @@ def parse_placement(path: str, value: Any, hosts: tuple[DockerHost, ...], replic
             counts[name] = int_in(0, 1000)(count)
         except ValueError as e:
             raise ConfigError(f"{path}.{name}: {e}") from e
-    if replicas is not None and replicas != sum(counts.values()):
-        raise ConfigError(f"{path}: places {sum(counts.values())} replicas, but replicas is {replicas}")
-    return {name: counts.get(name, 0) for name in names}
+    return counts
 
 
 def assign(placement: Mapping[str, int]) -> dict[int, str]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,3 +172,11 @@ def test_an_unreachable_host_is_left_out_and_its_replicas_listed() -> None:
     assert [s.subject for s in plan.steps] == ["web.1@host-a", "web.3@host-a"]
     assert [(s.action, s.subject, s.reason) for s in plan.untouched] == [("skipped", "web.2@host-b", "host unreachable")]
     assert {b.policy.min_healthy for b in plan.batches} == {1}  # 3 - parallelism 1 - the replica left out
+
+
+def test_the_multi_host_example_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "deploy-hosts.yaml"
+    parsed = parse_deploy_spec(yaml.safe_load(example.read_text()), "deploy-hosts")
+    assert [h.name for h in parsed.hosts] == ["host-a", "host-b"] and parsed.hosts[1].tls is not None
+    assert {s.name: dict(s.placement) for s in parsed.services} == {
+        "web": {"host-a": 2, "host-b": 2}, "worker": {"host-a": 1, "host-b": 2}}
