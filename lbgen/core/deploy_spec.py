@@ -58,6 +58,7 @@ class UpdatePolicy:
     parallelism: int = 1
     order: str = "start-first"
     drain: float = 5.0
+    drain_timeout: float = 30.0
     health_timeout: float = 60.0
     register_timeout: float = 30.0
     stop_timeout: float = 10.0
@@ -183,6 +184,7 @@ def _update(path: str, value: Any, replicas: int) -> UpdatePolicy:
         parallelism=parallelism,
         order=order,
         drain=fields.take("drain", duration, 5.0),
+        drain_timeout=fields.take("drain_timeout", duration, 30.0),
         health_timeout=fields.take("health_timeout", duration, 60.0),
         register_timeout=fields.take("register_timeout", duration, 30.0),
         stop_timeout=fields.take("stop_timeout", duration, 10.0),

@@ -24,6 +24,7 @@ from lbgen.core.deploy_spec import LABEL_PROJECT
 from lbgen.core.model import DEFAULT_SERVED_HEALTH
 from lbgen.errors import DeployError, LbgenError, StoreUnavailable
 from lbgen.ports import Clock, Docker
+from lbgen.services.deploy_lbs import LbProbe
 from lbgen.services.deploy_registry import Drained, Registered, Registry
 
 log = logging.getLogger(__name__)
@@ -167,20 +168,11 @@ class Deployer:
         self._wait_lbs(step, found.revision, deadline, f"serving {name}")
 
     def _wait_lbs(self, step: Step, revision: int, deadline: float, what: str) -> None:
-        """Wait until every LB node that reports a revision has applied `revision`."""
+        """Wait until every LB node that reports a revision, or did during the wait, applied `revision`."""
         assert self.registry is not None
-        registry, behind = self.registry, ""
-
-        def applied() -> int | None:
-            nonlocal behind
-            revisions = registry.lb_revisions()
-            behind = ", ".join([f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision]
-                               + [f"{where} holds {step.service} back (quarantined: {reason})"
-                                  for where, reason in sorted(registry.lb_quarantines(step.service).items())])
-            return None if behind else len(revisions)
-
-        nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
-                           f"waiting for revision {revision} ({behind})")
+        probe = LbProbe(self.registry, step.service, revision)
+        nodes = self._wait(probe, deadline, lambda: f"{step.subject}: LB nodes did not apply revision "
+                           f"{revision} ({what}) in time: {probe.explain()}")
         if nodes:
             self._say(step, f"{nodes} LB node(s) applied revision {revision} ({what})")
         else:
@@ -238,7 +230,7 @@ class Deployer:
     def _drain(self, batch: Batch, steps: Sequence[Step]) -> list[Drained]:
         assert self.registry is not None
         drained = []
-        ttl = batch.policy.drain + batch.policy.stop_timeout + batch.policy.register_timeout + 60
+        ttl = batch.policy.drain + batch.policy.stop_timeout + batch.policy.drain_timeout + 60
         for step in steps:
             assert step.old is not None
             found = self.registry.endpoint(step.service, step.old.id)
@@ -249,12 +241,17 @@ class Deployer:
             self._say(step, f"draining {step.old.name}: weight 0 for {found.endpoint.id}")
         revision = max((d.revision for d in drained), default=0)
         if revision:
-            deadline = self.clock.now() + batch.policy.register_timeout
-            try:
-                self._wait_lbs(steps[0], revision, deadline, "draining")
-            except DeployError as e:  # the new replicas serve already: finish, but say so
-                self._say(steps[0], f"warning: {e}; stopping anyway")
+            self._wait_drained(steps[0], revision, batch.policy.drain_timeout)
         return drained
+
+    def _wait_drained(self, step: Step, revision: int, timeout: float) -> None:
+        """Wait up to `timeout` for every LB node to apply the drain; past it, name those behind and go
+        on: these replicas are to go, and one dead watcher must not block every deploy (docs/deploy.md)."""
+        self._say(step, f"waiting for the LB nodes to apply the drain (revision {revision}, up to {timeout:g}s)")
+        try:
+            self._wait_lbs(step, revision, self.clock.now() + timeout, "the drain")
+        except DeployError as e:
+            self._say(step, f"warning: {e}; stopping anyway after {timeout:g}s")
 
     # --- helpers --------------------------------------------------------------------------------
 

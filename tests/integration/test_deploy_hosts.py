@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from lbgen.cli import main
-from tests.integration.test_deploy import FAST, Load, _free_block
+from tests.integration.test_deploy import FAST, _free_block
+from tests.integration.test_deploy_handshake import Load
 from tests.integration.test_scenarios import Host, LbNode, hosts, running_fleet  # noqa: F401
 from tests.support.etcd import EtcdServer
 from tests.support.lbgen_proc import LbgenProcesses, lbgen_processes  # noqa: F401
@@ -108,17 +109,18 @@ def test_rolling_update_across_two_hosts_under_load_through_both_lbs(multi: Mult
     assert ", agent host-b at 127.0.0.3: 2 replica(s), 2 healthy" in out
 
     multi.write("2")
-    with Load(lbs["lb-nginx"].port, clients=3) as nginx, Load(lbs["lb-haproxy"].port, 3, "127.0.0.4") as haproxy:
+    v2 = {"version=2@127.0.0.2", "version=2@127.0.0.3"}
+    with Load(lbs["lb-nginx"].listen, lbs["lb-nginx"].port) as nginx, \
+            Load(lbs["lb-haproxy"].listen, lbs["lb-haproxy"].port) as haproxy:
         code, out = multi.cli("apply")
         for load in (nginx, haproxy):
-            wait_until(lambda: {"version=2@127.0.0.2", "version=2@127.0.0.3"} <= set(load.fresh), 30,
-                       "load answered by version 2 on both hosts")
-    print(f"through nginx {nginx.fresh}; through HAProxy {haproxy.fresh}")
+            wait_until(lambda: v2 <= set(load.counts), 30, "load answered by version 2 on both hosts")
+    print(f"through nginx {nginx.counts}; through HAProxy {haproxy.counts}")
     assert code == 0, out
     assert "4 recreated" in out
     for load in (nginx, haproxy):
-        assert set(load.fresh) <= both | {"version=2@127.0.0.2", "version=2@127.0.0.3"}, (load.fresh, load.failures)
-        assert sum(load.fresh.get(v, 0) for v in both) >= 4, load.fresh
+        assert load.failures() == {} and set(load.counts) <= both | v2, load.counts
+        assert sum(load.counts.get(v, 0) for v in both) >= 4, load.counts
     assert out.index("web.2@host-b: registered") < out.index("web.2@host-b: stopping")
     assert {env["VERSION"] for host in hosts.values() for env in multi.running(host).values()} == {"2"}
 
