@@ -52,7 +52,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     apply.add_argument("--remove-orphans", action="store_true",
                        help="remove containers of services no longer in the spec")
     apply.set_defaults(run=run_apply)
-    status = _action(actions, "status", "replicas, health, registration and the LB revisions serving them")
+    status = _action(actions, "status", "replicas (per host), health, registration and the LB revisions serving them")
     status.set_defaults(run=run_status)
     rm = _action(actions, "rm", "drain and remove the project's containers (or those of SERVICE)")
     rm.add_argument("services", nargs="*", metavar="SERVICE")

@@ -290,7 +290,8 @@ def _skipped(spec: DeploySpec, unreachable: Mapping[str, str], only: Sequence[st
     return steps
 
 
-def _orphans(deployed: list[Deployed], known: set[str], only: Sequence[str], remove: bool) -> tuple[list[Batch], list[Step]]:
+def _orphans(deployed: list[Deployed], known: set[str], only: Sequence[str],
+             remove: bool) -> tuple[list[Batch], list[Step]]:
     """Containers of services missing from the spec: removed (`--remove-orphans`) or listed."""
     orphans = sorted((d for d in deployed if d.service not in known and (not only or d.service in only)),
                      key=lambda d: (d.name, d.host))
@@ -339,6 +340,7 @@ def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] =
         service = spec.service(name)
         # Removing a whole service: its min_healthy cannot hold, and must not block the removal.
         policy = replace(service.update if service else UpdatePolicy(), min_healthy=0)
-        steps = tuple(Step("remove", name, d.replica, "deploy rm", d, host=d.host) for d in deployed if d.service == name)
+        steps = tuple(Step("remove", name, d.replica, "deploy rm", d, host=d.host)
+                      for d in deployed if d.service == name)
         batches.append(Batch(name, steps, policy))
     return Plan(spec.project, tuple(batches))

@@ -118,7 +118,8 @@ def test_config_hash_of_a_spec_without_hosts_is_unchanged() -> None:
     """The hash lbgen wrote before `hosts:` existed: a changed hash would recreate every replica."""
     web = {"image": "lbgen-demo:1", "replicas": 3, "port": 18081, "env": {"VERSION": "1"},
            "healthcheck": {"cmd": ["wget", "http://127.0.0.1:${PORT}/"]}}
-    assert parse_deploy_spec({"services": {"web": web}}, "demo").services[0].config_hash() == "7703f56891b03dd8a8b60f97617f15af85d4734935865968f319c99b053a5823"
+    hashed = parse_deploy_spec({"services": {"web": web}}, "demo").services[0].config_hash()
+    assert hashed == "7703f56891b03dd8a8b60f97617f15af85d4734935865968f319c99b053a5823"
 
 
 def test_a_bind_address_reaches_the_container_and_its_hash() -> None:
