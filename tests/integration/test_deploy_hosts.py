@@ -4,7 +4,7 @@ The user's story: a spec names host-a (127.0.0.2) and host-b (127.0.0.3); `apply
 replicas over both, each bound to its host's address and registered by its host's agent; LB node
 lb-nginx (127.0.0.1) and lb-haproxy (127.0.0.4), each rendered by its own `lbgen watch`, serve
 all four; a rolling update under load through both LBs fails no request; `status` shows the
-replicas per host. A stopped dockerd is an error naming its host: with `on_host_error: stop`
+replicas per host; `rm` removes them from both. A stopped dockerd is an error naming its host: with `on_host_error: stop`
 nothing changes, with `continue` the other host is updated and the exit is still non-zero.
 """
 
@@ -123,6 +123,10 @@ def test_rolling_update_across_two_hosts_under_load_through_both_lbs(multi: Mult
         assert sum(load.counts.get(v, 0) for v in both) >= 4, load.counts
     assert out.index("web.2@host-b: registered") < out.index("web.2@host-b: stopping")
     assert {env["VERSION"] for host in hosts.values() for env in multi.running(host).values()} == {"2"}
+
+    code, out = multi.cli("rm")
+    assert code == 0, out
+    assert all(multi.running(host) == {} for host in hosts.values())
 
 
 def test_an_unreachable_host_is_named_and_the_policy_is_honoured(multi: MultiDeploy) -> None:
