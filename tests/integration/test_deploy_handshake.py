@@ -27,7 +27,7 @@ from lbgen.core.render import render
 from lbgen.core.schema import encode_spec, spec_key
 from lbgen.core.settings import Target
 from lbgen.ports import Store
-from lbgen.services.deployer import Registry
+from lbgen.services.deploy_registry import Registry
 from tests.integration.test_deploy import Deploy, etcd_store  # noqa: F401
 from tests.support.lb import ConfFor, Lb
 from tests.support.lbgen_proc import LbgenProcess, LbgenProcesses, lbgen_processes  # noqa: F401

@@ -12,7 +12,9 @@ from lbgen.core.deploy_plan import plan_deploy, plan_removal
 from lbgen.core.deploy_spec import DeploySpec
 from lbgen.errors import DeployError, DockerError
 from lbgen.ports import ContainerSpec
-from lbgen.services.deployer import Deployer, Registry, replica_status
+from lbgen.services.deploy_registry import Registry
+from lbgen.services.deploy_status import replica_status
+from lbgen.services.deployer import Deployer
 from tests.unit.deploy_fakes import FakeAgent, FakeClock, FakeDocker, FakeLB, FakeStore, make_spec
 
 V1 = make_spec(env={"VERSION": "1"}, update={"drain": "2s", "health_timeout": "10s", "register_timeout": "5s"})
