@@ -3,7 +3,10 @@
 The watcher's consumer hands every status snapshot to `StatusPublisher.update`, which only stores
 it and wakes the publisher thread: a slow or absent etcd never delays a render. The publisher
 thread owns the lease and does every registry call: it writes the value when it differs from the
-last one written, refreshes the lease every TTL/3, retries with a capped backoff while etcd is
+last one written — at once for the first write and when a problem, an LB's state or a quarantine
+changes, otherwise at most once per `min_interval` (issue 13: a watcher applying 10 changes a second
+wrote 10 status revisions a second, each one sent to every dashboard and stored by etcd until
+compaction); the latest status is always written in the end. It refreshes the lease every TTL/3, retries with a capped backoff while etcd is
 away, and when the lease is lost (etcd away longer than the TTL) takes a new one and writes again.
 The key hangs on the lease, so a node that dies leaves no stale status behind; `stop()` revokes it.
 """
@@ -40,9 +43,12 @@ class StatusPublisher:
         ttl: int = 15,
         wall: Callable[[], float] = time.time,
         retry: Callable[[int], float] = lambda attempt: backoff(attempt, random.random(), 0.2, 5.0),
+        min_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = lb_status_key(prefix, node)
         self._store, self._node, self._ttl, self._wall, self._retry = store, node, ttl, wall, retry
+        self._min_interval, self._clock = min_interval, clock
         self._targets = {name: TargetStatus() for name in targets}
         self._latest = WatcherStatus()
         self._lock = threading.Lock()
@@ -53,6 +59,7 @@ class StatusPublisher:
         self._lease = 0
         self._kept_at = 0.0
         self._written: LbStatus | None = None
+        self._written_at = 0.0
 
     def update(self, status: WatcherStatus) -> None:
         """The watcher's hook: remember `status` and wake the publisher. Never blocks on etcd."""
@@ -65,11 +72,18 @@ class StatusPublisher:
         self._thread.start()
 
     def stop(self) -> None:
-        """End the thread, then revoke the lease: the status disappears at once."""
+        """End the thread, write a status still held back by the rate limit (a reader following
+        the key sees the last applied revision), then revoke the lease: the status disappears."""
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        if self._lease and (self._thread is None or not self._thread.is_alive()):
+            try:
+                if (status := self._current()) != self._written:
+                    self._write(status)
+            except StoreError as e:
+                log.debug("%s: final status not written: %s", self.key, e)
         if self._lease:
             try:
                 self._store.revoke_lease(self._lease)
@@ -80,7 +94,7 @@ class StatusPublisher:
         failures = 0
         while not self._stopping.is_set():
             try:
-                wait = self._step()
+                wait = self.step()
             except LeaseLost as e:
                 log.warning("%s: %s; taking a new lease and publishing again", self.key, e)
                 self._lease = 0
@@ -96,24 +110,34 @@ class StatusPublisher:
             self._wake.wait(wait)
             self._wake.clear()
 
-    def _step(self) -> float:
-        """Grant a lease if there is none, write a changed status, keep the lease alive when due;
-        returns how long to sleep until the next keep-alive."""
-        now = time.monotonic()
+    def step(self) -> float:
+        """One round of the publisher thread: grant a lease if there is none, write a changed
+        status when it is due, keep the lease alive when due; returns how long to sleep until the
+        next of these. Tests drive it with an injected clock."""
+        now = self._clock()
         if not self._lease:
             self._lease, self._kept_at, self._written = self._store.grant_lease(self._ttl), now, None
             log.info("%s: granted lease %x (TTL %ss)", self.key, self._lease, self._ttl)
-        status = self._current()
-        if status != self._written:
-            stamped = replace(status, updated_at=self._wall())
-            revision = self._store.put(self.key, encode_lb_status(stamped), lease=self._lease)
-            self._written = status
-            log.debug("%s: published at revision %s (applied revision %s)", self.key, revision, status.revision)
         interval = self._ttl / 3
         if now - self._kept_at >= interval:
             self._store.keep_alive(self._lease)
             self._kept_at = now
-        return max(0.0, self._kept_at + interval - time.monotonic())
+        wait = max(0.0, self._kept_at + interval - now)
+        status = self._current()
+        if status == self._written:
+            return wait
+        held_until = self._written_at + self._min_interval
+        if self._written is None or now >= held_until or _urgent(self._written, status):
+            self._write(status)
+            self._written_at = now
+            return wait
+        return min(wait, held_until - now)
+
+    def _write(self, status: LbStatus) -> None:
+        revision = self._store.put(self.key, encode_lb_status(replace(status, updated_at=self._wall())),
+                                   lease=self._lease)
+        self._written = status
+        log.debug("%s: published at revision %s (applied revision %s)", self.key, revision, status.revision)
 
     def _current(self) -> LbStatus:
         """The status to publish, from the latest watcher status; a target's `applied_at` moves
@@ -134,3 +158,12 @@ class StatusPublisher:
             error="" if latest.connected else latest.last_error,
             version=__version__,
         )
+
+
+def _urgent(old: LbStatus, new: LbStatus) -> bool:
+    """Whether `new` differs from `old` in more than applied revisions and times: a registry
+    connection, an error, an LB up or down, a quarantine — what an operator acts on is not held back."""
+    if (old.connected, old.error, old.targets.keys()) != (new.connected, new.error, new.targets.keys()):
+        return True
+    return any((t.error, t.up, t.quarantined) != (new.targets[n].error, new.targets[n].up, new.targets[n].quarantined)
+               for n, t in old.targets.items())

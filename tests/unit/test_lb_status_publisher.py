@@ -144,3 +144,68 @@ def test_a_watcher_publishing_its_status_does_not_wake_itself_forever(store: Mem
         watcher.stop()
         thread.join(5)
         publisher.stop()
+
+
+class CountingStore(MemoryStore):
+    """Counts the status puts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.puts = 0
+
+    def put(self, key: str, value: bytes, lease: int = 0) -> int:
+        self.puts += 1
+        return super().put(key, value, lease=lease)
+
+
+def stepped_publisher() -> tuple[StatusPublisher, CountingStore, list[float]]:
+    """A publisher driven by `step()` on a clock the test moves; no thread."""
+    store, now = CountingStore(), [100.0]
+    return StatusPublisher(store, P, "lb-1", ["nginx"], ttl=30, clock=lambda: now[0]), store, now
+
+
+def test_a_burst_of_applies_is_written_at_most_once_a_second_and_the_last_state_always() -> None:
+    publisher, store, now = stepped_publisher()
+    for revision in range(1, 1001):  # 1,000 applies within one second, the thread woken by each
+        publisher.update(WatcherStatus(connected=True, applied={"nginx": revision}))
+        publisher.step()
+        now[0] += 0.000999
+    assert store.puts <= 2
+    assert published(store).revision < 1000  # type: ignore[union-attr]
+    now[0] += 1.0
+    publisher.step()
+    assert store.puts <= 3 and published(store).revision == 1000  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("change", [
+    WatcherStatus(connected=True, applied={"nginx": 2}, errors={"nginx": "check: boom"}),
+    WatcherStatus(connected=True, applied={"nginx": 1}, down={"nginx": "not running"}),
+    WatcherStatus(connected=True, applied={"nginx": 1}, quarantined={"nginx": {"web": "host not found"}}),
+    WatcherStatus(connected=False, applied={"nginx": 1}, last_error="etcd: unavailable"),
+], ids=["error", "lb-down", "quarantine", "disconnected"])
+def test_a_change_an_operator_acts_on_is_written_at_once(change: WatcherStatus) -> None:
+    publisher, store, now = stepped_publisher()
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 1}))
+    publisher.step()
+    now[0] += 0.01
+    publisher.update(change)
+    publisher.step()
+    assert store.puts == 2  # the first write, then the change at once
+
+
+def test_stop_writes_the_status_held_back_before_revoking() -> None:
+    publisher, store, now = stepped_publisher()
+    seen: list[int] = []
+    revoke = store.revoke_lease
+
+    def revoking(lease: int) -> None:
+        seen.append(published(store).revision)  # type: ignore[union-attr]
+        revoke(lease)
+
+    store.revoke_lease = revoking  # type: ignore[method-assign]
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 1}))
+    publisher.step()
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 2}))
+    publisher.step()  # held back: within a second of the first write
+    publisher.stop()
+    assert seen == [2] and store.get(KEY) is None
