@@ -6,7 +6,7 @@ from collections.abc import Set
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lbgen.core.model import Catalog
+from lbgen.core.model import Catalog, Service
 
 _NS = "lbgen_watcher"
 
@@ -40,7 +40,10 @@ class WatcherMetrics:
                                  "because the LB's checker refuses them", ["target"], registry=r)
         self.quarantined_service = Gauge(f"{_NS}_quarantined_service", "1 per service a target holds back",
                                          ["target", "service"], registry=r)
-        self._services: set[str] = set()
+        # The services whose `served` gauge is set, as last seen: the catalog hands out the same
+        # `Service` object while a service is unchanged, so a pass touches only the changed ones.
+        self._seen: dict[str, Service] = {}
+        self._seen_health: frozenset[str] = frozenset()
 
     def applied_ok(self, target: str, revision: int, reloaded: bool, runtime: bool) -> None:
         """A target applied `revision` (its LB runs: a target whose LB is down is not applied)."""
@@ -51,16 +54,21 @@ class WatcherMetrics:
         self.lb_up.labels(target).set(1)
 
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
-        """The catalog just changed: revision, served endpoints per service, invalid values."""
+        """The catalog just changed: revision, served endpoints per service (only for services
+        whose object changed, issue 13: every service's gauge cost ms per pass at 10,000),
+        invalid values."""
         self.revision.set(catalog.revision)
         self.rejected.set(rejected)
-        names = set()
+        if served_health != self._seen_health:  # a reload changed what counts as served
+            self._seen, self._seen_health = {}, served_health
+        seen, before = {}, self._seen
         for service in catalog.services:
-            names.add(service.name)
-            self.served.labels(service.name).set(len(service.served(served_health)))
-        for gone in self._services - names:
+            seen[service.name] = service
+            if before.get(service.name) is not service:
+                self.served.labels(service.name).set(len(service.served(served_health)))
+        for gone in before.keys() - seen.keys():
             self.served.remove(gone)
-        self._services = names
+        self._seen = seen
 
     def quarantine(self, target: str, before: Set[str], after: Set[str]) -> None:
         """The services `target` holds back changed from `before` to `after`."""

@@ -1,0 +1,61 @@
+"""The watcher's per-service gauges: a pass touches only the services whose object changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lbgen.core.catalog import CatalogState
+from lbgen.core.model import DEFAULT_SERVED_HEALTH
+from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.services.watcher_metrics import WatcherMetrics
+from tests.unit.test_watcher import P, endpoint, key
+
+
+class CountingGauge:
+    """Wraps the labelled gauge, counting the series a pass sets or removes."""
+
+    def __init__(self, gauge: Any) -> None:
+        self.gauge, self.touched = gauge, []
+
+    def labels(self, *names: str) -> Any:
+        self.touched.append(names)
+        return self.gauge.labels(*names)
+
+    def remove(self, *names: str) -> None:
+        self.touched.append(names)
+        self.gauge.remove(*names)
+
+
+def loaded(services: int) -> tuple[CatalogState, WatcherMetrics, CountingGauge]:
+    state = CatalogState(P)
+    state.load(Snapshot(1, tuple(KeyValue(key(f"svc{i:05}", "a"), endpoint(8000), 1) for i in range(services))))
+    metrics = WatcherMetrics()
+    metrics.served = counting = CountingGauge(metrics.served)  # type: ignore[assignment]
+    metrics.catalog(state.catalog(), DEFAULT_SERVED_HEALTH, 0)
+    counting.touched.clear()
+    return state, metrics, counting
+
+
+def served(metrics: WatcherMetrics, service: str) -> float | None:
+    return metrics.registry.get_sample_value("lbgen_watcher_served_endpoints", {"service": service})
+
+
+def test_a_change_to_one_service_of_ten_thousand_touches_one_series() -> None:
+    state, metrics, counting = loaded(10_000)
+    state.apply([WatchEvent("put", key("svc04242", "b"), endpoint(8001), 2)])
+    metrics.catalog(state.catalog(), DEFAULT_SERVED_HEALTH, 0)
+    assert counting.touched == [("svc04242",)] and served(metrics, "svc04242") == 2
+
+
+def test_a_removed_service_loses_its_series_and_only_it_is_touched() -> None:
+    state, metrics, counting = loaded(100)
+    state.apply([WatchEvent("delete", key("svc00007", "a"), b"", 2)])
+    metrics.catalog(state.catalog(), DEFAULT_SERVED_HEALTH, 0)
+    assert counting.touched == [("svc00007",)] and served(metrics, "svc00007") is None
+    assert served(metrics, "svc00008") == 1
+
+
+def test_a_new_served_health_recounts_every_service() -> None:
+    state, metrics, counting = loaded(3)
+    metrics.catalog(state.catalog(), frozenset({"passing", "warning"}), 0)
+    assert len(counting.touched) == 3
