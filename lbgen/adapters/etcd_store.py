@@ -12,7 +12,9 @@ adapter does about each of its caveats (docs/registry.md, "Design choices"):
   HTTP/2 SETTINGS took longer (etcd 50 ms away, issue 10.7). It is the call timeout (`--etcd-timeout`)
   instead, so one deadline bounds both the connect and the call.
 - A list of endpoints is one cluster: a call that finds its member down tries each other member
-  in turn, whatever earlier calls found about them.
+  in turn, whatever earlier calls found about them. pyetcd starts on a random member but fails
+  over to the first live one in list order: each store rotates its list by a random offset, so a
+  fleet of watchers whose member restarts spreads its re-snapshots over the others (issue 13).
 - 100k keys exceed gRPC's 4 MB message limit: the limit is raised and snapshots are paged, every
   page pinned to the first page's revision so the snapshot is consistent.
 - Watches run on their own gRPC stream and ask etcd for a progress report when idle: a watch whose
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
@@ -142,11 +145,18 @@ def _code(error: BaseException) -> grpc.StatusCode | None:
     return rpc.code() if rpc is not None and hasattr(rpc, "code") else None
 
 
+def rotated(items: Sequence[T], start: int | None) -> list[T]:
+    """`items` from index `start` (default: a random one) round to the end."""
+    offset = random.randrange(len(items)) if start is None else start % len(items)
+    return [*items[offset:], *items[:offset]]
+
+
 class EtcdStore:
     """`Store` on an etcd v3 cluster. No I/O happens before the first call: a daemon can start while
     etcd is down, and every call raises `StoreUnavailable` until it is back."""
 
-    def __init__(self, config: EtcdConfig) -> None:
+    def __init__(self, config: EtcdConfig, start: int | None = None) -> None:
+        """`start`: where the failover order begins in `config.endpoints` (default: at random)."""
         if not config.endpoints:
             raise ConfigError("etcd: no endpoints")
         if bool(config.user) != bool(config.password):
@@ -156,7 +166,7 @@ class EtcdStore:
         endpoints = [
             pyetcd.Endpoint(host, port, secure=credentials is not None, creds=credentials,
                             time_retry=config.retry_after, opts=grpc_options(config))
-            for host, port in config.endpoints
+            for host, port in rotated(config.endpoints, start)
         ]
         self._client = pyetcd.MultiEndpointEtcd3Client(endpoints=endpoints, timeout=config.timeout, failover=True)
         self._auth_lock = threading.Lock()

@@ -18,12 +18,27 @@ def backoff(attempt: int, jitter: float, base: float = DEFAULT_BASE, cap: float 
     in [0, 1) the caller draws, so a fleet of watchers does not reconnect in lockstep and this
     function stays pure).
     """
+    return _ceiling(attempt, jitter, base, cap) * (0.5 + 0.5 * jitter)
+
+
+def full_jitter(attempt: int, jitter: float, base: float = DEFAULT_BASE, cap: float = DEFAULT_CAP,
+                floor: float = 0.0) -> float:
+    """Seconds before retry `attempt`, anywhere in [floor, min(cap, base·2^attempt)] by `jitter`.
+
+    For retries a whole fleet makes at the same moment, each an expensive call (every LB node
+    re-snapshots the registry when an etcd member restarts): `backoff` lands them within half its
+    window, this spreads them over all of it; `floor` keeps the soonest from being instant.
+    """
+    ceiling = _ceiling(attempt, jitter, base, cap)
+    return min(floor, ceiling) + max(0.0, ceiling - floor) * jitter
+
+
+def _ceiling(attempt: int, jitter: float, base: float, cap: float) -> float:
     if attempt < 0:
         raise ValueError(f"attempt {attempt}: must be 0 or more")
     if not 0.0 <= jitter < 1.0:
         raise ValueError(f"jitter {jitter}: must be in [0, 1)")
-    delay = min(cap, base * 2.0 ** min(attempt, 32))
-    return delay * (0.5 + 0.5 * jitter)
+    return min(cap, base * 2.0 ** min(attempt, 32))
 
 
 def jittered(interval: float, rand: float, spread: float = 0.2) -> float:

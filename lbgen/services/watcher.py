@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
 
-from lbgen.core.backoff import backoff
+from lbgen.core.backoff import backoff, full_jitter
 from lbgen.core.catalog import CatalogState
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
@@ -152,7 +152,8 @@ class Watcher:
                 if self._stopping.is_set():
                     return
                 self._queue.put(_Disconnected(str(e)))
-                delay = backoff(attempt, random.random(), *self._retry)
+                # a fleet's re-snapshots after a member restart spread over 0.05–1 s first (issue 13)
+                delay = full_jitter(attempt, random.random(), 2 * self._retry[0], self._retry[1], self._retry[0] / 10)
                 attempt += 1
                 self._stopping.wait(delay)
 

@@ -6,7 +6,7 @@ import grpc
 import pytest
 from pyetcd import exceptions as etcd_exceptions
 
-from lbgen.adapters.etcd_store import EtcdConfig, describe, grpc_options, is_unavailable
+from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore, describe, grpc_options, is_unavailable, rotated
 
 
 class FakeRpcError(grpc.RpcError):
@@ -53,3 +53,13 @@ def test_the_connect_timeout_is_the_call_timeout(timeout: float, ms: int) -> Non
     options = dict(grpc_options(EtcdConfig(endpoints=(("127.0.0.1", 2379),), timeout=timeout)))
     assert options["grpc.min_reconnect_backoff_ms"] == ms
     assert options["grpc.max_reconnect_backoff_ms"] == 1_000, "reconnects stay quick after an outage"
+
+
+def test_each_store_starts_its_failover_order_at_its_own_offset() -> None:
+    """pyetcd fails over to the first live endpoint in list order: a fleet that listed the members
+    in one order would all move to the same member when theirs restarts."""
+    config = EtcdConfig(endpoints=(("127.0.0.1", 1), ("127.0.0.1", 2), ("127.0.0.1", 3)))
+    assert list(EtcdStore(config, start=1)._client.endpoints) == ["127.0.0.1:2", "127.0.0.1:3", "127.0.0.1:1"]
+    assert rotated("abc", 5) == ["c", "a", "b"]
+    firsts = {rotated("abc", None)[0] for _ in range(200)}
+    assert firsts == {"a", "b", "c"}
