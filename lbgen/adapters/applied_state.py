@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from lbgen.adapters.files import real_dest, write_atomic
-from lbgen.core.applied_state import decode_applied, encode_applied
+from lbgen.core.applied_state import AppliedEncoder, decode_applied
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError, InvalidValue
@@ -24,7 +24,11 @@ def state_path(dest: Path) -> Path:
 
 
 class AppliedStateFiles:
-    """`lbgen.ports.AppliedStates` on the filesystem."""
+    """`lbgen.ports.AppliedStates` on the filesystem. `save` is called from one thread (the
+    watcher's saver lane, or `lbgen render`): its encoders, one per target, are not locked."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[str, AppliedEncoder] = {}
 
     def load(self, target: Target) -> Catalog | None:
         path = state_path(real_dest(target))
@@ -39,6 +43,7 @@ class AppliedStateFiles:
     def save(self, target: Target, catalog: Catalog) -> None:
         path = state_path(real_dest(target))
         try:
-            write_atomic(path, encode_applied(catalog), target)
+            encoded = self._encoders.setdefault(target.name, AppliedEncoder()).encode(catalog)
+            write_atomic(path, encoded, target)
         except OSError as e:
             raise ApplyError(f"{target.name}: write {path}: {e}") from e

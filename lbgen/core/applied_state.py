@@ -20,12 +20,35 @@ FORMAT = 1
 
 def encode_applied(catalog: Catalog) -> bytes:
     """The catalog as compact JSON: revision, and per service its spec and endpoints by id."""
-    services = {
-        s.name: {"spec": dict(s.spec), "endpoints": {e.id: e.to_dict() for e in s.all_endpoints}}
-        for s in catalog.services
-    }
+    services = {s.name: _service_value(s) for s in catalog.services}
     return json.dumps({"format": FORMAT, "revision": catalog.revision, "services": services},
                       sort_keys=True, separators=(",", ":")).encode()
+
+
+class AppliedEncoder:
+    """`encode_applied`, byte for byte, re-encoding only the services whose object changed since
+    the last call (the catalog hands out the same `Service` while it is unchanged): encoding all
+    10,500 keys after every apply cost more CPU than the apply itself (issue 13)."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[str, tuple[Service, str]] = {}
+
+    def encode(self, catalog: Catalog) -> bytes:
+        pieces: dict[str, tuple[Service, str]] = {}
+        for service in catalog.services:
+            known = self._pieces.get(service.name)
+            pieces[service.name] = known if known and known[0] is service else (service, _compact(_service_value(service)))
+        self._pieces = pieces
+        body = ",".join(f"{_compact(name)}:{pieces[name][1]}" for name in sorted(pieces))
+        return f'{{"format":{_compact(FORMAT)},"revision":{_compact(catalog.revision)},"services":{{{body}}}}}'.encode()
+
+
+def _service_value(service: Service) -> dict[str, Any]:
+    return {"spec": dict(service.spec), "endpoints": {e.id: e.to_dict() for e in service.all_endpoints}}
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def decode_applied(raw: bytes) -> Catalog:

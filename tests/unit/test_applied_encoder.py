@@ -1,0 +1,63 @@
+"""`AppliedEncoder` writes what `encode_applied` writes, byte for byte, however the catalog moved,
+and re-encodes only the services that changed."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lbgen.core import applied_state
+from lbgen.core.applied_state import AppliedEncoder, encode_applied
+from lbgen.core.catalog import CatalogState
+from lbgen.ports import KeyValue, Snapshot, WatchEvent
+
+P = "/lbgen"
+NAMES = ["api", "web", "db-1", "z_9", "a.b"]
+
+
+def put(service: str, eid: str, port: int, weight: int, revision: int) -> WatchEvent:
+    value = json.dumps({"address": "10.0.0.1", "port": port, "weight": weight, "health": "healthy"}).encode()
+    return WatchEvent("put", f"{P}/services/{service}/endpoints/{eid}", value, revision)
+
+
+def spec(service: str, port: int, revision: int) -> WatchEvent:
+    value = json.dumps({"listen": port, "mode": "http", "hosts": [f"{service}.test"]}).encode()
+    return WatchEvent("put", f"{P}/services/{service}/spec", value, revision)
+
+
+changes = st.lists(st.tuples(st.sampled_from(["put", "spec", "delete"]), st.sampled_from(NAMES),
+                             st.sampled_from(["e1", "e2", "é3"]), st.integers(1, 65535), st.integers(0, 256)),
+                   min_size=1, max_size=30)
+
+
+@settings(max_examples=100, deadline=None)
+@given(changes)
+def test_the_encoder_writes_what_encode_applied_writes_after_every_change(steps: list) -> None:
+    state, encoder = CatalogState(P), AppliedEncoder()
+    for revision, (kind, service, eid, port, weight) in enumerate(steps, start=2):
+        if kind == "put":
+            event = put(service, eid, port, weight, revision)
+        elif kind == "spec":
+            event = spec(service, port, revision)
+        else:
+            event = WatchEvent("delete", f"{P}/services/{service}/endpoints/{eid}", b"", revision)
+        state.apply([event])
+        catalog = state.catalog()
+        assert encoder.encode(catalog) == encode_applied(catalog)
+
+
+def test_a_change_to_one_service_re_encodes_only_it(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    state = CatalogState(P)
+    state.load(Snapshot(1, tuple(KeyValue(f"{P}/services/s{i:03}/endpoints/e1", put("x", "e", 80, 1, 1).value, 1)
+                                 for i in range(300))))
+    encoder = AppliedEncoder()
+    encoder.encode(state.catalog())
+    encoded: list[str] = []
+    real = applied_state._service_value
+    monkeypatch.setattr(applied_state, "_service_value", lambda s: (encoded.append(s.name), real(s))[1])
+    state.apply([put("s042", "e2", 81, 1, 2)])
+    catalog = state.catalog()
+    assert encoder.encode(catalog) == encode_applied(catalog)
+    assert encoded[0] == "s042" and len(encoded) == 1 + 300  # one by the encoder, all by encode_applied
