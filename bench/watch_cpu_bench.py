@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from common import Processes, Tap, bulk_put, endpoint, etcd, free_port, machine, registry, rss_mb, workdir
+from common import Processes, Tap, bulk_put, endpoint, etcd, free_port, machine, registry, rss_mb, summary, workdir
 from watch_bench import PREFIX, generic_target, settings, wait_written_and_reloaded
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -30,14 +30,17 @@ def cpu_s(pid: int) -> tuple[float, float]:
     return (utime + stime) / TICK, (cutime + cstime) / TICK
 
 
-def changes(store: object, dest: Path, tap: Tap, services: int, per_service: int, count: int, offset: int) -> None:
-    """`count` changes, each one endpoint's weight flipped between 1 and 2, each waited for."""
+def changes(store: object, dest: Path, tap: Tap, services: int, per_service: int, count: int, offset: int) -> list[float]:
+    """`count` changes, each one endpoint's weight flipped between 1 and 2, each waited for;
+    their put → file written times."""
+    to_file = []
     for i in range(offset, offset + count):
         key = f"{PREFIX}/services/s{i * 7 % services:05d}/endpoints/e{i % per_service:03d}"
         WEIGHT[key] = 3 - WEIGHT.get(key, 1)
-        inode = os.stat(dest).st_ino
+        inode, start = os.stat(dest).st_ino, time.monotonic()
         store.put(key, endpoint(20000 + i % per_service, WEIGHT[key], f"10.0.{i * 7 % services % 250}.{i % per_service + 1}"))  # type: ignore[attr-defined]
-        wait_written_and_reloaded(dest, inode, tap)
+        to_file.append(wait_written_and_reloaded(dest, inode, tap, timeout=120)[0] - start)
+    return to_file
 
 
 def main() -> None:
@@ -50,18 +53,21 @@ def main() -> None:
     with workdir() as root, etcd(root / "etcd") as (server, store), Processes(root) as procs:
         bulk_put(store, registry(PREFIX, args.services, args.per_service, free_port()))
         tap = Tap()
+        started = time.monotonic()
         watcher = procs.watch(settings(root, server.url, "0", [generic_target(root, tap)]))
-        tap.wait(120)
+        first = tap.wait(300) - started
         dest = root / "out.conf"
         changes(store, dest, tap, args.services, args.per_service, 20, 0)
         (own0, kids0), wall0 = cpu_s(watcher.pid), time.monotonic()
-        changes(store, dest, tap, args.services, args.per_service, args.changes, 20)
+        to_file = changes(store, dest, tap, args.services, args.per_service, args.changes, 20)
         (own1, kids1), wall = cpu_s(watcher.pid), time.monotonic() - wall0
         rss, peak = rss_mb(watcher.pid)
         keys = args.services * (args.per_service + 1)
         print(f"[{keys} keys, wait 0, generic target, {args.changes} changes in {wall:.1f} s]")
+        print(f"  start -> first reload command {first:.1f} s")
         print(f"  watcher CPU per change: own {(own1 - own0) / args.changes * 1000:.2f} ms, "
               f"reaped children {(kids1 - kids0) / args.changes * 1000:.2f} ms")
+        print(f"  put -> file written: {summary(to_file)}")
         print(f"  watcher RSS {rss:.0f} MB (peak {peak:.0f} MB)")
         tap.close()
 
