@@ -11,11 +11,18 @@ state, not an operator).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from lbgen.core.durations import format_duration
-from lbgen.core.model import Catalog
+from lbgen.core.layout import IdentityMemo
+from lbgen.core.model import Catalog, Service
 from lbgen.core.settings import Guard
+
+# Served counts per `Service` object, swept at each `check_drop`: it keeps the services of the
+# last comparison (baseline and new), so a one-endpoint change recounts one service, not 10,000
+# (issue 13). Used by the watcher's consumer thread only (and the one-shot `lbgen render`).
+_COUNTS = IdentityMemo()
 
 
 @dataclass(frozen=True)
@@ -30,7 +37,11 @@ class Verdict:
 
 def served_counts(catalog: Catalog, served_health: frozenset[str]) -> dict[str, int]:
     """Served endpoints per service."""
-    return {s.name: len(s.served(served_health)) for s in catalog.services}
+    return {s.name: _COUNTS.get(s, served_health, functools.partial(_served, s, served_health)) for s in catalog.services}
+
+
+def _served(service: Service, served_health: frozenset[str]) -> int:
+    return len(service.served(served_health))
 
 
 def removed_on_purpose(previous: Catalog, new: Catalog) -> frozenset[str]:
@@ -53,6 +64,7 @@ def check_drop(
     already; past `guard.hold_max` (when above 0) the drop is accepted as real."""
     if previous is None or not guard.enabled:
         return Verdict(True)
+    _COUNTS.sweep()
     gone = removed_on_purpose(previous, new)
     before = {n: c for n, c in served_counts(previous, served_health).items() if n not in gone}
     after = {n: c for n, c in served_counts(new, served_health).items() if n not in gone}

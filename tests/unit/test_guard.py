@@ -104,3 +104,17 @@ def test_the_one_shot_guard(previous: Catalog | None, live: bool, new: Catalog, 
     verdict = check_one_shot(previous, live, new, Guard(), DEFAULT_SERVED_HEALTH)
     assert verdict.allowed is allowed and bool(verdict.reason) is not allowed
     assert check_one_shot(previous, live, new, GUARD_OFF, DEFAULT_SERVED_HEALTH).allowed
+
+
+def test_a_pass_recounts_only_the_services_whose_object_changed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Served counts are remembered per Service object (issue 13): the reducer keeps unchanged ones."""
+    services = tuple(Service(f"s{i:04}", {}, (Endpoint("e1", "10.0.0.1", 80),)) for i in range(1000))
+    applied = Catalog(1, services)
+    check_drop(applied, applied, Guard(), DEFAULT_SERVED_HEALTH)
+    counted: list[str] = []
+    served = Service.served
+    monkeypatch.setattr(Service, "served", lambda self, health: (counted.append(self.name), served(self, health))[1])
+    changed = Service("s0500", {}, ())
+    new = Catalog(2, services[:500] + (changed,) + services[501:])
+    verdict = check_drop(applied, new, Guard(), DEFAULT_SERVED_HEALTH)
+    assert counted == ["s0500"] and not verdict.allowed and verdict.held == {"s0500"}
