@@ -33,7 +33,7 @@ class _Progress:
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `deploy` and its `check`, `apply`, `status` and `rm` sub-commands."""
-    parser = commands.add_parser("deploy", help="launch and roll service containers from a YAML spec")
+    parser = commands.add_parser("deploy")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     check_help = "validate a spec offline (no Docker, no registry) and print what it creates on an empty host"
     check = actions.add_parser("check", help=check_help, description=check_help)

@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `registry` and its `ls`, `get`, `put`, `rm` sub-commands."""
-    parser = commands.add_parser("registry", help="inspect and edit registry entries (ls, get, put, rm)")
+    parser = commands.add_parser("registry")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("ls", help="list services and endpoints, flagging rejected values and why")
     ls.add_argument("service", nargs="?", help="only this service")

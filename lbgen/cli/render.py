@@ -35,7 +35,7 @@ from lbgen.services.quarantine import search
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `render` sub-command."""
     parser = commands.add_parser(
-        "render", help="render, validate and apply once (--dry-run: print the diff and the checker's verdict)",
+        "render",
         description="Render every target from the registry once, validate it with the LB's checker, "
         "swap it in and reload; exit non-zero if any target failed. With --dry-run nothing live is "
         "touched: the diff against the current file and the checker's verdict are printed, and for a "

@@ -25,7 +25,7 @@ from lbgen.ports import Store
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `status` sub-command."""
     parser = commands.add_parser(
-        "status", help="services, endpoints, agents and LB nodes at a glance, with what is wrong",
+        "status",
         description="Read the registry once and show every service with its endpoints (served or "
         "not), the Docker hosts whose agents registered them, and each LB node's applied revision, "
         "connection and last error. Exit 0 when the registry was read; with --check, 1 on any problem.")

@@ -43,7 +43,7 @@ _WRITES = frozenset({"created", "modified", "moved", "deleted", "closed"})
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `watch` sub-command."""
     parser = commands.add_parser(
-        "watch", help="watch the registry and keep LB configs rendered, validated and reloaded",
+        "watch",
         description="Snapshot the registry, watch it, and after each quiet period render every "
         "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
         "the last good config on any failure. Runs until SIGTERM or SIGINT; SIGHUP re-reads the "
