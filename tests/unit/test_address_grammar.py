@@ -3,6 +3,7 @@ name; nothing else reaches a config, even when a decoder is bypassed (defence in
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -83,6 +84,19 @@ def test_zones_never_carry_more_than_an_interface_name(value: str) -> None:
     address = normalize_address(value)
     if address is not None:
         assert re.fullmatch(r"[0-9a-f:.]+(%[A-Za-z0-9_.-]{1,15})?", address)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"(0|00|01|1[0-9]{0,2}|2[0-9]{0,2}|25[0-9]|[3-9][0-9]{0,2})(\.(0|00|01|1[0-9]{0,2}|2[0-9]{0,2}|25[0-9]|[3-9][0-9]{0,2})){3}",
+                     fullmatch=True))
+def test_dotted_quads_are_taken_exactly_as_ipaddress_takes_them(value: str) -> None:
+    """The direct IPv4 check (issue 13) accepts and normalizes exactly as `ipaddress` does: octets
+    up to 255, no leading zero."""
+    try:
+        expected: str | None = str(ipaddress.IPv4Address(value))
+    except ValueError:
+        expected = None
+    assert normalize_address(value) == expected
 
 
 def _hostile_catalog(address: str) -> Catalog:
