@@ -51,6 +51,23 @@ uninstall:
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
+# The quick benchmarks (bench/README.md, about 3 minutes): each writes bench/results/<scenario>.json
+# (commit, machine, load average, figures), then the tables in bench/*.md are regenerated from them.
+.PHONY: bench bench-scale bench-tables
+bench: venv
+	$(BIN)/python bench/startup_bench.py
+	$(BIN)/python bench/decode_bench.py
+	$(BIN)/python bench/render_bench.py --check
+	$(BIN)/python bench/tables.py
+
+# 10,000 services in a private etcd through `lbgen watch` (about 3 minutes more; needs etcd).
+bench-scale: venv
+	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/tables.py
+
+bench-tables: venv
+	$(BIN)/python bench/tables.py
+
 # The system benchmarks (bench/system.md): docker run / etcd put → served, failed requests under
 # wrk load during reloads. About 3 minutes; root (private dockerd) and wrk (apt-get install -y wrk).
 .PHONY: bench-system
