@@ -90,7 +90,7 @@ class Result:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None:
         if kind is None:
-            print(f"wrote {self.write().relative_to(ROOT)}")
+            print(f"wrote {self.write()}")
 
     def write(self) -> Path:
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -28,9 +28,9 @@ def number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
-def table(scenario: str) -> str:
+def table(scenario: str, results: Path = RESULTS) -> str:
     """The generated section body for `scenario`, or a line saying its JSON file is missing."""
-    path = RESULTS / f"{scenario}.json"
+    path = results / f"{scenario}.json"
     if not path.exists():
         return f"No results yet: run the bench to write `bench/results/{scenario}.json`.\n"
     data: dict[str, Any] = json.loads(path.read_text())
@@ -54,8 +54,9 @@ def table(scenario: str) -> str:
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def regenerate(text: str) -> str:
-    return SECTION_RE.sub(lambda m: m.group(1) + table(m.group("scenario")) + m.group(4), text)
+def regenerate(text: str, results: Path = RESULTS) -> str:
+    """`text` with every marked section rewritten from `results`; the rest is left as it is."""
+    return SECTION_RE.sub(lambda m: m.group(1) + table(m.group("scenario"), results) + m.group(4), text)
 
 
 def main() -> int:
