@@ -84,10 +84,13 @@ def _as_docker_error(what: str, docker_host: str = "", missing_ok: bool = False)
 class DockerEngine:
     """A Docker daemon reached at `docker_host` (`unix:///path/docker.sock` or `tcp://host:port`)."""
 
-    def __init__(self, docker_host: str = DEFAULT_HOST, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, docker_host: str = DEFAULT_HOST, timeout: float = DEFAULT_TIMEOUT,
+                 tls: tuple[str, str, str] | None = None) -> None:
+        """`tls`: (CA, certificate, key) files for a `tcp://` daemon, verified as `docker --tlsverify`."""
         self.docker_host = docker_host
         with self._errors("connect"):
-            self._api = docker.APIClient(base_url=docker_host, version=API_VERSION, timeout=timeout)
+            config = docker.tls.TLSConfig(client_cert=(tls[1], tls[2]), ca_cert=tls[0], verify=True) if tls else False
+            self._api = docker.APIClient(base_url=docker_host, version=API_VERSION, timeout=timeout, tls=config)
 
     def _errors(self, what: str, missing_ok: bool = False) -> ContextManager[None]:
         return _as_docker_error(what, self.docker_host, missing_ok)

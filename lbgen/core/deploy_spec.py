@@ -19,11 +19,15 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
 from lbgen.core.bounded import quote
-from lbgen.core.deploy_checks import (
-    argv, boolean, choice, cpu_count, duration, host_path, int_in, mapping, matching, memory_size,
+from lbgen.core.deploy_checks import argv, choice, cpu_count, duration, int_in, mapping, matching, memory_size
+from lbgen.core.deploy_hosts import (
+    IMPLICIT, SPREAD, DockerHost, ip_address, on_host_error, parse_hosts, parse_placement,
 )
-from lbgen.core.fields import Section, expect_list
-from lbgen.core.schema import MAX_WEIGHT, NAME_RE, is_ip, normalize_address
+from lbgen.core.deploy_parts import (
+    HealthCheck, parse_env, parse_healthcheck, parse_logs, parse_volumes, with_port,
+)
+from lbgen.core.fields import Section
+from lbgen.core.schema import MAX_WEIGHT, NAME_RE
 from lbgen.errors import ConfigError
 from lbgen.ports import ContainerSpec
 
@@ -44,30 +48,7 @@ NETWORKS = ("host", "bridge")
 ORDERS = ("start-first", "stop-first")
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
 IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
-ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
-
-
-@dataclass(frozen=True)
-class HealthCheck:
-    """A Docker HEALTHCHECK: `test` in Engine form (`CMD ...`, `CMD-SHELL ...` or `NONE`)."""
-
-    test: tuple[str, ...]
-    interval: float = 5.0
-    timeout: float = 3.0
-    retries: int = 3
-    start_period: float = 0.0
-
-    def to_engine(self, port: int) -> dict[str, object]:
-        """The Engine API HealthConfig (durations in ns), `${PORT}` replaced by `port`."""
-        ns = 1_000_000_000
-        return {
-            "Test": list(with_port(self.test, port)),
-            "Interval": int(self.interval * ns),
-            "Timeout": int(self.timeout * ns),
-            "Retries": self.retries,
-            "StartPeriod": int(self.start_period * ns),
-        }
 
 
 @dataclass(frozen=True)
@@ -77,6 +58,7 @@ class UpdatePolicy:
     parallelism: int = 1
     order: str = "start-first"
     drain: float = 5.0
+    drain_timeout: float = 30.0
     health_timeout: float = 60.0
     register_timeout: float = 30.0
     stop_timeout: float = 10.0
@@ -122,36 +104,42 @@ class ServiceSpec:
     healthcheck: HealthCheck | None = None  # None: the image's own HEALTHCHECK
     weight: int = 1
     update: UpdatePolicy = UpdatePolicy()
+    placement: Mapping[str, int] = field(default_factory=dict)  # host name → replicas ("": implicit host)
 
-    def config_hash(self) -> str:
-        """sha256 of every setting that needs a new container when it changes (not ports, not policy)."""
+    def config_hash(self, bind: str = "") -> str:
+        """sha256 of every setting that needs a new container when it changes (not ports, not policy).
+
+        `bind` is the replica's host's bind address: set only on hosts that have one, so the hash of
+        a spec without `hosts:` is what it always was (no surprise recreate)."""
         settings = {
             "version": SPEC_VERSION, "image": self.image, "command": self.command, "env": dict(self.env),
             "network": self.network, "container_port": self.container_port, "cpus": self.cpus,
             "memory": self.memory, "logs": self.logs, "volumes": self.volumes, "restart": self.restart,
             "healthcheck": self.healthcheck and asdict(self.healthcheck), "weight": self.weight,
             "service": self.name, **({"host_ip": self.host_ip} if self.host_ip else {}),
+            **({"bind": bind} if bind else {}),
         }
         canonical = json.dumps(settings, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    def container_spec(self, project: str, replica: int, port: int) -> ContainerSpec:
-        """What to ask Docker for: replica `replica` of this service on host port `port`."""
+    def container_spec(self, project: str, replica: int, port: int, host: DockerHost = IMPLICIT) -> ContainerSpec:
+        """What to ask `host`'s Docker for: replica `replica` of this service on host port `port`."""
         name = container_name(project, self.name, replica, port)
         app_port = self.container_port if self.network == "bridge" else port
+        bind = host.bind
         labels = {
             LABEL_SERVICE: self.name, LABEL_PORT: str(app_port), LABEL_WEIGHT: str(self.weight),
             LABEL_PROJECT: project, LABEL_REPLICA: str(replica),
-            LABEL_HOST_PORT: str(port), LABEL_CONFIG_HASH: self.config_hash(),
+            LABEL_HOST_PORT: str(port), LABEL_CONFIG_HASH: self.config_hash(bind),
         }
         mounts = ((self.logs[0], self.logs[1], False),) + self.volumes if self.logs else self.volumes
         return ContainerSpec(
-            name=name, image=self.image, command=with_port(self.command, app_port),
-            env={**self.env, "PORT": str(app_port)}, labels=labels, network_mode=self.network,
-            ports={self.container_port: port} if self.network == "bridge" else {}, host_ip=self.host_ip,
-            mem_limit=self.memory, nano_cpus=int(self.cpus * 1e9), mounts=mounts,
+            name=name, image=self.image, command=with_port(self.command, app_port, bind),
+            env={**self.env, "PORT": str(app_port), **({"BIND": bind} if bind else {})}, labels=labels,
+            network_mode=self.network, ports={self.container_port: port} if self.network == "bridge" else {},
+            host_ip=self.host_ip or bind, mem_limit=self.memory, nano_cpus=int(self.cpus * 1e9), mounts=mounts,
             restart_policy=self.restart,
-            healthcheck=self.healthcheck.to_engine(app_port) if self.healthcheck else None,
+            healthcheck=self.healthcheck.to_engine(app_port, bind) if self.healthcheck else None,
         )
 
 
@@ -161,82 +149,23 @@ class DeploySpec:
 
     project: str
     services: tuple[ServiceSpec, ...]
+    hosts: tuple[DockerHost, ...] = ()  # empty: one implicit host, `--docker-host`
+    on_host_error: str = "stop"  # an unreachable host stops the run, or the others `continue`
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
+
+    def host(self, name: str) -> DockerHost:
+        return next((h for h in self.hosts if h.name == name), IMPLICIT)
+
+    @property
+    def all_hosts(self) -> tuple[DockerHost, ...]:
+        return self.hosts or (IMPLICIT,)
 
 
 def container_name(project: str, service: str, replica: int, port: int) -> str:
     """`{project}-{service}-{replica}-p{port}`: unique, since a port is held by one container at a time."""
     return f"{project}-{service}-{replica}-p{port}"
-
-
-def with_port(args: tuple[str, ...], port: int) -> tuple[str, ...]:
-    """`args` with `${PORT}` replaced by the replica's port (for images without a shell)."""
-    return tuple(a.replace("${PORT}", str(port)) for a in args)
-
-
-def _env(path: str, value: Any) -> dict[str, str]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping of NAME: value, got {type(value).__name__}")
-    env = {}
-    for name, item in value.items():
-        if not isinstance(name, str) or not ENV_NAME_RE.fullmatch(name):
-            raise ConfigError(f"{path}.{name}: expected an env name like LOG_LEVEL")
-        if name == "PORT":
-            raise ConfigError(f"{path}.PORT: set by lbgen to each replica's port; remove it")
-        if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise ConfigError(f"{path}.{name}: expected a string or number, got {quote(item)}")
-        env[name] = str(item)
-    return dict(sorted(env.items()))
-
-
-def _volume(value: Any) -> tuple[str, str, bool]:
-    """`/host:/container` or `/host:/container:ro|rw`."""
-    parts = value.split(":") if isinstance(value, str) else []
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise ValueError(f"expected /host/path:/container/path[:ro|rw], got {quote(value)}")
-    return host_path(parts[0]), host_path(parts[1]), parts[2:] == ["ro"]
-
-
-def _volumes(path: str, value: Any) -> tuple[tuple[str, str, bool], ...]:
-    volumes = []
-    for i, item in enumerate(expect_list(value)):
-        try:
-            volumes.append(_volume(item))
-        except ValueError as e:
-            raise ConfigError(f"{path}[{i}]: {e}") from e
-    return tuple(volumes)
-
-
-def _logs(path: str, value: Any) -> tuple[str, str]:
-    fields = Section(value, path)
-    logs = (fields.take("host", host_path), fields.take("container", host_path))
-    fields.done()
-    return logs
-
-
-def _healthcheck(path: str, value: Any) -> HealthCheck:
-    fields = Section(value, path)
-    if fields.take("disable", boolean, False):
-        fields.done()
-        return HealthCheck(("NONE",))
-    check = HealthCheck(
-        fields.take("cmd", _cmd),
-        interval=fields.take("interval", duration, 5.0),
-        timeout=fields.take("timeout", duration, 3.0),
-        retries=fields.take("retries", int_in(1, 100), 3),
-        start_period=fields.take("start_period", duration, 0.0),
-    )
-    fields.done()
-    return check
-
-
-def _cmd(value: Any) -> tuple[str, ...]:
-    """A list runs as argv (`CMD`), a string through the container's shell (`CMD-SHELL`)."""
-    if isinstance(value, str) and value.strip():
-        return ("CMD-SHELL", value)
-    return ("CMD",) + argv(value)
 
 
 def _port_range(value: Any) -> PortPool:
@@ -255,6 +184,7 @@ def _update(path: str, value: Any, replicas: int) -> UpdatePolicy:
         parallelism=parallelism,
         order=order,
         drain=fields.take("drain", duration, 5.0),
+        drain_timeout=fields.take("drain_timeout", duration, 30.0),
         health_timeout=fields.take("health_timeout", duration, 60.0),
         register_timeout=fields.take("register_timeout", duration, 30.0),
         stop_timeout=fields.take("stop_timeout", duration, 10.0),
@@ -270,7 +200,8 @@ def _update(path: str, value: Any, replicas: int) -> UpdatePolicy:
 
 
 def _pool(fields: Section, given: dict[str, Any], replicas: int, update: UpdatePolicy) -> PortPool:
-    """`port: N` → N onwards, one per replica plus the spares start-first needs; `ports: A-B` as is."""
+    """`port: N` → N onwards, one per replica (on the busiest host) plus the spares start-first needs;
+    `ports: A-B` as is. Each host has its own ports, so hosts share the pool."""
     spares = update.parallelism if update.order == "start-first" else 0
     needed = max(1, replicas + spares)
     if "ports" in given and "port" in given:
@@ -289,54 +220,67 @@ def _pool(fields: Section, given: dict[str, Any], replicas: int, update: UpdateP
     return PortPool(base, base + needed - 1)
 
 
-def _ip(value: Any) -> str:
-    if not isinstance(value, str) or not is_ip(value):
-        raise ValueError(f"expected an IP address of this host, got {quote(value)}")
-    return normalize_address(value) or value
-
-
 def _nested(fields: Section, key: str, parse: Callable[[str, Any], T]) -> Callable[[Any], T]:
     """A parser for `key` that knows its own field path (for mappings with their own keys)."""
     return lambda value: parse(fields.field(key), value)
 
 
-def _service(name: str, value: Any) -> ServiceSpec:
-    if not NAME_RE.fullmatch(name):
-        raise ConfigError(f"services.{name}: expected a service name of letters, digits and _.- (docs/registry.md)")
-    fields = Section(value, f"services.{name}")
-    given = value if isinstance(value, dict) else {}
-    replicas = fields.take("replicas", int_in(0, 1000), 1)
-    update = _update(fields.field("update"), fields.take("update", mapping, {}), replicas)
+def _network(fields: Section) -> tuple[str, int, str]:
+    """`network`, `container_port` and `host_ip`, which only make sense together."""
     network = fields.take("network", choice(NETWORKS), "host")
     container_port = fields.take("container_port", int_in(1, 65535), 0)
     if (network == "bridge") != bool(container_port):
         raise ConfigError(f"{fields.field('container_port')}: required with network: bridge, and only then")
-    host_ip = fields.take("host_ip", _ip, "")
+    host_ip = fields.take("host_ip", ip_address, "")
     if host_ip and network != "bridge":
         raise ConfigError(f"{fields.field('host_ip')}: only with network: bridge (host networking publishes nothing)")
+    return network, container_port, host_ip
+
+
+def _placement(fields: Section, hosts: tuple[DockerHost, ...]) -> dict[str, int]:
+    """Replicas per host: `replicas` spread over the hosts, or `placement: {host: count}`."""
+    replicas = fields.take("replicas", int_in(0, 1000), None)
+    placement = fields.take("placement", lambda v: v, SPREAD)
+    return parse_placement(fields.field("placement"), placement, hosts, replicas)
+
+
+def _service(name: str, value: Any, hosts: tuple[DockerHost, ...]) -> ServiceSpec:
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(f"services.{name}: expected a service name of letters, digits and _.- (docs/registry.md)")
+    fields = Section(value, f"services.{name}")
+    placement = _placement(fields, hosts)
+    replicas = sum(placement.values())
+    update = _update(fields.field("update"), fields.take("update", mapping, {}), replicas)
+    network, container_port, host_ip = _network(fields)
     resources = Section(fields.take("resources", mapping, {}), fields.field("resources"))
     spec = ServiceSpec(
         name=name,
         image=fields.take("image", matching(IMAGE_RE, "an image reference like lbgen-demo:1")),
         replicas=replicas,
-        pool=_pool(fields, given, replicas, update),
+        pool=_pool(fields, value if isinstance(value, dict) else {}, max(placement.values()), update),
         command=fields.take("command", argv, ()),
-        env=fields.take("env", _nested(fields, "env", _env), {}),
-        network=network,
-        container_port=container_port,
-        host_ip=host_ip,
+        env=fields.take("env", _nested(fields, "env", parse_env), {}),
+        network=network, container_port=container_port, host_ip=host_ip,
         cpus=resources.take("cpus", cpu_count, 0.0),
         memory=resources.take("memory", memory_size, 0),
-        logs=fields.take("logs", _nested(fields, "logs", _logs), None),
-        volumes=fields.take("volumes", _nested(fields, "volumes", _volumes), ()),
+        logs=fields.take("logs", _nested(fields, "logs", parse_logs), None),
+        volumes=fields.take("volumes", _nested(fields, "volumes", parse_volumes), ()),
         restart=fields.take("restart", choice(RESTART_POLICIES), "unless-stopped"),
-        healthcheck=fields.take("healthcheck", _nested(fields, "healthcheck", _healthcheck), None),
+        healthcheck=fields.take("healthcheck", _nested(fields, "healthcheck", parse_healthcheck), None),
         weight=fields.take("weight", int_in(0, MAX_WEIGHT), 1),
-        update=update,
+        update=update, placement=placement,
     )
     resources.done()
     fields.done()
     return spec
+
+
+def _check_bind_env(services: tuple[ServiceSpec, ...], hosts: tuple[DockerHost, ...]) -> None:
+    """On a host with a bind address lbgen sets `BIND`; a service's own `BIND` would be overwritten."""
+    bound = next((h.name for h in hosts if h.bind), "")
+    for service in services:
+        if bound and "BIND" in service.env:
+            raise ConfigError(f"services.{service.name}.env.BIND: set by lbgen from hosts.{bound}.bind; remove it")
 
 
 def _check_pools_apart(services: tuple[ServiceSpec, ...]) -> None:
@@ -356,10 +300,13 @@ def parse_deploy_spec(value: Any, default_project: str) -> DeploySpec:
     fields = Section(value, "")
     fields.take("version", choice((SPEC_VERSION,)), SPEC_VERSION)
     project = fields.take("project", matching(NAME_RE, "a name of letters, digits and _.-"), default_project)
+    hosts = fields.take("hosts", parse_hosts, ())
+    policy = fields.take("on_host_error", on_host_error, "stop")
     services = fields.take("services", mapping)
     fields.done()
     if not services:
         raise ConfigError("services: expected at least one service")
-    parsed = tuple(_service(str(name), services[name]) for name in sorted(services, key=str))
+    parsed = tuple(_service(str(name), services[name], hosts) for name in sorted(services, key=str))
     _check_pools_apart(parsed)
-    return DeploySpec(project=project, services=parsed)
+    _check_bind_env(parsed, hosts)
+    return DeploySpec(project=project, services=parsed, hosts=hosts, on_host_error=policy)

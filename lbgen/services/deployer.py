@@ -6,24 +6,26 @@ marker, see `Registry.drain`) → wait the drain time → stop gracefully → re
 the old replicas out first. A new replica that fails a wait is stopped and removed, the old
 ones keep serving, and the run stops with the error: later batches never start on a failure.
 Before an old replica is taken out, the service must keep `min_healthy` healthy replicas.
+
+With several Docker hosts each step runs on its own host's daemon, and a new replica counts as
+registered only when its own host's agent registered it (the endpoint's node and address are
+that host's), so a replica is never mistaken for one with the same container id elsewhere.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from contextlib import suppress
-from dataclasses import dataclass, replace
-from typing import Callable, Protocol, Sequence, TypeVar
+from dataclasses import dataclass
+from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
+from lbgen.core.deploy_hosts import IMPLICIT, DockerHost
 from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
-from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec
-from lbgen.core.lb_status import decode_lb_status
-from lbgen.core.model import DEFAULT_SERVED_HEALTH, Endpoint
-from lbgen.core.lb_status import decode_lb_status
-from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
-from lbgen.errors import DeployError, InvalidValue, LbgenError, StoreError, StoreUnavailable
-from lbgen.ports import Clock, ContainerInfo, Docker, Store
+from lbgen.core.deploy_spec import LABEL_PROJECT
+from lbgen.core.model import DEFAULT_SERVED_HEALTH
+from lbgen.errors import DeployError, LbgenError, StoreUnavailable
+from lbgen.ports import Clock, Docker
+from lbgen.services.deploy_lbs import LbProbe
+from lbgen.services.deploy_registry import Drained, Registered, Registry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,96 +42,6 @@ class LogReporter:
 
     def progress(self, subject: str, message: str) -> None:
         log.info("%s: %s", subject, message)
-
-
-@dataclass(frozen=True)
-class Registered:
-    """A container's endpoint as the agent registered it: key, value, revision and the agent's lease."""
-
-    key: str
-    endpoint: Endpoint
-    revision: int
-    lease: int
-
-
-@dataclass(frozen=True)
-class Drained:
-    """An endpoint taken out of the served set, and the lease holding its drain marker."""
-
-    registered: Registered
-    marker_lease: int
-    revision: int
-
-
-class Registry:
-    """The deployer's side of the registry contract: find endpoints, drain them, read LB revisions.
-
-    Draining writes two things. `{prefix}/drain/{endpoint_id}` (on a lease of the deployer's, so
-    a crashed deploy leaves no marker behind) tells the agent to keep registering that endpoint
-    with weight 0; and the endpoint itself is rewritten with weight 0 on the agent's own lease, so
-    the LBs stop sending new requests at once, without waiting for the agent's next reconcile.
-    """
-
-    def __init__(self, store: Store, prefix: str) -> None:
-        self.store, self.prefix = store, prefix
-
-    def endpoint(self, service: str, container_id: str) -> Registered | None:
-        """The endpoint registered for `container_id` (the agent stores the full id), or None."""
-        for kv in self.store.snapshot(f"{self.prefix}/services/{service}/endpoints/").items:
-            ref = parse_key(self.prefix, kv.key)
-            if ref is None or ref.kind != "endpoint":
-                continue
-            try:
-                endpoint = decode_endpoint(ref.endpoint_id, kv.value)
-            except InvalidValue:
-                continue
-            if endpoint.container and container_id.startswith(endpoint.container):
-                return Registered(kv.key, endpoint, kv.mod_revision, kv.lease)
-        return None
-
-    def lb_revisions(self) -> dict[str, int]:
-        """The revision each LB node has applied (`{prefix}/lb/{node}` → JSON with `revision`)."""
-        revisions = {}
-        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
-            ref = parse_key(self.prefix, kv.key)
-            if ref is None or ref.kind != "lb":
-                continue
-            try:
-                revisions[ref.node] = decode_lb_status(ref.node, kv.value).revision
-            except InvalidValue as e:  # a bad status is not a node that applied anything
-                log.debug("%s: ignoring an invalid LB status: %s", kv.key, e)
-        return revisions
-
-    def lb_quarantines(self, service: str) -> dict[str, str]:
-        """`node/target` → reason, for each LB target holding `service` at an older state (quarantined,
-        docs/apply.md): its new endpoints and drains do not reach that LB. Invalid values are skipped."""
-        found = {}
-        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
-            with suppress(InvalidValue):
-                ref = parse_key(self.prefix, kv.key)
-                held = decode_lb_status(ref.node, kv.value).quarantined if ref and ref.kind == "lb" else []
-                found.update({f"{ref.node}/{t}": reason for t, name, reason in held if name == service})  # type: ignore[union-attr]
-        return found
-
-    def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:
-        """Mark and zero-weight `registered`; the marker expires after `ttl` seconds at the latest."""
-        lease = self.store.grant_lease(max(10, int(ttl) + 1))
-        marker = {"container": container_id, "endpoint": registered.key, "by": "lbgen deploy"}
-        self.store.put(self.drain_key(registered.endpoint.id), json.dumps(marker).encode(), lease=lease)
-        zero = encode_endpoint(replace(registered.endpoint, weight=0))
-        try:
-            revision = self.store.put(registered.key, zero, lease=registered.lease)
-        except StoreError as e:  # the agent's lease is gone, and the endpoint with it
-            log.warning("drain %s: %s", registered.key, e)
-            revision = 0
-        return Drained(registered, lease, revision)
-
-    def clear(self, drained: Drained) -> None:
-        """Drop the drain marker once its container is gone (revoking its lease deletes it)."""
-        self.store.revoke_lease(drained.marker_lease)
-
-    def drain_key(self, endpoint_id: str) -> str:
-        return drain_key(self.prefix, endpoint_id)
 
 
 @dataclass(frozen=True)
@@ -152,15 +64,23 @@ class Outcome:
 
 
 class Deployer:
-    """Executes deploy plans against one Docker host; `registry` is optional (no drain, no wait)."""
+    """Executes deploy plans; `registry` is optional (no drain, no wait).
+
+    `docker` is the one Docker host, or each host's by name (`hosts` says what their agents
+    register: node name and address)."""
 
     def __init__(
-        self, docker: Docker, clock: Clock, registry: Registry | None = None,
-        reporter: Reporter | None = None, poll: float = 0.25,
+        self, docker: Docker | Mapping[str, Docker], clock: Clock, registry: Registry | None = None,
+        reporter: Reporter | None = None, poll: float = 0.25, hosts: Sequence[DockerHost] = (),
     ) -> None:
-        self.docker, self.clock, self.registry = docker, clock, registry
+        self.dockers = dict(docker) if isinstance(docker, Mapping) else {"": docker}
+        self.hosts = {h.name: h for h in hosts}
+        self.clock, self.registry = clock, registry
         self.reporter = reporter or LogReporter()
         self.poll = poll
+
+    def _docker(self, step: Step) -> Docker:
+        return self.dockers[step.host]
 
     def apply(self, plan: Plan) -> Outcome:
         """Run every batch in order; the first failure stops the run (after rolling its batch back)."""
@@ -198,7 +118,7 @@ class Deployer:
             for step in steps:
                 assert step.new is not None
                 self._say(step, f"starting {step.new.name} ({step.new.image}) on port {step.port}")
-                started.append((step, self.docker.create_and_start(step.new)))
+                started.append((step, self._docker(step).create_and_start(step.new)))
             deadline = self.clock.now() + batch.policy.health_timeout
             for step, cid in started:
                 self._wait_healthy(step, cid, deadline, batch.policy.health_timeout)
@@ -215,7 +135,7 @@ class Deployer:
 
         def healthy() -> bool | None:
             nonlocal seen
-            info = self.docker.inspect(cid)
+            info = self._docker(step).inspect(cid)
             if info is None or info.state != "running":
                 state = "gone" if info is None else info.state
                 raise DeployError(f"{step.subject}: {name} is {state} before turning healthy")
@@ -230,32 +150,29 @@ class Deployer:
     def _wait_served(self, step: Step, cid: str, deadline: float, timeout: float) -> None:
         assert self.registry is not None
         registry, name = self.registry, step.new.name if step.new else cid
+        host = self.hosts.get(step.host, IMPLICIT)
+        seen = ""
 
         def registered() -> Registered | None:
+            nonlocal seen
             found = registry.endpoint(step.service, cid)
+            if found and not _registered_by(found, host):
+                seen = f"; seen registered by node {found.endpoint.node or '-'} at {found.endpoint.address}"
+                return None
             return found if found and found.endpoint.health in DEFAULT_SERVED_HEALTH else None
 
         self._say(step, f"waiting for {name} to be registered as served (up to {timeout:g}s)")
         found = self._wait(registered, deadline, lambda: f"{step.subject}: {name} not registered "
-                           f"as healthy after {timeout:g}s (is `lbgen agent` running on this host?)")
+                           f"as healthy after {timeout:g}s (is `lbgen agent` running on {_agent(host)}?{seen})")
         self._say(step, f"registered as {found.endpoint.id} at revision {found.revision}")
         self._wait_lbs(step, found.revision, deadline, f"serving {name}")
 
     def _wait_lbs(self, step: Step, revision: int, deadline: float, what: str) -> None:
-        """Wait until every LB node that reports a revision has applied `revision`."""
+        """Wait until every LB node that reports a revision, or did during the wait, applied `revision`."""
         assert self.registry is not None
-        registry, behind = self.registry, ""
-
-        def applied() -> int | None:
-            nonlocal behind
-            revisions = registry.lb_revisions()
-            behind = ", ".join([f"{n} at {r}" for n, r in sorted(revisions.items()) if r < revision]
-                               + [f"{where} holds {step.service} back (quarantined: {reason})"
-                                  for where, reason in sorted(registry.lb_quarantines(step.service).items())])
-            return None if behind else len(revisions)
-
-        nodes = self._wait(applied, deadline, lambda: f"{step.subject}: LB nodes not {what} after "
-                           f"waiting for revision {revision} ({behind})")
+        probe = LbProbe(self.registry, step.service, revision)
+        nodes = self._wait(probe, deadline, lambda: f"{step.subject}: LB nodes did not apply revision "
+                           f"{revision} ({what}) in time: {probe.explain()}")
         if nodes:
             self._say(step, f"{nodes} LB node(s) applied revision {revision} ({what})")
         else:
@@ -265,8 +182,8 @@ class Deployer:
         for step, cid in started:
             self._say(step, f"rolling back: removing {step.new.name if step.new else cid} ({error})")
             try:
-                self.docker.stop(cid, batch.policy.stop_timeout)
-                self.docker.remove(cid)
+                self._docker(step).stop(cid, batch.policy.stop_timeout)
+                self._docker(step).remove(cid)
             except LbgenError as e:
                 log.error("roll back %s: %s", cid, e)
 
@@ -291,15 +208,16 @@ class Deployer:
         assert step.old is not None
         if step.old.running:
             self._say(step, f"stopping {step.old.name} (SIGTERM, {stop_timeout:g}s grace)")
-            self.docker.stop(step.old.id, stop_timeout)
-        self.docker.remove(step.old.id)
+            self._docker(step).stop(step.old.id, stop_timeout)
+        self._docker(step).remove(step.old.id)
         self._say(step, f"removed {step.old.name}")
 
     def _check_min_healthy(self, project: str, batch: Batch, old: Sequence[Deployed]) -> None:
         """Refuse to take out healthy replicas when fewer than `min_healthy` would be left."""
         if not old:
             return
-        current = [read_deployed(c) for c in self.docker.list_containers(label=f"{LABEL_PROJECT}={project}")]
+        current = [read_deployed(c, host) for host, docker in self.dockers.items()
+                   for c in docker.list_containers(label=f"{LABEL_PROJECT}={project}")]
         healthy = {d.id for d in current if d.service == batch.service and d.healthy}
         left = len(healthy - {d.id for d in old})
         if left < batch.policy.min_healthy:
@@ -312,7 +230,7 @@ class Deployer:
     def _drain(self, batch: Batch, steps: Sequence[Step]) -> list[Drained]:
         assert self.registry is not None
         drained = []
-        ttl = batch.policy.drain + batch.policy.stop_timeout + batch.policy.register_timeout + 60
+        ttl = batch.policy.drain + batch.policy.stop_timeout + batch.policy.drain_timeout + 60
         for step in steps:
             assert step.old is not None
             found = self.registry.endpoint(step.service, step.old.id)
@@ -323,12 +241,17 @@ class Deployer:
             self._say(step, f"draining {step.old.name}: weight 0 for {found.endpoint.id}")
         revision = max((d.revision for d in drained), default=0)
         if revision:
-            deadline = self.clock.now() + batch.policy.register_timeout
-            try:
-                self._wait_lbs(steps[0], revision, deadline, "draining")
-            except DeployError as e:  # the new replicas serve already: finish, but say so
-                self._say(steps[0], f"warning: {e}; stopping anyway")
+            self._wait_drained(steps[0], revision, batch.policy.drain_timeout)
         return drained
+
+    def _wait_drained(self, step: Step, revision: int, timeout: float) -> None:
+        """Wait up to `timeout` for every LB node to apply the drain; past it, name those behind and go
+        on: these replicas are to go, and one dead watcher must not block every deploy (docs/deploy.md)."""
+        self._say(step, f"waiting for the LB nodes to apply the drain (revision {revision}, up to {timeout:g}s)")
+        try:
+            self._wait_lbs(step, revision, self.clock.now() + timeout, "the drain")
+        except DeployError as e:
+            self._say(step, f"warning: {e}; stopping anyway after {timeout:g}s")
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -350,51 +273,11 @@ class Deployer:
         self.reporter.progress(step.subject, message)
 
 
-# --- status -------------------------------------------------------------------------------------
+def _registered_by(found: Registered, host: DockerHost) -> bool:
+    """Whether `host`'s own agent registered it: its node and address (when the spec names them)."""
+    node_ok = not host.node or found.endpoint.node == host.node
+    return node_ok and (not host.address or found.endpoint.address == host.address)
 
 
-@dataclass(frozen=True)
-class ReplicaStatus:
-    """One replica for `lbgen deploy status`: its container (None when missing) and registration."""
-
-    subject: str
-    deployed: Deployed | None
-    config: str  # current | stale | orphan
-    registered: Registered | None = None
-    served_by: tuple[str, ...] = ()
-
-    def cells(self, registry: bool) -> tuple[str, ...]:
-        d = self.deployed
-        if d is None:
-            return (self.subject, "(missing)", "", "", "", "", "", "", "")
-        unknown = "not registered" if registry else "-"
-        endpoint = self.registered.endpoint.id if self.registered else unknown
-        weight = str(self.registered.endpoint.weight) if self.registered else ""
-        served = ", ".join(self.served_by) or ("none" if registry else "-")
-        return (self.subject, d.name, str(d.port), d.state, d.health, self.config, endpoint, weight, served)
-
-
-def replica_status(
-    spec: DeploySpec, containers: Sequence[ContainerInfo], registry: Registry | None
-) -> tuple[list[ReplicaStatus], dict[str, int]]:
-    """Every replica the spec wants or a container holds, and the LB nodes' applied revisions.
-
-    An LB node serves a replica when it has applied a revision at or after the replica's
-    registration, and the endpoint is served (healthy or check-less, weight above 0).
-    """
-    lbs = registry.lb_revisions() if registry else {}
-    rows = []
-    for d in (read_deployed(c) for c in containers):
-        service = spec.service(d.service)
-        config = "orphan" if service is None else "current" if d.config_hash == service.config_hash() else "stale"
-        found = registry.endpoint(d.service, d.id) if registry else None
-        served = found is not None and found.endpoint.is_served()
-        nodes = tuple(n for n, rev in sorted(lbs.items()) if served and found and rev >= found.revision)
-        rows.append(ReplicaStatus(f"{d.service}.{d.replica}", d, config, found, nodes))
-    present = {r.subject for r in rows}
-    rows += [
-        ReplicaStatus(f"{s.name}.{i}", None, "")
-        for s in spec.services for i in range(1, s.replicas + 1) if f"{s.name}.{i}" not in present
-    ]
-    return sorted(rows, key=lambda r: (r.subject.rpartition(".")[0], int(r.subject.rpartition(".")[2]),
-                                       r.deployed.name if r.deployed else "")), lbs
+def _agent(host: DockerHost) -> str:
+    return f"{host.label} as node {host.node} with --host-ip {host.address}" if host.name else "this host"

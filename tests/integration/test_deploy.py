@@ -1,17 +1,14 @@
 """`lbgen deploy` against a real dockerd and etcd, with the real agent registering the replicas.
 
 The user's story: deploy three replicas → three healthy containers, registered; change the env →
-a rolling update replaces all of them, and a load through nginx (rendered by the real watcher)
-sees no failed request; a version that never turns healthy → the update stops, the old replicas
-keep serving, exit non-zero; `--dry-run` and an unchanged re-apply touch nothing.
+a rolling update replaces all of them (under load through both LBs: test_deploy_handshake.py); a
+version that never turns healthy → the update stops, the old replicas keep serving, exit non-zero; `--dry-run` and an unchanged re-apply touch nothing.
 """
 
 from __future__ import annotations
 
-import http.client
 import socket
 import threading
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -22,22 +19,15 @@ import yaml
 
 from lbgen.adapters.docker_engine import DockerEngine
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
-from lbgen.adapters.process import SystemClock
 from lbgen.cli import main
 from lbgen.core.deploy_spec import LABEL_PROJECT
 from lbgen.core.discovery import DiscoveryOptions
-from lbgen.core.model import Catalog, Service
-from lbgen.core.render import render
-from lbgen.core.schema import decode_endpoint, encode_spec, spec_key
-from lbgen.core.settings import Settings, Target, Wait
+from lbgen.core.schema import decode_endpoint
 from lbgen.ports import ContainerInfo, Store
 from lbgen.services.agent import Agent, AgentConfig
-from lbgen.services.watcher import Watcher
 from tests.support.util import wait_until
 
 pytestmark = pytest.mark.integration
-
-ROOT = Path(__file__).resolve().parents[2]
 
 FAST = {"drain": "200ms", "health_timeout": "15s", "register_timeout": "15s", "stop_timeout": "2s"}
 # The image's own check gives up after one failure (its tests want fast verdicts); with two workers
@@ -217,122 +207,6 @@ def test_bad_spec_names_the_field_and_starts_nothing(deploy: Deploy) -> None:
     assert code == 2
     assert out.strip() == f"Error: {deploy.path}: services.web.replicas: expected an integer from 0 to 1000, got -1"
     assert deploy.containers() == []
-
-
-# --- a rolling update under load through nginx ---------------------------------------------------
-
-
-# A replica whose answers take 300 ms (a CGI script of busybox httpd), so a replica stopped before it
-# is drained cuts requests in flight. POST: nginx never retries it on another upstream, and HAProxy
-# retries only failed connects, so a cut request surfaces as a failure instead of being hidden.
-SLOW = ("mkdir -p /www/cgi-bin && printf '%s\\n' '#!/bin/sh' 'read -r body' 'sleep 0.3' "
-        "'printf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nreplica version=%s port=%s\\\\n\" \"$VERSION\" \"$PORT\"' "
-        "> /www/cgi-bin/slow && chmod +x /www/cgi-bin/slow && exec /bin/sh /entrypoint.sh")
-
-
-class Load:
-    """Slow POSTs to 127.0.0.1:`port` until the `with` ends: `clients` threads open a new connection
-    per request (none may fail), one more reuses a keep-alive connection (reported: nginx 1.22
-    closes reused connections when old workers exit on a reload)."""
-
-    def __init__(self, port: int, clients: int = 6) -> None:
-        self.port, self.done = port, threading.Event()
-        self.fresh: dict[str, int] = {}
-        self.kept: dict[str, int] = {}
-        self.failures: list[tuple[float, str]] = []  # (monotonic time, outcome) of each failed request
-        self.threads = [threading.Thread(target=self._run, args=(self.fresh, False), daemon=True)
-                        for _ in range(clients)]
-        self.threads.append(threading.Thread(target=self._run, args=(self.kept, True), daemon=True))
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> "Load":
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        for thread in self.threads:
-            thread.join(10)
-
-    def _run(self, counts: dict[str, int], keep_alive: bool) -> None:
-        connection: http.client.HTTPConnection | None = None
-        while not self.done.wait(0.01):
-            connection = connection or http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            outcome = self._request(connection)
-            with self.lock:
-                counts[outcome] = counts.get(outcome, 0) + 1
-                if not outcome.startswith("version="):
-                    self.failures.append((time.monotonic(), outcome))
-            if not keep_alive or outcome.startswith("error"):
-                connection.close()
-                connection = None
-
-    @staticmethod
-    def _request(connection: http.client.HTTPConnection) -> str:
-        """`version=N` from a replica, or what went wrong."""
-        try:
-            connection.request("POST", "/cgi-bin/slow", body=b"n=1\n")
-            response = connection.getresponse()
-            body = response.read().decode()
-        except (OSError, http.client.HTTPException) as e:
-            return f"error {type(e).__name__}"
-        return body.split()[1] if response.status == 200 else f"status {response.status}"
-
-
-def _lb_target(kind: str, lb_dir: Path) -> Target:
-    """The target the watcher applies: the shipped template, every path in the LB's temp dir."""
-    if kind == "nginx":
-        facts = {"pid": str(lb_dir / "nginx.pid"), "access_log": "off", "error_log": str(lb_dir / "error.log"),
-                 "temp_dir": str(lb_dir), "worker_processes": 1}
-        name, conf = "nginx.conf.j2", "nginx.conf"
-    else:
-        facts = {"pid": str(lb_dir / "haproxy.pid"), "stats_socket": str(lb_dir / "admin.sock"),
-                 "master_socket": str(lb_dir / "master.sock")}
-        name, conf = "haproxy.cfg.j2", "haproxy.cfg"
-    return Target(name=kind, template=str(ROOT / "templates" / name), dest=str(lb_dir / conf), kind=kind,
-                  timeout=10.0, vars=facts)
-
-
-@pytest.fixture(params=["nginx", "haproxy"])
-def watched_lb(request: pytest.FixtureRequest, etcd_store: Store, etcd_server: Any, etcd_prefix: str,
-               applier: Any) -> Iterator[int]:
-    """An nginx or HAProxy kept in line with the registry by the real watcher; yields its port."""
-    kind, targets = request.param, []
-
-    def first_config(lb_dir: Path, port: int) -> str:
-        targets.append(_lb_target(kind, lb_dir))
-        empty = Catalog(0, (Service("web", {"listen": port}),))
-        return render(Path(targets[0].template).read_text(), empty, targets[0])
-
-    lb = request.getfixturevalue(f"{kind}_lb")(first_config)
-    etcd_store.put(spec_key(etcd_prefix, "web"), encode_spec({"listen": lb.port}))
-    settings = Settings(registry=(etcd_server.url,), targets=tuple(targets), prefix=etcd_prefix, wait=Wait(0.05, 0.2))
-    watcher = Watcher(settings, etcd_store, applier, SystemClock())
-    thread = threading.Thread(target=watcher.run, name="watcher", daemon=True)
-    thread.start()
-    yield lb.port
-    watcher.stop()
-    thread.join(10)
-
-
-def test_rolling_update_under_load_fails_no_request(deploy: Deploy, watched_lb: int, request: Any) -> None:
-    # The watcher does not publish its applied revision yet ({prefix}/lb/{node}), so the drain must
-    # also cover its render + check + reload, which took over 1 s with the whole suite on 2 CPUs.
-    slow = {"command": ["/bin/sh", "-c", SLOW], "update": {"drain": "3s"}}
-    deploy.write(**slow)
-    assert deploy.cli("apply")[0] == 0
-    wait_until(lambda: len({_answer(watched_lb) for _ in range(12)}) == 3, 10, "the LB serving 3 replicas")
-    deploy.write(env={"VERSION": "2"}, **slow)
-    with Load(watched_lb) as load:
-        started = time.monotonic()
-        code, out = deploy.cli("apply")
-        wait_until(lambda: load.fresh.get("version=2", 0) >= 10, 30, "load answered by version 2")
-    print(f"{request.node.callspec.id}: a connection per request {load.fresh}; one keep-alive connection {load.kept}")
-    assert code == 0, out
-    assert load.fresh.get("version=1", 0) >= 10, load.fresh
-    assert set(load.fresh) == {"version=1", "version=2"}, (
-        f"failed requests: {load.fresh} at {[f'{t - started:.2f}s {what}' for t, what in load.failures]}\n{out}")
 
 
 def test_bad_values_in_the_registry_do_not_stop_a_rolling_update(deploy: Deploy) -> None:

@@ -151,16 +151,14 @@ def _block_reader(collector: EventCollector, client: docker.DockerClient, image:
     collector.expect(container.id, "destroy")
 
 
-def test_close_unblocks_a_blocked_reader_within_a_second(
+def test_close_unblocks_a_blocked_reader(
     docker_engine: DockerEngine, docker_client: docker.DockerClient, test_image: str
 ) -> None:
     collector = EventCollector(docker_engine)
     _block_reader(collector, docker_client, test_image)
-    began = time.monotonic()
     collector.stream.close()
-    collector.thread.join(1.0)
-    assert not collector.thread.is_alive(), "reader still blocked 1 s after close()"
-    assert time.monotonic() - began < 1.0
+    collector.thread.join(30)  # without close() the reader blocks until the next event: forever here
+    assert not collector.thread.is_alive(), "reader still blocked 30 s after close()"
     assert collector.error is None
 
 
@@ -179,8 +177,9 @@ def test_create_start_stop_remove_round_trip(docker_engine: DockerEngine, test_i
         assert (info.name, info.labels["lbgen.service"], info.exposed_ports) == (name, "api", (port,))
         assert _page(port) == f"replica={name} version=7 port={port}\n"
         began = time.monotonic()
-        docker_engine.stop(container_id, timeout=10)
-        assert time.monotonic() - began < 5, "SIGTERM should end the backend at once"
+        docker_engine.stop(container_id, timeout=60)
+        # did not wait for the 60 s SIGKILL: SIGTERM ended the backend (a generous bound, not a speed)
+        assert time.monotonic() - began < 30, "SIGTERM should end the backend"
         stopped = docker_engine.inspect(container_id)
         assert stopped is not None and stopped.state == "exited"
     finally:
@@ -227,7 +226,8 @@ def test_a_stopped_daemon_is_a_docker_error_not_a_hang(dockerd_factory: DockerdF
             engine.list_containers()
         with pytest.raises(DockerError, match="docker events: cannot connect"):
             engine.events()
-        assert time.monotonic() - began < 2
+        # refused connections fail at once: neither call waited for the client's 5 s timeout
+        assert time.monotonic() - began < 5
         daemon.start()
         assert engine.list_containers(include_stopped=True) == []
     finally:

@@ -11,7 +11,7 @@ is still watched.
 from __future__ import annotations
 
 import subprocess
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,6 +64,7 @@ class LbNode:
     kind: str
     port: int
     dir: Path
+    listen: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
 
     def start_lb(self) -> None:
@@ -112,17 +113,19 @@ def hosts(dockerd_factory: DockerdFactory) -> Iterator[dict[str, Host]]:
         host.client.close()
 
 
-@pytest.fixture
-def fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hosts: dict[str, Host],
-          lbgen_processes: LbgenProcesses) -> Iterator[dict[str, Any]]:  # noqa: F811
-    """Spec of `web` written, one replica per host, both agents and both watchers running."""
+@contextmanager
+def running_fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hosts: dict[str, Host],
+                  lbgen_processes: LbgenProcesses, replicas: bool = True) -> Iterator[dict[str, Any]]:  # noqa: F811
+    """Spec of `web` written, both agents and both watchers running (with `replicas`: one
+    hand-started replica per host first). The LBs themselves start with `LbNode.start_lb`."""
     port = free_port()
     with closing(EtcdStore(EtcdConfig(endpoints=(("127.0.0.1", etcd_server.client_port),)))) as store:
         store.put(spec_key(etcd_prefix, "web"), encode_spec({"listen": port}))
     registry = ["--registry", etcd_server.url, "--prefix", etcd_prefix]
     agents = {}
     for host in hosts.values():
-        host.run_replica(f"{host.node}-web-1")
+        if replicas:
+            host.run_replica(f"{host.node}-web-1")
         agents[host.node] = lbgen_processes.start(
             f"agent-{host.node}", "agent", *registry, "--node", host.node, "--host-ip", host.ip,
             "--docker-host", host.daemon.url, "--ttl", str(TTL), "--metrics-addr", "off")
@@ -132,13 +135,21 @@ def fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hosts: dict
         settings = watch_settings(directory, kind, _lb_vars(kind, directory, listen))
         watchers[node] = lbgen_processes.start(node, "watch", "-c", str(settings), *registry, "--node", node,
                                                "--status-ttl", str(TTL), "--metrics-addr", "off")
-        lbs[node] = LbNode(node, kind, port, directory)
+        lbs[node] = LbNode(node, kind, port, directory, listen=listen)
     try:
         yield {"registry": etcd_server.url, "prefix": etcd_prefix, "hosts": hosts, "agents": agents,
                "watchers": watchers, "lbs": lbs, "logs": lbgen_processes.logs}
     finally:
         for lb in lbs.values():
             lb.stop_lb()
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hosts: dict[str, Host],
+          lbgen_processes: LbgenProcesses) -> Iterator[dict[str, Any]]:  # noqa: F811
+    """Spec of `web` written, one replica per host, both agents and both watchers running."""
+    with running_fleet(tmp_path, etcd_server, etcd_prefix, hosts, lbgen_processes) as running:
+        yield running
 
 
 def _lb_nodes(fleet: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -141,17 +141,20 @@ class FakeDocker:
 class FakeAgent:
     """Registers every running labelled container on each tick, like `lbgen agent` on Docker events."""
 
-    def __init__(self, docker: FakeDocker, store: FakeStore, prefix: str = "/lbgen") -> None:
+    def __init__(self, docker: FakeDocker, store: FakeStore, prefix: str = "/lbgen", node: str = "host-a",
+                 address: str = "127.0.0.1") -> None:
         self.docker, self.store, self.prefix = docker, store, prefix
+        self.node, self.address = node, address
         self.lease = store.grant_lease(15)
 
     def tick(self) -> None:
         desired = {}
         for c in self.docker.list_containers(label="lbgen.service"):
-            eid = f"host-a.{c.name}.{c.labels['lbgen.port']}"
+            eid = f"{self.node}.{c.name}.{c.labels['lbgen.port']}"
             key = f"{self.prefix}/services/{c.labels['lbgen.service']}/endpoints/{eid}"
-            desired[key] = Endpoint(eid, "127.0.0.1", int(c.labels["lbgen.port"]), 1, "host-a", c.id, c.health)
-        for key in [k for k in self.store.kv if "/endpoints/" in k and k not in desired]:
+            desired[key] = Endpoint(eid, self.address, int(c.labels["lbgen.port"]), 1, self.node, c.id, c.health)
+        mine = [k for k, v in self.store.kv.items() if "/endpoints/" in k and v.lease == self.lease]
+        for key in [k for k in mine if k not in desired]:
             self.store.delete(key)
         for key, endpoint in desired.items():
             if f"{self.prefix}/drain/{endpoint.id}" in self.store.kv:  # the drain contract

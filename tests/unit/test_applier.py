@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -288,10 +288,13 @@ def test_the_runner_combines_output_and_reports_the_exit_code() -> None:
 
 
 def test_the_runner_does_not_wait_for_a_daemon_the_command_left_behind() -> None:
-    script = "import subprocess; subprocess.Popen(['sleep', '2'], start_new_session=True)"
-    started = time.monotonic()
-    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=3)
-    assert result.ok and time.monotonic() - started < 1.5, "waited for the daemon's stdout"
+    # The daemon holds the command's stdout for 60 s, twice the runner's timeout: a runner that
+    # waited for its output would fail the run (timed out), whatever the machine's load.
+    script = "import subprocess; print(subprocess.Popen(['sleep', '60'], start_new_session=True).pid)"
+    result = SubprocessRunner().run([sys.executable, "-c", script], timeout=30)
+    daemon = int(result.output.split()[0])
+    os.kill(daemon, signal.SIGKILL)
+    assert result.ok, f"waited for the daemon's stdout: {result}"
 
 
 def test_a_missing_program_is_a_failed_command_not_a_crash() -> None:

@@ -12,7 +12,9 @@ from lbgen.core.deploy_plan import plan_deploy, plan_removal
 from lbgen.core.deploy_spec import DeploySpec
 from lbgen.errors import DeployError, DockerError
 from lbgen.ports import ContainerSpec
-from lbgen.services.deployer import Deployer, Registry, replica_status
+from lbgen.services.deploy_registry import Registry
+from lbgen.services.deploy_status import replica_status
+from lbgen.services.deployer import Deployer
 from tests.unit.deploy_fakes import FakeAgent, FakeClock, FakeDocker, FakeLB, FakeStore, make_spec
 
 V1 = make_spec(env={"VERSION": "1"}, update={"drain": "2s", "health_timeout": "10s", "register_timeout": "5s"})
@@ -102,9 +104,10 @@ def test_drain_waits_for_the_lb_then_the_drain_time_before_stopping() -> None:
     world.deploy(V2)
     web1 = [m for s, m in world.progress if s == "web.1"]
     draining = web1.index(next(m for m in web1 if m.startswith("draining demo-web-1-p18081")))
-    assert web1[draining + 1].startswith("1 LB node(s) applied revision")
-    assert web1[draining + 2] == "draining for 2s"
-    assert web1[draining + 3].startswith("stopping demo-web-1-p18081")
+    assert web1[draining + 1].startswith("waiting for the LB nodes to apply the drain (revision ")
+    assert web1[draining + 2].startswith("1 LB node(s) applied revision")
+    assert web1[draining + 3] == "draining for 2s"
+    assert web1[draining + 4].startswith("stopping demo-web-1-p18081")
 
 
 def test_unchanged_spec_does_nothing() -> None:
@@ -145,8 +148,8 @@ def test_a_stuck_lb_node_blocks_the_update() -> None:
     assert world.lb
     world.lb.frozen = True
     outcome = world.deploy(V2)
-    assert "web.1: LB nodes not serving demo-web-1-p18084 after waiting for revision" in str(outcome.error)
-    assert "lb1 at" in str(outcome.error)
+    assert "web.1: LB nodes did not apply revision " in str(outcome.error)
+    assert "(serving demo-web-1-p18084) in time: lb1 at revision " in str(outcome.error)
     assert world.actions()[-2:] == ["stop demo-web-1-p18084", "remove demo-web-1-p18084"]
 
 
@@ -291,3 +294,72 @@ def test_a_failed_stop_ends_the_run_and_still_drops_the_drain_marker() -> None:
     outcome = world.deploy(V2)
     assert isinstance(outcome.error, DockerError) and outcome.done == ()
     assert not [k for k in world.store.kv if "/drain/" in k]
+
+
+# --- the drain handshake: stop only once every LB node applied the drain, bounded by drain_timeout ---
+
+SCALE_DOWN = make_spec(env={"VERSION": "1"}, replicas=2, update={"drain": "2s", "drain_timeout": "7s"})
+
+
+def _web3(world: World) -> list[str]:
+    return [m for s, m in world.progress if s == "web.3"]
+
+
+def test_the_old_replica_stops_only_after_a_slow_lb_applied_the_drain() -> None:
+    world = _deployed_v1()
+    assert world.lb and world.store and world.docker
+    lb, store, docker, slow = world.lb, world.store, world.docker, {"ticks": 0}
+    drains: list[int] = []  # revisions of the weight-0 writes
+    applied_at_stop: list[int] = []  # lb1's applied revision when each stop was called
+    put, stop = store.put, docker.stop
+
+    def tick_every_fourth_sleep() -> None:  # an LB node that takes 4 polls to apply anything
+        slow["ticks"] += 1
+        lb.frozen = slow["ticks"] % 4 != 0
+
+    def recording_put(key: str, value: bytes, lease: int = 0) -> int:
+        revision = put(key, value, lease)
+        drains.extend([revision] if "/endpoints/" in key and b'"weight":0' in value else [])
+        return revision
+
+    def recording_stop(container_id: str, timeout: float) -> None:
+        applied_at_stop.append(json.loads(store.kv["/lbgen/lb/lb1"].value)["revision"])
+        stop(container_id, timeout)
+
+    world.clock.on_sleep.insert(0, tick_every_fourth_sleep)
+    store.put, docker.stop = recording_put, recording_stop  # type: ignore[method-assign]
+    assert world.deploy(SCALE_DOWN).error is None
+    assert len(drains) == len(applied_at_stop) == 1 and applied_at_stop[0] >= drains[0], (drains, applied_at_stop)
+    assert not [m for m in _web3(world) if m.startswith("warning")]
+
+
+def test_a_stale_lb_is_waited_for_up_to_drain_timeout_then_named() -> None:
+    world = _deployed_v1()
+    assert world.lb
+    world.lb.frozen = True
+    started = world.clock.now()
+    outcome = world.deploy(SCALE_DOWN)
+    assert outcome.error is None
+    warning = next(m for m in _web3(world) if m.startswith("warning"))
+    assert "LB nodes did not apply revision " in warning and "(the drain) in time: lb1 at revision " in warning
+    assert warning.endswith("; stopping anyway after 7s")
+    assert _web3(world).index(warning) < next(i for i, m in enumerate(_web3(world)) if m.startswith("stopping"))
+    assert world.clock.now() - started >= 7 + 2  # fake time: drain_timeout, then the drain itself
+
+
+def test_an_lb_whose_status_vanishes_during_the_drain_is_named_not_ignored() -> None:
+    world = _deployed_v1()
+    assert world.store
+    store, lb2 = world.store, FakeLB(world.store, node="lb2")
+    lb2.tick()
+
+    def lb2_dies_at_the_drain() -> None:  # its lease expires: the key goes, its LB still routes
+        if any("/drain/" in k for k in store.kv) and not lb2.frozen:
+            lb2.frozen = True
+            store.delete(lb2.key)
+        lb2.tick()
+
+    world.clock.on_sleep.append(lb2_dies_at_the_drain)
+    assert world.deploy(SCALE_DOWN).error is None
+    warning = next(m for m in _web3(world) if m.startswith("warning"))
+    assert "in time: lb2 stopped reporting its status; stopping anyway" in warning

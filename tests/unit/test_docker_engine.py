@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from lbgen.adapters.docker_engine import DockerEngine, container_info, describe, docker_event, restart_policy
-from lbgen.errors import ConfigError
+from lbgen.errors import ConfigError, DockerError
 from lbgen.ports import ContainerSpec, PortBinding
 
 BRIDGE_INSPECT: dict[str, Any] = {
@@ -127,3 +127,20 @@ def test_published_ports_bind_the_spec_s_host_ip(host_ip: str, binding: str) -> 
     spec = ContainerSpec("c", "img", network_mode="bridge", ports={8080: 18081}, host_ip=host_ip)
     host_config = engine._create_args(spec)["host_config"]
     assert host_config["PortBindings"] == {"8080/tcp": [{"HostIp": binding, "HostPort": "18081"}]}
+
+
+def test_tls_files_make_a_verified_https_client(tmp_path: Any) -> None:
+    """A `hosts:` entry with `tls`: the client speaks HTTPS, verifies the daemon against the CA and
+    presents the certificate (nothing is contacted when the client is made)."""
+    files = [tmp_path / name for name in ("ca.pem", "cert.pem", "key.pem")]
+    for path in files:
+        path.write_text("-")
+    engine = DockerEngine("tcp://127.0.0.1:2376", tls=(str(files[0]), str(files[1]), str(files[2])))
+    assert engine._api.base_url == "https://127.0.0.1:2376"
+    assert (engine._api.verify, engine._api.cert) == (str(files[0]), (str(files[1]), str(files[2])))
+    engine.close()
+
+
+def test_missing_tls_files_are_one_docker_error(tmp_path: Any) -> None:
+    with pytest.raises(DockerError, match="^docker connect: "):
+        DockerEngine("tcp://127.0.0.1:2376", tls=(str(tmp_path / "ca.pem"), str(tmp_path / "c"), str(tmp_path / "k")))
