@@ -27,11 +27,9 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import yaml
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from lbgen.adapters.memory_store import MemoryStore, MemoryWatch
 from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
@@ -39,6 +37,9 @@ from lbgen.core.bounded import load_json
 from lbgen.core.schema import NAME_RE, KeyRef, normalize_prefix, parse_key
 from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
 from lbgen.ports import KeyValue, Snapshot
+
+if TYPE_CHECKING:
+    from watchdog.events import FileSystemEvent
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +161,8 @@ class FileStore:
     def _start_observer(self) -> None:
         if self._observer is not None:
             return
+        from watchdog.observers import Observer  # only when watched: a one-shot `lbgen render` never is
+
         handler = _FileEvents(str(self.path), self._on_file_event)
         self._observer = Observer()
         self._observer.schedule(handler, str(self.path.parent), recursive=False)
@@ -285,8 +288,9 @@ class FileStore:
         self._memory.close()
 
 
-class _FileEvents(FileSystemEventHandler):
-    """Calls back on any change that may have touched `path` (written, replaced, moved, deleted)."""
+class _FileEvents:
+    """Calls back on any change that may have touched `path` (written, replaced, moved, deleted).
+    An observer only calls a handler's `dispatch`: no need to import watchdog to define one."""
 
     IGNORED = frozenset({"opened", "closed_no_write"})
 
@@ -294,6 +298,6 @@ class _FileEvents(FileSystemEventHandler):
         self.path = path
         self.callback = callback
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
+    def dispatch(self, event: FileSystemEvent) -> None:
         if event.event_type not in self.IGNORED and self.path in (event.src_path, getattr(event, "dest_path", "")):
             self.callback()

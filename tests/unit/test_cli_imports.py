@@ -42,8 +42,8 @@ def test_a_command_imports_what_it_uses() -> None:
     assert {"docker", "prometheus_client"} <= loaded_after(["agent", "--help"])
 
 
-def test_render_help_imports_no_etcd_client_docker_or_metrics() -> None:
+def test_render_help_imports_no_etcd_client_docker_metrics_or_file_watching() -> None:
     """A one-shot render from a file registry needs neither gRPC (only an etcd registry opens it) nor
-    Docker nor the metrics library."""
+    Docker nor the metrics library nor watchdog (only a watched file registry starts an observer)."""
     loaded = loaded_after(["render", "--help"])
-    assert loaded.isdisjoint({"grpc", "pyetcd", "docker", "prometheus_client"}), loaded
+    assert loaded.isdisjoint({"grpc", "pyetcd", "docker", "prometheus_client", "watchdog"}), loaded
