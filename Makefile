@@ -51,13 +51,14 @@ uninstall:
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
 
-# The quick benchmarks (bench/README.md, about 3 minutes): each writes bench/results/<scenario>.json
+# The quick benchmarks (bench/README.md, about 4 minutes; agent_keys starts a private etcd): each writes bench/results/<scenario>.json
 # (commit, machine, load average, figures), then the tables in bench/*.md are regenerated from them.
 .PHONY: bench bench-scale bench-tables
 bench: venv
 	$(BIN)/python bench/startup_bench.py
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/render_bench.py --check
+	$(BIN)/python bench/agent_keys_bench.py
 	$(BIN)/python bench/tables.py
 
 # 10,000 services in a private etcd through `lbgen watch` (about 3 minutes more; needs etcd).
