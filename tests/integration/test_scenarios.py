@@ -85,7 +85,7 @@ class LbNode:
         seen = set()
         for _ in range(rounds):
             try:
-                seen.add(get(self.port, timeout=2).split()[0].removeprefix("replica="))
+                seen.add(get(self.port, timeout=2, address=self.listen).split()[0].removeprefix("replica="))
             except OSError:
                 pass
         return seen

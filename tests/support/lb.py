@@ -74,9 +74,9 @@ def real_controls(target: Target) -> LbControl | None:
     return factory(target, SystemClock()) if factory else None
 
 
-def get(port: int, path: str = "/", timeout: float = 2.0) -> str:
-    """GET http://127.0.0.1:`port``path` and return the body (raises on errors and non-2xx)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as response:
+def get(port: int, path: str = "/", timeout: float = 2.0, address: str = "127.0.0.1") -> str:
+    """GET http://`address`:`port``path` and return the body (raises on errors and non-2xx)."""
+    with urllib.request.urlopen(f"http://{address}:{port}{path}", timeout=timeout) as response:
         return str(response.read().decode())
 
 
