@@ -39,13 +39,16 @@ class Figure:
     max: float
     n: int
     note: str = ""
+    p99: float | None = None  # with 20 runs or more (nearest rank)
 
 
 def summarize(name: str, path: str, unit: str, values: Sequence[float], note: str = "") -> Figure:
     if not values:
         raise ValueError(f"{name}: no values")
+    ordered = sorted(values)
+    p99 = round(ordered[min(len(ordered) - 1, -(-99 * len(ordered) // 100) - 1)], 3) if len(ordered) >= 20 else None
     return Figure(name, path, unit, round(statistics.median(values), 3), round(min(values), 3),
-                  round(max(values), 3), len(values), note)
+                  round(max(values), 3), len(values), note, p99)
 
 
 def machine() -> dict[str, object]:
@@ -83,7 +86,8 @@ class Result:
     def add(self, name: str, path: str, unit: str, values: Sequence[float], note: str = "") -> Figure:
         figure = summarize(name, path, unit, values, note)
         self.figures.append(figure)
-        spread = f" ({figure.min:g}–{figure.max:g}, n={figure.n})" if figure.n > 1 else ""
+        p99 = f", p99 {figure.p99:g}" if figure.p99 is not None else ""
+        spread = f" ({figure.min:g}–{figure.max:g}{p99}, n={figure.n})" if figure.n > 1 else ""
         print(f"  {name}: {'median ' if spread else ''}{figure.median:g} {unit}{spread} [{path}]")
         return figure
 

@@ -48,6 +48,7 @@ def table(scenario: str, results: Path = RESULTS) -> str:
     ]
     for f in data["figures"]:
         spread = f"{number(f['min'])}–{number(f['max'])}" if f["n"] > 1 else ""
+        spread += f" (p99 {number(f['p99'])})" if f.get("p99") is not None else ""
         note = f" ({f['note']})" if f.get("note") else ""
         lines.append(f"| {f['name']} | {number(f['median'])} {f['unit']} | {spread} | {f['n']} | {f['path']}{note} |")
     lines += [""] + [f"{note}." if not note.endswith(".") else note for note in data.get("notes", [])]
