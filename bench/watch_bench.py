@@ -190,6 +190,8 @@ def bench_burst(result: Result, wait: str, puts: int = 1000) -> None:
         for lb, at in (("nginx", nginx_at), ("haproxy", haproxy_at)):
             result.add(f"wait {wait}: {lb} reloads", path, "reloads", [log.count(f"{lb}: reloaded")])
             result.add(f"wait {wait}: first put → final state served by {lb}", path, "s", [at - start])
+        result.add(f"wait {wait}: passes applied through HAProxy's runtime API (no reload)", path, "passes",
+                   [log.count("runtime command(s) applied and verified, no reload")])
 
 
 def main() -> None:
