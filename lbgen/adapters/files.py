@@ -84,7 +84,7 @@ class LocalFiles:
             if current is None:
                 lkg_path(dest).unlink(missing_ok=True)
                 return False
-            _replace(_write_temp(dest, current.encode(), target), lkg_path(dest))
+            write_atomic(lkg_path(dest), current.encode(), target)
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
@@ -123,6 +123,12 @@ class LocalFiles:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
 
 
+def write_atomic(path: Path, data: bytes, target: Target) -> None:
+    """Write `data` as `path`, a file beside dest (temp `.<name>.<random>.tmp`, fsync, rename), with
+    the target's mode and owner. Not `.lbgen`: that suffix names staged candidates of dest only."""
+    _replace(_write_temp(path, data, target, suffix=".tmp"), path)
+
+
 def name_candidates(text: str, dest: str) -> str:
     """`text` (a checker's output) with the staged files of `dest`, removed once checked, named as
     what they were: `/etc/nginx/nginx.conf (candidate)` instead of `/etc/nginx/.nginx.conf.x1y2.lbgen`."""
@@ -131,8 +137,8 @@ def name_candidates(text: str, dest: str) -> str:
     return staged.sub(lambda _: f"{dest} (candidate)", text)
 
 
-def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
+def _write_temp(dest: Path, data: bytes, target: Target, suffix: str = STAGED_SUFFIX) -> Path:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -14,6 +14,7 @@ from types import FrameType
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.http_server import start_http_server
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
                       on_status=publisher.update, renderer=BoundedRenderer(),
-                      load_settings=lambda: _reload_settings(args))
+                      load_settings=lambda: _reload_settings(args), states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)
