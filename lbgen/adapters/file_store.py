@@ -36,7 +36,7 @@ from watchdog.observers import Observer
 from lbgen.adapters.memory_store import MemoryStore, MemoryWatch
 from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
 from lbgen.core.bounded import load_json
-from lbgen.core.schema import NAME_RE, KeyRef, normalize_prefix, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, endpoint_key, normalize_prefix, parse_key, services_prefix, spec_key
 from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
 from lbgen.ports import KeyValue, Snapshot
 
@@ -72,10 +72,10 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
         if not _good_name(name, f"{where}: services.{name}"):
             continue
         if "spec" in service:
-            keys[f"{prefix}/services/{name}/spec"] = _json(service["spec"])
+            keys[spec_key(prefix, name, checked=False)] = _json(service["spec"])
         for endpoint_id, value in (service.get("endpoints") or {}).items():
             if _good_name(endpoint_id, f"{where}: services.{name}.endpoints.{endpoint_id}"):
-                keys[f"{prefix}/services/{name}/endpoints/{endpoint_id}"] = _json(value)
+                keys[endpoint_key(prefix, name, endpoint_id, checked=False)] = _json(value)
     return keys
 
 
@@ -140,7 +140,7 @@ class FileStore:
         log.error("%s; keeping the previous content (revision %s)", error, self._memory.revision)
 
     def _apply(self, document: dict[str, Any], keys: dict[str, bytes], edited: bool) -> None:
-        current = {kv.key: kv.value for kv in self._memory.snapshot(f"{self.prefix}/services/").items}
+        current = {kv.key: kv.value for kv in self._memory.snapshot(services_prefix(self.prefix)).items}
         puts = {k: v for k, v in keys.items() if current.get(k) != v}
         deletes = [k for k in current if k not in keys]
         revision = self._memory.apply(puts, deletes)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key, services_prefix
 from lbgen.errors import InvalidValue
 from lbgen.ports import Snapshot, WatchEvent
 
@@ -115,7 +115,7 @@ class CatalogState:
 def misnamed(prefix: str, key: str) -> str | None:
     """Why a key under `{prefix}/services/` is not a registry entry (a bad name, `wéb` or `a;b`, or
     a wrong shape), or None. Such keys are rejected and listed, not silently invisible (issue 14)."""
-    services = f"{prefix}/services/"
+    services = services_prefix(prefix)
     if not key.startswith(services):
         return None
     parts = key[len(services):].split("/")

@@ -37,7 +37,7 @@ from lbgen.core.discovery import (
     plan,
 )
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import agent_key, parse_key, services_prefix
+from lbgen.core.schema import agent_key, drain_prefix, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
 from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
@@ -263,7 +263,7 @@ class Agent(AgentProducers):
     def _drain_ids(self) -> set[str]:
         """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
         prefix = self.config.prefix
-        return {ref.endpoint_id for kv in self.store.snapshot(f"{prefix}/drain/").items
+        return {ref.endpoint_id for kv in self.store.snapshot(drain_prefix(prefix)).items
                 if (ref := parse_key(prefix, kv.key)) is not None and ref.kind == "drain"}
 
     def _refresh_containers(self) -> None:
