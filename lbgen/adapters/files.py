@@ -59,7 +59,7 @@ class LocalFiles:
         """Write `text` to a hidden temp file beside dest, synced and with dest's final mode/owner."""
         dest = real_dest(target)
         try:
-            return _write_temp(dest, text.encode(), target)
+            return _write_temp(dest, text.encode(), *_attributes(target))
         except OSError as e:
             raise ApplyError(f"{target.name}: stage beside {dest}: {e}") from e
 
@@ -84,7 +84,7 @@ class LocalFiles:
             if current is None:
                 lkg_path(dest).unlink(missing_ok=True)
                 return False
-            _replace(_write_temp(dest, current.encode(), target), lkg_path(dest))
+            _replace(_write_temp(dest, current.encode(), *_attributes(target)), lkg_path(dest))
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
@@ -118,7 +118,7 @@ class LocalFiles:
             dest.unlink(missing_ok=True)
             return
         try:
-            _replace(_write_temp(dest, data, target), dest)
+            write_atomic(dest, data, *_attributes(target))
         except OSError as e:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
 
@@ -131,15 +131,28 @@ def name_candidates(text: str, dest: str) -> str:
     return staged.sub(lambda _: f"{dest} (candidate)", text)
 
 
-def _write_temp(dest: Path, data: bytes, target: Target) -> Path:
+def write_atomic(dest: Path, data: bytes, mode: int | None = None, owner: str | None = None,
+                 group: str | None = None) -> None:
+    """Make `data` the content of `dest`: a temp file in dest's directory, fsynced, renamed over dest,
+    the directory fsynced (a bind-mounted dest is written in place). Mode None keeps mkstemp's 0600.
+    Raises OSError; the temp file never stays behind."""
+    _replace(_write_temp(dest, data, mode, owner, group), dest)
+
+
+def _attributes(target: Target) -> tuple[int, str | None, str | None]:
+    return target.mode, target.owner, target.group
+
+
+def _write_temp(dest: Path, data: bytes, mode: int | None, owner: str | None, group: str | None) -> Path:
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), target.mode)
-            if target.owner or target.group:
-                os.fchown(f.fileno(), _uid(target.owner), _gid(target.group))
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            if owner or group:
+                os.fchown(f.fileno(), _uid(owner), _gid(group))
             os.fsync(f.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)

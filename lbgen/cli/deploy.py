@@ -14,7 +14,7 @@ from lbgen.adapters.process import SystemClock
 from lbgen.adapters.yaml_file import load_yaml
 from lbgen.cli.common import REGISTRY_ENV, add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.deploy_hosts import DockerHost
-from lbgen.core.deploy_plan import Plan, plan_deploy, plan_removal
+from lbgen.core.deploy_plan import DeployPlan, plan_deploy, plan_removal
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec, parse_deploy_spec
 from lbgen.core.schema import NAME_RE
 from lbgen.errors import ConfigError, DockerError, UsageError
@@ -124,7 +124,7 @@ def _connected(args: argparse.Namespace, spec: DeploySpec) -> Iterator[tuple[Doc
         yield dockers, registry
 
 
-def _execute(dockers: Dockers, registry: Registry | None, plan: Plan, spec: DeploySpec,
+def _execute(dockers: Dockers, registry: Registry | None, plan: DeployPlan, spec: DeploySpec,
              unreachable: dict[str, str]) -> int:
     """Run `plan`, print progress and the summary; a failed step raises its error after the summary,
     and hosts left out (`on_host_error: continue`) make the exit non-zero after the others ran."""

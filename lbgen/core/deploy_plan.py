@@ -120,7 +120,7 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     """Batches in execution order, plus the containers left as they are."""
 
     project: str
@@ -309,7 +309,7 @@ def _orphans(deployed: list[Deployed], known: set[str], only: Sequence[str],
 def plan_deploy(
     spec: DeploySpec, containers: Containers, only: Sequence[str] = (), remove_orphans: bool = False,
     unreachable: Mapping[str, str] = {},  # noqa: B006 - read only
-) -> Plan:
+) -> DeployPlan:
     """Converge `containers` (all of the project's, running or not, per host) to `spec`.
 
     `only` limits the plan to those services. Containers of services missing from the spec are
@@ -329,10 +329,10 @@ def plan_deploy(
         untouched += keeps
     orphan_batches, orphans = _orphans(deployed, {s.name for s in spec.services}, only, remove_orphans)
     untouched += orphans + _skipped(spec, unreachable, only)
-    return Plan(spec.project, tuple(batches + orphan_batches), tuple(untouched))
+    return DeployPlan(spec.project, tuple(batches + orphan_batches), tuple(untouched))
 
 
-def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] = ()) -> Plan:
+def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] = ()) -> DeployPlan:
     """Remove every container of the project (or of the services in `only`), one batch per service."""
     deployed = sorted(read_all(containers), key=lambda d: (d.service, d.replica, d.host, d.name))
     batches = []
@@ -343,4 +343,4 @@ def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] =
         steps = tuple(Step("remove", name, d.replica, "deploy rm", d, host=d.host)
                       for d in deployed if d.service == name)
         batches.append(Batch(name, steps, policy))
-    return Plan(spec.project, tuple(batches))
+    return DeployPlan(spec.project, tuple(batches))

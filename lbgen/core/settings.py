@@ -130,7 +130,7 @@ def parse_settings(data: Any, base_dir: str) -> Settings:
     root = Section(data, "")
     resolve = _resolver(base_dir)
     settings = Settings(
-        registry=root.take("registry", lambda v: parse_registry(v, resolve)),
+        registry=root.take("registry", lambda v: parse_registry_setting(v, resolve)),
         prefix=root.take("prefix", _parse_prefix, "/lbgen"),
         wait=root.take("wait", parse_wait, Settings.wait),
         served_health=root.take("served_health", _parse_served_health, DEFAULT_SERVED_HEALTH),
@@ -155,7 +155,7 @@ def parse_wait(value: Any) -> Wait:
     return Wait(low, high)
 
 
-def parse_registry(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
+def parse_registry_setting(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
     """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves with `resolve`."""
     if not isinstance(value, (str, list)):
         raise ValueError(f"expected a URL or a list of URLs, got {quote(value)}")

@@ -92,7 +92,7 @@ class Agent(AgentProducers):
         registry: CollectorRegistry | None = None,
         health: Health | None = None,
         wall: Callable[[], float] = time.time,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = random.random, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.docker = docker
@@ -100,7 +100,7 @@ class Agent(AgentProducers):
         self.metrics = AgentMetrics(registry or CollectorRegistry())
         self.health = health or Health("docker", "etcd")
         self.presence = Presence(config.options.node, config.resync_interval, wall)
-        self._rand = rand  # spreads the resyncs of a fleet of agents started together
+        self._clock, self._rand = clock, rand  # rand spreads the resyncs of a fleet started together
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._events: DockerEvents | None = None
@@ -181,7 +181,7 @@ class Agent(AgentProducers):
 
     def _next_batch(self) -> list[object] | None:
         """Everything queued (at least one message, or none once a retry is due); None when stopping."""
-        timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+        timeout = None if self._retry_at is None else max(0.0, self._retry_at - self._clock())
         batch: list[object] = []
         try:
             batch.append(self._queue.get(timeout=timeout))
@@ -365,7 +365,7 @@ class Agent(AgentProducers):
 
     def _retry(self, side: str, delay: RetryDelay) -> None:
         """Wake the consumer again after `side`'s next backoff delay (the earliest of both sides)."""
-        at = time.monotonic() + delay(self._failures[side])
+        at = self._clock() + delay(self._failures[side])
         self._failures[side] += 1
         self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
 
