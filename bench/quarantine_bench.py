@@ -61,6 +61,7 @@ def one(workdir: Path, services: int, per_service: int, count: int, bad: int) ->
     assert full is not None, "the full render must be refused"
     full_s = time.perf_counter() - start
     base = None if count >= services else applied
+    held: frozenset[str] = frozenset()
     for label, suspects in (("first pass", frozenset()), ("next pass", None)):
         start = time.perf_counter()
         resolution = search(target, new, base, lambda c: render(source, c, target), applier.check_text,

@@ -67,7 +67,8 @@ class NginxControl:
             return
         text = shadow_main_config(self._main_config, dest, staged)
         try:
-            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
+            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.",
+                                        suffix=".shadow")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         except OSError as e:

@@ -93,7 +93,8 @@ def _containers(dockers: Dockers, spec: DeploySpec) -> tuple[dict[str, list[Cont
         try:
             found[name] = _listed(docker, spec)
         except DockerError as e:
-            unreachable[name], _ = str(e), errors.append(e)
+            unreachable[name] = str(e)
+            errors.append(e)
     if errors and (spec.on_host_error == "stop" or not found):
         policy = "on_host_error: stop" if spec.on_host_error == "stop" else "no host answers"
         raise DockerError(f"{errors[0]} ({policy}; nothing was changed)") from errors[0]

@@ -41,7 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "touched: the diff against the current file and the checker's verdict are printed, and for a "
         "refused render the services a watcher would quarantine (hold back) and why.")
     add_settings_arguments(parser)
-    parser.add_argument("--dry-run", action="store_true", help="preview only: diff + checker verdict, no write, no reload")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="preview only: diff + checker verdict, no write, no reload")
     parser.set_defaults(run=run)
 
 
@@ -114,7 +115,7 @@ def _apply(applier: Applier, targets: Sequence[Target], texts: dict[str, str], r
         if not result.ok:
             failed.append(result.target)
             state = "previous config restored" if result.rolled_back else "live config untouched"
-            error = name_candidates(result.error, dests[result.target])
+            error = name_candidates(result.error or "", dests[result.target])
             print(f"{result.target}: {result.step} failed ({state}): {error}", file=sys.stderr)
         elif result.changed:
             how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")

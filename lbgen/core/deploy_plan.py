@@ -206,7 +206,7 @@ Classified = tuple[list[Step], list[Step], list[Step], list[Step]]
 def _classify(service: ServiceSpec, host: DockerHost, wanted: dict[int, str], mine: list[Deployed]) -> Classified:
     """Creates, recreates, keeps and removals of one service on one host, each in replica order.
     `wanted` maps every replica number of the service to its host."""
-    creates, recreates, keeps, removes = [], [], [], []
+    creates, recreates, keeps, removes = list[Step](), list[Step](), list[Step](), list[Step]()
     for replica in sorted(r for r, name in wanted.items() if name == host.name):
         candidates = _best_first([d for d in mine if d.replica == replica], service, host)
         if not candidates:
@@ -247,7 +247,7 @@ def _service_batches(project: str, service: ServiceSpec, mine: list[Deployed],
                      hosts: Sequence[DockerHost]) -> tuple[list[Batch], list[Step]]:
     """The batches that converge one service on `hosts`, and its kept replicas."""
     wanted = assign(service.placement)
-    creates, recreates, keeps, removes = [], [], [], []
+    creates, recreates, keeps, removes = list[Step](), list[Step](), list[Step](), list[Step]()
     for host in hosts:
         for into, found in zip((creates, recreates, keeps, removes),
                                _classify(service, host, wanted, [d for d in mine if d.host == host.name])):

@@ -207,7 +207,7 @@ def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
     """One of `choices`."""
     if value not in choices:
         raise InvalidValue(f"{what} {quote(value)}: expected one of {', '.join(choices)}")
-    return value
+    return str(value)
 
 
 def check_path(what: str, value: Any) -> str:

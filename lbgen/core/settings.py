@@ -85,9 +85,9 @@ class Target:
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
     candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
-    or, for a generic target, an explicit `check: none` (settings refuse a generic target without). `kind` (`nginx`, `haproxy` or `generic`) selects
-    how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
-    apply changes that only move endpoints within the server slots through the stats socket
+    or, for a generic target, an explicit `check: none` (settings refuse a generic target without).
+    `kind` (`nginx`, `haproxy` or `generic`) selects how the whole config is validated and how a
+    reload is verified. `runtime` (haproxy only): apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
     `render_timeout` (seconds) and `render_memory` (bytes) bound one render of the template
     (issue 10: a template that loops forever or grows without end is refused, the daemon lives on).

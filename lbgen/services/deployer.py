@@ -84,7 +84,7 @@ class Deployer:
 
     def apply(self, plan: DeployPlan) -> Outcome:
         """Run every batch in order; the first failure stops the run (after rolling its batch back)."""
-        started, done = self.clock.now(), []
+        started, done = self.clock.now(), list[Step]()
         unchanged = sum(step.action == "keep" for step in plan.untouched)
         for batch in plan.batches:
             try:

@@ -53,7 +53,7 @@ class World:
 
 def make_world(health: Callable[[ContainerSpec, int], str] | None = None, registry: bool = True) -> World:
     world = World()
-    world.docker = FakeDocker(world.log, health)
+    world.docker = FakeDocker(log=world.log, health=health)
     reporter = type("R", (), {"progress": staticmethod(world.progress_call)})()
     if registry:
         world.store = FakeStore(world.log)

@@ -131,4 +131,5 @@ def test_unchecked_keys_keep_bad_names_for_the_catalog_to_reject() -> None:
 def test_absolute_key_and_drain_marker() -> None:
     assert absolute_key("/p", "services/web/spec") == "/p/services/web/spec"
     assert absolute_key("/p", "/q/x") == "/q/x"
-    assert json.loads(encode_drain_marker("c1", "/p/k")) == {"container": "c1", "endpoint": "/p/k", "by": "lbgen deploy"}
+    marker = json.loads(encode_drain_marker("c1", "/p/k"))
+    assert marker == {"container": "c1", "endpoint": "/p/k", "by": "lbgen deploy"}
