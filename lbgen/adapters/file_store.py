@@ -37,7 +37,7 @@ from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
 from lbgen.core.bounded import load_json
 from lbgen.core.schema import NAME_RE, KeyRef, endpoint_key, normalize_prefix, parse_key, services_prefix, spec_key
 from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,8 @@ from typing import Iterator
 from lbgen.adapters import process as procfs
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
-from lbgen.ports import Clock, Generation
+from lbgen.core.values import Generation
+from lbgen.ports import Clock
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from lbgen.core.deploy_plan import DeployPlan, plan_deploy, plan_removal
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec, parse_deploy_spec
 from lbgen.core.schema import NAME_RE
 from lbgen.errors import ConfigError, DockerError, UsageError
-from lbgen.ports import Clock, ContainerInfo, Docker
+from lbgen.core.values import ContainerInfo
+from lbgen.ports import Clock, Docker
 from lbgen.services.deploy_registry import Registry
 from lbgen.services.deploy_status import ReplicaStatus, replica_status
 from lbgen.services.deployer import Deployer

@@ -19,7 +19,8 @@ from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.schema import absolute_key, decode_endpoint, decode_spec, parse_key, registry_root
 from lbgen.errors import InvalidValue, LbgenError, UsageError
-from lbgen.ports import Snapshot, Store
+from lbgen.core.values import Snapshot
+from lbgen.ports import Store
 
 T = TypeVar("T")
 

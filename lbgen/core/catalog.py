@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key, services_prefix
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from lbgen.core.deploy_spec import (
 )
 from lbgen.core.deploy_hosts import DockerHost, assign
 from lbgen.errors import ConfigError
-from lbgen.ports import ContainerInfo, ContainerSpec
+from lbgen.core.values import ContainerInfo, ContainerSpec
 
 CHANGES = ("create", "recreate", "remove")
 # The project's containers: one list (the implicit host), or per host name.

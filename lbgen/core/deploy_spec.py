@@ -29,7 +29,7 @@ from lbgen.core.deploy_parts import (
 from lbgen.core.fields import Section
 from lbgen.core.schema import MAX_WEIGHT, NAME_RE
 from lbgen.errors import ConfigError
-from lbgen.ports import ContainerSpec
+from lbgen.core.values import ContainerSpec
 
 T = TypeVar("T")
 

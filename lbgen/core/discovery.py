@@ -25,7 +25,7 @@ from lbgen.core.schema import (
     parse_key,
 )
 from lbgen.errors import InvalidValue
-from lbgen.ports import ContainerInfo, KeyValue, PortBinding
+from lbgen.core.values import ContainerInfo, KeyValue, PortBinding
 
 LABEL_PREFIX = "lbgen."
 PORT_FIELDS = ("service", "weight", "tags")

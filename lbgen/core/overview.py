@@ -21,7 +21,7 @@ from lbgen.core.lb_status import LbStatus, decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
 from lbgen.core.schema import endpoint_key, parse_key
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot
+from lbgen.core.values import Snapshot
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from lbgen.core.discovery import (
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import agent_key, drain_prefix, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
-from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.core.values import ContainerInfo, KeyValue
+from lbgen.ports import Docker, DockerEvents, Store
 from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
                                             LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
 from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys

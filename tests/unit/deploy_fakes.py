@@ -11,7 +11,7 @@ from lbgen.core.deploy_spec import DeploySpec, parse_deploy_spec
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import encode_endpoint
 from lbgen.errors import LeaseLost
-from lbgen.ports import ContainerInfo, KeyValue, Snapshot
+from lbgen.core.values import ContainerInfo, KeyValue, Snapshot
 from tests.unit.fakes import FakeClock, FakeDocker, info
 
 __all__ = ["FakeClock", "FakeDocker", "info"]  # kept importable from here: the deploy tests' world

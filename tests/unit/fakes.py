@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Callable, Iterator
 
 from lbgen.errors import DockerError
-from lbgen.ports import ContainerInfo, ContainerSpec, DockerEvent
+from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent
 
 
 def info(spec: ContainerSpec, cid: str = "", state: str = "running", health: str = "healthy",

@@ -17,7 +17,7 @@ from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import agent_key, drain_key, encode_endpoint
-from lbgen.ports import ContainerInfo, PortBinding
+from lbgen.core.values import ContainerInfo, PortBinding
 from lbgen.services.agent import Agent, AgentConfig
 from tests.support.util import wait_until
 from tests.unit.fakes import FakeDocker, FakeEvents

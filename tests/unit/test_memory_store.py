@@ -8,7 +8,7 @@ import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
-from lbgen.ports import WatchEvent
+from lbgen.core.values import WatchEvent
 from tests.unit.fakes import FakeClock
 
 

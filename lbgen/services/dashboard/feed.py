@@ -23,7 +23,8 @@ from lbgen.core.overview import build_overview, status_document
 from lbgen.core.recent_changes import Change, between, change_dict, from_events, remember
 from lbgen.core.schema import registry_root
 from lbgen.errors import Compacted, StoreError
-from lbgen.ports import Snapshot, Store, Watch, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
+from lbgen.ports import Store, Watch
 from lbgen.services.dashboard.hub import Hub
 
 log = logging.getLogger(__name__)
