@@ -225,7 +225,7 @@ class Stack:
         directory, metrics_port = self._subdir(f"lb-{kind}"), free_port()
         node = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
         settings = _watch_settings(directory, kind, wait)
-        proc = self._lbgen(f"watch-{kind}", "watch", "-c", str(settings), "--registry", self.etcd_server.url,
+        proc = self.lbgen(f"watch-{kind}", "watch", "-c", str(settings), "--registry", self.etcd_server.url,
                            "--prefix", prefix, "--node", node, "--metrics-addr", f"127.0.0.1:{metrics_port}")
         watcher = Watcher(kind, prefix, metrics_port, directory, proc)
 
@@ -238,7 +238,7 @@ class Stack:
     def agent(self, daemon: Dockerd, prefix: str) -> Proc:
         assert self.etcd_server is not None, "start etcd first"
         metrics_port = free_port()
-        proc = self._lbgen("agent", "agent", "--registry", self.etcd_server.url, "--prefix", prefix,
+        proc = self.lbgen("agent", "agent", "--registry", self.etcd_server.url, "--prefix", prefix,
                            "--node", f"bench-host-{uuid.uuid4().hex[:8]}", "--host-ip", "127.0.0.1",
                            "--docker-host", daemon.url, "--metrics-addr", f"127.0.0.1:{metrics_port}")
 
@@ -263,9 +263,18 @@ class Stack:
 
     # --- plumbing ----------------------------------------------------------------------------
 
-    def _lbgen(self, name: str, *args: str) -> Proc:
+    def lbgen(self, name: str, *args: str, log_format: str = "text") -> Proc:
+        """`python -m lbgen ARGS` from this tree, logging at info level to `name`.log."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        return self._spawn(name, [sys.executable, "-m", "lbgen", "--log-level", "info", *args], env=env)
+        argv = [sys.executable, "-m", "lbgen", "--log-level", "info", "--log-format", log_format, *args]
+        return self._spawn(name, argv, env=env)
+
+    def cleanup(self, fn: Any, *args: Any) -> None:
+        """Call `fn(*args)` when the stack ends (before what was started earlier is stopped)."""
+        self._exit.callback(fn, *args)
+
+    def subdir(self, name: str) -> Path:
+        return self._subdir(name)
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Proc:
         log = self.dir / f"{name}.log"

@@ -101,6 +101,12 @@ class CommandFailed(ApplyError):
         self.output = output
 
 
+class GuardRefused(LbgenError):
+    """`lbgen render` refused a target the drop guard stopped (`--force` applies it anyway)."""
+
+    exit_code = 7
+
+
 class DeployError(LbgenError):
     """A deploy step failed (a replica never turned healthy or registered, or the policy forbids a
     step); the steps before it stand, the failed one was rolled back."""

@@ -19,7 +19,8 @@ from lbgen.core.values import (
 
 # The values are imported for the Protocols' signatures; import them from `lbgen.core.values`.
 __all__ = [
-    "ConfigFiles", "Clock", "Docker", "DockerEvents", "LbControl", "Renderer", "Runner", "RuntimeApi", "Store", "Watch",
+    "AppliedStates", "ConfigFiles", "Clock", "Docker", "DockerEvents", "LbControl", "Renderer", "Runner", "RuntimeApi",
+    "Store", "Watch",
 ]
 
 
@@ -172,7 +173,12 @@ class LbControl(Protocol):
         ...
 
     def observe(self) -> Generation | None:
-        """The running generation; None when this control cannot observe the LB (not configured)."""
+        """The running generation; None when the LB is not running (`down_reason` says why).
+        Quick when it is down: no long wait on a socket that is gone (issue 10)."""
+        ...
+
+    def down_reason(self) -> str:
+        """Why the last `observe()` found no running LB, in a few words for the error line."""
         ...
 
     def signal_reload(self) -> None:
@@ -189,6 +195,18 @@ class RuntimeApi(Protocol):
 
     def apply(self, plan: RuntimePlan) -> None:
         """Send the plan's commands, then read the state back; `ApplyError` on any refusal or mismatch."""
+        ...
+
+
+class AppliedStates(Protocol):
+    """What each target last applied, kept across restarts for the drop guard (issue 10.6)."""
+
+    def load(self, target: Target) -> Catalog | None:
+        """The catalog last applied to `target`; None when unknown (never written, or unreadable)."""
+        ...
+
+    def save(self, target: Target, catalog: Catalog) -> None:
+        """Remember `catalog` as applied to `target`; `ApplyError` when it cannot be written."""
         ...
 
 

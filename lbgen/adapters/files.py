@@ -84,7 +84,7 @@ class LocalFiles:
             if current is None:
                 lkg_path(dest).unlink(missing_ok=True)
                 return False
-            _replace(_write_temp(dest, current.encode(), *_attributes(target)), lkg_path(dest))
+            write_atomic(lkg_path(dest), current.encode(), *_attributes(target))
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
@@ -118,9 +118,22 @@ class LocalFiles:
             dest.unlink(missing_ok=True)
             return
         try:
-            write_atomic(dest, data, *_attributes(target))
+            _replace(_write_temp(dest, data, *_attributes(target)), dest)
         except OSError as e:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
+
+
+def write_atomic(path: Path, data: bytes, mode: int | None = None, owner: str | None = None,
+                 group: str | None = None) -> None:
+    """Make `data` the content of `path`: temp `.<name>.<random>.tmp` in its directory, fsync, rename,
+    directory fsync (a bind-mounted file is written in place). Needs no settings `Target` (issue 11):
+    the LKG, the applied state and the file registry all write through it. Mode None keeps mkstemp's
+    0600. Not `.lbgen`: that suffix names staged candidates of a dest only. Raises OSError."""
+    _replace(_write_temp(path, data, mode, owner, group, suffix=".tmp"), path)
+
+
+def _attributes(target: Target) -> tuple[int, str | None, str | None]:
+    return target.mode, target.owner, target.group
 
 
 def name_candidates(text: str, dest: str) -> str:
@@ -131,20 +144,9 @@ def name_candidates(text: str, dest: str) -> str:
     return staged.sub(lambda _: f"{dest} (candidate)", text)
 
 
-def write_atomic(dest: Path, data: bytes, mode: int | None = None, owner: str | None = None,
-                 group: str | None = None) -> None:
-    """Make `data` the content of `dest`: a temp file in dest's directory, fsynced, renamed over dest,
-    the directory fsynced (a bind-mounted dest is written in place). Mode None keeps mkstemp's 0600.
-    Raises OSError; the temp file never stays behind."""
-    _replace(_write_temp(dest, data, mode, owner, group), dest)
-
-
-def _attributes(target: Target) -> tuple[int, str | None, str | None]:
-    return target.mode, target.owner, target.group
-
-
-def _write_temp(dest: Path, data: bytes, mode: int | None, owner: str | None, group: str | None) -> Path:
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=STAGED_SUFFIX)
+def _write_temp(dest: Path, data: bytes, mode: int | None, owner: str | None, group: str | None,
+                suffix: str = STAGED_SUFFIX) -> Path:
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

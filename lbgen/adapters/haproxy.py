@@ -31,6 +31,9 @@ DEFAULT_MASTER_SOCKET = "/run/haproxy-master.sock"
 _POLL_SECONDS = 0.01
 # Per attempt: a connection accepted while the master re-executes can hang unanswered; retry sooner.
 _IO_TIMEOUT = 0.25
+# How long a master socket may refuse before HAProxy counts as not running: its re-exec refuses for
+# 35–470 ms (FIELD.md); a killed HAProxy leaves the socket file behind, refusing forever (issue 10).
+DOWN_AFTER = 2.0
 _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, BrokenPipeError, socket.timeout)
 
 
@@ -45,15 +48,25 @@ class HaproxyControl:
         self._clock = clock
         self._socket = Path(str(target.vars.get("master_socket", DEFAULT_MASTER_SOCKET)))
         self.key = f"haproxy:{self._socket}"
+        self._down = ""
 
     def whole_config(self, staged: Path) -> nullcontext[Path]:
         """A HAProxy target is one whole configuration file: the candidate itself is checked."""
         return nullcontext(staged)
 
     def observe(self) -> Generation | None:
+        """`show proc`; None when the socket is gone, or still refuses after `DOWN_AFTER` seconds."""
         if not self._socket.exists():
+            self._down = f"no haproxy master socket at {self._socket}"
             return None
-        return self._show_proc(self._clock.now() + self._target.timeout)
+        try:
+            return self._show_proc(self._clock.now() + min(DOWN_AFTER, self._target.timeout))
+        except _Unreachable as e:
+            self._down = str(e)
+            return None
+
+    def down_reason(self) -> str:
+        return self._down or f"haproxy master socket {self._socket} does not answer"
 
     def signal_reload(self) -> None:
         try:
@@ -84,9 +97,13 @@ class HaproxyControl:
         try:
             return parse_show_proc(cli_query(self._socket, "show proc", self._clock, deadline))
         except OSError as e:
-            raise ApplyError(f"{self._target.name}: haproxy master socket {self._socket}: {e}") from e
+            raise _Unreachable(f"{self._target.name}: haproxy master socket {self._socket}: {e}") from e
         except ValueError as e:
             raise ApplyError(f"{self._target.name}: unexpected `show proc` output: {e}") from e
+
+
+class _Unreachable(ApplyError):
+    """The master socket refused or hung until the deadline."""
 
 
 def cli_query(path: Path, command: str, clock: Clock, deadline: float) -> str:

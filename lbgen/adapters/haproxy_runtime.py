@@ -4,10 +4,12 @@ The stats socket (`stats socket <path> level admin` in haproxy.cfg; the target's
 `vars.stats_socket`) is served by the current worker. Each command goes on its own connection, so
 each answer is checked on its own: `set weight` and `set server ... state` answer nothing on
 success, `set server ... addr` answers "IP changed ..." or "no need to change ...". Every command
-is absolute (idempotent), so a connection refused while a reload hands the socket over is simply
-retried until the target's timeout. Then `show servers state <backend>` for each touched backend
-must match the plan's expectation exactly; anything else is an `ApplyError` and the applier falls
-back to a full validated reload, which re-reads the same config from disk.
+is absolute (idempotent), so a connection refused while a reload hands the socket over is retried,
+but each command for at most `DOWN_AFTER` seconds: a socket left behind by a dead HAProxy fails
+the runtime path at once (issue 10) instead of costing the whole timeout before the fallback.
+Then `show servers state <backend>` for each touched backend must match the plan's expectation
+exactly; anything else is an `ApplyError` and the applier falls back to a full validated reload,
+which re-reads the same config from disk.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from lbgen.adapters.haproxy import cli_query
+from lbgen.adapters.haproxy import DOWN_AFTER, cli_query
 from lbgen.core.runtime_plan import RuntimePlan, mismatches, parse_servers_state
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
@@ -62,6 +64,6 @@ class HaproxyRuntime:
 
     def _ask(self, command: str, deadline: float) -> str:
         try:
-            return self._query(self.socket, command, self._clock, deadline)
+            return self._query(self.socket, command, self._clock, min(deadline, self._clock.now() + DOWN_AFTER))
         except OSError as e:
             raise ApplyError(f"{self._target.name}: haproxy stats socket {self.socket}: {e}") from e

@@ -83,6 +83,18 @@ class NginxControl:
         pid = self._master_pid()
         return None if pid is None else Generation(pid, procfs.children(pid))
 
+    def down_reason(self) -> str:
+        """No pid file, or a master that is gone; its orphaned workers (still in the dead master's
+        session when nginx daemonized) keep serving the old config, so they are named."""
+        pid = procfs.read_pid(self._pid_file)
+        if pid is None:
+            return f"no nginx master pid in {self._pid_file}"
+        if procfs.alive(pid):
+            return f"nginx master {pid} from {self._pid_file} is running again"
+        orphans = sorted(procfs.session_members(pid))
+        left = f"; {len(orphans)} orphaned worker(s) still serve the old config: {orphans[:5]}" if orphans else ""
+        return f"nginx master {pid} from {self._pid_file} is gone{left}"
+
     def signal_reload(self) -> None:
         pid = self._master_pid()
         if pid is None:

@@ -113,6 +113,22 @@ def children(pid: int) -> frozenset[int]:
     return frozenset(int(p) for p in text.split() if alive(int(p)))
 
 
+def session_members(sid: int) -> frozenset[int]:
+    """The live processes whose session id is `sid`: a daemonized nginx master calls setsid(), so
+    its workers stay in its session after it dies (orphans still serving the old config)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[0] != "Z" and fields[3] == str(sid):
+            found.add(int(entry.name))
+    return frozenset(found)
+
+
 def pending_signals(pid: int) -> int | None:
     """The process-wide pending signal mask (`ShdPnd`), or None when unreadable."""
     try:

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.behind import COMPACTED, revisions_to_count
+from lbgen.core.lb_status import TargetStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
 from lbgen.core.schema import registry_root, services_prefix
@@ -133,16 +134,19 @@ def _lbs(lbs: Sequence[LbView], now: float) -> list[str]:
             rows.append([lb.node, "-", f"invalid status: {lb.invalid}", "-", "-", "-"])
             continue
         s = lb.status
-        rows.append([lb.node, str(s.revision), _state(lb), "yes" if s.connected else "no", _ago(s.updated_at, now),
-                     s.version or "-"])
-        targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}",
-                    f"error: {t.error}" if t.error else _held(t.quarantined)] for name, t in s.targets.items()]
+        rows.append([lb.node, str(s.revision), _state(lb), "yes" if s.connected else "no",
+                     _ago(s.updated_at, now), s.version or "-"])
+        targets = [[f"{lb.node}/{name}", str(t.revision), f"applied {_ago(t.applied_at, now)}", _note(t)]
+                   for name, t in s.targets.items()]
         details += table(targets, indent="    ")
     return [f"LB nodes ({len(lbs)}):"] + table(rows, indent="  ") + ["  targets:"] + details
 
 
 def _state(lb: LbView) -> str:
+    """An LB node in a word: a target's LB not running comes first, it is never "in sync"."""
     s = lb.status
+    if s and s.down:
+        return "LB down"
     if lb.behind_why == COMPACTED:
         return "behind?"
     if lb.behind:
@@ -152,8 +156,12 @@ def _state(lb: LbView) -> str:
     return "quarantined" if s and s.quarantined else "in sync"
 
 
-def _held(quarantined: Mapping[str, str]) -> str:
-    return f"quarantined: {', '.join(quarantined)}" if quarantined else ""
+def _note(target: TargetStatus) -> str:
+    """What is wrong with one target: its LB not running, its error, else its quarantined services."""
+    down = "LB DOWN " if not target.up else ""
+    if target.error:
+        return f"{down}error: {target.error}"
+    return down + (f"quarantined: {', '.join(target.quarantined)}" if target.quarantined else "")
 
 
 def _ago(then: float | None, now: float) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 
+from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import LocalFiles
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
                       on_status=publisher.update, renderer=BoundedRenderer(),
-                      load_settings=lambda: _reload_settings(args))
+                      load_settings=lambda: _reload_settings(args), states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
         metrics_addr = parse_listen_address(args.metrics_addr)

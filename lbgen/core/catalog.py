@@ -139,3 +139,4 @@ def catalog_from_snapshot(prefix: str, snapshot: Snapshot) -> tuple[Catalog, lis
     rejected = state.load(snapshot)
     return state.catalog(), rejected
 
+

@@ -28,12 +28,14 @@ VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 @dataclass(frozen=True)
 class TargetStatus:
     """One target of an LB node: the revision it last applied, its current error, when (the LB
-    node's wall clock, seconds since the epoch) it last applied a new revision, and the services it
-    holds at their last applied state because its checker refuses them (service → reason)."""
+    node's wall clock, seconds since the epoch) it last applied a new revision, whether its LB is
+    running (`up` false: its config waits on disk, nothing serves it; absent in older values), and
+    the services it holds at their last applied state because its checker refuses them (service → reason)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
+    up: bool = True
     quarantined: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -56,6 +58,11 @@ class LbStatus:
         return {"registry": self.error, **found} if self.error else found
 
     @property
+    def down(self) -> list[str]:
+        """The targets whose LB is not running."""
+        return [name for name, t in sorted(self.targets.items()) if not t.up]
+
+    @property
     def quarantined(self) -> list[tuple[str, str, str]]:
         """(target, service, reason) for every service a target holds back, sorted."""
         return [(name, service, reason) for name, t in sorted(self.targets.items())
@@ -70,7 +77,7 @@ def applied_revision(targets: Mapping[str, TargetStatus]) -> int:
 def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
-        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at,
+        name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at, "up": t.up,
                "quarantined": _encode_quarantined(t.quarantined)}
         for name, t in sorted(status.targets.items())
     }
@@ -117,10 +124,14 @@ def load_node_value(node: str, raw: bytes | str) -> dict[str, Any]:
 
 def _target(name: str, value: Any) -> TargetStatus:
     item = check_object(f"targets.{name}", value)
+    up = item.get("up", True)
+    if not isinstance(up, bool):
+        raise InvalidValue(f"targets.{name}.up {quote(up)}: expected true or false")
     return TargetStatus(
         revision=check_int(f"targets.{name}.revision", item.get("revision", 0), 0, MAX_REVISION),
         error=_error(f"targets.{name}.error", item.get("error", "")),
         applied_at=check_time(f"targets.{name}.applied_at", item.get("applied_at")),
+        up=up,
         quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
     )
 

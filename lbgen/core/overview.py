@@ -216,8 +216,8 @@ def _lb_dict(lb: LbView, now: float) -> dict[str, Any]:
         "connected": status.connected,
         "error": status.error, "version": status.version,
         "age": age(status.updated_at, now),
-        "targets": {name: {"revision": t.revision, "error": t.error, "applied_age": age(t.applied_at, now),
-                           "quarantined": dict(t.quarantined)}
+        "targets": {name: {"revision": t.revision, "error": t.error, "up": t.up,
+                           "applied_age": age(t.applied_at, now), "quarantined": dict(t.quarantined)}
                     for name, t in status.targets.items()},
     }
 

@@ -1,9 +1,11 @@
 """Apply a pass of rendered configs: stage → check the whole config → keep LKG → swap → reload → verify.
 
 A pass first writes every changed target that passes its check, then reloads each distinct LB
-once (consul-template: render all, then run the de-duplicated commands), in order, waiting for
-each reload to finish before the next. A reload or verify failure restores the last-known-good of
-every target of that LB and reloads it: the last good config keeps serving (dataplaneapi's LKG).
+once (consul-template: render all, then run the de-duplicated commands). A reload or verify
+failure restores the last-known-good of every target of that LB and reloads it: the last good
+config keeps serving (dataplaneapi's LKG). A built-in LB that is not running fails its targets
+with step `down` (the checked config is on disk for its start): never reported as applied.
+`lane_key` names the LB a target goes live on: the watcher applies each LB in its own lane.
 
 Per target the commands are the target's own argv when given; otherwise the kind's built-in
 `LbControl` (nginx: SIGHUP to the master; haproxy: the master socket's `reload`). Whenever the LB
@@ -38,9 +40,10 @@ RuntimeFactory = Callable[[Target], "RuntimeApi | None"]
 @dataclass(frozen=True)
 class TargetResult:
     """What one pass did to one target. `error` is None on success; `step` names where it failed
-    (`check`, `write`, `reload`); after a failed reload `rolled_back` tells whether the LKG is live.
+    (`check`, `write`, `reload`, or `down`: the LB is not running, the checked config is written);
+    after a failed reload `rolled_back` tells whether the LKG is live.
     `method` says how a written change went live: `runtime` (API, no reload), `reload`, or `none`
-    (unchanged, or no running LB); `fallback` why a runtime update was abandoned for a reload."""
+    (unchanged); `fallback` why a runtime update was abandoned for a reload."""
 
     target: str
     changed: bool = False
@@ -81,7 +84,7 @@ class _Outcome:
 
     def applied_to(self, result: TargetResult) -> TargetResult:
         if self.error is None:
-            return replace(result, reloaded=self.reloaded, method="reload" if self.reloaded else "none")
+            return replace(result, reloaded=self.reloaded, method="reload")
         return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
 
 
@@ -96,7 +99,8 @@ def no_runtimes(target: Target) -> RuntimeApi | None:
 
 
 class Applier:
-    """Applies rendered texts to their targets. One instance per watcher; not thread-safe."""
+    """Applies rendered texts to their targets. Holds no state between calls: the watcher's lanes
+    call it at once for targets of different LBs."""
 
     def __init__(self, files: ConfigFiles, runner: Runner, controls: ControlFactory = no_controls,
                  runtimes: RuntimeFactory = no_runtimes) -> None:
@@ -106,21 +110,22 @@ class Applier:
         self._runtimes = runtimes
 
     def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
-        """Apply `rendered` (target name → text) to `targets`; one result per rendered target."""
+        """Apply `rendered` (target name → text) to `targets`; one result per rendered target.
+        Calls for targets of different lanes (`lane_key`) may run at the same time."""
         plans: dict[str, RuntimePlan] = {}
         results = {t.name: self._write(t, rendered[t.name], plans) for t in targets if t.name in rendered}
-        to_reload = []
-        for target in (t for t in targets if t.name in results and results[t.name].wrote):
-            plan = plans.get(target.name)
-            if plan is not None:
-                results[target.name] = self._apply_runtime(target, plan, results[target.name])
-            if results[target.name].method != "runtime":
-                to_reload.append(target)
-        for group in self._reload_groups(to_reload):
-            outcome = self._reload_group(group)
-            for target in group:
-                results[target.name] = outcome.applied_to(results[target.name])
+        live = [t for t in targets if t.name in results and results[t.name].ok]
+        for group in self._groups(live):
+            self._go_live(group, results, plans)
         return list(results.values())
+
+    def lane_key(self, target: Target) -> str:
+        """Which LB the target goes live on: targets with the same key share a reload (and a lane of
+        the watcher); a target with neither a reload command nor a built-in one is a lane of its own."""
+        if target.reload:
+            return "reload:" + "\0".join(target.reload)
+        control = self._controls(target)
+        return control.key if control else f"target:{target.name}"
 
     def preview(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[Preview]:
         """Dry run: diff and the real checker's verdict per target; nothing live is written or reloaded."""
@@ -226,26 +231,54 @@ class Applier:
 
     # --- reloading --------------------------------------------------------------------------------
 
-    def _reload_groups(self, targets: Sequence[Target]) -> list[list[Target]]:
-        """Targets grouped by the reload they need (same argv, or same running LB), first-seen order.
-        A target with neither a reload command nor a built-in one is only written."""
-        groups: dict[tuple[str, ...], list[Target]] = {}
+    def _groups(self, targets: Sequence[Target]) -> list[list[Target]]:
+        """Targets grouped by `lane_key`, in first-seen order."""
+        groups: dict[str, list[Target]] = {}
         for target in targets:
-            control = self._controls(target)
-            if target.reload:
-                groups.setdefault(target.reload, []).append(target)
-            elif control:
-                groups.setdefault((control.key,), []).append(target)
+            groups.setdefault(self.lane_key(target), []).append(target)
         return list(groups.values())
+
+    def _go_live(self, group: list[Target], results: dict[str, TargetResult], plans: dict[str, RuntimePlan]) -> None:
+        """Bring the written targets of one LB live (runtime API, else one reload). A built-in LB
+        that is not running fails every target of the group, written or unchanged: the checked
+        config is on disk for its next start, but nothing serves it (issue 10)."""
+        down = self._down(group)
+        if down:
+            log.warning("%s: %s", ", ".join(t.name for t in group), down)
+            for target in group:
+                results[target.name] = replace(results[target.name], step="down", error=down)
+            return
+        to_reload = [t for t in group if results[t.name].wrote and not self._went_live_at_runtime(t, results, plans)]
+        if to_reload and (to_reload[0].reload or self._controls(to_reload[0])):
+            outcome = self._reload_group(to_reload)
+            for target in to_reload:
+                results[target.name] = outcome.applied_to(results[target.name])
+
+    def _went_live_at_runtime(self, target: Target, results: dict[str, TargetResult],
+                              plans: dict[str, RuntimePlan]) -> bool:
+        """Try the target's runtime plan, if it has one; whether the change is live without a reload."""
+        plan = plans.get(target.name)
+        if plan is not None:
+            results[target.name] = self._apply_runtime(target, plan, results[target.name])
+        return results[target.name].method == "runtime"
+
+    def _down(self, group: list[Target]) -> str:
+        """Why the group's LB is not running ("" when it runs, or lbgen cannot tell: a target with
+        its own reload command may reach an LB lbgen cannot see, e.g. in a container)."""
+        target = group[0]
+        control = self._controls(target)
+        if control is None or target.reload or control.observe() is not None:
+            return ""
+        return (f"{target.kind} is not running ({control.down_reason()}): the checked config is on disk "
+                "and loads when it starts")
 
     def _reload_group(self, group: list[Target]) -> _Outcome:
         """Reload the LB the targets of `group` share; on failure roll all of them back."""
         names = ", ".join(t.name for t in group)
         try:
-            reloaded = self._reload(group)
-            if reloaded:
-                log.info("%s: reloaded", names)
-            return _Outcome(reloaded=reloaded)
+            self._reload(group)
+            log.info("%s: reloaded", names)
+            return _Outcome(reloaded=True)
         except ApplyError as e:
             log.error("%s: reload failed, restoring the last-known-good: %s", names, e)
             failure = _Outcome(error=str(e), output=_output(e))
@@ -259,9 +292,8 @@ class Applier:
         log.warning("%s: last-known-good restored and reloaded", names)
         return replace(failure, rolled_back=True)
 
-    def _reload(self, group: list[Target]) -> bool:
-        """Reload and verify; False when a built-in control finds no running LB (nothing to reload:
-        the validated config is on disk and the LB loads it when it starts)."""
+    def _reload(self, group: list[Target]) -> None:
+        """Reload and verify (the built-in reload needs a running LB: `_go_live` checked it)."""
         target = group[0]
         control = self._controls(target)
         before = control.observe() if control else None
@@ -269,15 +301,12 @@ class Applier:
             self._run(target, target.reload)
         elif control:
             if before is None:
-                log.warning("%s: no running %s found (vars.pid / vars.master_socket): config written, not reloaded",
-                            target.name, target.kind)
-                return False
+                raise ApplyError(f"{target.name}: {target.kind} stopped running: {control.down_reason()}")
             control.signal_reload()
         if control and before is not None:
             _wait(control, before, target)
         for verify in dict.fromkeys(t.verify for t in group if t.verify):
             self._run(target, verify)
-        return True
 
     def _run(self, target: Target, argv: Sequence[str], staged: Path | None = None) -> None:
         values = {"{dest}": target.dest, "{staged}": str(staged or target.dest)}

@@ -125,8 +125,9 @@ class StatusPublisher:
         for name, old in self._targets.items():
             revision = latest.applied.get(name, 0)
             applied_at = self._wall() if revision != old.revision else old.applied_at
-            self._targets[name] = TargetStatus(revision, latest.errors.get(name, ""), applied_at,
-                                               dict(latest.quarantined.get(name, {})))
+            error = latest.errors.get(name) or latest.held.get(name, "")
+            self._targets[name] = TargetStatus(revision, error, applied_at, up=name not in latest.down,
+                                               quarantined=dict(latest.quarantined.get(name, {})))
         return LbStatus(
             node=self._node,
             revision=applied_revision(self._targets),

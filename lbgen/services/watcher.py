@@ -2,13 +2,16 @@
 
 One consumer loop owns all state (the catalog, the quiescence windows, the last applied catalog).
 Producers feed it through one queue: the registry follower (snapshot, then watch from the
-snapshot's revision + 1, re-snapshot after any break) and the template file observer.
+snapshot's revision + 1, re-snapshot after any break), the template file observer, and the apply
+lanes. The consumer renders; each LB (the targets that share a reload, `Applier.lane_key`) has its
+own lane that applies its share and posts the results back (`lbgen.services.lanes`), so a dead or
+slow LB delays only itself (issue 10.5).
 
 It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
 registry connection keeps the last applied config, a sudden drop is held by the guard, a service
 the LB's checker refuses is quarantined at its last applied state while the rest goes live
-(lbgen.services.quarantine), and every template, check or reload failure is logged, counted and
-retried while the daemon keeps running.
+(lbgen.services.quarantine, in the target's lane), and every template, check or reload failure is
+logged, counted and retried while the daemon keeps running.
 """
 
 from __future__ import annotations
@@ -24,18 +27,18 @@ from typing import Callable, Mapping
 
 from lbgen.core.backoff import backoff
 from lbgen.core.catalog import CatalogState
-from lbgen.core.guard import check_drop
 from lbgen.core.model import Catalog
-from lbgen.core.quarantine import checker_reason
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.reload import reloaded
 from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
-from lbgen.ports import Clock, Renderer, Snapshot, Store, WatchEvent
+from lbgen.ports import AppliedStates, Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
-from lbgen.services.quarantine import Quarantines
+from lbgen.services.drop_hold import DropHolds
+from lbgen.services.lane_work import Applied, LaneWork
+from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
@@ -56,12 +59,7 @@ class _Disconnected:
     error: str
 
 
-@dataclass(frozen=True)
-class _TemplatesChanged:
-    pass
-
-
-_STOP, _RELOAD = object(), object()
+_STOP, _RELOAD, _TEMPLATES_CHANGED = object(), object(), object()
 
 
 @dataclass
@@ -76,6 +74,8 @@ class WatcherStatus:
     failures: dict[str, int] = field(default_factory=dict)
     applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
     errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
+    down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
+    held: dict[str, str] = field(default_factory=dict)  # target → what the drop guard holds, and why
     quarantined: dict[str, dict[str, str]] = field(default_factory=dict)  # target → service → checker's reason
 
 
@@ -95,18 +95,15 @@ class Watcher:
         stale_after: float = 10.0,
         recheck: float = 60.0,
         on_status: Callable[[WatcherStatus], None] | None = None, renderer: Renderer | None = None,
-        load_settings: Callable[[], Settings] | None = None,
+        load_settings: Callable[[], Settings] | None = None, states: AppliedStates | None = None,
     ) -> None:
         self.settings = settings
         self.status = WatcherStatus()
         self.metrics = metrics or WatcherMetrics()
-        self._stale_after = stale_after
-        self._recheck = recheck  # a target holding services back passes again this often (DNS may heal)
+        # `recheck`: a target holding services back passes again this often (DNS may heal)
+        self._stale_after, self._recheck = stale_after, recheck
         self._pending_since: dict[str, float] = {}
-        self._store = store
-        self._applier = applier
-        self._clock = clock
-        self._read_template = read_template
+        self._store, self._clock, self._read_template = store, clock, read_template
         self._retry = (retry_base, retry_cap)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()  # put() is safe in a signal handler
         self._stopping = threading.Event()
@@ -114,14 +111,21 @@ class Watcher:
         self._loaded = False
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
-        self._applied: dict[str, Catalog] = {}
-        self._held_since: float | None = None
+        self._applied: dict[str, Catalog] = {}  # the guard's baseline, per target
+        self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch = None
-        self._quarantines = Quarantines(lambda target, text: self._applier.check_text(target, text), self.metrics)
-        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
         self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
+        self._lanes = self._make_lanes(applier, states)
+        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
+
+    def _make_lanes(self, applier: Applier, states: AppliedStates | None) -> dict[str, Lane]:
+        """One apply lane per LB (`Applier.lane_key`); their work, and the applied-state saver."""
+        self._lane_of = {t.name: applier.lane_key(t) for t in self.settings.targets}
+        self._work = LaneWork(applier, self._renderer, self.settings.served_health, self._queue.put, states,
+                              self.metrics, self._stopping.is_set)
+        return {key: Lane(key, self._work.apply) for key in dict.fromkeys(self._lane_of.values())}
 
     # --- producers -------------------------------------------------------------------------
 
@@ -154,7 +158,7 @@ class Watcher:
 
     def templates_changed(self) -> None:
         """Producer hook (file observer): a template file changed on disk."""
-        self._queue.put(_TemplatesChanged())
+        self._queue.put(_TEMPLATES_CHANGED)
 
     def reload(self) -> None:
         """Re-read the settings (and so every template) at the next message; safe in a signal handler."""
@@ -162,7 +166,7 @@ class Watcher:
 
     def stop(self) -> None:
         """Ask every loop to end; safe from any thread or a signal handler. A render in progress is
-        killed and nothing more is applied."""
+        killed and nothing more is applied (a lane inside a reload finishes it: `stop_lanes`)."""
         self._stopping.set()
         self._renderer.close()
         self._queue.put(_STOP)
@@ -170,16 +174,19 @@ class Watcher:
             self._watch.cancel()
 
     def problems(self) -> list[str]:
-        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, or a stale watch."""
+        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, a stale watch, a
+        template that does not render, an LB that is not running."""
         status = self.status
         if not self._loaded:
             return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
+        found = [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
+                 if error.startswith("render: ")]  # a template that does not render (`_fail`)
+        found += [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
         since = status.disconnected_since
         if since is not None and self._clock.now() - since >= self._stale_after:
             return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
-                    f"{status.applied_revision}: {status.last_error}"]
-        return [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
-                if error.startswith("render: ")]  # a template that does not render (`_fail`)
+                    f"{status.applied_revision}: {status.last_error}"] + found
+        return found
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -187,6 +194,9 @@ class Watcher:
         """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
         follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
         follower.start()
+        self._applied.update(self._work.load_baselines(self.settings.targets))  # from before a restart
+        for lane in (*self._lanes.values(), self._work.saver):
+            lane.start()
         try:
             while not self._stopping.is_set():
                 message = self._next_message()
@@ -200,12 +210,15 @@ class Watcher:
                     self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
+            stop_lanes(self._lanes.values())
+            self._work.close()
             follower.join(timeout=5)
 
     def _next_message(self) -> object | None:
         now = self._clock.now()
         deadlines = [d for w in self._windows.values() if (d := w.deadline()) is not None]
         deadlines += self._retry_at.values()
+        deadlines += self._holds.expiries().values()
         try:
             return self._queue.get(timeout=max(0.0, min(deadlines) - now) if deadlines else None)
         except queue.Empty:
@@ -237,11 +250,31 @@ class Watcher:
             self.status.connected = False
             self.status.last_error = message.error
             self.metrics.connected.set(0)
-        elif isinstance(message, _TemplatesChanged):
+        elif message is _TEMPLATES_CHANGED:
             self._templates.clear()
             self._note_all(now)
+        elif isinstance(message, Applied):
+            self._applied_results(message)
         elif message is _RELOAD:
             self._reload(now)
+
+    def _reload(self, now: float) -> None:
+        """Run on the re-read settings and templates (a broken file keeps the running ones); the
+        catalog, the applied state and the guard's hold are kept: only what renders changes. The
+        lanes stay as they were grouped at start (a target moved to another LB: at the restart)."""
+        try:
+            settings, pending = reloaded(self.settings, (self._load_settings or (lambda: self.settings))())
+        except LbgenError as e:
+            log.error("reload: keeping the running settings: %s", e)
+            return
+        for line in pending:
+            log.warning("reload: %s", line)
+        self.settings = settings
+        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
+        self._templates.clear()
+        self._holds.guard, self._work.served_health = settings.guard, settings.served_health
+        log.info("reload: settings and templates re-read for %s", ", ".join(t.name for t in settings.targets))
+        self._note_all(now)
 
     def _connected(self, now: float) -> None:
         self.status.connected = True
@@ -259,24 +292,6 @@ class Watcher:
         for item in rejected:
             log.warning("registry: skipping %s at revision %s: %s", item.key, self._state.revision, item.reason)
 
-    # --- SIGHUP: re-read the settings (issue 10) ----------------------------------------------
-
-    def _reload(self, now: float) -> None:
-        """Run on the re-read settings and templates (a broken file keeps the running ones); the
-        catalog, the applied state and the guard's hold are kept: only what renders changes."""
-        try:
-            settings, pending = reloaded(self.settings, (self._load_settings or (lambda: self.settings))())
-        except LbgenError as e:
-            log.error("reload: keeping the running settings: %s", e)
-            return
-        for line in pending:
-            log.warning("reload: %s", line)
-        self.settings = settings
-        self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
-        self._templates.clear()
-        log.info("reload: settings and templates re-read for %s", ", ".join(t.name for t in settings.targets))
-        self._note_all(now)
-
     # --- render and apply --------------------------------------------------------------------
 
     def _render_due(self) -> None:
@@ -289,25 +304,31 @@ class Watcher:
             self._retry_at.pop(target.name, None)
         catalog = self._state.catalog()
         self.metrics.catalog(catalog, self.settings.served_health, len(self._state.rejected))
-        rendered = {t.name: text for t in due if (text := self._render(t, catalog)) is not None}
-        if rendered and not self._stopping.is_set():  # stopped mid-render: apply nothing
-            self._apply(due, rendered, catalog)
+        rendered: dict[str, str] = {}
+        catalogs: dict[str, Catalog] = {}
+        for target in due:
+            catalogs[target.name] = self._holds.catalog_for(target.name, self._applied.get(target.name), catalog, now)
+            if (text := self._render(target, catalogs[target.name])) is not None:
+                rendered[target.name] = text
+        self.status.held = self._holds.descriptions()
+        if self._stopping.is_set():  # stopped mid-render: apply nothing
+            return
+        sources = {t.name: self._templates[t.template] for t in due if t.name in rendered}
+        for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of, sources).items():
+            self._lanes[lane].submit(job)
 
     def _is_due(self, name: str, now: float) -> bool:
         retry_at = self._retry_at.get(name)
-        return self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
+        expiry = self._holds.expiries().get(name)
+        return (self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
+                or (expiry is not None and now >= expiry))
 
     def _render(self, target: Target, catalog: Catalog) -> str | None:
-        verdict = check_drop(self._applied.get(target.name), catalog, self.settings.guard,
-                             self.settings.served_health, self._held_for())
-        if not verdict.allowed:
-            self._held_since = self._held_since or self._clock.now()
-            self._fail(target, "guard", f"held by the drop guard: {verdict.reason}")
-            return None
         try:
             source = self._templates.get(target.template) or self._read_template(target.template)
             self._templates[target.template] = source
             text = self._renderer.render(source, catalog, target, self.settings.served_health)
+            self._clear_error(target.name, render=True)
         except (LbgenError, OSError) as e:
             if not self._stopping.is_set():
                 # Out of its time or memory, the same render would burn as much again: wait for a change.
@@ -315,60 +336,35 @@ class Watcher:
             return None
         return text
 
-    def _held_for(self) -> float:
-        return 0.0 if self._held_since is None else self._clock.now() - self._held_since
-
-    def _apply(self, due: list[Target], rendered: dict[str, str], catalog: Catalog) -> None:
-        targets = {t.name: t for t in due}
-        for outcome in self._applier.apply(due, rendered):
-            applied, held = catalog, {}
-            if outcome.step == "check":
-                outcome, applied, held = self._hold_back(targets[outcome.target], catalog, outcome)
+    def _applied_results(self, message: Applied) -> None:
+        targets = {t.name: t for t in message.job.targets}
+        for outcome in message.results:
             if outcome.ok:
-                self._quarantines.settle(outcome.target, held, applied)
-                self._applied_ok(outcome, applied)
-            else:
-                if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
-                    log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
-                self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
-                self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
+                self._applied_ok(outcome, message.catalogs[outcome.target], message.quarantined[outcome.target])
+                continue
+            if outcome.output:  # the error holds one line of it; nginx ends with "test failed"
+                log.error("%s: %s output:\n%s", outcome.target, outcome.step, outcome.output.rstrip())
+            if outcome.step == "down":  # the checked config is written: the LB loads it when it starts
+                self._applied[outcome.target] = message.catalogs[outcome.target]
+                self.status.down[outcome.target] = outcome.error or ""
+                self.metrics.lb_up.labels(outcome.target).set(0)
+            self.metrics.rollbacks.labels(outcome.target).inc(outcome.rolled_back)
+            self._fail(targets[outcome.target], outcome.step or "apply", outcome.error or "")
 
-    def _hold_back(self, target: Target, catalog: Catalog, refused: TargetResult
-                   ) -> tuple[TargetResult, Catalog, Mapping[str, str]]:
-        """The check refused `catalog`: apply it with the services that cause it held back (issue 10
-        part 3), or keep the whole last good config when the refusal is tied to no service."""
-        source = self._templates[target.template]
-        try:
-            resolution = self._quarantines.resolve(
-                target, catalog, self._applied.get(target.name),
-                lambda mixed: self._renderer.render(source, mixed, target, self.settings.served_health),
-                checker_reason(refused.output, refused.error or ""))
-        except LbgenError as e:  # the search's final render failed: out of its limits, or stopped
-            if not self._stopping.is_set():
-                log.error("%s: quarantine search abandoned: %s", target.name, e)
-            return refused, catalog, {}
-        if resolution is None or self._stopping.is_set():  # stopped during the search: apply nothing
-            return refused, catalog, {}
-        [outcome] = self._applier.apply([target], {target.name: resolution.text})
-        return outcome, resolution.catalog, resolution.held
-
-    def _applied_ok(self, outcome: TargetResult, catalog: Catalog) -> None:
+    def _applied_ok(self, outcome: TargetResult, catalog: Catalog, quarantined: Mapping[str, str]) -> None:
         name = outcome.target
         self._applied[name] = catalog
+        if self.status.down.pop(name, None) is not None:
+            log.warning("%s: the LB is running again; revision %s is live", name, catalog.revision)
         self._consecutive_failures.pop(name, None)
-        self._held_since = None
         self.status.applied_revision = catalog.revision
         self.status.applied[name] = catalog.revision
-        self.status.errors.pop(name, None)
-        self.status.quarantined[name] = self._quarantines.held(name)
-        if not self.status.quarantined[name]:
-            del self.status.quarantined[name]
-        else:  # a value can heal without a registry change (a host name that starts to resolve)
+        self._clear_error(name, render=False)
+        self.status.quarantined.pop(name, None)
+        if quarantined:  # a value can heal without a registry change (a host name that starts to resolve)
+            self.status.quarantined[name] = dict(quarantined)
             self._retry_at[name] = self._clock.now() + self._recheck
-        self.metrics.renders.labels(name, "ok").inc()
-        self.metrics.applied.labels(name).set(catalog.revision)
-        self.metrics.reloads.labels(name).inc(outcome.reloaded)
-        self.metrics.runtime_updates.labels(name).inc(outcome.method == "runtime")
+        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method == "runtime")
         since = self._pending_since.pop(name, None)
         if since is not None:
             self.metrics.lag.labels(name).observe(self._clock.now() - since)
@@ -376,13 +372,20 @@ class Watcher:
             how = {"runtime": ", through the runtime API", "reload": ", reloaded"}.get(outcome.method, "")
             log.info("%s: applied revision %s%s", name, catalog.revision, how)
 
+    def _clear_error(self, name: str, render: bool) -> None:
+        """A render clears a render error, an apply the others: a lane's result for an older render
+        must not hide the error of the render that failed after it."""
+        if self.status.errors.get(name, "").startswith("render: ") == render:
+            self.status.errors.pop(name, None)
+
     def _fail(self, target: Target, step: str, error: str, retry: bool = True) -> None:
         """Log and count a failed render or apply, and try the target again after a backoff
-        (`retry`) or at the next change."""
+        (`retry`) or at the next change; the same error again is logged at debug level."""
         self.status.failures[target.name] = self.status.failures.get(target.name, 0) + 1
         self.status.last_error = f"{target.name}: {step}: {error}"
         self.metrics.renders.labels(target.name, "error").inc()
         self.metrics.failures.labels(target.name, step).inc()
+        repeated = self.status.errors.get(target.name) == f"{step}: {error}"
         self.status.errors[target.name] = f"{step}: {error}"
         attempt = self._consecutive_failures.get(target.name, 0)
         self._consecutive_failures[target.name] = attempt + 1
@@ -391,5 +394,5 @@ class Watcher:
             delay = backoff(attempt, random.random(), *self._retry)
             self._retry_at[target.name] = self._clock.now() + delay
             when = f"retry in {delay:.1f}s"
-        log.error("%s: revision %s not applied (%s failed, %s): %s",
-                  target.name, self._state.revision, step, when, error)
+        log.log(logging.DEBUG if repeated else logging.ERROR, "%s: revision %s not applied (%s failed, %s): %s",
+                target.name, self._state.revision, step, when, error)

@@ -12,7 +12,7 @@ _NS = "lbgen_watcher"
 
 
 class WatcherMetrics:
-    """Counters and gauges the watcher's consumer loop updates (the only writer)."""
+    """Counters and gauges the watcher's consumer loop updates (the only writer; lanes post to it)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -28,6 +28,10 @@ class WatcherMetrics:
         self.failures = Counter(f"{_NS}_failures", "Failed passes by step", ["target", "step"], registry=r)
         self.rollbacks = Counter(f"{_NS}_rollbacks", "Last-known-good restored after a failed reload",
                                  ["target"], registry=r)
+        self.lb_up = Gauge(f"{_NS}_lb_up", "1 while the target's LB runs (0: not running, its config "
+                           "waits on disk)", ["target"], registry=r)
+        self.guard_held = Gauge(f"{_NS}_guard_held_services", "Services the drop guard keeps at their last "
+                                "applied state", ["target"], registry=r)
         self.applied = Gauge(f"{_NS}_applied_revision", "Registry revision live on the LB", ["target"], registry=r)
         self.lag = Histogram(f"{_NS}_apply_lag_seconds", "First unapplied change → applied",
                              ["target"], registry=r,
@@ -37,6 +41,14 @@ class WatcherMetrics:
         self.quarantined_service = Gauge(f"{_NS}_quarantined_service", "1 per service a target holds back",
                                          ["target", "service"], registry=r)
         self._services: set[str] = set()
+
+    def applied_ok(self, target: str, revision: int, reloaded: bool, runtime: bool) -> None:
+        """A target applied `revision` (its LB runs: a target whose LB is down is not applied)."""
+        self.renders.labels(target, "ok").inc()
+        self.applied.labels(target).set(revision)
+        self.reloads.labels(target).inc(reloaded)
+        self.runtime_updates.labels(target).inc(runtime)
+        self.lb_up.labels(target).set(1)
 
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
         """The catalog just changed: revision, served endpoints per service, invalid values."""

@@ -85,7 +85,8 @@ def test_dry_run_previews_then_render_applies_then_dry_run_shows_only_the_change
 
     code, out, err = lbgen(capsys, "-c", str(settings))
     assert code == 0, err
-    assert "nginx: applied revision" in out and "haproxy: applied revision" in out
+    assert "nginx: wrote revision" in out and "haproxy: wrote revision" in out
+    assert "not live: nginx is not running" in out, "no LB runs here: nothing may claim it applied"
     live = (tmp_path / "out/nginx.conf").read_text()
     assert "server 127.0.0.1:18081 weight=1;" in live
 
@@ -164,7 +165,7 @@ def test_a_missing_template_is_one_line_naming_it(tmp_path: Path, capsys: pytest
     assert code == 1
     assert f"nginx: render failed: template {missing}: No such file or directory\n" in err
     assert err.endswith("Error: 1 target(s) failed to render: nginx\n")
-    assert "haproxy: applied revision" in out, "the other target is still rendered"
+    assert "haproxy: wrote revision" in out, "the other target is still rendered"
     assert not (tmp_path / "out/nginx.conf").exists()
 
     code = main(["watch", "-c", str(settings)])  # for the daemon it is a start-up error
@@ -177,3 +178,29 @@ def test_an_unknown_target_is_a_usage_error(tmp_path: Path, capsys: pytest.Captu
     code, out, err = lbgen(capsys, "-c", str(settings), "--target", "nope")
     assert code == 2 and out == ""
     assert err == "Error: --target nope: no such target (settings have: nginx, haproxy)\n"
+
+
+def test_a_wrong_prefix_is_refused_by_the_drop_guard_unless_forced(
+    tmp_path: Path, etcd: EtcdStore, etcd_server: EtcdServer, etcd_prefix: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 10.6: `--prefix /typo` wrote an nginx config with no upstreams."""
+    settings = settings_for(tmp_path, etcd_server.url, etcd_prefix)
+    assert lbgen(capsys, "-c", str(settings))[0] == 0
+    live = (tmp_path / "out/nginx.conf").read_text()
+    assert (tmp_path / "out/.nginx.conf.applied.json").exists(), "render keeps what it applied beside dest"
+
+    code, out, err = lbgen(capsys, "-c", str(settings), "--prefix", f"{etcd_prefix}-typo")
+    assert code == 7, err
+    assert "nginx: refused by the drop guard, " in err and "service web would be left with no served endpoints" in err
+    assert err.strip().splitlines()[-1] == ("Error: 2 target(s) refused by the drop guard: nginx, haproxy "
+                                            "(--force applies them)")
+    assert (tmp_path / "out/nginx.conf").read_text() == live
+
+    (tmp_path / "out/.nginx.conf.applied.json").unlink()  # no state: the live file alone guards
+    code, _, err = lbgen(capsys, "-c", str(settings), "--prefix", f"{etcd_prefix}-typo", "--target", "nginx")
+    assert code == 7 and "no served endpoint in the registry" in err
+    assert lbgen(capsys, "-c", str(settings), "--prefix", f"{etcd_prefix}-typo", "--dry-run")[0] == 7
+
+    code, out, err = lbgen(capsys, "-c", str(settings), "--prefix", f"{etcd_prefix}-typo", "--force")
+    assert code == 0 and "drop guard overridden by --force" in err
+    assert "server 127.0.0.1:18081" not in (tmp_path / "out/nginx.conf").read_text()

@@ -180,15 +180,17 @@ def test_a_read_back_the_adapter_cannot_trust_falls_back_to_a_reload(
     serves(lb.port, "two", timeout=2.0)
 
 
-def test_with_no_haproxy_running_the_change_is_only_written(haproxy_lb: StartHaproxy, backend: StartBackend) -> None:
+def test_with_no_haproxy_running_the_change_is_only_written_and_reported_down(haproxy_lb: StartHaproxy, backend: StartBackend) -> None:
     lb, one, two, _ = one_of_two(haproxy_lb, backend)
     lb.process.terminate()
     lb.process.wait(5)
     for sock in ("stats.sock", "master.sock"):  # as after a reboot: /run is empty
         (lb.dir / sock).unlink()
-    result = apply(node_applier(), lb, {one.port: 1, two.port: 1})
-    assert (result.method, result.reloaded) == ("none", False)
-    assert "no haproxy stats socket" in result.fallback
+    text = web_config(lb.dir, lb.port, {one.port: 1, two.port: 1})
+    [result] = node_applier().apply([node_target(lb.dir)], {"haproxy": text})
+    assert (result.step, result.wrote, result.method, result.reloaded) == ("down", True, "none", False)
+    assert "haproxy is not running (no haproxy master socket at" in (result.error or "")
+    assert (lb.dir / "haproxy.cfg").read_text() == text, "the checked config waits for the next start"
 
 
 class Load(threading.Thread):

@@ -23,7 +23,7 @@ import yaml
 
 from lbgen.cli import main
 from tests.integration.test_cli_render import settings_for
-from tests.integration.test_watcher_e2e import HAPROXY_ADDR, NGINX_ADDR, Node, shared_etcd  # noqa: F401
+from tests.integration.test_watcher_e2e import HAPROXY_ADDR, NGINX_ADDR, Node, serve_web, shared_etcd  # noqa: F401
 from tests.support.etcd import EtcdServer
 from tests.support.lb import Backend
 from tests.support.lbgen_proc import ENV, lbgen_status
@@ -71,11 +71,7 @@ def lb_node(tmp_path: Path, shared_etcd: EtcdServer, backend: Callable[[str], Ba
     """A started LB node (nginx + HAProxy + `lbgen watch`) serving service `web` from backend `a`."""
     made = CheckerNode(tmp_path, shared_etcd, "20ms:100ms")
     try:
-        made.put_spec()
-        made.put_endpoint("host-a.web.1", backend("a").port)
-        made.start()
-        made.serves("a")
-        yield made
+        yield serve_web(made, backend)
     finally:
         made.close()
 

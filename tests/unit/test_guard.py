@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from lbgen.core.guard import check_drop
+from lbgen.core.guard import check_drop, check_one_shot
+from lbgen.core.quarantine import hold_services
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.settings import GUARD_OFF, Guard
 
 
-def catalog(**services: int | tuple[int, str]) -> Catalog:
-    """`web=3` → web with 3 healthy endpoints; `web=(3, "unhealthy")` → 3 unhealthy ones."""
+def catalog(specs: tuple[str, ...] = (), **services: int | tuple[int, str]) -> Catalog:
+    """`web=3` → web with 3 healthy endpoints; `web=(3, "unhealthy")` → 3 unhealthy ones;
+    the services named in `specs` have a spec (a service may be only a spec: `web=0`)."""
     built = []
     for name, spec in sorted(services.items()):
         count, health = spec if isinstance(spec, tuple) else (spec, "healthy")
         endpoints = tuple(Endpoint(f"{name}{i}", "127.0.0.1", 1000 + i, health=health) for i in range(count))
-        built.append(Service(name, {}, endpoints))
+        built.append(Service(name, {"listen": 80} if name in specs else {}, endpoints))
     return Catalog(1, tuple(built))
 
 
@@ -39,7 +41,7 @@ CASES = {
     "guard-off": (catalog(web=3), catalog(), GUARD_OFF, 0, True, ""),
     "held-long-enough": (catalog(web=3), catalog(), Guard(hold_max=60), 60, True,
                          "served endpoints would drop from 3 to 0 (more than 50% at once); "
-                         "applied after holding it 1m"),
+                         "service web would be left with no served endpoints; applied after holding it 1m"),
     "held-not-long-enough": (catalog(web=3), catalog(), Guard(hold_max=60), 59.9, False, "served endpoints"),
     "hold-forever": (catalog(web=3), catalog(), Guard(hold_max=0), 1e9, False, "served endpoints"),
     "empty-before-is-no-drop": (catalog(web=(2, "starting")), catalog(), Guard(), 0, True, ""),
@@ -59,3 +61,46 @@ def test_served_health_decides_what_counts() -> None:
     before, after = catalog(web=(3, "starting")), catalog()
     assert check_drop(before, after, Guard(), DEFAULT_SERVED_HEALTH).allowed
     assert not check_drop(before, after, Guard(), frozenset({"starting"})).allowed
+
+
+HOLDS = {
+    "only-the-emptied-service": (catalog(web=10, api=1), catalog(web=12, api=0), {"api"}),
+    "every-service-that-lost-some": (catalog(web=4, api=4, db=2), catalog(web=1, api=1, db=2), {"web", "api"}),
+    "spec-deleted-is-gone-on-purpose": (catalog(("web", "api"), web=10, api=3), catalog(("web",), web=10), set()),
+    "spec-deleted-but-endpoints-left": (catalog(("web", "api"), web=10, api=3), catalog(("web",), web=10, api=3),
+                                        set()),
+    "every-spec-gone-is-a-lost-registry": (catalog(("web", "api"), web=1, api=1), catalog(), {"web", "api"}),
+    "endpoints-gone-spec-kept": (catalog(("web", "api"), web=10, api=3), catalog(("web", "api"), web=10, api=0),
+                                 {"api"}),
+}
+
+
+@pytest.mark.parametrize("previous, new, held", HOLDS.values(), ids=HOLDS.keys())
+def test_only_the_services_that_dropped_are_held(previous: Catalog, new: Catalog, held: set[str]) -> None:
+    verdict = check_drop(previous, new, Guard(), DEFAULT_SERVED_HEALTH)
+    assert (verdict.allowed, set(verdict.held)) == (not held, held)
+
+
+def test_a_held_service_is_rendered_as_last_applied_and_the_rest_moves_on() -> None:
+    previous, new = catalog(web=2, api=1), catalog(web=3, api=0, db=1)
+    mixed = hold_services(new, previous, {"api"})
+    assert mixed.revision == new.revision
+    assert [(s.name, len(s.all_endpoints)) for s in mixed.services] == [("api", 1), ("db", 1), ("web", 3)]
+    assert hold_services(new, catalog(web=1), {"api"}).service("api") is None
+
+
+ONE_SHOT = {
+    "known-state-drop": (catalog(web=3), True, catalog(), False),
+    "known-state-fine": (catalog(web=3), True, catalog(web=3), True),
+    "no-state-empty-registry-over-a-live-file": (None, True, catalog(), False),
+    "no-state-only-unserved-endpoints": (None, True, catalog(web=(2, "unhealthy")), False),
+    "no-state-no-live-file": (None, False, catalog(), True),
+    "no-state-some-served": (None, True, catalog(web=1), True),
+}
+
+
+@pytest.mark.parametrize("previous, live, new, allowed", ONE_SHOT.values(), ids=ONE_SHOT.keys())
+def test_the_one_shot_guard(previous: Catalog | None, live: bool, new: Catalog, allowed: bool) -> None:
+    verdict = check_one_shot(previous, live, new, Guard(), DEFAULT_SERVED_HEALTH)
+    assert verdict.allowed is allowed and bool(verdict.reason) is not allowed
+    assert check_one_shot(previous, live, new, GUARD_OFF, DEFAULT_SERVED_HEALTH).allowed

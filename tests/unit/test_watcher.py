@@ -60,6 +60,9 @@ class RecordingApplier:
             return self.failing
         return next((f"[emerg] refused {word}" for word in sorted(self.refused) if word in text), "")
 
+    def lane_key(self, target: Target) -> str:
+        return target.name
+
     @property
     def last(self) -> str:
         return self.passes[-1]["lb"] if self.passes else ""
@@ -93,11 +96,13 @@ def applier() -> RecordingApplier:
 
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
                   template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2),
-                  recheck: float = 60.0) -> Iterator[Watcher]:
-    settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard,
-                        targets=(Target(name="lb", template="lb.j2", dest="/unused"),))
-    watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,
-                      retry_base=0.01, retry_cap=0.05, recheck=recheck)
+                  names: Sequence[str] = ("lb",), states: object = None, recheck: float = 60.0
+                  ) -> Iterator[Watcher]:
+    """A running watcher over `store` with one target per name (the fake applier ignores dest)."""
+    targets = tuple(Target(name=name, template="lb.j2", dest="/unused") for name in names)
+    settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard, targets=targets)
+    watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,  # type: ignore[arg-type]
+                      retry_base=0.01, retry_cap=0.05, states=states, recheck=recheck)
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:
@@ -181,7 +186,7 @@ def test_the_guard_holds_a_sudden_drop_to_zero(store: MemoryStore, applier: Reco
     for watcher in start_watcher(store, applier, guard=Guard(max_drop=0.5, to_zero=True, hold_max=0)):
         wait_for(lambda: applier.last == "web=1,;")
         store.delete(key("web", "a"))
-        wait_for(lambda: "drop guard" in watcher.status.last_error)
+        wait_for(lambda: "drop guard holds web" in watcher.status.held.get("lb", ""))
         assert applier.last == "web=1,;"
         store.put(key("web", "b"), endpoint(2))
         wait_for(lambda: applier.last == "web=2,;")
@@ -233,7 +238,8 @@ def test_health_and_metrics_follow_the_registry(store: MemoryStore, applier: Rec
         assert watcher.problems()[0].startswith("registry: no snapshot yet")
         store.set_available(True)
         store.put(key("web", "a"), endpoint(1))
-        wait_for(lambda: applier.last == "web=1,;")
+        # the lane records the pass before the consumer has its result: wait for the consumer
+        wait_for(lambda: applier.last == "web=1,;" and watcher.status.applied.get("lb") == store.revision)
         assert watcher.problems() == []
         sample = watcher.metrics.registry.get_sample_value
         assert sample("lbgen_watcher_served_endpoints", {"service": "web"}) == 1

@@ -1,0 +1,59 @@
+"""What a target last applied, kept beside its dest so the drop guard survives a restart (issue 10.6).
+
+`lbgen watch` and `lbgen render` write it after each apply; at start the guard compares the
+registry with it, so a watcher restarted while the agents were down holds their services at what
+the LB serves instead of rendering them empty. The value is the applied catalog in the registry
+contract's own encodings, read back through the same validators as a registry value.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from lbgen.core.model import Catalog, Service
+from lbgen.core.schema import check_int, check_name, decode_endpoint, decode_spec
+from lbgen.errors import InvalidValue
+
+FORMAT = 1
+
+
+def encode_applied(catalog: Catalog) -> bytes:
+    """The catalog as compact JSON: revision, and per service its spec and endpoints by id."""
+    services = {
+        s.name: {"spec": dict(s.spec), "endpoints": {e.id: e.to_dict() for e in s.all_endpoints}}
+        for s in catalog.services
+    }
+    return json.dumps({"format": FORMAT, "revision": catalog.revision, "services": services},
+                      sort_keys=True, separators=(",", ":")).encode()
+
+
+def decode_applied(raw: bytes) -> Catalog:
+    """The catalog `encode_applied` wrote; `InvalidValue` naming what is wrong otherwise."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise InvalidValue(f"not JSON: {str(e)[:100]}") from e
+    if not isinstance(value, dict) or value.get("format") != FORMAT:
+        raise InvalidValue(f"not an applied-state value of format {FORMAT}")
+    services = _object("services", value.get("services"))
+    return Catalog(
+        check_int("revision", value.get("revision"), 0, 2**63 - 1),
+        tuple(_service(name, services[name]) for name in sorted(services)),
+    )
+
+
+def _service(name: str, value: Any) -> Service:
+    item = _object(f"services.{name}", value)
+    endpoints = _object(f"services.{name}.endpoints", item.get("endpoints", {}))
+    return Service(
+        check_name("service", name),
+        decode_spec(json.dumps(item.get("spec", {}))),
+        tuple(decode_endpoint(eid, json.dumps(endpoints[eid])) for eid in sorted(endpoints)),
+    )
+
+
+def _object(what: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidValue(f"{what}: expected a JSON object")
+    return value
