@@ -66,7 +66,8 @@ def main() -> None:
         with Result("agent_keys", sys.argv) as result:
             result.notes.append(f"{len(others):,} other keys, {len(mine)} own keys, {args.rounds} rounds")
             for name, path, rounds in (
-                    ("scan services/", "EtcdStore.snapshot of services/ + owned_keys (the resync before issue 15)", scan),
+                    ("scan services/",
+                     "EtcdStore.snapshot of services/ + owned_keys (the resync before issue 15)", scan),
                     ("own keys", "read_own_keys: the lease's keys + one transaction of reads", own)):
                 result.add(f"{name}: read", path, "ms", [r[0] * 1000 for r in rounds])
                 result.add(f"{name}: bytes of values read", path, "bytes", [rounds[0][1]],

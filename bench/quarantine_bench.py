@@ -64,6 +64,7 @@ def one(result: Result, workdir: Path, services: int, per_service: int, count: i
     result.add(f"{services:,} services, {count:,} changed, {bad} bad: the refused full render + check",
                "lbgen.core.render.render + the real nginx -t, before any search", "s", [full_s])
     base = None if count >= services else applied
+    held: frozenset[str] = frozenset()
     for label, suspects in (("first pass", frozenset()), ("next pass", None)):
         start = time.perf_counter()
         resolution = search(target, new, base, lambda c: render(source, c, target), applier.check_text,
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--bad", type=int, default=1)
     args = parser.parse_args()
     with Result("quarantine", sys.argv) as result:
-        result.notes.append(f"{args.per_service} endpoints per service; the bad endpoint's host is no-such-host.invalid")
+        result.notes.append(f"{args.per_service} endpoints per service; "
+                            "the bad endpoint's host is no-such-host.invalid")
         for services in args.services:
             for count in sorted({min(16, services), services}):
                 with tempfile.TemporaryDirectory() as workdir:

@@ -39,6 +39,6 @@ class AppliedStateFiles:
     def save(self, target: Target, catalog: Catalog) -> None:
         path = state_path(real_dest(target))
         try:
-            write_atomic(path, encode_applied(catalog), target)
+            write_atomic(path, encode_applied(catalog), target.mode, target.owner, target.group)
         except OSError as e:
             raise ApplyError(f"{target.name}: write {path}: {e}") from e

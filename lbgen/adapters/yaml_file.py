@@ -109,7 +109,8 @@ def _refuse_duplicate_keys(loader: _BoundedLoader, node: MappingNode) -> None:
         except TypeError:
             continue  # an unhashable key: the constructor reports it
         if line is not None:
-            raise ConstructorError(None, None, f"duplicate key {quote(key)} (first on line {line})", key_node.start_mark)
+            raise ConstructorError(None, None, f"duplicate key {quote(key)} (first on line {line})",
+                                   key_node.start_mark)
         first[key] = key_node.start_mark.line + 1
 
 

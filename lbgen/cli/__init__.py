@@ -31,9 +31,8 @@ class LazyCommands(argparse._SubParsersAction):
     """Sub-commands listed (name and help) up front, each parser defined by importing its module
     only when the command is chosen on the command line."""
 
-    def __init__(self, *args: Any, finish: Callable[[argparse.ArgumentParser], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._finish = finish
         for name, (_module, help_text) in COMMANDS.items():
             self._choices_actions.append(self._ChoicesPseudoAction(name, (), help_text))
             self._name_parser_map[name] = None
@@ -50,7 +49,9 @@ class LazyCommands(argparse._SubParsersAction):
         if parser is None and name in COMMANDS:
             importlib.import_module(COMMANDS[name][0]).register(self)
             parser = self._name_parser_map[name]
-            self._finish(parser)
+            _finish(parser)
+        if parser is None:
+            raise KeyError(name)  # not a command: argparse reports the invalid choice before this
         return parser
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
@@ -68,12 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load-balancer config generator: Docker hosts register in etcd, LB nodes render "
         "validated Nginx/HAProxy configs from it and hot-reload.",
         epilog="`lbgen COMMAND --help` lists a command's options. Exit status: 0 ok, 1 template or "
-        "other error, 2 usage or settings, 3 registry, 4 Docker, 5 apply, 6 deploy.",
+        "other error, 2 usage or settings, 3 registry, 4 Docker, 5 apply, 6 deploy, 7 render refused by "
+        "the drop guard.",
     )
-    parser.register("action", "lazy_commands", LazyCommands)
     parser.add_argument("--version", action="version", version=f"lbgen {__version__}")
     add_logging_arguments(parser, top=True)
-    parser.add_subparsers(dest="command", metavar="COMMAND", action="lazy_commands", finish=_finish)
+    parser.add_subparsers(dest="command", metavar="COMMAND", action=LazyCommands)
     parser.set_defaults(run=_help_of(parser))
     return parser
 

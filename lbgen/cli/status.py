@@ -18,7 +18,7 @@ from lbgen.core.behind import COMPACTED, revisions_to_count
 from lbgen.core.lb_status import TargetStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
-from lbgen.core.schema import services_prefix
+from lbgen.core.schema import registry_root, services_prefix
 from lbgen.errors import Compacted
 from lbgen.ports import Store
 
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     url, prefix = registry_url(args), registry_prefix(args)
     store = open_store(args, url, prefix)
     try:
-        snapshot = store.snapshot(f"{prefix}/")
+        snapshot = store.snapshot(registry_root(prefix))
         counts = {revision: _count_at(store, services_prefix(prefix), revision)
                   for revision in revisions_to_count(prefix, snapshot)}
     finally:

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key, services_prefix
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def _collector_paused() -> Iterator[None]:
 def misnamed(prefix: str, key: str) -> str | None:
     """Why a key under `{prefix}/services/` is not a registry entry (a bad name, `wéb` or `a;b`, or
     a wrong shape), or None. Such keys are rejected and listed, not silently invisible (issue 14)."""
-    services = f"{prefix}/services/"
+    services = services_prefix(prefix)
     if not key.startswith(services):
         return None
     parts = key[len(services):].split("/")

@@ -39,10 +39,12 @@ class StatusPublisher:
         targets: Sequence[str],
         ttl: int = 15,
         wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         retry: Callable[[int], float] = lambda attempt: backoff(attempt, random.random(), 0.2, 5.0),
     ) -> None:
         self.key = lb_status_key(prefix, node)
         self._store, self._node, self._ttl, self._wall, self._retry = store, node, ttl, wall, retry
+        self._clock = clock
         self._targets = {name: TargetStatus() for name in targets}
         self._latest = WatcherStatus()
         self._lock = threading.Lock()
@@ -99,7 +101,7 @@ class StatusPublisher:
     def _step(self) -> float:
         """Grant a lease if there is none, write a changed status, keep the lease alive when due;
         returns how long to sleep until the next keep-alive."""
-        now = time.monotonic()
+        now = self._clock()
         if not self._lease:
             self._lease, self._kept_at, self._written = self._store.grant_lease(self._ttl), now, None
             log.info("%s: granted lease %x (TTL %ss)", self.key, self._lease, self._ttl)
@@ -113,7 +115,7 @@ class StatusPublisher:
         if now - self._kept_at >= interval:
             self._store.keep_alive(self._lease)
             self._kept_at = now
-        return max(0.0, self._kept_at + interval - time.monotonic())
+        return max(0.0, self._kept_at + interval - self._clock())
 
     def _current(self) -> LbStatus:
         """The status to publish, from the latest watcher status; a target's `applied_at` moves

@@ -30,7 +30,7 @@ from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.core.schema import decode_endpoint, decode_spec
 from lbgen.errors import InvalidValue
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB: raised RecursionError in every reader before the bounds

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from lbgen.core.catalog import CatalogState, catalog_from_snapshot
-from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 
 P = "/lbgen"
 
