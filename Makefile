@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Written only after a complete install: an interrupted `pip install` is redone on the next run.
 STAMP := $(VENV)/.lbgen-installed
 
-.PHONY: deps venv test unit demo clean install uninstall
+.PHONY: deps venv lint test unit demo clean install uninstall
 
 deps:
 	bash scripts/install-deps.sh
@@ -22,7 +22,12 @@ $(STAMP): setup.cfg setup.py
 
 venv: $(STAMP)
 
-test: deps venv
+# Seconds, and it fails the build before any service starts: ruff (ruff.toml) and mypy (mypy.ini).
+lint: venv
+	$(BIN)/ruff check lbgen tests bench
+	$(BIN)/mypy
+
+test: deps venv lint
 	$(BIN)/python -m pytest -n $(WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 unit: venv
@@ -49,7 +54,25 @@ uninstall:
 	$(INSTALL_ENV) bash scripts/install.sh uninstall
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The quick benchmarks (bench/README.md, about 4 minutes; agent_keys starts a private etcd): each writes bench/results/<scenario>.json
+# (commit, machine, load average, figures), then the tables in bench/*.md are regenerated from them.
+.PHONY: bench bench-scale bench-tables
+bench: venv
+	$(BIN)/python bench/startup_bench.py
+	$(BIN)/python bench/decode_bench.py
+	$(BIN)/python bench/render_bench.py --check
+	$(BIN)/python bench/agent_keys_bench.py
+	$(BIN)/python bench/tables.py
+
+# 10,000 services in a private etcd through `lbgen watch` (about 3 minutes more; needs etcd).
+bench-scale: venv
+	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/tables.py
+
+bench-tables: venv
+	$(BIN)/python bench/tables.py
 
 # The system benchmarks (bench/system.md): docker run / etcd put → served, failed requests under
 # wrk load during reloads. About 3 minutes; root (private dockerd) and wrk (apt-get install -y wrk).

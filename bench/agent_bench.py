@@ -38,7 +38,8 @@ from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.core.discovery import json_field
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.errors import StoreError
-from lbgen.ports import Store, WatchEvent
+from lbgen.core.values import WatchEvent
+from lbgen.ports import Store
 from tests.support.dockerd import Dockerd
 from tests.support.etcd import EtcdFactory
 from tests.support.images import build_backend_image

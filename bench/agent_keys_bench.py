@@ -8,15 +8,19 @@ reads of that one node's keys, and counts the bytes of values each brings back:
 - own: `read_own_keys` (the keys on its lease, plus the keys it wants to write; docs/agent.md).
 
     python bench/agent_keys_bench.py [--nodes 200] [--per-node 50] [--rounds 20]
+
+Writes bench/results/agent_keys.json (median and spread of the rounds; bench/results.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
-from common import bulk_put, etcd, machine, summary, workdir
+from common import bulk_put, etcd, workdir
+from results import Result
 
 from lbgen.core.discovery import owned_keys
 from lbgen.core.schema import agent_key, services_prefix
@@ -59,11 +63,15 @@ def main() -> None:
             started = time.perf_counter()
             read = read_own_keys(store, PREFIX, NODE, (lease, 0), mine)
             own.append((time.perf_counter() - started, sum(len(kv.value) for kv in read.values()), len(read)))
-        print(f"machine: {machine()}")
-        print(f"{len(others):,} other keys, {len(mine)} own keys, {args.rounds} rounds")
-        for name, rounds in (("scan services/", scan), ("own keys", own)):
-            print(f"  {name:15} {summary([r[0] for r in rounds])}; {rounds[0][1]:,} bytes of values read, "
-                  f"{rounds[0][2]} own keys found")
+        with Result("agent_keys", sys.argv) as result:
+            result.notes.append(f"{len(others):,} other keys, {len(mine)} own keys, {args.rounds} rounds")
+            for name, path, rounds in (
+                    ("scan services/",
+                     "EtcdStore.snapshot of services/ + owned_keys (the resync before issue 15)", scan),
+                    ("own keys", "read_own_keys: the lease's keys + one transaction of reads", own)):
+                result.add(f"{name}: read", path, "ms", [r[0] * 1000 for r in rounds])
+                result.add(f"{name}: bytes of values read", path, "bytes", [rounds[0][1]],
+                           note=f"{rounds[0][2]} own keys found")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from lbgen.adapters import etcd_store
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.errors import DockerError, StoreUnavailable
-from lbgen.ports import ContainerInfo, ContainerSpec, DockerEvent
+from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent
 from lbgen.services.agent import Agent, AgentConfig
 
 PORT_BASE = 20000

@@ -7,6 +7,7 @@ and C = N, as after a restart with nothing applied), `--bad` of the changed ones
 `no-such-host.invalid`. Prints the probes (each a render of the mixed catalog plus `nginx -t` on a
 staged file beside dest, exactly as `lbgen watch` runs them), the wall time of the search, and the
 steady state: the next pass with the same service still bad (its suspects are tried first).
+Each search runs once (n=1). Writes bench/results/quarantine.json (bench/results.py).
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench.common import machine  # noqa: E402
 from bench.render_bench import big_catalog  # noqa: E402
 from lbgen.adapters.files import LocalFiles  # noqa: E402
 from lbgen.adapters.process import SubprocessRunner  # noqa: E402
@@ -31,6 +31,7 @@ from lbgen.core.render import render  # noqa: E402
 from lbgen.core.settings import Target  # noqa: E402
 from lbgen.services.applier import Applier  # noqa: E402
 from lbgen.services.quarantine import reason_of, search  # noqa: E402
+from results import Result  # noqa: E402
 
 
 def changed(catalog: Catalog, count: int, bad: int) -> Catalog:
@@ -47,7 +48,7 @@ def changed(catalog: Catalog, count: int, bad: int) -> Catalog:
     return Catalog(catalog.revision + 1, tuple(services))
 
 
-def one(workdir: Path, services: int, per_service: int, count: int, bad: int) -> None:
+def one(result: Result, workdir: Path, services: int, per_service: int, count: int, bad: int) -> None:
     source = (ROOT / "templates/nginx.conf.j2").read_text()
     target = Target(name="nginx", template="nginx.conf.j2", dest=str(workdir / "nginx.conf"), kind="nginx",
                     check=("nginx", "-t", "-q", "-c", "{staged}"), timeout=300.0,
@@ -60,7 +61,10 @@ def one(workdir: Path, services: int, per_service: int, count: int, bad: int) ->
     full = applier.check_text(target, render(source, new, target))
     assert full is not None, "the full render must be refused"
     full_s = time.perf_counter() - start
+    result.add(f"{services:,} services, {count:,} changed, {bad} bad: the refused full render + check",
+               "lbgen.core.render.render + the real nginx -t, before any search", "s", [full_s])
     base = None if count >= services else applied
+    held: frozenset[str] = frozenset()
     for label, suspects in (("first pass", frozenset()), ("next pass", None)):
         start = time.perf_counter()
         resolution = search(target, new, base, lambda c: render(source, c, target), applier.check_text,
@@ -69,8 +73,9 @@ def one(workdir: Path, services: int, per_service: int, count: int, bad: int) ->
         elapsed = time.perf_counter() - start
         assert resolution is not None
         held = resolution.held
-        print(f"{services:>6} services, {count:>5} changed, {bad} bad, {label}: {resolution.probes:>2} probes, "
-              f"{elapsed:6.2f} s (the refused full render + check: {full_s:.2f} s); held {len(held)}", flush=True)
+        name = f"{services:,} services, {count:,} changed, {bad} bad, {label}"
+        path = "services.quarantine.search: renders of the mixed catalog + the real nginx -t each"
+        result.add(f"{name}: search", path, "s", [elapsed], note=f"{resolution.probes} probes, held {len(held)}")
 
 
 def main() -> None:
@@ -79,11 +84,13 @@ def main() -> None:
     parser.add_argument("--per-service", type=int, default=2)
     parser.add_argument("--bad", type=int, default=1)
     args = parser.parse_args()
-    print(machine())
-    for services in args.services:
-        for count in sorted({min(16, services), services}):
-            with tempfile.TemporaryDirectory() as workdir:
-                one(Path(workdir), services, args.per_service, count, args.bad)
+    with Result("quarantine", sys.argv) as result:
+        result.notes.append(f"{args.per_service} endpoints per service; "
+                            "the bad endpoint's host is no-such-host.invalid")
+        for services in args.services:
+            for count in sorted({min(16, services), services}):
+                with tempfile.TemporaryDirectory() as workdir:
+                    one(result, Path(workdir), services, args.per_service, count, args.bad)
 
 
 if __name__ == "__main__":

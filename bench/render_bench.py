@@ -1,16 +1,18 @@
 """Render time and peak RSS of the default templates at 10,000 services / 100,000 endpoints.
 
-    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 3] [--check] [--bounded]
+    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 5] [--check] [--bounded]
 
-Prints one line per template: first render (includes compiling the template and building the
-views and slots), the best of the following renders (the watcher's steady state: compiled once,
-views and slots of unchanged services reused), CPU time, the output size, and the process's peak
-RSS. With --check, also the wall time of the real `nginx -t` and `haproxy -c` on the output.
-With --bounded, also the best steady-state render through the bounded renderer (a forked child
-with rlimits, as `lbgen watch` renders; issue 10), the output checked byte-identical, and the same
-for a trivial template: that figure is the fork + pipe overhead alone. It first prints the smallest
-`render_memory` each template needs (then "first" is no longer a cold render: the probes compiled it).
-The catalog is built in memory (registry validation is measured by the catalog bench).
+Per template: the first render (includes compiling the template and building the views and
+slots), then `--repeat` re-renders of the *identical* catalog (compiled template, every service's
+views and slots reused: the cheapest case, not a watcher pass after a change), reported as median
+and spread, never as the best run; CPU time, the output size, and the process's peak RSS. With
+--check, also the wall time of the real `nginx -t` and `haproxy -c` on the output. With
+--bounded, also the re-renders through the bounded renderer (a forked child with rlimits, as
+`lbgen watch` renders; issue 10) next to in-process ones, the output checked byte-identical, and
+the same for a trivial template: that figure is the fork + pipe overhead alone. It first finds
+the smallest `render_memory` each template needs (then "first" is no longer a cold render: the
+probes compiled it). The catalog is built in memory (decoding is measured by decode_bench.py).
+Writes bench/results/render.json (bench/results.py).
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from lbgen.adapters.bounded_render import BoundedRenderer  # noqa: E402
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service  # noqa: E402
 from lbgen.core.render import render  # noqa: E402
 from lbgen.core.settings import MIB, RENDER_MEMORY_MIN, Target  # noqa: E402
 from lbgen.errors import TemplateError  # noqa: E402
+from results import Result  # noqa: E402
 
 HEALTH = ("healthy", "healthy", "healthy", "none", "starting")
 
@@ -54,8 +57,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def time_checker(kind: str, text: str) -> str:
-    """Wall time of the LB's own checker on `text`, as the watcher runs it."""
+def time_checker(kind: str, text: str) -> tuple[float, float, str]:
+    """Wall and CPU ms of the LB's own checker on `text`, as the watcher runs it, and its verdict."""
     with tempfile.TemporaryDirectory() as workdir:
         config = Path(workdir) / kind
         config.write_text(text)
@@ -65,7 +68,7 @@ def time_checker(kind: str, text: str) -> str:
         result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         elapsed, cpu = time.perf_counter() - start, children_cpu() - start_cpu
     verdict = "ok" if result.returncode == 0 else f"FAILED: {result.stderr.strip()[-200:]}"
-    return f"{argv[0]} {argv[1]}: {elapsed * 1000:.0f} ms (CPU {cpu * 1000:.0f} ms), {verdict}"
+    return elapsed * 1000, cpu * 1000, verdict
 
 
 def children_cpu() -> float:
@@ -73,25 +76,26 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def best_bounded(source: str, catalog: Catalog, target: Target, repeat: int) -> str:
-    """The best of `repeat` bounded renders next to the best in-process one; asserts identical output."""
+def bounded_runs(result: Result, source: str, catalog: Catalog, target: Target, repeat: int) -> None:
+    """`repeat` bounded renders, each next to an in-process one; asserts identical output."""
     renderer = BoundedRenderer()
     expected = render(source, catalog, target)
     inline, bounded, inline_cpu, bounded_cpu = [], [], [], []
     for _ in range(max(repeat, 1)):
         start, start_cpu = time.perf_counter(), time.process_time()
         render(source, catalog, target)
-        inline.append(time.perf_counter() - start)
-        inline_cpu.append(time.process_time() - start_cpu)
+        inline.append((time.perf_counter() - start) * 1000)
+        inline_cpu.append((time.process_time() - start_cpu) * 1000)
         start, start_cpu = time.perf_counter(), time.process_time() + children_cpu()
         text = renderer.render(source, catalog, target, DEFAULT_SERVED_HEALTH)
-        bounded.append(time.perf_counter() - start)
-        bounded_cpu.append(time.process_time() + children_cpu() - start_cpu)  # the child's included
+        bounded.append((time.perf_counter() - start) * 1000)
+        bounded_cpu.append((time.process_time() + children_cpu() - start_cpu) * 1000)  # the child's included
         assert text == expected, "the bounded render differs from the in-process one"
-    wall, cpu = min(bounded) - min(inline), min(bounded_cpu) - min(inline_cpu)
-    return (f"bounded {min(bounded) * 1000:.1f} ms (CPU {min(bounded_cpu) * 1000:.1f} ms) vs in-process "
-            f"{min(inline) * 1000:.1f} ms (CPU {min(inline_cpu) * 1000:.1f} ms): +{wall * 1000:.1f} ms "
-            f"(CPU +{cpu * 1000:.1f} ms)")
+    name = target.template
+    result.add(f"{name}: bounded re-render, wall", "BoundedRenderer: a forked child with rlimits", "ms", bounded)
+    result.add(f"{name}: bounded re-render, CPU", "BoundedRenderer, the child's CPU included", "ms", bounded_cpu)
+    result.add(f"{name}: in-process re-render (same runs), wall", "lbgen.core.render.render", "ms", inline)
+    result.add(f"{name}: in-process re-render (same runs), CPU", "lbgen.core.render.render", "ms", inline_cpu)
 
 
 def smallest_budget(source: str, catalog: Catalog, target: Target) -> int:
@@ -118,47 +122,65 @@ def templates() -> list[tuple[str, Target]]:
     return found + [("{{ revision }}", Target(name="trivial", template="trivial", dest="/dev/null"))]
 
 
-def print_budgets(catalog: Catalog) -> None:
+def record_budgets(result: Result, catalog: Catalog) -> None:
     """Before any render in this process, as in the watcher: a child reuses the parent's free heap,
     which renders done in-process before would leave behind (and so hide what a render needs)."""
-    needed = [f"{target.template} {smallest_budget(source, catalog, target)} MiB" for source, target in templates()]
-    print(f"smallest render_memory: {', '.join(needed)}")
+    for source, target in templates()[:2]:
+        result.add(f"{target.template}: smallest render_memory", "BoundedRenderer, bisected to 1 MiB", "MiB",
+                   [smallest_budget(source, catalog, target)])
+
+
+def measure(result: Result, source: str, catalog: Catalog, target: Target, args: argparse.Namespace) -> None:
+    """One template: the first render, the re-renders, and optionally the checker and bounded runs."""
+    name = target.template
+    path = "lbgen.core.render.render in process"
+    start, start_cpu = time.perf_counter(), time.process_time()
+    text = render(source, catalog, target)
+    result.add(f"{name}: first render, wall", f"{path}: compile + build every view", "ms",
+               [(time.perf_counter() - start) * 1000])
+    result.add(f"{name}: first render, CPU", f"{path}: compile + build every view", "ms",
+               [(time.process_time() - start_cpu) * 1000])
+    times, cpu = [], []
+    for _ in range(args.repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        render(source, catalog, target)
+        times.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.process_time() - start_cpu) * 1000)
+    again = f"{path}: the identical catalog again (compiled, every view reused; not a pass after a change)"
+    result.add(f"{name}: re-render, wall", again, "ms", times)
+    result.add(f"{name}: re-render, CPU", again, "ms", cpu)
+    result.add(f"{name}: output", "the rendered config", "MB", [len(text) / 1e6])
+    result.add(f"{name}: peak RSS of the bench so far", "getrusage(RUSAGE_SELF)", "MB", [peak_rss_mb()])
+    if args.check:
+        wall, checker_cpu, verdict = time_checker(target.kind, text)
+        checker = "nginx -t -q" if target.kind == "nginx" else "haproxy -c -q"
+        result.add(f"{name}: {checker}, wall", f"the real checker on the output, verdict {verdict}", "ms", [wall])
+        result.add(f"{name}: {checker}, CPU", f"the real checker on the output, verdict {verdict}", "ms", [checker_cpu])
+    if args.bounded:
+        bounded_runs(result, source, catalog, target, args.repeat)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--per-service", type=int, default=10)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--check", action="store_true", help="also time nginx -t / haproxy -c")
     parser.add_argument("--bounded", action="store_true", help="also render through the bounded renderer")
     args = parser.parse_args()
     catalog = big_catalog(args.services, args.per_service)
     print(f"catalog: {args.services} services, {catalog.endpoint_count} endpoints, "
           f"peak RSS {peak_rss_mb():.0f} MB")
-    if args.bounded:
-        print_budgets(catalog)
-    for source, target in templates()[:2]:
-        kind, name = target.kind, target.template
-        start, start_cpu = time.perf_counter(), time.process_time()
-        text = render(source, catalog, target)
-        first, first_cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        times, cpu = [], []
-        for _ in range(args.repeat):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            render(source, catalog, target)
-            times.append(time.perf_counter() - start)
-            cpu.append(time.process_time() - start_cpu)
-        print(f"{name}: first {first * 1000:.0f} ms (CPU {first_cpu * 1000:.0f} ms), "
-              f"best {min(times) * 1000:.0f} ms (CPU {min(cpu) * 1000:.0f} ms), "
-              f"{len(text) / 1e6:.1f} MB of config, peak RSS {peak_rss_mb():.0f} MB")
-        if args.check:
-            print(f"  {time_checker(kind, text)}")
+    with Result("render", sys.argv) as result:
+        result.notes.append(f"{args.services:,} services, {catalog.endpoint_count:,} endpoints, built in memory")
         if args.bounded:
-            print(f"  {best_bounded(source, catalog, target, args.repeat)}")
-    if args.bounded:
-        source, trivial = templates()[2]
-        print(f"trivial template: {best_bounded(source, catalog, trivial, args.repeat)}")
+            record_budgets(result, catalog)
+        for source, target in templates()[:2]:
+            measure(result, source, catalog, target, args)
+        if args.bounded:
+            source, trivial = templates()[2]
+            bounded_runs(result, source, catalog, trivial, args.repeat)
+
 
 if __name__ == "__main__":
     main()

@@ -5,12 +5,15 @@
 Loads render_bench's catalog into a private etcd (the setup, not measured), then measures what a
 watcher does at start: the paged snapshot (`EtcdStore.snapshot`), decoding and validating every
 value (`CatalogState.load` + `catalog()`), rendering both default templates, the real `nginx -t`
-and `haproxy -c` on the output, and this process's peak RSS after each step.
+and `haproxy -c` on the output, and this process's peak RSS after each step; then `lbgen watch`
+on the same registry (a generic target checked by `/bin/true`, no LB): start → first config.
+Each step runs once (n=1). Writes bench/results/scale.json (bench/results.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +23,6 @@ from common import (
     bulk_put,
     etcd,
     haproxy_vars,
-    machine,
     nginx_vars,
     rss_mb,
     wait_until,
@@ -28,6 +30,7 @@ from common import (
     write_settings,
 )
 from render_bench import big_catalog, peak_rss_mb, time_checker
+from results import Result
 
 from lbgen.core.catalog import CatalogState
 from lbgen.core.render import render
@@ -37,12 +40,13 @@ from lbgen.core.settings import Target
 PREFIX = "/scale"
 
 
-def timed(what: str, fn, *args):  # type: ignore[no-untyped-def]
+def timed(result: Result, what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
     start, cpu = time.perf_counter(), time.process_time()
-    result = fn(*args)
-    print(f"  {what}: {(time.perf_counter() - start) * 1000:.0f} ms "
-          f"(CPU {(time.process_time() - cpu) * 1000:.0f} ms), peak RSS {peak_rss_mb():.0f} MB")
-    return result
+    value = fn(*args)
+    result.add(f"{what}, wall", path, "ms", [(time.perf_counter() - start) * 1000])
+    result.add(f"{what}, CPU", path, "ms", [(time.process_time() - cpu) * 1000])
+    result.add(f"{what}, peak RSS after", "getrusage(RUSAGE_SELF) of the bench", "MB", [peak_rss_mb()])
+    return value
 
 
 def main() -> None:
@@ -50,36 +54,43 @@ def main() -> None:
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--per-service", type=int, default=10)
     args = parser.parse_args()
-    print(machine())
     source = big_catalog(args.services, args.per_service)
     items = []
     for service in source.services:
         items.append((spec_key(PREFIX, service.name), encode_spec(service.spec)))
         items += [(endpoint_key(PREFIX, service.name, e.id), encode_endpoint(e)) for e in service.all_endpoints]
     del source
-    with workdir() as root, etcd(root / "etcd") as (server, store):
+    with workdir() as root, etcd(root / "etcd") as (server, store), Result("scale", sys.argv) as result:
         start = time.perf_counter()
         bulk_put(store, items)
-        print(f"[{args.services} services, {len(items) - args.services} endpoints: {len(items)} keys loaded "
-              f"into etcd in {time.perf_counter() - start:.1f} s; baseline peak RSS {peak_rss_mb():.0f} MB]")
+        result.notes.append(f"{args.services:,} services, {len(items) - args.services:,} endpoints: "
+                            f"{len(items):,} keys, loaded into a private etcd in {time.perf_counter() - start:.1f} s "
+                            "(setup, transactions of 128)")
         del items
-        snapshot = timed("etcd snapshot (paged)", store.snapshot, PREFIX)
+        snapshot = timed(result, "etcd snapshot", "EtcdStore.snapshot, paged", store.snapshot, PREFIX)
         state = CatalogState(PREFIX)
-        rejected = timed("decode + validate (CatalogState.load)", state.load, snapshot)
-        catalog = timed("build the catalog", state.catalog)
+        rejected = timed(result, "decode + validate", "CatalogState.load(snapshot): keys parsed, values "
+                         "decoded and validated", state.load, snapshot)
+        catalog = timed(result, "build the catalog", "CatalogState.catalog()", state.catalog)
         del snapshot
         assert not rejected, rejected[:3]
         for kind, name, facts in (("nginx", "nginx.conf.j2", nginx_vars(root)), ("haproxy", "haproxy.cfg.j2", haproxy_vars(root))):
             target = Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=facts)
             template = (ROOT / "templates" / name).read_text()
-            text = timed(f"render {name} (first)", render, template, catalog, target)
-            timed(f"render {name} (again, compiled)", render, template, catalog, target)
-            print(f"  {len(text) / 1e6:.1f} MB of config; {time_checker(kind, text)}")
+            text = timed(result, f"render {name} (first)", "lbgen.core.render.render in process: compile + "
+                         "every view", render, template, catalog, target)
+            timed(result, f"render {name} (again, compiled)", "lbgen.core.render.render: the identical catalog "
+                  "again", render, template, catalog, target)
+            result.add(f"{name}: output", "the rendered config", "MB", [len(text) / 1e6])
+            wall, cpu, verdict = time_checker(kind, text)
+            checker = "nginx -t -q" if kind == "nginx" else "haproxy -c -q"
+            result.add(f"{checker}, wall", f"the real checker on the output, verdict {verdict}", "ms", [wall])
+            result.add(f"{checker}, CPU", f"the real checker on the output, verdict {verdict}", "ms", [cpu])
         del state, catalog
-        watcher_start(root, server.url)
+        watcher_start(result, root, server.url)
 
 
-def watcher_start(root: Path, url: str) -> None:
+def watcher_start(result: Result, root: Path, url: str) -> None:
     """`lbgen watch` on the same registry, one nginx target checked by `/bin/true` (the checker was
     timed above): time to the first config written, and the daemon's RSS."""
     dest = root / "nginx.conf"
@@ -90,9 +101,12 @@ def watcher_start(root: Path, url: str) -> None:
         start = time.perf_counter()
         watcher = procs.watch(settings)
         wait_until(dest.exists, 600, "the watcher's first render", interval=0.1)
+        elapsed = (time.perf_counter() - start) * 1000
         rss, peak = rss_mb(watcher.pid)
-        print(f"[lbgen watch] start -> first config written {time.perf_counter() - start:.1f} s; "
-              f"RSS {rss:.0f} MB, peak {peak:.0f} MB")
+    path = "lbgen watch (a subprocess) on the etcd above, generic target checked by /bin/true, no LB"
+    result.add("lbgen watch: start → first config written", path, "ms", [elapsed])
+    result.add("lbgen watch: RSS after the first config", path, "MB", [rss])
+    result.add("lbgen watch: peak RSS", path, "MB", [peak])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@
   is reloaded after nginx in the same pass).
 - burst: 1,000 puts from 4 threads, then the final put, with the default `wait: 100ms:1s` and
   with `wait: 0`: reloads per LB and time from the first put until both LBs serve the final state.
-Each section starts its own etcd, LBs and `python -m lbgen watch`; loopback only.
+Each section starts its own etcd, LBs and `python -m lbgen watch`; loopback only. Each writes
+bench/results/watch_<section>.json (median, spread and p99 of its changes; bench/results.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,16 +37,15 @@ from common import (
     free_port,
     get,
     haproxy_vars,
-    machine,
     nginx_vars,
     registry,
     rss_mb,
     spec,
-    summary,
     wait_until,
     workdir,
     write_settings,
 )
+from results import Result
 
 PREFIX = "/bench"
 
@@ -104,10 +105,13 @@ def bench_reload(services: int, per_service: int, changes: int) -> None:
             to_reload.append(reloaded - start)
         rss, peak = rss_mb(watcher.pid)
         keys = services * (per_service + 1)
-        print(f"[{keys} keys: {services} services x {per_service} endpoints, wait 0, generic target]")
-        print(f"  put -> file written:    {summary(to_file)}")
-        print(f"  put -> reload command:  {summary(to_reload)}")
-        print(f"  watcher RSS {rss:.0f} MB (peak {peak:.0f} MB), {os.path.getsize(dest) / 1e3:.0f} kB of config")
+        path = (f"lbgen watch, {keys:,} keys ({services} services x {per_service} endpoints), wait 0, generic "
+                "target: check /bin/true, reload a tiny command (no LB)")
+        with Result(f"watch_reload{'100' if keys <= 100 else '10k'}", sys.argv) as result:
+            result.add("put → file written", path, "ms", [v * 1000 for v in to_file])
+            result.add("put → reload command", path, "ms", [v * 1000 for v in to_reload])
+            result.add("watcher RSS", path, "MB", [rss], note=f"peak {peak:.0f} MB")
+            result.add("config size", path, "kB", [os.path.getsize(dest) / 1e3])
         tap.close()
 
 
@@ -156,12 +160,15 @@ def bench_served(changes: int) -> None:
             nginx_at, haproxy_at = serving(listen, body)
             to_nginx.append(nginx_at - start)
             to_haproxy.append(haproxy_at - start)
-        print(f"[{len(items)} keys, wait 0, nginx -t + SIGHUP, haproxy -c + master-socket reload]")
-        print(f"  put -> served by nginx:   {summary(to_nginx)}")
-        print(f"  put -> served by haproxy: {summary(to_haproxy)}")
+        path = (f"lbgen watch, {len(items)} keys, wait 0, real nginx and HAProxy targets (nginx -t + SIGHUP, "
+                "haproxy -c + the targets' apply path), first answer from the new backend")
+        with Result("watch_served", sys.argv) as result:
+            result.add("put → served by nginx", path, "ms", [v * 1000 for v in to_nginx])
+            result.add("put → served by HAProxy (applied after nginx in the same pass)", path, "ms",
+                       [v * 1000 for v in to_haproxy])
 
 
-def bench_burst(wait: str, puts: int = 1000) -> None:
+def bench_burst(result: Result, wait: str, puts: int = 1000) -> None:
     with workdir() as root, etcd(root / "etcd") as (server, store), Processes(root) as procs:
         ports, listen, items = lb_registry(procs)
         bulk_put(store, items)
@@ -178,9 +185,13 @@ def bench_burst(wait: str, puts: int = 1000) -> None:
         for lb in ("nginx", "haproxy"):
             procs.wait_log("watch", f"{lb}: applied revision {revision}", timeout=120)
         log = procs.log("watch")[mark:]
-        print(f"[burst of {puts} puts in {burst:.2f} s, wait {wait}]")
-        print(f"  reloads: nginx {log.count('nginx: reloaded')}, haproxy {log.count('haproxy: reloaded')}; "
-              f"final state served after {(nginx_at - start):.2f} s (nginx), {(haproxy_at - start):.2f} s (haproxy)")
+        path = f"{puts:,} puts from 4 threads then the final one, lbgen watch with wait {wait}, real nginx and HAProxy"
+        result.add(f"wait {wait}: burst of puts", path, "s", [burst])
+        for lb, at in (("nginx", nginx_at), ("haproxy", haproxy_at)):
+            result.add(f"wait {wait}: {lb} reloads", path, "reloads", [log.count(f"{lb}: reloaded")])
+            result.add(f"wait {wait}: first put → final state served by {lb}", path, "s", [at - start])
+        result.add(f"wait {wait}: passes applied through HAProxy's runtime API (no reload)", path, "passes",
+                   [log.count("runtime command(s) applied and verified, no reload")])
 
 
 def main() -> None:
@@ -189,7 +200,6 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=100, help="changes per latency section (default 100)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
-    print(machine())
     if "reload100" in sections:
         bench_reload(10, 9, args.changes)
     if "reload10k" in sections:
@@ -197,8 +207,9 @@ def main() -> None:
     if "served" in sections:
         bench_served(args.changes)
     if "burst" in sections:
-        bench_burst("100ms:1s")
-        bench_burst("0")
+        with Result("watch_burst", sys.argv) as result:
+            bench_burst(result, "100ms:1s")
+            bench_burst(result, "0")
 
 
 if __name__ == "__main__":

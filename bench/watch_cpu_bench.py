@@ -15,6 +15,7 @@ import argparse
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from common import Processes, Tap, bulk_put, endpoint, etcd, free_port, machine, registry, rss_mb, summary, workdir
 from watch_bench import PREFIX, generic_target, settings, wait_written_and_reloaded
@@ -30,7 +31,8 @@ def cpu_s(pid: int) -> tuple[float, float]:
     return (utime + stime) / TICK, (cutime + cstime) / TICK
 
 
-def changes(store: object, dest: Path, tap: Tap, services: int, per_service: int, count: int, offset: int) -> list[float]:
+def changes(store: Any, dest: Path, tap: Tap, services: int, per_service: int, count: int,
+            offset: int) -> list[float]:
     """`count` changes, each one endpoint's weight flipped between 1 and 2, each waited for;
     their put → file written times."""
     to_file = []
@@ -38,7 +40,8 @@ def changes(store: object, dest: Path, tap: Tap, services: int, per_service: int
         key = f"{PREFIX}/services/s{i * 7 % services:05d}/endpoints/e{i % per_service:03d}"
         WEIGHT[key] = 3 - WEIGHT.get(key, 1)
         inode, start = os.stat(dest).st_ino, time.monotonic()
-        store.put(key, endpoint(20000 + i % per_service, WEIGHT[key], f"10.0.{i * 7 % services % 250}.{i % per_service + 1}"))  # type: ignore[attr-defined]
+        address = f"10.0.{i * 7 % services % 250}.{i % per_service + 1}"
+        store.put(key, endpoint(20000 + i % per_service, WEIGHT[key], address))
         to_file.append(wait_written_and_reloaded(dest, inode, tap, timeout=120)[0] - start)
     return to_file
 

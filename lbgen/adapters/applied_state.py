@@ -44,6 +44,6 @@ class AppliedStateFiles:
         path = state_path(real_dest(target))
         try:
             encoded = self._encoders.setdefault(target.name, AppliedEncoder()).encode(catalog)
-            write_atomic(path, encoded, target)
+            write_atomic(path, encoded, target.mode, target.owner, target.group)
         except OSError as e:
             raise ApplyError(f"{target.name}: write {path}: {e}") from e

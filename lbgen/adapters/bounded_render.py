@@ -83,7 +83,7 @@ class BoundedRenderer:
         _PIPES.discard(write_fd)
         os.close(write_fd)
         self._children.add(pid)
-        data, problem = b"", TemplateError(f"{name}: render interrupted")
+        data, problem = b"", TemplateError(f"{name}: render interrupted")  # type: bytes, TemplateError | None
         try:
             if self._closed:  # close() ran between the check above and the fork
                 _kill(pid)

@@ -21,7 +21,7 @@ from docker.errors import DockerException, NotFound, StreamParseError
 from docker.types import CancellableStream, Mount
 
 from lbgen.errors import ConfigError, DockerError
-from lbgen.ports import ContainerInfo, ContainerSpec, DockerEvent, PortBinding
+from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent, PortBinding
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ from pyetcd import etcdrpc, exceptions as etcd_exceptions, utils  # noqa: E402
 
 from lbgen.adapters.etcd_watch import EtcdWatch, WatchStream
 from lbgen.errors import Compacted, ConfigError, LeaseLost, StoreError, StoreUnavailable
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -312,7 +312,7 @@ class EtcdStore:
 
         Pass the snapshot's revision + 1: the stream opens when iteration starts, so 0 ("from now")
         would miss changes made in between."""
-        return EtcdWatch(self, prefix, start_revision)
+        return EtcdWatch(self, prefix, start_revision, self.config.probe_interval, self.config.probe_timeout)
 
     def open_watch_stream(self, request_iterator: object) -> WatchStream:
         """A raw gRPC watch stream on the current endpoint (used by `EtcdWatch`)."""

@@ -15,17 +15,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any, Iterator, Protocol
 
 import grpc
 from pyetcd import etcdrpc, utils
 from pyetcd.etcdrpc import kv_pb2
 
 from lbgen.errors import Compacted, StoreError, StoreUnavailable
-from lbgen.ports import WatchEvent
-
-if TYPE_CHECKING:
-    from lbgen.adapters.etcd_store import EtcdStore
+from lbgen.core.values import WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +38,26 @@ class WatchStream:
     call: Any  # grpc's streaming call: an iterator of WatchResponse with cancel()
 
 
-class EtcdWatch:
-    """Event batches under a prefix from a start revision (see `lbgen.ports.Watch`)."""
+class StreamSource(Protocol):
+    """What a watch needs from its store (`EtcdStore`): a stream on a live member, and a broken
+    stream reported back so the next one goes elsewhere. A Protocol, so this module does not import
+    the store that imports it (issue 11: no import circle)."""
 
-    def __init__(self, store: EtcdStore, prefix: str, start_revision: int) -> None:
+    name: str
+
+    def open_watch_stream(self, request_iterator: object) -> WatchStream: ...
+
+    def stream_failed(self, endpoint: str, error: BaseException) -> str: ...
+
+
+class EtcdWatch:
+    """Event batches under a prefix from a start revision (see `lbgen.ports.Watch`). With nothing
+    received for `probe_interval` s, a progress request must be answered within `probe_timeout` s."""
+
+    def __init__(self, store: StreamSource, prefix: str, start_revision: int, probe_interval: float,
+                 probe_timeout: float) -> None:
         self._store = store
+        self._probe = probe_interval, probe_timeout
         self.prefix = prefix
         self.start_revision = start_revision
         self.last_revision = start_revision - 1
@@ -102,7 +114,7 @@ class EtcdWatch:
             self._responses.put(e)
 
     def _batches(self) -> Iterator[list[WatchEvent]]:
-        interval, timeout = self._store.config.probe_interval, self._store.config.probe_timeout
+        interval, timeout = self._probe
         probe_deadline: float | None = None
         while True:
             wait = interval if probe_deadline is None else probe_deadline - time.monotonic()

@@ -24,28 +24,27 @@ import itertools
 import json
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import yaml
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
+from lbgen.adapters.file_watch import FileWatch
+from lbgen.adapters.files import write_atomic
 from lbgen.adapters.memory_store import MemoryStore, MemoryWatch
 from lbgen.adapters.yaml_file import REGISTRY_LIMITS, parse_yaml
 from lbgen.core.bounded import load_json
-from lbgen.core.schema import NAME_RE, KeyRef, normalize_prefix, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, endpoint_key, normalize_prefix, parse_key, services_prefix, spec_key
 from lbgen.errors import ConfigError, InvalidValue, LeaseLost, StoreError
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 log = logging.getLogger(__name__)
 
 DEBOUNCE_SECONDS = 0.1  # an editor's write is several events: read the file once they stop
 
 
-def parse_registry(text: str, where: str) -> dict[str, Any]:
+def parse_registry_file(text: str, where: str) -> dict[str, Any]:
     """The YAML document, checked for shape; `ConfigError` naming `where` and the line."""
     document = parse_yaml(text, where, REGISTRY_LIMITS)
     document = {} if document is None else document
@@ -72,10 +71,10 @@ def registry_keys(document: dict[str, Any], prefix: str, where: str) -> dict[str
         if not _good_name(name, f"{where}: services.{name}"):
             continue
         if "spec" in service:
-            keys[f"{prefix}/services/{name}/spec"] = _json(service["spec"])
+            keys[spec_key(prefix, name, checked=False)] = _json(service["spec"])
         for endpoint_id, value in (service.get("endpoints") or {}).items():
             if _good_name(endpoint_id, f"{where}: services.{name}.endpoints.{endpoint_id}"):
-                keys[f"{prefix}/services/{name}/endpoints/{endpoint_id}"] = _json(value)
+                keys[endpoint_key(prefix, name, endpoint_id, checked=False)] = _json(value)
     return keys
 
 
@@ -103,7 +102,7 @@ class FileStore:
         self._lock = threading.RLock()
         self._document: dict[str, Any] = {}
         self._loaded: bytes | None = None
-        self._observer: Any = None
+        self._observer: FileWatch | None = None
         self._timer: threading.Timer | None = None
         self._lease_ttls: dict[int, int] = {}
         self._lease_ids = itertools.count(1)
@@ -127,7 +126,7 @@ class FileStore:
             if raw == self._loaded:
                 return
             try:
-                document = parse_registry(raw.decode(errors="replace"), str(self.path))
+                document = parse_registry_file(raw.decode(errors="replace"), str(self.path))
             except ConfigError as e:
                 self._refuse(e, strict, e)
                 return
@@ -140,7 +139,7 @@ class FileStore:
         log.error("%s; keeping the previous content (revision %s)", error, self._memory.revision)
 
     def _apply(self, document: dict[str, Any], keys: dict[str, bytes], edited: bool) -> None:
-        current = {kv.key: kv.value for kv in self._memory.snapshot(f"{self.prefix}/services/").items}
+        current = {kv.key: kv.value for kv in self._memory.snapshot(services_prefix(self.prefix)).items}
         puts = {k: v for k, v in keys.items() if current.get(k) != v}
         deletes = [k for k in current if k not in keys]
         revision = self._memory.apply(puts, deletes)
@@ -148,6 +147,10 @@ class FileStore:
         if puts or deletes:
             log.log(logging.INFO if edited else logging.DEBUG, "registry file %s: %d put, %d deleted (revision %s)",
                     self.path, len(puts), len(deletes), revision)
+
+    def _on_paths(self, touched: set[str]) -> None:
+        if str(self.path) in touched:
+            self._on_file_event()
 
     def _on_file_event(self) -> None:
         with self._lock:
@@ -160,10 +163,7 @@ class FileStore:
     def _start_observer(self) -> None:
         if self._observer is not None:
             return
-        handler = _FileEvents(str(self.path), self._on_file_event)
-        self._observer = Observer()
-        self._observer.schedule(handler, str(self.path.parent), recursive=False)
-        self._observer.start()
+        self._observer = FileWatch([str(self.path.parent)], self._on_paths, name=f"registry-file {self.path.name}")
         self._reload()  # catch changes made before the observer was watching
 
     # --- Store --------------------------------------------------------------------------------------
@@ -246,17 +246,11 @@ class FileStore:
         return document
 
     def _save(self, document: dict[str, Any]) -> int:
-        """Write `document` atomically (temp file in the same dir, fsync, rename), then load it."""
+        """Write `document` atomically (`lbgen.adapters.files.write_atomic`, directory fsync included), then load it."""
         text = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, allow_unicode=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(temp, self.path)
+            write_atomic(self.path, text.encode())
         except OSError as e:
-            Path(temp).unlink(missing_ok=True)
             raise StoreError(f"registry file {self.path}: write failed: {e.strerror}") from e
         self._reload(strict=True)
         return self._memory.revision
@@ -281,19 +275,4 @@ class FileStore:
             observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()
-            observer.join(timeout=5)
         self._memory.close()
-
-
-class _FileEvents(FileSystemEventHandler):
-    """Calls back on any change that may have touched `path` (written, replaced, moved, deleted)."""
-
-    IGNORED = frozenset({"opened", "closed_no_write"})
-
-    def __init__(self, path: str, callback: Callable[[], None]) -> None:
-        self.path = path
-        self.callback = callback
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in self.IGNORED and self.path in (event.src_path, getattr(event, "dest_path", "")):
-            self.callback()

@@ -59,7 +59,7 @@ class LocalFiles:
         """Write `text` to a hidden temp file beside dest, synced and with dest's final mode/owner."""
         dest = real_dest(target)
         try:
-            return _write_temp(dest, text.encode(), target)
+            return _write_temp(dest, text.encode(), *_attributes(target))
         except OSError as e:
             raise ApplyError(f"{target.name}: stage beside {dest}: {e}") from e
 
@@ -84,7 +84,7 @@ class LocalFiles:
             if current is None:
                 lkg_path(dest).unlink(missing_ok=True)
                 return False
-            write_atomic(lkg_path(dest), current.encode(), target)
+            write_atomic(lkg_path(dest), current.encode(), *_attributes(target))
         except OSError as e:
             raise ApplyError(f"{target.name}: save last-known-good {lkg_path(dest)}: {e}") from e
         return True
@@ -118,15 +118,22 @@ class LocalFiles:
             dest.unlink(missing_ok=True)
             return
         try:
-            _replace(_write_temp(dest, data, target), dest)
+            _replace(_write_temp(dest, data, *_attributes(target)), dest)
         except OSError as e:
             raise ApplyError(f"{target.name}: restore last-known-good over {dest}: {e}") from e
 
 
-def write_atomic(path: Path, data: bytes, target: Target) -> None:
-    """Write `data` as `path`, a file beside dest (temp `.<name>.<random>.tmp`, fsync, rename), with
-    the target's mode and owner. Not `.lbgen`: that suffix names staged candidates of dest only."""
-    _replace(_write_temp(path, data, target, suffix=".tmp"), path)
+def write_atomic(path: Path, data: bytes, mode: int | None = None, owner: str | None = None,
+                 group: str | None = None) -> None:
+    """Make `data` the content of `path`: temp `.<name>.<random>.tmp` in its directory, fsync, rename,
+    directory fsync (a bind-mounted file is written in place). Needs no settings `Target` (issue 11):
+    the LKG, the applied state and the file registry all write through it. Mode None keeps mkstemp's
+    0600. Not `.lbgen`: that suffix names staged candidates of a dest only. Raises OSError."""
+    _replace(_write_temp(path, data, mode, owner, group, suffix=".tmp"), path)
+
+
+def _attributes(target: Target) -> tuple[int, str | None, str | None]:
+    return target.mode, target.owner, target.group
 
 
 def name_candidates(text: str, dest: str) -> str:
@@ -137,15 +144,17 @@ def name_candidates(text: str, dest: str) -> str:
     return staged.sub(lambda _: f"{dest} (candidate)", text)
 
 
-def _write_temp(dest: Path, data: bytes, target: Target, suffix: str = STAGED_SUFFIX) -> Path:
+def _write_temp(dest: Path, data: bytes, mode: int | None, owner: str | None, group: str | None,
+                suffix: str = STAGED_SUFFIX) -> Path:
     fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), target.mode)
-            if target.owner or target.group:
-                os.fchown(f.fileno(), _uid(target.owner), _gid(target.group))
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
+            if owner or group:
+                os.fchown(f.fileno(), _uid(owner), _gid(group))
             os.fsync(f.fileno())
     except BaseException:
         Path(name).unlink(missing_ok=True)

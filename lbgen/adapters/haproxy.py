@@ -22,7 +22,8 @@ from pathlib import Path
 from lbgen.adapters import process
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
-from lbgen.ports import Clock, Generation
+from lbgen.core.values import Generation
+from lbgen.ports import Clock
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,10 @@ each answer is checked on its own: `set weight` and `set server ... state` answe
 success, `set server ... addr` answers "IP changed ..." or "no need to change ...". Every command
 is absolute (idempotent), so a connection refused while a reload hands the socket over is retried,
 but each command for at most `DOWN_AFTER` seconds: a socket left behind by a dead HAProxy fails
-the runtime path at once (issue 10) instead of costing the whole timeout before the fallback. Then `show servers state <backend>` for each touched backend
-must match the plan's expectation exactly; anything else is an `ApplyError` and the applier falls
-back to a full validated reload, which re-reads the same config from disk.
+the runtime path at once (issue 10) instead of costing the whole timeout before the fallback.
+Then `show servers state <backend>` for each touched backend must match the plan's expectation
+exactly; anything else is an `ApplyError` and the applier falls back to a full validated reload,
+which re-reads the same config from disk.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 from lbgen.adapters.process import SystemClock
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
-from lbgen.ports import Clock, KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
+from lbgen.ports import Clock
 
 _END = object()
 

@@ -31,7 +31,8 @@ from typing import Iterator
 from lbgen.adapters import process as procfs
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
-from lbgen.ports import Clock, Generation
+from lbgen.core.values import Generation
+from lbgen.ports import Clock
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class NginxControl:
             return
         text = shadow_main_config(self._main_config, dest, staged)
         try:
-            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.", suffix=".shadow")
+            fd, name = tempfile.mkstemp(dir=self._main_config.parent, prefix=f".{self._main_config.name}.",
+                                        suffix=".shadow")
             with os.fdopen(fd, "w") as f:
                 f.write(text)
         except OSError as e:

@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lbgen.ports import CommandResult
+from lbgen.core.values import CommandResult
 
 log = logging.getLogger(__name__)
 

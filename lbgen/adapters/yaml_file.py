@@ -15,9 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from lbgen.core.bounded import quote
 from lbgen.core.fields import SourceInt
@@ -37,11 +41,25 @@ SETTINGS_LIMITS = YamlLimits()
 REGISTRY_LIMITS = YamlLimits(max_bytes=64 * 1024 * 1024, max_nodes=2_000_000)
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """`SafeLoader` with the bounds above and duplicate keys refused."""
+try:  # libyaml scans and parses ~10x faster (a 2,000-endpoint registry: 0.6 s → 0.1 s, issue 13)
+    from yaml._yaml import CParser as _Parser
+except ImportError:  # PyYAML built without libyaml: the pure-Python scanner and parser
+    class _Parser(Reader, Scanner, Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+
+
+class _BoundedLoader(Composer, _Parser, SafeConstructor, Resolver):
+    """A safe loader with the bounds above and duplicate keys refused. Composing stays in Python
+    (`Composer` before the parser in the MRO): that is where the bounds are counted."""
 
     def __init__(self, stream: str, limits: YamlLimits) -> None:
-        super().__init__(stream)
+        _Parser.__init__(self, stream)
+        Composer.__init__(self)
+        SafeConstructor.__init__(self)
+        Resolver.__init__(self)
         self.limits = limits
         self._depth = 0
         self._nodes = 0
@@ -91,7 +109,8 @@ def _refuse_duplicate_keys(loader: _BoundedLoader, node: MappingNode) -> None:
         except TypeError:
             continue  # an unhashable key: the constructor reports it
         if line is not None:
-            raise ConstructorError(None, None, f"duplicate key {quote(key)} (first on line {line})", key_node.start_mark)
+            raise ConstructorError(None, None, f"duplicate key {quote(key)} (first on line {line})",
+                                   key_node.start_mark)
         first[key] = key_node.start_mark.line + 1
 
 

@@ -27,7 +27,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     """Add the `agent` sub-command."""
     parser = commands.add_parser(
         "agent",
-        help="register this Docker host's containers in etcd on a lease",
         description="Keep this host's endpoints in etcd equal to its running, labelled containers. "
         "Keys hang on one lease: if the host or the agent dies they expire within the TTL.",
     )

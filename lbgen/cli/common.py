@@ -6,7 +6,6 @@ import argparse
 import os
 from typing import Callable, Sequence
 
-from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.adapters.file_store import FileStore
 from lbgen.core.registry_url import FORMS, RegistryUrl, parse_registry_url
 from lbgen.core.schema import DEFAULT_PREFIX, normalize_prefix
@@ -66,6 +65,8 @@ def open_store(args: argparse.Namespace, url: RegistryUrl, prefix: str, create: 
     password = args.password or os.environ.get(PASSWORD_ENV)
     if args.user and not password:
         raise UsageError(f"--user {args.user}: needs --password or ${PASSWORD_ENV}")
+    # grpc (~80 ms to import) only for an etcd registry: a file registry starts like a small tool.
+    from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
     return EtcdStore(EtcdConfig(
         endpoints=url.endpoints, tls=url.tls, ca=args.tls_ca, cert=args.tls_cert, key=args.tls_key,
         user=args.user, password=password if args.user else None, timeout=args.etcd_timeout or DEFAULT_ETCD_TIMEOUT,

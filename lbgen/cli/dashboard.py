@@ -28,7 +28,7 @@ REFRESH = 5.0  # seconds between pushes of the document when nothing changed (it
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `dashboard` sub-command."""
     parser = commands.add_parser(
-        "dashboard", help="a read-only web page of the whole fleet, live from the registry",
+        "dashboard",
         description="Serve a page showing every service and endpoint, agent, LB node (applied "
         "revision, lag, errors), quarantined service, rejected value and recent change, updated "
         "live from the registry watch (server-sent events). /api/status serves the same document as "

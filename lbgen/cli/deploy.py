@@ -14,11 +14,12 @@ from lbgen.adapters.process import SystemClock
 from lbgen.adapters.yaml_file import load_yaml
 from lbgen.cli.common import REGISTRY_ENV, add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.deploy_hosts import DockerHost
-from lbgen.core.deploy_plan import Plan, plan_deploy, plan_removal
+from lbgen.core.deploy_plan import DeployPlan, plan_deploy, plan_removal
 from lbgen.core.deploy_spec import LABEL_PROJECT, DeploySpec, parse_deploy_spec
 from lbgen.core.schema import NAME_RE
 from lbgen.errors import ConfigError, DockerError, UsageError
-from lbgen.ports import Clock, ContainerInfo, Docker
+from lbgen.core.values import ContainerInfo
+from lbgen.ports import Clock, Docker
 from lbgen.services.deploy_registry import Registry
 from lbgen.services.deploy_status import ReplicaStatus, replica_status
 from lbgen.services.deployer import Deployer
@@ -39,7 +40,7 @@ class _Progress:
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `deploy` and its `check`, `apply`, `status` and `rm` sub-commands."""
-    parser = commands.add_parser("deploy", help="launch and roll service containers from a YAML spec")
+    parser = commands.add_parser("deploy")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     check_help = "validate a spec offline (no Docker, no registry) and print what it creates on an empty host"
     check = actions.add_parser("check", help=check_help, description=check_help)
@@ -93,7 +94,8 @@ def _containers(dockers: Dockers, spec: DeploySpec) -> tuple[dict[str, list[Cont
         try:
             found[name] = _listed(docker, spec)
         except DockerError as e:
-            unreachable[name], _ = str(e), errors.append(e)
+            unreachable[name] = str(e)
+            errors.append(e)
     if errors and (spec.on_host_error == "stop" or not found):
         policy = "on_host_error: stop" if spec.on_host_error == "stop" else "no host answers"
         raise DockerError(f"{errors[0]} ({policy}; nothing was changed)") from errors[0]
@@ -124,7 +126,7 @@ def _connected(args: argparse.Namespace, spec: DeploySpec) -> Iterator[tuple[Doc
         yield dockers, registry
 
 
-def _execute(dockers: Dockers, registry: Registry | None, plan: Plan, spec: DeploySpec,
+def _execute(dockers: Dockers, registry: Registry | None, plan: DeployPlan, spec: DeploySpec,
              unreachable: dict[str, str]) -> int:
     """Run `plan`, print progress and the summary; a failed step raises its error after the summary,
     and hosts left out (`on_host_error: continue`) make the exit non-zero after the others ran."""

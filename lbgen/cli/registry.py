@@ -17,16 +17,17 @@ from lbgen.core.bounded import load_json
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
 from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import Endpoint, Service
-from lbgen.core.schema import decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import absolute_key, decode_endpoint, decode_spec, parse_key, registry_root
 from lbgen.errors import InvalidValue, LbgenError, UsageError
-from lbgen.ports import Snapshot, Store
+from lbgen.core.values import Snapshot
+from lbgen.ports import Store
 
 T = TypeVar("T")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add `registry` and its `ls`, `get`, `put`, `rm` sub-commands."""
-    parser = commands.add_parser("registry", help="inspect and edit registry entries (ls, get, put, rm)")
+    parser = commands.add_parser("registry")
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     ls = actions.add_parser("ls", help="list services and endpoints, flagging rejected values and why")
     ls.add_argument("service", nargs="?", help="only this service")
@@ -55,12 +56,12 @@ def _use(args: argparse.Namespace, prefix: str, action: Callable[[Store], T], cr
 
 def full_key(prefix: str, key: str) -> str:
     """`services/web/spec` → `/lbgen/services/web/spec`; absolute keys are kept as they are."""
-    return key if key.startswith("/") else f"{prefix}/{key}"
+    return absolute_key(prefix, key)
 
 
 def run_ls(args: argparse.Namespace) -> int:
     prefix = registry_prefix(args)
-    snapshot, where = _use(args, prefix, lambda store: store.snapshot(f"{prefix}/"))
+    snapshot, where = _use(args, prefix, lambda store: store.snapshot(registry_root(prefix)))
     catalog, rejected = catalog_from_snapshot(prefix, snapshot)
     services = [s for s in catalog.services if args.service in (None, s.name)]
     rejected = [r for r in rejected if args.service is None or _service_of(prefix, r.key) == args.service]
@@ -166,7 +167,7 @@ def run_put(args: argparse.Namespace) -> int:
 def run_rm(args: argparse.Namespace) -> int:
     prefix = registry_prefix(args)
     key = full_key(prefix, args.key)
-    if not key.startswith(f"{prefix}/"):  # the same bound as put: lbgen's keys only
+    if not key.startswith(registry_root(prefix)):  # the same bound as put: lbgen's keys only
         raise UsageError(f"{key}: outside the prefix {prefix}: registry rm only deletes keys under it "
                          "(--prefix chooses another)")
     existed, where = _use(args, prefix, lambda store: store.delete(key))

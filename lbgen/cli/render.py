@@ -45,14 +45,15 @@ from lbgen.services.quarantine import search
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `render` sub-command."""
     parser = commands.add_parser(
-        "render", help="render, validate and apply once (--dry-run: print the diff and the checker's verdict)",
+        "render",
         description="Render every target from the registry once, validate it with the LB's checker, "
         "swap it in and reload; exit non-zero if any target failed (7: refused by the drop guard). "
         "With --dry-run nothing live is "
         "touched: the diff against the current file and the checker's verdict are printed, and for a "
         "refused render the services a watcher would quarantine (hold back) and why.")
     add_settings_arguments(parser)
-    parser.add_argument("--dry-run", action="store_true", help="preview only: diff + checker verdict, no write, no reload")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="preview only: diff + checker verdict, no write, no reload")
     parser.add_argument("--force", action="store_true",
                         help="apply a render the drop guard refuses (a sudden loss of served endpoints "
                         "against what was last applied, or an empty registry over a live config)")
@@ -166,7 +167,7 @@ def _report(results: list[TargetResult], targets: Sequence[Target], revision: in
         elif not result.ok:
             failed.append(result.target)
             state = "previous config restored" if result.rolled_back else "live config untouched"
-            error = name_candidates(result.error, dests[result.target])
+            error = name_candidates(result.error or "", dests[result.target])
             print(f"{result.target}: {result.step} failed ({state}): {error}", file=sys.stderr)
         elif result.changed:
             how = {"reload": ", reloaded", "runtime": ", through the runtime API (no reload)"}.get(result.method, "")

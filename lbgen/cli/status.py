@@ -18,7 +18,7 @@ from lbgen.core.behind import COMPACTED, revisions_to_count
 from lbgen.core.lb_status import TargetStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
-from lbgen.core.schema import services_prefix
+from lbgen.core.schema import registry_root, services_prefix
 from lbgen.errors import Compacted
 from lbgen.ports import Store
 
@@ -26,7 +26,7 @@ from lbgen.ports import Store
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `status` sub-command."""
     parser = commands.add_parser(
-        "status", help="services, endpoints, agents and LB nodes at a glance, with what is wrong",
+        "status",
         description="Read the registry once and show every service with its endpoints (served or "
         "not), the Docker hosts whose agents registered them, and each LB node's applied revision, "
         "connection and last error. Exit 0 when the registry was read; with --check, 1 on any problem.")
@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     url, prefix = registry_url(args), registry_prefix(args)
     store = open_store(args, url, prefix)
     try:
-        snapshot = store.snapshot(f"{prefix}/")
+        snapshot = store.snapshot(registry_root(prefix))
         counts = {revision: _count_at(store, services_prefix(prefix), revision)
                   for revision in revisions_to_count(prefix, snapshot)}
     finally:

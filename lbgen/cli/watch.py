@@ -11,11 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
 
 from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
+from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
@@ -38,13 +37,11 @@ from lbgen.services.watcher import Watcher
 
 log = logging.getLogger(__name__)
 
-_WRITES = frozenset({"created", "modified", "moved", "deleted", "closed"})
-
 
 def register(commands: argparse._SubParsersAction) -> None:
     """Add the `watch` sub-command."""
     parser = commands.add_parser(
-        "watch", help="watch the registry and keep LB configs rendered, validated and reloaded",
+        "watch",
         description="Snapshot the registry, watch it, and after each quiet period render every "
         "target, validate it with the LB's checker, swap it in atomically and reload, restoring "
         "the last good config on any failure. Runs until SIGTERM or SIGINT; SIGHUP re-reads the "
@@ -60,20 +57,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-class _TemplateFiles(FileSystemEventHandler):
-    """Tells the watcher when one of its template files changes on disk."""
-
-    def __init__(self, watcher: Watcher) -> None:
-        self._watcher = watcher
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in _WRITES:
-            return  # opened / closed_no_write: our own reads of the template
-        touched = {str(event.src_path), str(getattr(event, "dest_path", "") or "")}
-        ours = touched & _template_paths(self._watcher.settings.targets)  # as of the last SIGHUP
-        if ours:
-            log.info("template changed on disk: %s", ", ".join(sorted(ours)))
-            self._watcher.templates_changed()
+def _templates_touched(watcher: Watcher, touched: set[str]) -> None:
+    """Tells the watcher when one of its template files changed on disk (from the file watch's thread)."""
+    ours = touched & _template_paths(watcher.settings.targets)  # as of the last SIGHUP
+    if ours:
+        log.info("template changed on disk: %s", ", ".join(sorted(ours)))
+        watcher.templates_changed()
 
 
 def _template_paths(targets: tuple[Target, ...]) -> set[str]:
@@ -100,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
             routes = metrics_routes(watcher.metrics.registry, watcher.problems)
             server = start_http_server(metrics_addr, routes, "metrics address")
             stack.callback(server.close)
-        observer = _observe_templates(watcher, _template_paths(targets))
-        stack.callback(observer.join, 5)
+        directories = {str(Path(p).parent) for p in _template_paths(targets)}
+        observer = FileWatch(directories, lambda touched: _templates_touched(watcher, touched), name="templates")
         stack.callback(observer.stop)
         _stop_on_signals(watcher)
         log.info("LB node %s watching %s under %s for %s", node, args.registry or settings.registry,
@@ -134,16 +123,6 @@ def _remove_stale_staged(targets: tuple[Target, ...]) -> None:
     for target in targets:
         for path in files.remove_stale(target):
             log.warning("%s: removed stale staged file %s", target.name, path)
-
-
-def _observe_templates(watcher: Watcher, paths: set[str]) -> Observer:
-    observer = Observer()
-    handler = _TemplateFiles(watcher)
-    for directory in {str(Path(p).parent) for p in paths}:
-        observer.schedule(handler, directory, recursive=False)
-    observer.daemon = True
-    observer.start()
-    return observer
 
 
 def _stop_on_signals(watcher: Watcher) -> None:

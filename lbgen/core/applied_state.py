@@ -37,7 +37,9 @@ class AppliedEncoder:
         pieces: dict[str, tuple[Service, str]] = {}
         for service in catalog.services:
             known = self._pieces.get(service.name)
-            pieces[service.name] = known if known and known[0] is service else (service, _compact(_service_value(service)))
+            if not known or known[0] is not service:
+                known = (service, _compact(_service_value(service)))
+            pieces[service.name] = known
         self._pieces = pieces
         body = ",".join(f"{_compact(name)}:{pieces[name][1]}" for name in sorted(pieces))
         return f'{{"format":{_compact(FORMAT)},"revision":{_compact(catalog.revision)},"services":{{{body}}}}}'.encode()

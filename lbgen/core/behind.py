@@ -19,7 +19,7 @@ from typing import Mapping
 from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.schema import parse_key, services_prefix
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot
+from lbgen.core.values import Snapshot
 
 CHANGED, DELETED, COMPACTED = "changed", "deleted", "compacted"
 

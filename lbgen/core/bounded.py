@@ -5,6 +5,12 @@ level, so ~1,000 brackets (2 KB) raised `RecursionError` in every reader and cra
 the agent. `load_json` turns any bytes into a value or an `InvalidValue` with a one-line reason:
 size is checked before parsing, depth by scanning brackets (no recursion), lengths after.
 `quote` keeps every message that echoes a value to about 100 characters.
+
+Parsing goes through msgspec's JSON decoder first (issue 13): at 110,000 values, a watcher's start
+on a large registry, it costs less than half the CPU of `json.loads`. Whatever msgspec refuses is
+parsed again by `json.loads`, which gives the reason (and accepts the few inputs msgspec does not:
+a lone surrogate escape, a float that overflows to infinity), so every value decodes and every
+rejection reads exactly as with the standard library alone.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ from __future__ import annotations
 import json
 import re
 from typing import Any
+
+import msgspec
 
 from lbgen.errors import InvalidValue
 
@@ -22,6 +30,7 @@ QUOTE_CHARS = 100
 
 _JSON_STRING_RE = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET_RE = re.compile(r"[^\[\]{}]+")
+_FAST = msgspec.json.Decoder()
 
 
 def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
@@ -44,11 +53,20 @@ def load_json(raw: bytes | str, max_bytes: int = MAX_VALUE_BYTES) -> Any:
         raise InvalidValue(f"not UTF-8: {e.reason} at byte {e.start}") from e
     check_depth(text)
     try:
-        value = json.loads(text, parse_constant=_refuse_constant)
+        value = _FAST.decode(text)
+    except (msgspec.DecodeError, ValueError):  # ValueError: a lone surrogate, which json.loads keeps
+        value = _standard_json(text)
+    if text.count(",") >= MAX_ITEMS:  # fewer commas: no list or object can hold more than MAX_ITEMS
+        check_lengths(value)
+    return value
+
+
+def _standard_json(text: str) -> Any:
+    """`json.loads` with NaN/Infinity refused; its error, quoted, is the rejection's reason."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as e:  # RecursionError: a last resort, check_depth comes first
         raise InvalidValue(f"not JSON: {quote(str(e))}") from e
-    check_lengths(value)
-    return value
 
 
 def check_depth(text: str) -> None:

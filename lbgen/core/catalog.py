@@ -7,13 +7,15 @@ services touched since the last build, so a single change in a 100,000-key regis
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key
+from lbgen.core.schema import NAME_RE, KeyRef, decode_endpoint, decode_spec, parse_key, services_prefix
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class CatalogState:
     def load(self, snapshot: Snapshot) -> list[Rejected]:
         """Replace the whole state with `snapshot`; returns the values it rejected."""
         self._reset()
-        rejected = [r for kv in snapshot.items if (r := self._put(kv.key, kv.value))]
+        with _collector_paused():
+            rejected = [r for kv in snapshot.items if (r := self._put(kv.key, kv.value))]
         self.revision = snapshot.revision
         return rejected
 
@@ -65,17 +68,18 @@ class CatalogState:
 
     def catalog(self) -> Catalog:
         """The catalog at the current revision (only services changed since last call are rebuilt)."""
-        for name in self._dirty:
-            if name in self._specs or self._endpoints.get(name):
-                self._services[name] = Service(
-                    name=name,
-                    spec=self._specs.get(name, {}),
-                    all_endpoints=tuple(v for _, v in sorted(self._endpoints.get(name, {}).items())),
-                )
-            else:
-                self._services.pop(name, None)
-        self._dirty.clear()
-        return Catalog(self.revision, tuple(v for _, v in sorted(self._services.items())))
+        with _collector_paused():
+            for name in self._dirty:
+                if name in self._specs or self._endpoints.get(name):
+                    self._services[name] = Service(
+                        name=name,
+                        spec=self._specs.get(name, {}),
+                        all_endpoints=tuple(v for _, v in sorted(self._endpoints.get(name, {}).items())),
+                    )
+                else:
+                    self._services.pop(name, None)
+            self._dirty.clear()
+            return Catalog(self.revision, tuple(v for _, v in sorted(self._services.items())))
 
     def _put(self, key: str, raw: bytes) -> Rejected | None:
         ref = parse_key(self.prefix, key)
@@ -112,10 +116,26 @@ class CatalogState:
         self._dirty.add(ref.service)
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a snapshot is decoded or services are rebuilt: what is
+    built is acyclic (dicts, tuples, frozen dataclasses), freed by reference counting, but every 700
+    allocations the collector walked the growing state again: 30% of loading 110,000 keys (issue 13).
+    A collector the caller disabled stays disabled."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def misnamed(prefix: str, key: str) -> str | None:
     """Why a key under `{prefix}/services/` is not a registry entry (a bad name, `wéb` or `a;b`, or
     a wrong shape), or None. Such keys are rejected and listed, not silently invisible (issue 14)."""
-    services = f"{prefix}/services/"
+    services = services_prefix(prefix)
     if not key.startswith(services):
         return None
     parts = key[len(services):].split("/")

@@ -30,7 +30,7 @@ from lbgen.core.deploy_spec import (
 )
 from lbgen.core.deploy_hosts import DockerHost, assign
 from lbgen.errors import ConfigError
-from lbgen.ports import ContainerInfo, ContainerSpec
+from lbgen.core.values import ContainerInfo, ContainerSpec
 
 CHANGES = ("create", "recreate", "remove")
 # The project's containers: one list (the implicit host), or per host name.
@@ -120,7 +120,7 @@ class Batch:
 
 
 @dataclass(frozen=True)
-class Plan:
+class DeployPlan:
     """Batches in execution order, plus the containers left as they are."""
 
     project: str
@@ -206,7 +206,7 @@ Classified = tuple[list[Step], list[Step], list[Step], list[Step]]
 def _classify(service: ServiceSpec, host: DockerHost, wanted: dict[int, str], mine: list[Deployed]) -> Classified:
     """Creates, recreates, keeps and removals of one service on one host, each in replica order.
     `wanted` maps every replica number of the service to its host."""
-    creates, recreates, keeps, removes = [], [], [], []
+    creates, recreates, keeps, removes = list[Step](), list[Step](), list[Step](), list[Step]()
     for replica in sorted(r for r, name in wanted.items() if name == host.name):
         candidates = _best_first([d for d in mine if d.replica == replica], service, host)
         if not candidates:
@@ -247,7 +247,7 @@ def _service_batches(project: str, service: ServiceSpec, mine: list[Deployed],
                      hosts: Sequence[DockerHost]) -> tuple[list[Batch], list[Step]]:
     """The batches that converge one service on `hosts`, and its kept replicas."""
     wanted = assign(service.placement)
-    creates, recreates, keeps, removes = [], [], [], []
+    creates, recreates, keeps, removes = list[Step](), list[Step](), list[Step](), list[Step]()
     for host in hosts:
         for into, found in zip((creates, recreates, keeps, removes),
                                _classify(service, host, wanted, [d for d in mine if d.host == host.name])):
@@ -309,7 +309,7 @@ def _orphans(deployed: list[Deployed], known: set[str], only: Sequence[str],
 def plan_deploy(
     spec: DeploySpec, containers: Containers, only: Sequence[str] = (), remove_orphans: bool = False,
     unreachable: Mapping[str, str] = {},  # noqa: B006 - read only
-) -> Plan:
+) -> DeployPlan:
     """Converge `containers` (all of the project's, running or not, per host) to `spec`.
 
     `only` limits the plan to those services. Containers of services missing from the spec are
@@ -329,10 +329,10 @@ def plan_deploy(
         untouched += keeps
     orphan_batches, orphans = _orphans(deployed, {s.name for s in spec.services}, only, remove_orphans)
     untouched += orphans + _skipped(spec, unreachable, only)
-    return Plan(spec.project, tuple(batches + orphan_batches), tuple(untouched))
+    return DeployPlan(spec.project, tuple(batches + orphan_batches), tuple(untouched))
 
 
-def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] = ()) -> Plan:
+def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] = ()) -> DeployPlan:
     """Remove every container of the project (or of the services in `only`), one batch per service."""
     deployed = sorted(read_all(containers), key=lambda d: (d.service, d.replica, d.host, d.name))
     batches = []
@@ -343,4 +343,4 @@ def plan_removal(spec: DeploySpec, containers: Containers, only: Sequence[str] =
         steps = tuple(Step("remove", name, d.replica, "deploy rm", d, host=d.host)
                       for d in deployed if d.service == name)
         batches.append(Batch(name, steps, policy))
-    return Plan(spec.project, tuple(batches))
+    return DeployPlan(spec.project, tuple(batches))

@@ -29,7 +29,7 @@ from lbgen.core.deploy_parts import (
 from lbgen.core.fields import Section
 from lbgen.core.schema import MAX_WEIGHT, NAME_RE
 from lbgen.errors import ConfigError
-from lbgen.ports import ContainerSpec
+from lbgen.core.values import ContainerSpec
 
 T = TypeVar("T")
 
@@ -300,7 +300,7 @@ def parse_deploy_spec(value: Any, default_project: str) -> DeploySpec:
     fields = Section(value, "")
     fields.take("version", choice((SPEC_VERSION,)), SPEC_VERSION)
     project = fields.take("project", matching(NAME_RE, "a name of letters, digits and _.-"), default_project)
-    hosts = fields.take("hosts", parse_hosts, ())
+    hosts = fields.take("hosts", parse_hosts, tuple[DockerHost, ...]())
     policy = fields.take("on_host_error", on_host_error, "stop")
     services = fields.take("services", mapping)
     fields.done()

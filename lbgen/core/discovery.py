@@ -25,7 +25,7 @@ from lbgen.core.schema import (
     parse_key,
 )
 from lbgen.errors import InvalidValue
-from lbgen.ports import ContainerInfo, KeyValue, PortBinding
+from lbgen.core.values import ContainerInfo, KeyValue, PortBinding
 
 LABEL_PREFIX = "lbgen."
 PORT_FIELDS = ("service", "weight", "tags")
@@ -384,7 +384,7 @@ def _truthy(value: str) -> bool:
 
 
 @dataclass(frozen=True)
-class Plan:
+class RegistrationPlan:
     """What to write so the registry holds exactly this node's desired endpoints."""
 
     puts: tuple[tuple[str, bytes], ...] = ()
@@ -412,7 +412,7 @@ def json_field(raw: bytes, name: str) -> object:
 
 def plan(
     desired: Mapping[str, Endpoint], registered: Iterable[KeyValue], prefix: str, node: str, lease: int
-) -> Plan:
+) -> RegistrationPlan:
     """Puts for new or changed endpoints (or ones on another lease), deletes for this node's extras.
 
     A key is this node's only when its value names `node`; any other key is never deleted, and a
@@ -432,7 +432,7 @@ def plan(
         if current is None or current.value != value or current.lease != lease:
             puts.append((key, value))
     deletes = tuple(sorted(k for k in mine if k not in desired))
-    return Plan(tuple(puts), deletes, tuple(conflicts))
+    return RegistrationPlan(tuple(puts), deletes, tuple(conflicts))
 
 
 def _is_endpoint(prefix: str, key: str) -> bool:

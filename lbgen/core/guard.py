@@ -37,7 +37,8 @@ class Verdict:
 
 def served_counts(catalog: Catalog, served_health: frozenset[str]) -> dict[str, int]:
     """Served endpoints per service."""
-    return {s.name: _COUNTS.get(s, served_health, functools.partial(_served, s, served_health)) for s in catalog.services}
+    return {s.name: _COUNTS.get(s, served_health, functools.partial(_served, s, served_health))
+            for s in catalog.services}
 
 
 def _served(service: Service, served_health: frozenset[str]) -> int:

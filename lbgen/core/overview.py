@@ -19,9 +19,9 @@ from lbgen.core.behind import CHANGED, COMPACTED, History, history_of
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
 from lbgen.core.lb_status import LbStatus, decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
-from lbgen.core.schema import parse_key
+from lbgen.core.schema import endpoint_key, parse_key
 from lbgen.errors import InvalidValue
-from lbgen.ports import Snapshot
+from lbgen.core.values import Snapshot
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _agents(prefix: str, catalog: Catalog, leases: dict[str, int], presence: dic
     for service in catalog.services:
         for e in service.all_endpoints:
             count, served, held = found.get(e.node, (0, 0, set()))
-            lease = leases.get(f"{prefix}/services/{service.name}/endpoints/{e.id}", 0)
+            lease = leases.get(endpoint_key(prefix, service.name, e.id), 0)
             found[e.node] = (count + 1, served + e.is_served(served_health), held | ({lease} - {0}))
     return tuple(_agent_view(AgentView(node, c, s, tuple(sorted(held))), presence.get(node))
                  for node, (c, s, held) in sorted(found.items()))

@@ -106,7 +106,7 @@ class _Search:
             changed = suspects
         elif self.check(changed) is not None:
             return None
-        base, reason = frozenset[str](), failure
+        base, reason = frozenset[str](), failure  # type: frozenset[str], str | None
         while reason is not None:
             name, reason_for = self._find_one(changed - base, base, reason)
             self._found[name] = reason_for

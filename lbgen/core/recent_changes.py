@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from lbgen.ports import Snapshot, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
 
 MAX_KEY = 200  # characters of a key kept for display: keys are whatever a client wrote
 

@@ -85,9 +85,9 @@ class Target:
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
     candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
-    or, for a generic target, an explicit `check: none` (settings refuse a generic target without). `kind` (`nginx`, `haproxy` or `generic`) selects
-    how the whole config is validated and how a reload is verified. `runtime` (haproxy only):
-    apply changes that only move endpoints within the server slots through the stats socket
+    or, for a generic target, an explicit `check: none` (settings refuse a generic target without).
+    `kind` (`nginx`, `haproxy` or `generic`) selects how the whole config is validated and how a
+    reload is verified. `runtime` (haproxy only): apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
     `render_timeout` (seconds) and `render_memory` (bytes) bound one render of the template
     (issue 10: a template that loops forever or grows without end is refused, the daemon lives on).
@@ -130,7 +130,7 @@ def parse_settings(data: Any, base_dir: str) -> Settings:
     root = Section(data, "")
     resolve = _resolver(base_dir)
     settings = Settings(
-        registry=root.take("registry", lambda v: parse_registry(v, resolve)),
+        registry=root.take("registry", lambda v: parse_registry_setting(v, resolve)),
         prefix=root.take("prefix", _parse_prefix, "/lbgen"),
         wait=root.take("wait", parse_wait, Settings.wait),
         served_health=root.take("served_health", _parse_served_health, DEFAULT_SERVED_HEALTH),
@@ -155,7 +155,7 @@ def parse_wait(value: Any) -> Wait:
     return Wait(low, high)
 
 
-def parse_registry(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
+def parse_registry_setting(value: Any, resolve: Callable[[str], str]) -> RegistryUrl:
     """The registry URL(s) (`lbgen.core.registry_url`); a relative `file:` path resolves with `resolve`."""
     if not isinstance(value, (str, list)):
         raise ValueError(f"expected a URL or a list of URLs, got {quote(value)}")

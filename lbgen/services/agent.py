@@ -37,9 +37,10 @@ from lbgen.core.discovery import (
     plan,
 )
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import agent_key, parse_key, services_prefix
+from lbgen.core.schema import agent_key, drain_prefix, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
-from lbgen.ports import ContainerInfo, Docker, DockerEvents, KeyValue, Store
+from lbgen.core.values import ContainerInfo, KeyValue
+from lbgen.ports import Docker, DockerEvents, Store
 from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
                                             LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
 from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
@@ -92,7 +93,7 @@ class Agent(AgentProducers):
         registry: CollectorRegistry | None = None,
         health: Health | None = None,
         wall: Callable[[], float] = time.time,
-        rand: Callable[[], float] = random.random,
+        rand: Callable[[], float] = random.random, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self.docker = docker
@@ -100,7 +101,7 @@ class Agent(AgentProducers):
         self.metrics = AgentMetrics(registry or CollectorRegistry())
         self.health = health or Health("docker", "etcd")
         self.presence = Presence(config.options.node, config.resync_interval, wall)
-        self._rand = rand  # spreads the resyncs of a fleet of agents started together
+        self._clock, self._rand = clock, rand  # rand spreads the resyncs of a fleet started together
         self._queue: queue.Queue[object] = queue.Queue()
         self._stopping = threading.Event()
         self._events: DockerEvents | None = None
@@ -181,7 +182,7 @@ class Agent(AgentProducers):
 
     def _next_batch(self) -> list[object] | None:
         """Everything queued (at least one message, or none once a retry is due); None when stopping."""
-        timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+        timeout = None if self._retry_at is None else max(0.0, self._retry_at - self._clock())
         batch: list[object] = []
         try:
             batch.append(self._queue.get(timeout=timeout))
@@ -263,7 +264,7 @@ class Agent(AgentProducers):
     def _drain_ids(self) -> set[str]:
         """Endpoint ids a rolling deploy is draining (`lbgen deploy` writes `{prefix}/drain/{id}`)."""
         prefix = self.config.prefix
-        return {ref.endpoint_id for kv in self.store.snapshot(f"{prefix}/drain/").items
+        return {ref.endpoint_id for kv in self.store.snapshot(drain_prefix(prefix)).items
                 if (ref := parse_key(prefix, kv.key)) is not None and ref.kind == "drain"}
 
     def _refresh_containers(self) -> None:
@@ -365,7 +366,7 @@ class Agent(AgentProducers):
 
     def _retry(self, side: str, delay: RetryDelay) -> None:
         """Wake the consumer again after `side`'s next backoff delay (the earliest of both sides)."""
-        at = time.monotonic() + delay(self._failures[side])
+        at = self._clock() + delay(self._failures[side])
         self._failures[side] += 1
         self._retry_at = at if self._retry_at is None else min(self._retry_at, at)
 

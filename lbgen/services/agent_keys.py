@@ -21,7 +21,8 @@ from typing import Iterable
 
 from lbgen.core.discovery import owned_keys
 from lbgen.core.schema import agent_key, services_prefix
-from lbgen.ports import KeyValue, Store
+from lbgen.core.values import KeyValue
+from lbgen.ports import Store
 
 
 def read_own_keys(store: Store, prefix: str, node: str, leases: tuple[int, int],

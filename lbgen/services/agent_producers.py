@@ -11,7 +11,6 @@ import logging
 import queue
 import random
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -77,19 +76,20 @@ class AgentProducers:
     _events_lock: threading.Lock
     _lease: int
     _rand: Callable[[], float]
+    _clock: Callable[[], float]
 
     def _watch_docker(self) -> None:
         """Subscribe to Docker events, announce the connection, forward events; reconnect with backoff."""
         attempt = 0
         while not self._stopping.is_set():
-            opened = time.monotonic()
+            opened = self._clock()
             try:
                 self._follow_events()
             except DockerError as e:
                 log.log(level(attempt), "%s; reconnecting", e)
                 self.metrics.errors.labels("docker").inc()
                 self._queue.put(DockerLost(str(e)))
-            attempt = 0 if time.monotonic() - opened > 10 else attempt + 1
+            attempt = 0 if self._clock() - opened > 10 else attempt + 1
             self._stopping.wait(self.config.docker_retry(attempt))
 
     def _follow_events(self) -> None:

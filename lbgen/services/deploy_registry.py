@@ -3,14 +3,14 @@ endpoint an agent registered for a container, drain it, and read what each LB no
 
 from __future__ import annotations
 
-import json
 import logging
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.model import Endpoint
-from lbgen.core.schema import decode_endpoint, drain_key, encode_endpoint, parse_key
+from lbgen.core.schema import (decode_endpoint, drain_key, encode_drain_marker, encode_endpoint, endpoints_prefix,
+                                lb_prefix, parse_key)
 from lbgen.errors import InvalidValue, StoreError
 from lbgen.ports import Store
 
@@ -50,7 +50,7 @@ class Registry:
 
     def endpoint(self, service: str, container_id: str) -> Registered | None:
         """The endpoint registered for `container_id` (the agent stores the full id), or None."""
-        for kv in self.store.snapshot(f"{self.prefix}/services/{service}/endpoints/").items:
+        for kv in self.store.snapshot(endpoints_prefix(self.prefix, service)).items:
             ref = parse_key(self.prefix, kv.key)
             if ref is None or ref.kind != "endpoint":
                 continue
@@ -65,7 +65,7 @@ class Registry:
     def lb_revisions(self) -> dict[str, int]:
         """The revision each LB node has applied (`{prefix}/lb/{node}` → JSON with `revision`)."""
         revisions = {}
-        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
+        for kv in self.store.snapshot(lb_prefix(self.prefix)).items:
             ref = parse_key(self.prefix, kv.key)
             if ref is None or ref.kind != "lb":
                 continue
@@ -79,7 +79,7 @@ class Registry:
         """`node/target` → reason, for each LB target holding `service` at an older state (quarantined,
         docs/apply.md): its new endpoints and drains do not reach that LB. Invalid values are skipped."""
         found = {}
-        for kv in self.store.snapshot(f"{self.prefix}/lb/").items:
+        for kv in self.store.snapshot(lb_prefix(self.prefix)).items:
             with suppress(InvalidValue):
                 ref = parse_key(self.prefix, kv.key)
                 held = decode_lb_status(ref.node, kv.value).quarantined if ref and ref.kind == "lb" else []
@@ -89,8 +89,8 @@ class Registry:
     def drain(self, registered: Registered, container_id: str, ttl: float) -> Drained:
         """Mark and zero-weight `registered`; the marker expires after `ttl` seconds at the latest."""
         lease = self.store.grant_lease(max(10, int(ttl) + 1))
-        marker = {"container": container_id, "endpoint": registered.key, "by": "lbgen deploy"}
-        self.store.put(self.drain_key(registered.endpoint.id), json.dumps(marker).encode(), lease=lease)
+        marker = encode_drain_marker(container_id, registered.key)
+        self.store.put(self.drain_key(registered.endpoint.id), marker, lease=lease)
         zero = encode_endpoint(replace(registered.endpoint, weight=0))
         try:
             revision = self.store.put(registered.key, zero, lease=registered.lease)

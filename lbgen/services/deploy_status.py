@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 from lbgen.core.deploy_hosts import assign
 from lbgen.core.deploy_plan import Containers, Deployed, read_all

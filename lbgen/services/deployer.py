@@ -1,4 +1,4 @@
-"""The deploy executor: runs a `Plan` batch by batch as a rolling update (docs/deploy.md).
+"""The deploy executor: runs a `DeployPlan` batch by batch as a rolling update (docs/deploy.md).
 
 Per batch, start-first: start the new replicas → wait until healthy → wait until registered and
 applied by every LB node that reports its revision → drain the old ones (weight 0 + a drain
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 from lbgen.core.deploy_hosts import IMPLICIT, DockerHost
-from lbgen.core.deploy_plan import Batch, Deployed, Plan, Step, read_deployed
+from lbgen.core.deploy_plan import Batch, Deployed, DeployPlan, Step, read_deployed
 from lbgen.core.deploy_spec import LABEL_PROJECT
 from lbgen.core.model import DEFAULT_SERVED_HEALTH
 from lbgen.errors import DeployError, LbgenError, StoreUnavailable
@@ -82,9 +82,9 @@ class Deployer:
     def _docker(self, step: Step) -> Docker:
         return self.dockers[step.host]
 
-    def apply(self, plan: Plan) -> Outcome:
+    def apply(self, plan: DeployPlan) -> Outcome:
         """Run every batch in order; the first failure stops the run (after rolling its batch back)."""
-        started, done = self.clock.now(), []
+        started, done = self.clock.now(), list[Step]()
         unchanged = sum(step.action == "keep" for step in plan.untouched)
         for batch in plan.batches:
             try:

@@ -6,7 +6,8 @@ from typing import Callable, TypeVar
 
 from lbgen.core.deploy_hosts import DockerHost
 from lbgen.errors import DockerError
-from lbgen.ports import ContainerInfo, ContainerSpec, Docker, DockerEvents
+from lbgen.core.values import ContainerInfo, ContainerSpec
+from lbgen.ports import Docker, DockerEvents
 
 T = TypeVar("T")
 

@@ -6,8 +6,8 @@ thread owns the lease and does every registry call: it writes the value when it 
 last one written — at once for the first write and when a problem, an LB's state or a quarantine
 changes, otherwise at most once per `min_interval` (issue 13: a watcher applying 10 changes a second
 wrote 10 status revisions a second, each one sent to every dashboard and stored by etcd until
-compaction); the latest status is always written in the end. It refreshes the lease every TTL/3, retries with a capped backoff while etcd is
-away, and when the lease is lost (etcd away longer than the TTL) takes a new one and writes again.
+compaction); the latest status is always written in the end. It refreshes the lease every TTL/3,
+retries with a capped backoff while etcd is away, and when the lease is lost (etcd away longer than the TTL) takes a new one and writes again.
 The key hangs on the lease, so a node that dies leaves no stale status behind; `stop()` revokes it.
 """
 
@@ -42,9 +42,9 @@ class StatusPublisher:
         targets: Sequence[str],
         ttl: int = 15,
         wall: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
         retry: Callable[[int], float] = lambda attempt: backoff(attempt, random.random(), 0.2, 5.0),
         min_interval: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.key = lb_status_key(prefix, node)
         self._store, self._node, self._ttl, self._wall, self._retry = store, node, ttl, wall, retry

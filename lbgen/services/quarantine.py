@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from lbgen.core.model import Catalog
 from lbgen.core.quarantine import changed_services, checker_reason, find_culprits, hold_services
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError, CommandFailed, LbgenError
-from lbgen.services.watcher_metrics import WatcherMetrics
+
+if TYPE_CHECKING:  # prometheus_client only where metrics are served: not for a one-shot `lbgen render`
+    from lbgen.services.watcher_metrics import WatcherMetrics
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import pytest
 
 from lbgen.adapters.haproxy import HaproxyControl
 from lbgen.adapters.process import SystemClock
-from lbgen.ports import Generation
+from lbgen.core.values import Generation
 from lbgen.services.applier import Applier
 from tests.support.lb import Backend, ConfFor, Lb, get, haproxy_proxy, serves
 

@@ -23,7 +23,8 @@ from lbgen.cli import main
 from lbgen.core.deploy_spec import LABEL_PROJECT
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.schema import decode_endpoint
-from lbgen.ports import ContainerInfo, Store
+from lbgen.core.values import ContainerInfo
+from lbgen.ports import Store
 from lbgen.services.agent import Agent, AgentConfig
 from tests.support.util import wait_until
 

@@ -205,7 +205,7 @@ def test_rolling_update_through_both_lbs_fails_no_request(fleet: Fleet, deploy: 
     with Load(ADDRESS["nginx"], fleet.port) as nginx, Load(ADDRESS["haproxy"], fleet.port) as haproxy:
         code, out = deploy.cli("apply")
         for load in (nginx, haproxy):
-            wait_until(lambda l=load: l.counts.get("version=2", 0) >= 5, 60, "load answered by version 2")
+            wait_until(lambda current=load: current.counts.get("version=2", 0) >= 5, 60, "load answered by version 2")
     print(f"nginx {nginx.counts}; haproxy {haproxy.counts}")
     assert code == 0 and "3 recreated" in out, explain(out)
     # every old replica was stopped only after both nodes applied its drain (no warning, no blind drain)

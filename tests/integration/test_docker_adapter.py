@@ -16,7 +16,7 @@ import pytest
 
 from lbgen.adapters.docker_engine import DockerEngine
 from lbgen.errors import DockerError
-from lbgen.ports import ContainerInfo, ContainerSpec, DockerEvent
+from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent
 from tests.support.docker import DockerdFactory, RunContainer, wait_health
 from tests.support.util import free_port, wait_until
 

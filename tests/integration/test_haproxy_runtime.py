@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.haproxy import cli_query
-from lbgen.ports import Clock, Generation
+from lbgen.core.values import Generation
+from lbgen.ports import Clock
 from lbgen.services.applier import Applier, TargetResult
 from tests.support.haproxy_node import (
     generation,

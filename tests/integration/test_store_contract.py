@@ -21,7 +21,8 @@ from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
-from lbgen.ports import Snapshot, Store, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
+from lbgen.ports import Store
 from tests.support.etcd import EtcdFactory, EtcdServer, WatchReader
 from tests.support.util import free_port, wait_until
 

@@ -26,7 +26,8 @@ from typing import Iterator
 
 import pytest
 
-from lbgen.ports import Watch, WatchEvent
+from lbgen.core.values import WatchEvent
+from lbgen.ports import Watch
 from tests.support.util import free_port, wait_until
 
 ETCD_BINARY = os.environ.get("LBGEN_TEST_ETCD", "/usr/bin/etcd")

@@ -15,7 +15,8 @@ from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.render import render
 from lbgen.core.runtime_plan import ObservedServer, parse_servers_state
 from lbgen.core.settings import Target
-from lbgen.ports import Generation, LbControl
+from lbgen.core.values import Generation
+from lbgen.ports import LbControl
 from lbgen.services.applier import Applier
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.model import Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import Target
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "/lbgen"

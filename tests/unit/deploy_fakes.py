@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
 
 from lbgen.core.deploy_spec import DeploySpec, parse_deploy_spec
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import encode_endpoint
 from lbgen.errors import LeaseLost
-from lbgen.ports import ContainerInfo, ContainerSpec, KeyValue, Snapshot
+from lbgen.core.values import ContainerInfo, KeyValue, Snapshot
+from tests.unit.fakes import FakeClock, FakeDocker, info
+
+__all__ = ["FakeClock", "FakeDocker", "info"]  # kept importable from here: the deploy tests' world
 
 
 def make_spec(project: str = "demo", **web: Any) -> DeploySpec:
@@ -20,37 +23,11 @@ def make_spec(project: str = "demo", **web: Any) -> DeploySpec:
     return parse_deploy_spec({"project": project, "services": {"web": service}}, project)
 
 
-def info(spec: ContainerSpec, cid: str = "", state: str = "running", health: str = "healthy",
-         labels: dict[str, str] | None = None) -> ContainerInfo:
-    """What `docker inspect` would report for a container created from `spec` (`labels` override)."""
-    merged = {**spec.labels, **(labels or {})}
-    return ContainerInfo(
-        id=cid or f"id-{spec.name}", name=spec.name, image=spec.image, state=state, health=health,
-        labels=merged, env=dict(spec.env), network_mode=spec.network_mode,
-    )
-
-
 def deployed(spec: DeploySpec, replica: int, port: int, service: str = "web", **kwargs: Any) -> ContainerInfo:
     """Replica `replica` of `service` on `port`, in sync with `spec` unless labels say otherwise."""
     found = spec.service(service)
     assert found is not None
     return info(found.container_spec(spec.project, replica, port), **kwargs)
-
-
-class FakeClock:
-    """Time moves only when someone sleeps; each sleep lets the fake world take a step (`on_sleep`)."""
-
-    def __init__(self) -> None:
-        self.time = 1000.0
-        self.on_sleep: list[Callable[[], None]] = []
-
-    def now(self) -> float:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        self.time += seconds
-        for hook in self.on_sleep:
-            hook()
 
 
 class FakeStore:
@@ -92,50 +69,6 @@ class FakeStore:
         self.leases.pop(lease, None)
         for key in [k for k, v in self.kv.items() if v.lease == lease]:
             self.delete(key)
-
-
-class FakeDocker:
-    """Containers in a dict. `health(spec, inspections)` scripts each container's health status."""
-
-    def __init__(self, log: list[tuple[str, ...]], health: Callable[[ContainerSpec, int], str] | None = None) -> None:
-        self.log, self.containers, self.specs, self.inspections = log, {}, {}, {}
-        self.health = health or (lambda spec, n: "healthy" if n > 1 else "starting")
-        self.count = 0
-
-    def add(self, container: ContainerInfo) -> None:
-        self.containers[container.id] = container
-
-    def create_and_start(self, spec: ContainerSpec) -> str:
-        self.count += 1
-        cid = f"c{self.count:04d}{spec.name}"
-        self.log.append(("create", spec.name))
-        self.specs[cid] = spec
-        self.add(info(spec, cid, health="starting"))
-        return cid
-
-    def inspect(self, container_id: str) -> ContainerInfo | None:
-        current = self.containers.get(container_id)
-        if current is None or container_id not in self.specs or current.state != "running":
-            return current
-        self.inspections[container_id] = n = self.inspections.get(container_id, 0) + 1
-        health = self.health(self.specs[container_id], n)
-        self.containers[container_id] = replace(current, health=health, state="exited" if health == "exited" else "running")
-        return self.containers[container_id]
-
-    def list_containers(self, label: str | None = None, include_stopped: bool = False) -> list[ContainerInfo]:
-        key, has_value, value = (label or "").partition("=")
-
-        def matches(c: ContainerInfo) -> bool:
-            return not key or (c.labels.get(key) == value if has_value else key in c.labels)
-
-        return [c for c in self.containers.values() if (include_stopped or c.state == "running") and matches(c)]
-
-    def stop(self, container_id: str, timeout: float) -> None:
-        self.log.append(("stop", self.containers[container_id].name))
-        self.containers[container_id] = replace(self.containers[container_id], state="exited")
-
-    def remove(self, container_id: str) -> None:
-        self.log.append(("remove", self.containers.pop(container_id).name))
 
 
 class FakeAgent:

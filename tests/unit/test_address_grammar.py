@@ -3,6 +3,7 @@ name; nothing else reaches a config, even when a decoder is bypassed (defence in
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 
@@ -85,6 +86,19 @@ def test_zones_never_carry_more_than_an_interface_name(value: str) -> None:
         assert re.fullmatch(r"[0-9a-f:.]+(%[A-Za-z0-9_.-]{1,15})?", address)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.from_regex(r"(0|00|01|1[0-9]{0,2}|2[0-9]{0,2}|25[0-9]|[3-9][0-9]{0,2})(\.(0|00|01|1[0-9]{0,2}|2[0-9]{0,2}|25[0-9]|[3-9][0-9]{0,2})){3}",
+                     fullmatch=True))
+def test_dotted_quads_are_taken_exactly_as_ipaddress_takes_them(value: str) -> None:
+    """The direct IPv4 check (issue 13) accepts and normalizes exactly as `ipaddress` does: octets
+    up to 255, no leading zero."""
+    try:
+        expected: str | None = str(ipaddress.IPv4Address(value))
+    except ValueError:
+        expected = None
+    assert normalize_address(value) == expected
+
+
 def _hostile_catalog(address: str) -> Catalog:
     """An endpoint built directly, as a buggy decoder or a future backend might hand it over."""
     endpoint = Endpoint("e1", address, 8000)
@@ -100,7 +114,8 @@ def test_shipped_templates_refuse_an_address_no_decoder_checked(kind: str) -> No
 def test_host_port_refuses_non_canonical_addresses_and_bad_ports() -> None:
     assert host_port("::1", 80) == "[::1]:80"
     assert host_port("db.internal", 5432) == "db.internal:5432"
-    for address, port in [(ZONE_INJECTION, 80), ("2001:DB8::1", 80), ("::1", 0), ("::1", True)] * 2:  # remembered verdicts too
+    refused = [(ZONE_INJECTION, 80), ("2001:DB8::1", 80), ("::1", 0), ("::1", True)]
+    for address, port in refused * 2:  # twice: the remembered verdicts too
         with pytest.raises(UnsafeValue):
             host_port(address, port)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import queue
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,10 +17,12 @@ from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import agent_key, drain_key, encode_endpoint
-from lbgen.errors import DockerError
-from lbgen.ports import ContainerInfo, DockerEvent, PortBinding
+from lbgen.core.values import ContainerInfo, PortBinding
 from lbgen.services.agent import Agent, AgentConfig
 from tests.support.util import wait_until
+from tests.unit.fakes import FakeDocker, FakeEvents
+
+__all__ = ["FakeDocker", "FakeEvents"]  # test_agent_keys and test_agent_presence import them from here
 
 PREFIX = "/lbgen"
 NODE = "host-a"
@@ -44,71 +44,6 @@ def web(n: int, **overrides: object) -> ContainerInfo:
 
 def key(n: int, node: str = NODE) -> str:
     return f"{PREFIX}/services/web/endpoints/{node}.web-{n}.80"
-
-
-class FakeEvents:
-    def __init__(self) -> None:
-        self.items: queue.Queue[object] = queue.Queue()
-
-    def __iter__(self) -> Iterator[DockerEvent]:
-        while (item := self.items.get()) is not None:
-            if isinstance(item, Exception):
-                raise item
-            yield item  # type: ignore[misc]
-
-    def close(self) -> None:
-        self.items.put(None)
-
-
-class FakeDocker:
-    """Containers in a dict; events go to every open stream; `down` makes every call fail."""
-
-    def __init__(self, *containers: ContainerInfo) -> None:
-        self.containers = {c.id: c for c in containers}
-        self.down = False
-        self.streams: list[FakeEvents] = []
-        self.lock = threading.Lock()
-
-    def _check(self) -> None:
-        if self.down:
-            raise DockerError("docker: cannot connect to the Docker daemon")
-
-    def events(self) -> FakeEvents:
-        self._check()
-        stream = FakeEvents()
-        with self.lock:
-            self.streams.append(stream)
-        return stream
-
-    def list_containers(self, label: str | None = None, include_stopped: bool = False) -> list[ContainerInfo]:
-        self._check()
-        return [c for c in self.containers.values() if c.state == "running"]
-
-    def inspect(self, container_id: str) -> ContainerInfo | None:
-        self._check()
-        return self.containers.get(container_id)
-
-    def run(self, info: ContainerInfo, action: str = "start") -> None:
-        self.containers[info.id] = info
-        self.emit(DockerEvent("container", action, info.id, time.time(), info.name))
-
-    def kill(self, info: ContainerInfo) -> None:
-        self.containers[info.id] = replace(info, state="exited")
-        self.emit(DockerEvent("container", "die", info.id, time.time(), info.name))
-
-    def emit(self, event: object) -> None:
-        with self.lock:
-            for stream in self.streams:
-                stream.items.put(event)
-
-    def break_streams(self) -> None:
-        with self.lock:
-            streams, self.streams = self.streams, []
-        for stream in streams:
-            stream.items.put(DockerError("docker events: the stream ended"))
-
-    def close(self) -> None:
-        pass
 
 
 def endpoints(store: MemoryStore) -> dict[str, dict[str, object]]:

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.core.schema import agent_key
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 from tests.unit.test_agent import (  # noqa: F401 (fixtures)
     NODE, PREFIX, FakeDocker, Running, endpoints, key, stale, start, store, wait_for, web,
 )

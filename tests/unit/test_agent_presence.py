@@ -15,7 +15,7 @@ from lbgen.core.backoff import jittered
 from lbgen.core.overview import build_overview, overview_to_dict
 from lbgen.core.schema import agent_key, parse_key
 from lbgen.errors import InvalidValue
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 from lbgen.services.agent import Agent, AgentConfig
 from tests.unit.test_agent import (  # noqa: F401 (fixtures)
     NODE, OPTIONS, PREFIX, FakeDocker, Running, leases, start, store, wait_for, web,

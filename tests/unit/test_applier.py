@@ -17,7 +17,7 @@ from lbgen.adapters.files import LocalFiles, lkg_path
 from lbgen.adapters.process import SubprocessRunner
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError, CommandFailed
-from lbgen.ports import CommandResult, Generation
+from lbgen.core.values import CommandResult, Generation
 from lbgen.services.applier import Applier
 
 OLD, NEW = "backend old;\n", "backend new;\n"

@@ -30,3 +30,92 @@ def test_core_module_does_no_io(module: Path) -> None:
 
 def test_core_has_modules() -> None:
     assert len(list(CORE.glob("*.py"))) >= 3
+
+
+# --- The import graph (issue 11): no circle, and imports point only down the layers ---------------
+
+PACKAGE = CORE.parent
+LAYERS = {"core": 0, "errors": 0, "ports": 1, "adapters": 2, "services": 3, "cli": 4, "__main__": 4}
+# Exceptions, each to be removed by the change that ends it (never add one). None left: the value
+# types moved from ports.py to lbgen.core.values, and etcd_watch takes its store as a Protocol.
+UPWARD_EXCEPTIONS: set[tuple[str, str]] = set()
+CIRCLE_EXCEPTIONS: list[set[str]] = []
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _import_graph() -> dict[str, set[str]]:
+    """Every lbgen module → the lbgen modules it imports (anywhere in the file)."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+    def resolve(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                found.update(resolve(a.name) for a in node.names if a.name.startswith("lbgen."))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("lbgen"):
+                found.update(resolve(f"{node.module}.{a.name}") for a in node.names)
+        graph[name] = found - {name, "lbgen", ""}
+    return graph
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    return LAYERS.get(parts[1]) if len(parts) > 1 else None
+
+
+def _circles(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[set[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = set()
+            while (w := stack.pop()) != v:
+                component.add(w)
+            if component:
+                found.append(component | {v})
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_no_import_circle() -> None:
+    circles = _circles(_import_graph())
+    assert [c for c in circles if c not in CIRCLE_EXCEPTIONS] == []
+    assert [c for c in CIRCLE_EXCEPTIONS if c not in circles] == [], "a listed circle is gone: drop it from the list"
+
+
+def test_imports_point_down_the_layers() -> None:
+    graph = _import_graph()
+    upward = {(m, d) for m, deps in graph.items() for d in deps
+              if None not in (_layer(m), _layer(d)) and _layer(d) > _layer(m)}  # type: ignore[operator]
+    assert upward - UPWARD_EXCEPTIONS == set(), "a lower layer imports a higher one: core < ports < adapters < ..."
+    assert UPWARD_EXCEPTIONS - upward == set(), "a listed exception is gone: drop it from the list"
+
+
+def test_the_graph_check_sees_a_circle() -> None:
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+    assert _circles({"a": {"b"}, "b": set()}) == []

@@ -13,14 +13,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lbgen.cli import main
-from lbgen.core.bounded import MAX_DEPTH, MAX_ITEMS, MAX_VALUE_BYTES, QUOTE_CHARS, load_json, quote
+from lbgen.core.bounded import (
+    MAX_DEPTH,
+    MAX_ITEMS,
+    MAX_VALUE_BYTES,
+    QUOTE_CHARS,
+    _standard_json,
+    check_depth,
+    check_lengths,
+    load_json,
+    quote,
+)
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.discovery import json_field
 from lbgen.core.lb_status import decode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.core.schema import decode_endpoint, decode_spec
 from lbgen.errors import InvalidValue
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 DEEP = b"[" * 1000 + b"]" * 1000  # 2 KB: raised RecursionError in every reader before the bounds
@@ -193,3 +203,49 @@ def test_registry_put_refuses_a_bad_value_in_one_short_line(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("Error: /lbgen/services/web/spec: ") and len(err) < 300, err[:400]
     assert not (tmp_path / "r.yaml").exists()
+
+
+def _standard_library_reader(raw: bytes) -> Any:
+    """`load_json` as it was before the msgspec fast path: the reference for every outcome."""
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InvalidValue(f"value of {len(raw)} bytes: the limit is {MAX_VALUE_BYTES}")
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise InvalidValue(f"not UTF-8: {e.reason} at byte {e.start}") from e
+    check_depth(text)
+    value = _standard_json(text)
+    check_lengths(value)
+    return value
+
+
+def _outcome(read: Callable[[bytes], Any], raw: bytes) -> str:
+    try:
+        return f"value {type(read(raw)).__name__} {read(raw)!r}"
+    except InvalidValue as e:
+        return f"refused: {e}"
+
+
+NUMBERS = st.from_regex(r"-?(0|[1-9][0-9]{0,4500})(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,4})?", fullmatch=True)
+ODD = st.sampled_from([r'"\ud800"', r'"\udc00x"', "1e400", "-1e400", "1e-400", "NaN", "[Infinity]", "-0", "-0.0",
+                       "18446744073709551616", "\ufeff{}", '{"a":1,"a":2}', '"\t"', "[1,]", " [] "])
+
+
+@PROPERTY
+@given(raw=RAW | NUMBERS.map(str.encode) | ODD.map(str.encode)
+       | st.lists(NUMBERS | ODD, max_size=4).map(lambda items: f"[{','.join(items)}]".encode()))
+def test_the_fast_decoder_accepts_and_refuses_exactly_as_the_standard_library(raw: bytes) -> None:
+    """msgspec's decoder is only a fast path (issue 13): every input gives the same value, of the
+    same types, or the same rejection message as `json.loads` with the bounds."""
+    assert _outcome(load_json, raw) == _outcome(_standard_library_reader, raw)
+
+
+@pytest.mark.parametrize("count", [MAX_ITEMS - 1, MAX_ITEMS, MAX_ITEMS + 1])
+def test_the_item_limit_holds_at_its_edge_with_few_commas_elsewhere(count: int) -> None:
+    """Lengths are checked only when the text has MAX_ITEMS commas: a list of MAX_ITEMS + 1 has them."""
+    raw = json.dumps({"a": [0] * count}, separators=(",", ":")).encode()
+    if count > MAX_ITEMS:
+        with pytest.raises(InvalidValue, match=f"a list of {count} items"):
+            load_json(raw)
+    else:
+        assert load_json(raw) == {"a": [0] * count}

@@ -1,11 +1,12 @@
 """The catalog reducer: snapshot then events give the same catalog as a fresh snapshot."""
 
+import gc
 import json
 
 import pytest
 
 from lbgen.core.catalog import CatalogState, catalog_from_snapshot
-from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 
 P = "/lbgen"
 
@@ -91,3 +92,19 @@ def test_a_badly_named_key_under_services_is_rejected_not_invisible(key: str, wh
 @pytest.mark.parametrize("key", [f"{P}/lb/node-1", f"{P}/drain/x", f"{P}/other/thing", "/elsewhere/services/wéb/spec"])
 def test_keys_outside_services_are_not_rejected(key: str) -> None:
     assert CatalogState(P).load(Snapshot(1, (KeyValue(key, b"{}", 1),))) == []
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["enabled", "disabled-by-caller"])
+def test_loading_leaves_the_cycle_collector_as_it_found_it(enabled: bool) -> None:
+    """The collector is paused only while a snapshot loads (issue 13), even when a value is refused."""
+    snapshot = Snapshot(revision=3, items=(KeyValue("/lbgen/services/web/spec", b'{"listen": 80}', 3),
+                                           KeyValue("/lbgen/services/web/endpoints/e1", b"{", 3)))
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        state = CatalogState("/lbgen")
+        assert len(state.load(snapshot)) == 1
+        state.catalog()
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()

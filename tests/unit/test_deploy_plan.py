@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from lbgen.core.deploy_plan import Plan, plan_deploy, plan_removal
+from lbgen.core.deploy_plan import DeployPlan, plan_deploy, plan_removal
 from lbgen.errors import ConfigError
 from tests.unit.deploy_fakes import deployed, make_spec
 
@@ -14,7 +14,7 @@ OLD = make_spec(env={"VERSION": "1"})
 STALE = {"lbgen.deploy.config-hash": "0ld"}
 
 
-def _batches(plan: Plan) -> list[list[tuple[str, str, int, int]]]:
+def _batches(plan: DeployPlan) -> list[list[tuple[str, str, int, int]]]:
     """Each batch as (action, replica, old port, new port)."""
     return [
         [(s.action, s.subject, s.old.port if s.old else 0, s.port) for s in batch.steps] for batch in plan.batches

@@ -11,7 +11,7 @@ import pytest
 from lbgen.core.deploy_plan import plan_deploy, plan_removal
 from lbgen.core.deploy_spec import DeploySpec
 from lbgen.errors import DeployError, DockerError
-from lbgen.ports import ContainerSpec
+from lbgen.core.values import ContainerSpec
 from lbgen.services.deploy_registry import Registry
 from lbgen.services.deploy_status import replica_status
 from lbgen.services.deployer import Deployer
@@ -53,7 +53,7 @@ class World:
 
 def make_world(health: Callable[[ContainerSpec, int], str] | None = None, registry: bool = True) -> World:
     world = World()
-    world.docker = FakeDocker(world.log, health)
+    world.docker = FakeDocker(log=world.log, health=health)
     reporter = type("R", (), {"progress": staticmethod(world.progress_call)})()
     if registry:
         world.store = FakeStore(world.log)

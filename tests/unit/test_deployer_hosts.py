@@ -32,7 +32,7 @@ class Fleet:
     def __init__(self, agent_b: tuple[str, str] = ("host-b", "127.0.0.3")) -> None:
         self.log: list[tuple[str, ...]] = []
         self.clock, self.store = FakeClock(), FakeStore(self.log)
-        self.dockers = {"host-a": FakeDocker(self.log), "host-b": FakeDocker(self.log)}
+        self.dockers = {"host-a": FakeDocker(log=self.log), "host-b": FakeDocker(log=self.log)}
         agents = [FakeAgent(self.dockers["host-a"], self.store, node="host-a", address="127.0.0.2"),
                   FakeAgent(self.dockers["host-b"], self.store, node=agent_b[0], address=agent_b[1])]
         self.clock.on_sleep += [a.tick for a in agents] + [FakeLB(self.store).tick]
@@ -88,7 +88,7 @@ class Down:
 def test_an_unreachable_host_is_named_and_the_policy_says_whether_the_others_go_on(
         policy: str, capsys: pytest.CaptureFixture[str]) -> None:
     wanted = spec("1", on_host_error=policy)
-    dockers: Any = {"host-a": FakeDocker([]), "host-b": HostDocker(wanted.host("host-b"), Down())}  # type: ignore[arg-type]
+    dockers: Any = {"host-a": FakeDocker(log=[]), "host-b": HostDocker(wanted.host("host-b"), Down())}  # type: ignore[arg-type]
     if policy == "stop":
         with pytest.raises(DockerError) as raised:
             cli._containers(dockers, wanted)
@@ -99,7 +99,7 @@ def test_an_unreachable_host_is_named_and_the_policy_says_whether_the_others_go_
     assert list(found) == ["host-a"] and list(unreachable) == ["host-b"]
     assert "warning: host host-b (unix:///b.sock): docker list" in capsys.readouterr().out
     with pytest.raises(DockerError, match=r"^1 host\(s\) left out, unreachable: host-b$"):
-        cli._execute({"host-a": FakeDocker([])}, None, plan_deploy(wanted, found, unreachable=unreachable),
+        cli._execute({"host-a": FakeDocker(log=[])}, None, plan_deploy(wanted, found, unreachable=unreachable),
                       wanted, unreachable)
 
 

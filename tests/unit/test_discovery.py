@@ -19,7 +19,7 @@ from lbgen.core.discovery import (
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import encode_endpoint
 from lbgen.errors import InvalidValue
-from lbgen.ports import ContainerInfo, KeyValue, PortBinding
+from lbgen.core.values import ContainerInfo, KeyValue, PortBinding
 
 PREFIX = "/lbgen"
 OPTIONS = DiscoveryOptions(node="host-a", host_ip="10.0.0.5")

@@ -14,7 +14,7 @@ import requests
 
 from lbgen.adapters.docker_engine import DockerEngine, container_info, describe, docker_event, restart_policy
 from lbgen.errors import ConfigError, DockerError
-from lbgen.ports import ContainerSpec, PortBinding
+from lbgen.core.values import ContainerSpec, PortBinding
 
 BRIDGE_INSPECT: dict[str, Any] = {
     "Id": "c0ffee" * 10 + "abcd",

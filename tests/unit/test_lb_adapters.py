@@ -10,7 +10,7 @@ from lbgen.adapters.files import name_candidates
 from lbgen.adapters.haproxy import parse_show_proc
 from lbgen.adapters.nginx import shadow_main_config
 from lbgen.errors import ApplyError, CommandFailed
-from lbgen.ports import Generation
+from lbgen.core.values import Generation
 
 SHOW_PROC_26 = """#<PID>          <type>          <reloads>       <uptime>        <version>
 7541            master          2 [failed: 1]   0d00h10m13s     2.6.12-1+deb12u4

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
-from lbgen.ports import WatchEvent
-
-
-@dataclass
-class FakeClock:
-    t: float = 1000.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
+from lbgen.core.values import WatchEvent
+from tests.unit.fakes import FakeClock
 
 
 def drain(store: MemoryStore, prefix: str, start: int) -> list[WatchEvent]:
@@ -101,9 +90,9 @@ def test_lease_keys_vanish_when_the_clock_passes_the_ttl_in_one_change() -> None
     store.put("/p/a", b"1", lease=lease)
     store.put("/p/b", b"2", lease=lease)
     watch = store.watch("/p/", 0)
-    clock.t += 9.9
+    clock.time += 9.9
     assert store.get("/p/a") is not None
-    clock.t += 0.2
+    clock.time += 0.2
     store.expire_leases()
     watch.cancel()
     assert list(watch) == [[WatchEvent("delete", "/p/a", b"", 4), WatchEvent("delete", "/p/b", b"", 4)]]
@@ -119,7 +108,7 @@ def test_keep_alive_extends_a_lease_and_revoke_deletes_its_keys() -> None:
     lease = store.grant_lease(10)
     store.put("/p/a", b"1", lease=lease)
     for _ in range(3):
-        clock.t += 8
+        clock.time += 8
         assert store.keep_alive(lease) == 10
     assert store.get("/p/a") is not None
     store.revoke_lease(lease)
@@ -132,7 +121,7 @@ def test_overwriting_a_key_without_lease_detaches_it_from_the_lease() -> None:
     lease = store.grant_lease(5)
     store.put("/p/a", b"1", lease=lease)
     store.put("/p/a", b"2")
-    clock.t += 6
+    clock.time += 6
     assert store.get("/p/a") is not None
 
 

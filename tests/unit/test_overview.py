@@ -12,7 +12,7 @@ from lbgen.cli import main
 from lbgen.cli.status import format_overview, table
 from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
 from lbgen.core.overview import build_overview, overview_to_dict
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 P = "/lbgen"
 NOW = 1700000100.0

@@ -4,7 +4,7 @@ after an outage, newest first and bounded."""
 from __future__ import annotations
 
 from lbgen.core.recent_changes import MAX_KEY, Change, between, change_dict, from_events, remember
-from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 
 
 def snap(revision: int, *items: tuple[str, int]) -> Snapshot:

@@ -6,12 +6,23 @@ import pytest
 
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import (
+    absolute_key,
+    agent_key,
     decode_endpoint,
     decode_spec,
+    drain_key,
+    drain_prefix,
+    encode_drain_marker,
     encode_endpoint,
     endpoint_key,
+    endpoints_prefix,
+    lb_prefix,
+    lb_status_key,
     normalize_prefix,
     parse_key,
+    registry_root,
+    services_prefix,
+    spec_key,
 )
 from lbgen.errors import InvalidValue
 
@@ -92,3 +103,33 @@ def test_keys() -> None:
     assert normalize_prefix("lbgen/") == "/lbgen"
     with pytest.raises(InvalidValue):
         endpoint_key("/lbgen", "web", "../x")
+
+
+@pytest.mark.parametrize("key, prefix, kind", [
+    (spec_key("/p", "web"), services_prefix("/p"), "spec"),
+    (endpoint_key("/p", "web", "h.web.1"), endpoints_prefix("/p", "web"), "endpoint"),
+    (lb_status_key("/p", "lb-1"), lb_prefix("/p"), "lb"),
+    (drain_key("/p", "h.web.1"), drain_prefix("/p"), "drain"),
+    (agent_key("/p", "h"), registry_root("/p"), "agent"),
+], ids=["spec", "endpoint", "lb", "drain", "agent"])
+def test_every_built_key_is_parsed_back_under_its_prefix(key: str, prefix: str, kind: str) -> None:
+    """The one place that builds keys and the one that parses them agree (issue 11)."""
+    assert key.startswith(prefix) and key.startswith(registry_root("/p"))
+    assert parse_key("/p", key).kind == kind
+
+
+def test_unchecked_keys_keep_bad_names_for_the_catalog_to_reject() -> None:
+    assert spec_key("/p", "wéb", checked=False) == "/p/services/wéb/spec"
+    assert endpoint_key("/p", "a;b", "x", checked=False) == "/p/services/a;b/endpoints/x"
+    assert parse_key("/p", spec_key("/p", "wéb", checked=False)) is None
+    with pytest.raises(InvalidValue):
+        spec_key("/p", "wéb")
+    with pytest.raises(InvalidValue):
+        endpoints_prefix("/p", "a/b")
+
+
+def test_absolute_key_and_drain_marker() -> None:
+    assert absolute_key("/p", "services/web/spec") == "/p/services/web/spec"
+    assert absolute_key("/p", "/q/x") == "/q/x"
+    marker = json.loads(encode_drain_marker("c1", "/p/k"))
+    assert marker == {"container": "c1", "endpoint": "/p/k", "by": "lbgen deploy"}

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
+from lbgen.adapters.process import SystemClock
 from lbgen.core.registry_url import RegistryUrl
 from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
 from lbgen.errors import ApplyError
@@ -65,14 +66,6 @@ class RecordingApplier:
     @property
     def last(self) -> str:
         return self.passes[-1]["lb"] if self.passes else ""
-
-
-class SystemClock:
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
 
 
 def endpoint(port: int) -> bytes:

@@ -21,8 +21,10 @@ from typing import Any, Callable
 from lbgen.core.backoff import backoff
 from lbgen.core.overview import build_overview, status_document
 from lbgen.core.recent_changes import Change, between, change_dict, from_events, remember
+from lbgen.core.schema import registry_root
 from lbgen.errors import Compacted, StoreError
-from lbgen.ports import Snapshot, Store, Watch, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
+from lbgen.ports import Store, Watch
 from lbgen.services.dashboard.hub import Hub
 
 log = logging.getLogger(__name__)
@@ -95,7 +97,7 @@ class FleetFeed:
         attempt = 0
         while not self._stopping.is_set():
             try:
-                self._load(self._store.snapshot(f"{self._prefix}/"))
+                self._load(self._store.snapshot(registry_root(self._prefix)))
                 attempt = 0
                 self._follow()
             except Compacted as e:
@@ -116,7 +118,7 @@ class FleetFeed:
 
     def _follow(self) -> None:
         assert self._snapshot is not None
-        self._watch = watch = self._store.watch(f"{self._prefix}/", self._snapshot.revision + 1)
+        self._watch = watch = self._store.watch(registry_root(self._prefix), self._snapshot.revision + 1)
         try:
             if not self._stopping.is_set():
                 for events in watch:
@@ -131,7 +133,7 @@ class FleetFeed:
         with self._lock:
             seen = self._snapshot.revision if self._snapshot else 0
         if max(e.revision for e in events) > seen:
-            snapshot = self._store.snapshot(f"{self._prefix}/")
+            snapshot = self._store.snapshot(registry_root(self._prefix))
             with self._lock:
                 self._snapshot = snapshot
             self._publish_status()
