@@ -5,7 +5,7 @@ does every registry write. Producer threads only post messages to its queue: Doc
 names a container to re-inspect), lease keep-alive failures, and a resync timer. Events are
 triggers, never state: the consumer re-inspects, recomputes the desired endpoints with the pure
 `discovery` core and writes only the difference. Bursts coalesce because the consumer drains the
-whole queue before each reconciliation. (Producers: `agent_producers`; own-keys reads:
+whole queue before each reconciliation. (Producers and metrics: `agent_producers`; own-keys reads:
 `agent_keys`; the presence value: `agent_presence`.)
 
 Outages: a failed Docker call keeps the last known containers and retries; a failed etcd call keeps
@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from lbgen.core.agent_status import encode_agent_status
 from lbgen.core.discovery import (
@@ -41,10 +41,11 @@ from lbgen.core.schema import agent_key, drain_prefix, parse_key, services_prefi
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.core.values import ContainerInfo, KeyValue
 from lbgen.ports import Docker, DockerEvents, Store
-from lbgen.services.agent_producers import (STOP, AgentProducers, ContainerChanged, DockerConnected, DockerLost,
-                                            LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
+from lbgen.services.agent_producers import (STOP, AgentMetrics, AgentProducers, ContainerChanged, DockerConnected,
+                                            DockerLost, LeaseExpired, Resync, RetryDelay, jittered_backoff, level)
 from lbgen.services.agent_keys import previous_lease, read_new_keys, read_own_keys
 from lbgen.services.agent_presence import Presence
+from lbgen.services.lease_keeper import LeaseKeeper
 from lbgen.services.metrics import Health
 
 log = logging.getLogger(__name__)
@@ -60,26 +61,6 @@ class AgentConfig:
     keep_on_exit: bool = False
     store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
     docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
-
-
-class AgentMetrics:
-    """The agent's Prometheus series, on an injected registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        ns = "lbgen_agent"
-        self.containers = Gauge(f"{ns}_containers", "Running containers seen on this host", registry=registry)
-        self.endpoints = Gauge(f"{ns}_endpoints", "Endpoints this node has registered", registry=registry)
-        self.skipped = Gauge(f"{ns}_skipped_containers", "Containers skipped for bad labels", registry=registry)
-        self.reconciliations = Counter(f"{ns}_reconciliations", "Reconciliations run", registry=registry)
-        self.writes = Counter(f"{ns}_writes", "Registry writes", ["op"], registry=registry)
-        self.errors = Counter(f"{ns}_errors", "Errors by kind", ["kind"], registry=registry)
-        self.lease_held = Gauge(f"{ns}_lease_held", "1 while the node's lease is held", registry=registry)
-        self.lease_grants = Counter(f"{ns}_lease_grants", "Leases granted", registry=registry)
-        self.docker_up = Gauge(f"{ns}_docker_up", "1 while the Docker daemon answers", registry=registry)
-        for op in ("put", "delete"):
-            self.writes.labels(op)
-        for kind in ("docker", "etcd", "lease", "bad_label", "conflict"):
-            self.errors.labels(kind)
 
 
 class Agent(AgentProducers):
@@ -107,8 +88,8 @@ class Agent(AgentProducers):
         self._events: DockerEvents | None = None
         self._events_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        # Consumer-owned state. `_lease` is also read (never written) by the keep-alive thread.
-        self._lease = 0
+        # Consumer-owned state; the keeper's thread only reads the lease.
+        self.keeper = LeaseKeeper(store, config.ttl, f"agent {config.options.node}", clock)
         self._containers: dict[str, ContainerInfo] = {}
         self._dirty: set[str] = set()
         self._need_listing = True
@@ -127,7 +108,8 @@ class Agent(AgentProducers):
         """Start the producers, then reconcile on every batch of messages until stopped."""
         node, prefix, ttl = self.config.options.node, self.config.prefix, self.config.ttl
         log.info("agent %s starting: prefix %s, lease TTL %ss", node, prefix, ttl)
-        producers = {"docker-events": self._watch_docker, "keepalive": self._keep_alive, "resync": self._resync_timer}
+        self.keeper.start("agent-keepalive", self._lease_lost, self._keep_alive_failed, self._kept_alive)
+        producers = {"docker-events": self._watch_docker, "resync": self._resync_timer}
         for name, target in producers.items():
             thread = threading.Thread(target=target, name=f"agent-{name}", daemon=True)
             thread.start()
@@ -154,29 +136,30 @@ class Agent(AgentProducers):
         """Stop the producers; revoke the lease only on a clean stop: an agent that fails (a bug, or
         something it read) leaves its endpoints to expire with the lease, or to its restart."""
         self.stop()
+        self.keeper.stop()
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._lease and not revoke:
-            log.error("agent failed: keeping this node's endpoints (they expire within %ss)", self.config.ttl)
-        elif self._lease and self.config.keep_on_exit:
-            log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over",
-                     self.config.ttl)
-        elif self._lease:
+        lease, ttl = self.keeper.lease, self.config.ttl
+        if lease and not revoke:
+            log.error("agent failed: keeping this node's endpoints (they expire within %ss)", ttl)
+        elif lease and self.config.keep_on_exit:
+            log.info("keeping this node's endpoints: they expire within %ss unless a new agent takes them over", ttl)
+        elif lease:
             try:
                 self._release()
             except StoreError as e:
-                log.warning("could not revoke lease %x (keys expire within %ss): %s", self._lease, self.config.ttl, e)
+                log.warning("could not revoke lease %x (keys expire within %ss): %s", lease, ttl, e)
         self.metrics.lease_held.set(0)
 
     def _release(self) -> None:
         """Revoke the lease, which deletes every key on it in one revision; then delete whatever of this
         node's keys survived (none on etcd; a file registry's leases hold nothing)."""
-        self.store.revoke_lease(self._lease)
-        if self.store.lease_keys(self._lease) is None:  # the scan is for a file registry only
+        lease = self.keeper.revoke()
+        if self.store.lease_keys(lease) is None:  # the scan is for a file registry only
             prefix, node = self.config.prefix, self.config.options.node
             for key in owned_keys(self.store.snapshot(services_prefix(prefix)).items, prefix, node):
                 self.store.delete(key)
-        log.info("revoked lease %x: this node's endpoints are gone", self._lease)
+        log.info("revoked lease %x: this node's endpoints are gone", lease)
 
     # --- consumer ----------------------------------------------------------------------------
 
@@ -201,7 +184,7 @@ class Agent(AgentProducers):
                 self._need_listing = True
             case DockerLost(reason=reason):
                 self._docker_down(reason)
-            case LeaseExpired(lease=lease) if lease == self._lease:
+            case LeaseExpired(lease=lease) if lease == self.keeper.lease:
                 log.warning("lease %x is lost (etcd away longer than %ss?): re-registering", lease, self.config.ttl)
                 self.metrics.errors.labels("lease").inc()
                 self._drop_lease()
@@ -248,11 +231,11 @@ class Agent(AgentProducers):
         status = self.presence.due()
         if status is None:
             return
-        if not self._lease:
+        if not self.keeper.lease:
             self._grant_lease()
         self._previous()  # before this write moves the presence key off a previous run's lease
         self.store.put(agent_key(self.config.prefix, self.config.options.node), encode_agent_status(status),
-                       lease=self._lease)
+                       lease=self.keeper.lease)
         self.presence.written(status)
 
     def _previous(self) -> int:
@@ -315,20 +298,19 @@ class Agent(AgentProducers):
 
     def _sync(self, desired: Mapping[str, Endpoint]) -> None:
         """Make etcd hold exactly `desired` for this node, on the current lease."""
-        if not self._lease:
-            self._grant_lease()
+        lease = self.keeper.lease or self._grant_lease()
         prefix, node = self.config.prefix, self.config.options.node
         if self._registered is None:
-            leases = (self._lease, self._previous())
+            leases = (lease, self._previous())
             self._registered = read_own_keys(self.store, prefix, node, leases, desired)
         else:
             read_new_keys(self.store, desired, self._registered)
-        changes = plan(desired, self._registered.values(), prefix, node, self._lease)
+        changes = plan(desired, self._registered.values(), prefix, node, lease)
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
-            revision = self.store.put(key, value, lease=self._lease)
+            revision = self.store.put(key, value, lease=lease)
             verb = "updated" if key in self._registered else "registered"
-            self._registered[key] = KeyValue(key, value, revision, self._lease)
+            self._registered[key] = KeyValue(key, value, revision, lease)
             self.metrics.writes.labels("put").inc()
             self._log_put(verb, key, desired[key])
         for key in changes.deletes:
@@ -343,16 +325,16 @@ class Agent(AgentProducers):
         self.metrics.endpoints.set(registered)
         self.presence.counts(len(self._containers), registered)
 
-    def _grant_lease(self) -> None:
-        self._lease = self.store.grant_lease(self.config.ttl)
+    def _grant_lease(self) -> int:
+        lease = self.keeper.grant()
         self._registered = None
         self.presence.written(None)
         self.metrics.lease_grants.inc()
         self.metrics.lease_held.set(1)
-        log.info("granted lease %x (TTL %ss)", self._lease, self.config.ttl)
+        return lease
 
     def _drop_lease(self) -> None:
-        self._lease = 0
+        self.keeper.drop()
         self._registered = None
         self.metrics.lease_held.set(0)
 
@@ -391,7 +373,7 @@ class Agent(AgentProducers):
         log.info(
             "%s %s -> %s:%d (container %s %s, health %s, lease %x)",
             verb, _short(self.config.prefix, key), endpoint.address, endpoint.port,
-            container.name if container else "?", endpoint.container[:12], endpoint.health, self._lease,
+            container.name if container else "?", endpoint.container[:12], endpoint.health, self.keeper.lease,
         )
 
 

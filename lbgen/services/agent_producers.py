@@ -1,8 +1,9 @@
-"""The agent's producer threads and the messages they post (docs/agent.md, "How it stays right").
+"""The agent's metrics, its producer threads and the messages they post (docs/agent.md, "How it stays right").
 
 Producers never touch the agent's state: they post to the consumer's queue. The Docker event
-reader (subscribe, then the consumer lists), the lease keep-alive (every TTL/3) and the resync
-timer (its interval jittered ±20 % by an injected random, so a fleet's resyncs spread out).
+reader (subscribe, then the consumer lists), the lease keeper's keep-alive thread (every TTL/3,
+`lease_keeper`; its callbacks are here) and the resync timer (its interval jittered ±20 % by an
+injected random, so a fleet's resyncs spread out).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
 from lbgen.core.backoff import backoff, jittered
-from lbgen.errors import DockerError, LeaseLost, StoreError
+from lbgen.errors import DockerError, StoreError
 from lbgen.ports import Docker, DockerEvents, Store
 
 log = logging.getLogger("lbgen.services.agent")
@@ -61,20 +64,39 @@ class Resync:
 STOP = object()
 
 
+class AgentMetrics:
+    """The agent's Prometheus series, on an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        ns = "lbgen_agent"
+        self.containers = Gauge(f"{ns}_containers", "Running containers seen on this host", registry=registry)
+        self.endpoints = Gauge(f"{ns}_endpoints", "Endpoints this node has registered", registry=registry)
+        self.skipped = Gauge(f"{ns}_skipped_containers", "Containers skipped for bad labels", registry=registry)
+        self.reconciliations = Counter(f"{ns}_reconciliations", "Reconciliations run", registry=registry)
+        self.writes = Counter(f"{ns}_writes", "Registry writes", ["op"], registry=registry)
+        self.errors = Counter(f"{ns}_errors", "Errors by kind", ["kind"], registry=registry)
+        self.lease_held = Gauge(f"{ns}_lease_held", "1 while the node's lease is held", registry=registry)
+        self.lease_grants = Counter(f"{ns}_lease_grants", "Leases granted", registry=registry)
+        self.docker_up = Gauge(f"{ns}_docker_up", "1 while the Docker daemon answers", registry=registry)
+        for op in ("put", "delete"):
+            self.writes.labels(op)
+        for kind in ("docker", "etcd", "lease", "bad_label", "conflict"):
+            self.errors.labels(kind)
+
+
 class AgentProducers:
     """The producer half of `lbgen.services.agent.Agent`, which sets these attributes."""
 
     store: Store
     docker: Docker
     config: Any
-    metrics: Any
+    metrics: AgentMetrics
     health: Any
     presence: Any
     _queue: queue.Queue[object]
     _stopping: threading.Event
     _events: DockerEvents | None
     _events_lock: threading.Lock
-    _lease: int
     _rand: Callable[[], float]
     _clock: Callable[[], float]
 
@@ -109,30 +131,20 @@ class AgentProducers:
                 self._events = None
             stream.close()
 
-    def _keep_alive(self) -> None:
-        """Refresh the current lease every TTL/3; report a lost lease to the consumer."""
-        failing = 0
-        while not self._stopping.wait(self.config.ttl / 3):
-            lease = self._lease
-            if not lease:
-                continue
-            try:
-                self.store.keep_alive(lease)
-            except LeaseLost:
-                self.metrics.lease_held.set(0)
-                self._queue.put(LeaseExpired(lease))
-            except StoreError as e:
-                log.log(level(failing), "%s", e)
-                failing += 1
-                self.metrics.errors.labels("etcd").inc()
-                self.health.down("etcd", str(e))
-                self.presence.error(str(e))
-            else:
-                if failing:
-                    log.info("lease %x kept alive again after %d failed keep-alives", lease, failing)
-                failing = 0
-                self.metrics.lease_held.set(1)
-                self.health.up("etcd")
+    # The lease keeper's callbacks, on its keep-alive thread (`lbgen.services.lease_keeper`).
+
+    def _lease_lost(self, lease: int) -> None:
+        self.metrics.lease_held.set(0)
+        self._queue.put(LeaseExpired(lease))
+
+    def _keep_alive_failed(self, error: StoreError) -> None:
+        self.metrics.errors.labels("etcd").inc()
+        self.health.down("etcd", str(error))
+        self.presence.error(str(error))
+
+    def _kept_alive(self) -> None:
+        self.metrics.lease_held.set(1)
+        self.health.up("etcd")
 
     def _resync_timer(self) -> None:
         while not self._stopping.wait(self.resync_delay()):

@@ -2,7 +2,7 @@
 
 The watcher's consumer hands every status snapshot to `StatusPublisher.update`, which only stores
 it and wakes the publisher thread: a slow or absent etcd never delays a render. The publisher
-thread owns the lease and does every registry call: it writes the value when it differs from the
+thread does every registry call and drives the lease (`lease_keeper`): it writes the value when it differs from the
 last one written — at once for the first write and when a problem, an LB's state or a quarantine
 changes, otherwise at most once per `min_interval` (issue 13: a watcher applying 10 changes a second
 wrote 10 status revisions a second, each one sent to every dashboard and stored by etcd until
@@ -26,6 +26,7 @@ from lbgen.core.lb_status import LbStatus, TargetStatus, applied_revision, encod
 from lbgen.core.schema import lb_status_key
 from lbgen.errors import LeaseLost, StoreError
 from lbgen.ports import Store
+from lbgen.services.lease_keeper import LeaseKeeper
 from lbgen.services.watcher import WatcherStatus
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class StatusPublisher:
         min_interval: float = 1.0,
     ) -> None:
         self.key = lb_status_key(prefix, node)
-        self._store, self._node, self._ttl, self._wall, self._retry = store, node, ttl, wall, retry
+        self._store, self._node, self._wall, self._retry = store, node, wall, retry
+        self._keeper = LeaseKeeper(store, ttl, self.key, clock)
         self._min_interval, self._clock = min_interval, clock
         self._targets = {name: TargetStatus() for name in targets}
         self._latest = WatcherStatus()
@@ -56,8 +58,6 @@ class StatusPublisher:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Owned by the publisher thread.
-        self._lease = 0
-        self._kept_at = 0.0
         self._written: LbStatus | None = None
         self._written_at = 0.0
 
@@ -78,17 +78,17 @@ class StatusPublisher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        if self._lease and (self._thread is None or not self._thread.is_alive()):
+        if self._keeper.lease and (self._thread is None or not self._thread.is_alive()):
             try:
                 if (status := self._current()) != self._written:
                     self._write(status)
             except StoreError as e:
                 log.debug("%s: final status not written: %s", self.key, e)
-        if self._lease:
-            try:
-                self._store.revoke_lease(self._lease)
-            except StoreError as e:
-                log.warning("could not revoke lease %x (%s expires within %ss): %s", self._lease, self.key, self._ttl, e)
+        try:
+            self._keeper.revoke()
+        except StoreError as e:
+            log.warning("could not revoke lease %x (%s expires within %ss): %s", self._keeper.lease, self.key,
+                        self._keeper.ttl, e)
 
     def _run(self) -> None:
         failures = 0
@@ -97,7 +97,7 @@ class StatusPublisher:
                 wait = self.step()
             except LeaseLost as e:
                 log.warning("%s: %s; taking a new lease and publishing again", self.key, e)
-                self._lease = 0
+                self._keeper.drop()
                 continue
             except StoreError as e:
                 log.log(logging.WARNING if failures == 0 else logging.DEBUG, "publishing %s: %s; retrying", self.key, e)
@@ -115,14 +115,10 @@ class StatusPublisher:
         status when it is due, keep the lease alive when due; returns how long to sleep until the
         next of these. Tests drive it with an injected clock."""
         now = self._clock()
-        if not self._lease:
-            self._lease, self._kept_at, self._written = self._store.grant_lease(self._ttl), now, None
-            log.info("%s: granted lease %x (TTL %ss)", self.key, self._lease, self._ttl)
-        interval = self._ttl / 3
-        if now - self._kept_at >= interval:
-            self._store.keep_alive(self._lease)
-            self._kept_at = now
-        wait = max(0.0, self._kept_at + interval - now)
+        if not self._keeper.lease:
+            self._keeper.grant()
+            self._written = None
+        wait = self._keeper.tick()
         status = self._current()
         if status == self._written:
             return wait
@@ -135,7 +131,7 @@ class StatusPublisher:
 
     def _write(self, status: LbStatus) -> None:
         revision = self._store.put(self.key, encode_lb_status(replace(status, updated_at=self._wall())),
-                                   lease=self._lease)
+                                   lease=self._keeper.lease)
         self._written = status
         log.debug("%s: published at revision %s (applied revision %s)", self.key, revision, status.revision)
 
