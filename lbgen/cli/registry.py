@@ -15,7 +15,7 @@ from typing import Any, Callable, TypeVar
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.bounded import load_json
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
-from lbgen.core.lb_status import decode_lb_status
+from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.schema import absolute_key, decode_endpoint, decode_spec, parse_key, registry_root
 from lbgen.errors import InvalidValue, LbgenError, UsageError

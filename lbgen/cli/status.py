@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.behind import COMPACTED, revisions_to_count
-from lbgen.core.lb_status import TargetStatus
+from lbgen.core.lb_node_status import TargetStatus
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.overview import AgentView, LbView, Overview, age, build_overview, quarantines, status_document
 from lbgen.core.schema import registry_root, services_prefix

@@ -31,7 +31,7 @@ from lbgen.core.schema import check_name
 from lbgen.core.settings import Settings, Target
 from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
-from lbgen.services.lb_status import StatusPublisher
+from lbgen.services.status_publisher import StatusPublisher
 from lbgen.services.metrics import metrics_routes
 from lbgen.services.watcher import Watcher
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from lbgen.core.bounded import quote
-from lbgen.core.lb_status import MAX_ERROR, load_node_value
+from lbgen.core.lb_node_status import MAX_ERROR, load_node_value
 from lbgen.core.schema import check_int, check_text, check_time
 from lbgen.errors import InvalidValue
 

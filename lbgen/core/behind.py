@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from lbgen.core.lb_status import decode_lb_status
+from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.schema import parse_key, services_prefix
 from lbgen.errors import InvalidValue
 from lbgen.core.values import Snapshot

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from lbgen.core.agent_status import AgentStatus, agent_problems, decode_agent_status
 from lbgen.core.behind import CHANGED, COMPACTED, History, history_of
 from lbgen.core.catalog import Rejected, catalog_from_snapshot
-from lbgen.core.lb_status import LbStatus, decode_lb_status
+from lbgen.core.lb_node_status import LbStatus, decode_lb_status
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
 from lbgen.core.schema import endpoint_key, parse_key
 from lbgen.errors import InvalidValue

@@ -7,7 +7,7 @@ import logging
 from contextlib import suppress
 from dataclasses import dataclass, replace
 
-from lbgen.core.lb_status import decode_lb_status
+from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import (decode_endpoint, drain_key, encode_drain_marker, encode_endpoint, endpoints_prefix,
                                 lb_prefix, parse_key)

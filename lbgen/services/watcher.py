@@ -118,7 +118,7 @@ class Watcher:
         self._watch = None
         self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
         self._lanes = self._make_lanes(applier, states)
-        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.lb_status)
+        self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.status_publisher)
 
     def _make_lanes(self, applier: Applier, states: AppliedStates | None) -> dict[str, Lane]:
         """One apply lane per LB (`Applier.lane_key`); their work, and the applied-state saver."""

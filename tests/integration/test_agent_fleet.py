@@ -16,7 +16,7 @@ from lbgen.cli import main
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.core.agent_status import AgentStatus, decode_agent_status
-from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, encode_lb_status
 from lbgen.core.schema import agent_key, lb_status_key
 from lbgen.services.agent import Agent, AgentConfig
 from tests.integration.test_agent import (  # noqa: F401 (fixtures)

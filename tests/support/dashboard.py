@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, encode_lb_status
 from tests.support.etcd import EtcdServer
 from tests.support.lbgen_proc import LbgenProcess, LbgenProcesses
 from tests.support.util import free_port, wait_until

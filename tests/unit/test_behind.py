@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli import main
 from lbgen.core.behind import COMPACTED, DELETED, History, revisions_to_count
-from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, encode_lb_status
 from lbgen.core.schema import lb_status_key
 from lbgen.errors import Compacted
 

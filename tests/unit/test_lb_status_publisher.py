@@ -10,9 +10,9 @@ from typing import Callable, Iterator
 import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
-from lbgen.core.lb_status import LbStatus, decode_lb_status
+from lbgen.core.lb_node_status import LbStatus, decode_lb_status
 from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
-from lbgen.services.lb_status import StatusPublisher
+from lbgen.services.status_publisher import StatusPublisher
 from lbgen.services.watcher import Watcher, WatcherStatus
 from tests.unit.test_watcher import RecordingApplier, SystemClock, endpoint, key
 

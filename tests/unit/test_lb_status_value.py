@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from lbgen.core.lb_status import LbStatus, TargetStatus, applied_revision, decode_lb_status, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, applied_revision, decode_lb_status, encode_lb_status
 from lbgen.errors import InvalidValue
 
 STATUS = LbStatus(

@@ -11,7 +11,7 @@ import pytest
 from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import write_atomic
 from lbgen.adapters.memory_store import MemoryStore
-from lbgen.services.lb_status import StatusPublisher
+from lbgen.services.status_publisher import StatusPublisher
 from tests.support.util import wait_until
 
 

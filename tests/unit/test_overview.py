@@ -10,7 +10,7 @@ import pytest
 
 from lbgen.cli import main
 from lbgen.cli.status import format_overview, table
-from lbgen.core.lb_status import LbStatus, TargetStatus, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, encode_lb_status
 from lbgen.core.overview import build_overview, overview_to_dict
 from lbgen.core.values import KeyValue, Snapshot
 

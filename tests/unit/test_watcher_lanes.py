@@ -11,7 +11,7 @@ import pytest
 
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.cli.status import format_overview
-from lbgen.core.lb_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.core.values import KeyValue, Snapshot
 from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait

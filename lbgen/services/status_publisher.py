@@ -7,7 +7,8 @@ last one written — at once for the first write and when a problem, an LB's sta
 changes, otherwise at most once per `min_interval` (issue 13: a watcher applying 10 changes a second
 wrote 10 status revisions a second, each one sent to every dashboard and stored by etcd until
 compaction); the latest status is always written in the end. It refreshes the lease every TTL/3,
-retries with a capped backoff while etcd is away, and when the lease is lost (etcd away longer than the TTL) takes a new one and writes again.
+retries with a capped backoff while etcd is away, and when the lease is lost (etcd away longer
+than the TTL) takes a new one and writes again.
 The key hangs on the lease, so a node that dies leaves no stale status behind; `stop()` revokes it.
 """
 
@@ -22,7 +23,7 @@ from typing import Callable, Sequence
 
 from lbgen import __version__
 from lbgen.core.backoff import backoff
-from lbgen.core.lb_status import LbStatus, TargetStatus, applied_revision, encode_lb_status
+from lbgen.core.lb_node_status import LbStatus, TargetStatus, applied_revision, encode_lb_status
 from lbgen.core.schema import lb_status_key
 from lbgen.errors import LeaseLost, StoreError
 from lbgen.ports import Store
