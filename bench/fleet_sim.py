@@ -19,8 +19,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from lbgen.adapters import etcd_store
-from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
+from lbgen.adapters import etcd_connection
+from lbgen.adapters.etcd_connection import EtcdConfig, EtcdConnection
+from lbgen.adapters.etcd_store import EtcdStore
 from lbgen.core.discovery import DiscoveryOptions
 from lbgen.errors import DockerError, StoreUnavailable
 from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent
@@ -34,8 +35,8 @@ OWN_CONNECTION = ("grpc.use_local_subchannel_pool", 1)
 def own_connections() -> None:
     """gRPC shares one connection between channels to the same address unless told otherwise; a
     real agent has a connection of its own, so each simulated one gets its own too."""
-    if OWN_CONNECTION not in etcd_store.GRPC_OPTIONS:
-        etcd_store.GRPC_OPTIONS = (*etcd_store.GRPC_OPTIONS, OWN_CONNECTION)
+    if OWN_CONNECTION not in etcd_connection.GRPC_OPTIONS:
+        etcd_connection.GRPC_OPTIONS = (*etcd_connection.GRPC_OPTIONS, OWN_CONNECTION)
 
 
 class SimEvents:
@@ -114,18 +115,30 @@ class SimDocker:
         pass
 
 
-class FleetStore(EtcdStore):
-    """An agent's `EtcdStore`; after `power_off()` every call fails as if the host were gone."""
+class PoweredConnection(EtcdConnection):
+    """An agent's etcd connection; once `powered` is False every call fails as if the host were gone."""
 
     powered = True
 
-    def power_off(self) -> None:
-        self.powered = False
-
-    def _call(self, op: str, fn: Any) -> Any:
+    def call(self, op: str, fn: Any) -> Any:
         if not self.powered:
             raise StoreUnavailable(f"etcd: {op}: simulated host is powered off")
-        return super()._call(op, fn)
+        return super().call(op, fn)
+
+
+class FleetStore(EtcdStore):
+    """An agent's `EtcdStore` on a `PoweredConnection`: after `power_off()` every call fails."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self.power = PoweredConnection(config)
+        super().__init__(config, connection=self.power)
+
+    @property
+    def powered(self) -> bool:
+        return self.power.powered
+
+    def power_off(self) -> None:
+        self.power.powered = False
 
 
 @dataclass

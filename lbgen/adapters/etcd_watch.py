@@ -14,15 +14,16 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator
+
+# etcd_connection first: it sets GRPC_ENABLE_FORK_SUPPORT before grpc is imported.
+from lbgen.adapters.etcd_connection import EtcdConnection, WatchStream
+from lbgen.core.values import WatchEvent
+from lbgen.errors import Compacted, StoreError, StoreUnavailable
 
 import grpc
 from pyetcd import etcdrpc, utils
 from pyetcd.etcdrpc import kv_pb2
-
-from lbgen.errors import Compacted, StoreError, StoreUnavailable
-from lbgen.core.values import WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -30,33 +31,13 @@ _END = object()  # the request iterator's "half-close" and the consumer's "cance
 _PUT = kv_pb2.Event.EventType.Value("PUT")
 
 
-@dataclass(frozen=True)
-class WatchStream:
-    """An open gRPC watch call and the endpoint it runs on."""
-
-    endpoint: str
-    call: Any  # grpc's streaming call: an iterator of WatchResponse with cancel()
-
-
-class StreamSource(Protocol):
-    """What a watch needs from its store (`EtcdStore`): a stream on a live member, and a broken
-    stream reported back so the next one goes elsewhere. A Protocol, so this module does not import
-    the store that imports it (issue 11: no import circle)."""
-
-    name: str
-
-    def open_watch_stream(self, request_iterator: object) -> WatchStream: ...
-
-    def stream_failed(self, endpoint: str, error: BaseException) -> str: ...
-
-
 class EtcdWatch:
     """Event batches under a prefix from a start revision (see `lbgen.ports.Watch`). With nothing
     received for `probe_interval` s, a progress request must be answered within `probe_timeout` s."""
 
-    def __init__(self, store: StreamSource, prefix: str, start_revision: int, probe_interval: float,
+    def __init__(self, connection: EtcdConnection, prefix: str, start_revision: int, probe_interval: float,
                  probe_timeout: float) -> None:
-        self._store = store
+        self._connection = connection
         self._probe = probe_interval, probe_timeout
         self.prefix = prefix
         self.start_revision = start_revision
@@ -88,7 +69,7 @@ class EtcdWatch:
             key=key, range_end=utils.prefix_range_end(key), start_revision=self.start_revision
         )
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
-        self._stream = self._store.open_watch_stream(self._request_iterator())
+        self._stream = self._connection.open_watch_stream(self._request_iterator())
         self._reader = threading.Thread(
             target=self._read, args=(self._stream,), name=f"etcd-watch {self.prefix}", daemon=True
         )
@@ -138,7 +119,7 @@ class EtcdWatch:
             raise item
         if isinstance(item, grpc.RpcError):
             assert self._stream is not None
-            raise self._unavailable(self._store.stream_failed(self._stream.endpoint, item)) from item
+            raise self._unavailable(self._connection.stream_failed(self._stream.endpoint, item)) from item
         response: Any = item
         if response.compact_revision:
             raise Compacted(self.start_revision, int(response.compact_revision))
@@ -150,7 +131,7 @@ class EtcdWatch:
         return batch
 
     def _unavailable(self, why: str) -> StoreUnavailable:
-        endpoint = self._stream.endpoint if self._stream else self._store.name
+        endpoint = self._stream.endpoint if self._stream else self._connection.name
         log.warning("etcd %s: watch %r after revision %s: %s", endpoint, self.prefix, self.last_revision, why)
         return StoreUnavailable(f"etcd {endpoint}: watch {self.prefix!r}: {why}")
 

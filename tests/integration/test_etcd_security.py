@@ -55,7 +55,7 @@ def test_password_auth_survives_an_etcd_restart_and_a_wrong_password_is_refused(
     store.put("/auth/a", b"1")
     server.stop()  # simple tokens live in etcd's memory: the restart invalidates ours
     server.start()
-    with caplog.at_level(logging.INFO, logger="lbgen.adapters.etcd_store"):
+    with caplog.at_level(logging.INFO, logger="lbgen.adapters.etcd_connection"):
         assert store.get("/auth/a") is not None
     assert "auth token rejected" in caplog.text, "the old token was still accepted: the test proves nothing"
     store.close()

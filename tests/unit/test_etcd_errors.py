@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import grpc
 import pytest
 from pyetcd import exceptions as etcd_exceptions
 
-from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore, describe, grpc_options, is_unavailable, rotated
+from lbgen.adapters.etcd_connection import EtcdConfig, describe, grpc_options, is_unavailable, rotated
+from lbgen.adapters.etcd_store import EtcdStore
 
 
 class FakeRpcError(grpc.RpcError):
@@ -63,3 +70,24 @@ def test_each_store_starts_its_failover_order_at_its_own_offset() -> None:
     assert rotated("abc", 5) == ["c", "a", "b"]
     firsts = {rotated("abc", None)[0] for _ in range(200)}
     assert firsts == {"a", "b", "c"}
+
+
+@pytest.mark.parametrize("module", ["lbgen.adapters.etcd_watch", "lbgen.adapters.etcd_store"])
+def test_grpc_fork_support_is_off_before_grpc_is_imported(module: str) -> None:
+    """The bounded render forks; gRPC's fork support would restart its threads in every child.
+    The variable only counts if it is set before grpc's first import, whichever etcd module comes first."""
+    probe = textwrap.dedent(f"""
+        import os, sys
+        class Check:
+            def find_spec(self, name, path=None, target=None):
+                if name == "grpc":
+                    print("fork support:", os.environ.get("GRPC_ENABLE_FORK_SUPPORT"), flush=True)
+                return None
+        sys.meta_path.insert(0, Check())
+        import {module}
+        """)
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}
+    result = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-500:]
+    assert result.stdout.splitlines()[:1] == ["fork support: false"]
