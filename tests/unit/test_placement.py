@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import random
 import zlib
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.placement import place, previous_slots
 from lbgen.core.render import render
@@ -104,3 +108,32 @@ def test_previous_slots_reads_servers_by_address_and_skips_placeholders() -> Non
     now = Catalog(1, (Service("web", {}, (Endpoint("a", "10.0.0.1", 80), Endpoint("b", "::1", 81),
                                           Endpoint("c", "10.0.0.9", 80))),))
     assert previous_slots(text, now) == {"web": {"a": 3, "b": 2}}
+
+
+def random_catalog(ids: list[str]) -> Catalog:
+    endpoints = tuple(Endpoint(i, f"10.0.{n // 250}.{n % 250 + 1}", 8080) for n, i in enumerate(sorted(ids)))
+    return Catalog(1, (Service("web", {"listen": 80}, endpoints),))
+
+
+def slot_of(text: str, catalog: Catalog) -> dict[str, int]:
+    return previous_slots(text, catalog).get("web", {})
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["live-file", "render-in-flight"])
+def test_bounded_renderer_keeps_live_endpoints_in_their_slots(tmp_path: Path, written: bool) -> None:
+    """30 trials with random ids (the issue's case: 15 of 30 moved a live endpoint before)."""
+    rng = random.Random(11)
+    for trial in range(30):
+        renderer = BoundedRenderer()
+        target = dataclasses.replace(TARGET, dest=str(tmp_path / f"haproxy{trial}.cfg"))
+        ids = [f"{rng.getrandbits(64):016x}" for _ in range(rng.randint(2, 9))]
+        first = random_catalog(ids)
+        text = renderer.render(TEMPLATE, first, target, DEFAULT_SERVED_HEALTH)
+        if written:
+            Path(target.dest).write_text(text, encoding="utf-8")
+        ids.pop(rng.randrange(len(ids)))
+        ids.append(f"{rng.getrandbits(64):016x}")
+        second = random_catalog(ids)
+        after = slot_of(renderer.render(TEMPLATE, second, target, DEFAULT_SERVED_HEALTH), second)
+        before = slot_of(text, second)
+        assert before and all(after[i] == n for i, n in before.items()), (trial, before, after)
