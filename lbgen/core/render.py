@@ -232,7 +232,8 @@ def render(
 class InProcessRenderer:
     """`lbgen.ports.Renderer` in the calling process, unbounded: for tests and benchmarks.
 
-    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`.
+    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`, which
+    also reads the live HAProxy slots back (issue 11); this one reads nothing: hash placement.
     """
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
