@@ -24,6 +24,7 @@ from lbgen.core.model import Catalog
 _LINE_RE = re.compile(r"^backend[ \t]+'?([^'\s]+)'?[ \t]*$|^[ \t]+server[ \t]+slot(\d+)[ \t]+(\S+)|^\S",
                       re.MULTILINE)
 _PLACEHOLDER_ADDR = "127.0.0.1:1"
+MAX_KEPT_SLOT = 65_536
 
 
 def place(ids: Sequence[str], minimum: int, previous: Mapping[str, int] | None = None) -> list[str | None]:
@@ -31,7 +32,11 @@ def place(ids: Sequence[str], minimum: int, previous: Mapping[str, int] | None =
 
     `previous`: endpoint id → slot number (one-based) from the live config; ids not in `ids` left.
     """
-    kept = {i: previous[i] - 1 for i in ids if previous and previous.get(i, 0) > 0}
+    # A slot past both 65,536 and 4x what the endpoints need (a hand-edited `slot999999999`) is not
+    # kept: it would make the backend that large. Its endpoint is placed anew; nothing else moves.
+    # A real scale-down (64 replicas to 1, the survivor in slot 60) stays well inside the bound.
+    most = max(MAX_KEPT_SLOT, 4 * slot_count(len(ids), minimum))
+    kept = {i: previous[i] - 1 for i in ids if previous and 0 < previous.get(i, 0) <= most}
     kept = _without_clashes(kept)
     count = slot_count(max(len(ids), max(kept.values(), default=-1) + 1), minimum)
     placed: list[str | None] = [None] * count

@@ -137,3 +137,11 @@ def test_bounded_renderer_keeps_live_endpoints_in_their_slots(tmp_path: Path, wr
         after = slot_of(renderer.render(TEMPLATE, second, target, DEFAULT_SERVED_HEALTH), second)
         before = slot_of(text, second)
         assert before and all(after[i] == n for i, n in before.items()), (trial, before, after)
+
+
+def test_a_far_out_slot_from_a_hand_edited_config_is_not_kept() -> None:
+    """`slot999999999` in the live file must not make the backend a billion slots long."""
+    placed = place(["a", "b"], 4, {"a": 999_999_999, "b": 2})
+    assert len(placed) == 4 and placed[1] == "b" and "a" in placed
+    scaled_down = place(["z"], 4, {"z": 60})  # 64 replicas to 1: the survivor stays in slot 60
+    assert len(scaled_down) == 64 and scaled_down[59] == "z"
