@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from typing import Callable, NoReturn
 
 from lbgen.core.layout import ServiceView, service_views, slots
+from lbgen.adapters.live_slots import LiveSlots
 from lbgen.core.model import Catalog
+from lbgen.core.placement import Assignment
 from lbgen.core.render import compiled, render
 from lbgen.core.settings import Target
 from lbgen.errors import RenderLimit, TemplateError
@@ -61,6 +63,7 @@ class BoundedRenderer:
         self._render_fn = render_fn  # None: `lbgen.core.render.render`, given the views made before the fork
         self._children: set[int] = set()  # renders in progress (one per thread that renders)
         self._closed = False
+        self._live = LiveSlots()  # where the live config has each endpoint: kept there (issue 11)
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
         """The text `render_fn` returns in the child; `TemplateError` for anything else."""
@@ -70,10 +73,11 @@ class BoundedRenderer:
         # Done here, they stay cached in this process: the child reuses the compiled template and the
         # service views instead of redoing them at every render (syntax errors are raised here too).
         compiled(source, target)
-        views = _warm(catalog, target, served_health)
+        previous = self._live.previous(target, catalog)
+        views = _warm(catalog, target, served_health, previous)
         render_fn = self._render_fn
         if render_fn is None:
-            render_fn = functools.partial(render, views=views)
+            render_fn = functools.partial(render, views=views, previous_slots=previous)
         read_fd, write_fd = os.pipe()
         _PIPES.update((read_fd, write_fd))
         _widen_pipe(read_fd)
@@ -95,7 +99,9 @@ class BoundedRenderer:
             if problem is not None:  # still running, or about to be: no one else will end it
                 _kill(pid)
             status = os.waitpid(pid, 0)[1]
-        return _outcome(target, data, problem, status)
+        text = _outcome(target, data, problem, status)
+        self._live.rendered(target, text)
+        return text
 
     def close(self) -> None:
         """Kill the render in progress (it raises `TemplateError`) and refuse later ones."""
@@ -129,17 +135,19 @@ class BoundedRenderer:
             chunks.append(chunk)
 
 
-def _warm(catalog: Catalog, target: Target, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
+def _warm(catalog: Catalog, target: Target, served_health: frozenset[str],
+          previous: Assignment | None) -> tuple[ServiceView, ...]:
     """Compute here what the layout helpers remember between renders (`lbgen.core.layout` memos):
     the service views (handed to the child as they are: walking the memo there would copy its
-    pages), and for haproxy targets the server slots at `vars.min_slots` (as the default template
-    asks for them). Linear in the catalog, whatever the template does; at 10,000 services this
-    saves the child about 0.1 s and, for HAProxy, 30 MiB per render (bench/render_bench.py)."""
+    pages), and for haproxy targets the server slots at `vars.min_slots` keeping the `previous`
+    ones (as the default template asks for them). Linear in the catalog, whatever the template
+    does; at 10,000 services this saves the child about 0.1 s and, for HAProxy, 30 MiB per render
+    (bench/render_bench.py)."""
     views = service_views(catalog, served_health)
     minimum = target.vars.get("min_slots", 4)
     if target.kind == "haproxy" and type(minimum) is int and 0 < minimum <= 1024:
         for view in views:
-            slots(view, minimum)
+            slots(view, minimum, previous.get(view.name) if previous else None)
     return views
 
 

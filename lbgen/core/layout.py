@@ -9,12 +9,12 @@ site as in nginx-proxy #107), and how HAProxy server slots are filled (issue 7).
 from __future__ import annotations
 
 import functools
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
 
 from lbgen.core.model import Catalog, Endpoint, Service
+from lbgen.core.placement import place
 from lbgen.core.schema import PATH_RE, is_hostname, normalize_address
 
 T = TypeVar("T")
@@ -307,44 +307,36 @@ PLACEHOLDER_ADDRESS = "127.0.0.1"
 PLACEHOLDER_PORT = 1
 
 
-def slot_count(endpoints: int, minimum: int) -> int:
-    """The next power of two at or above `endpoints`, and at least `minimum` (issue 7)."""
-    count = max(1, minimum)
-    while count < endpoints:
-        count *= 2
-    return count
-
-
 @functools.lru_cache(maxsize=4096)
 def _free_slot(number: int) -> Slot:
     placeholder = host_port(PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT)
     return Slot(_slot_name(number), PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT, 1, False, "", placeholder)
 
 
-def slots(service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
+def slots(service: ServiceView, minimum: int = 4, previous: Mapping[str, int] | None = None
+          ) -> tuple[Slot, ...]:
     """Fixed server slots for a backend, so endpoint changes can go through the Runtime API.
 
     Every registered endpoint takes a slot; the served ones are enabled, the others (unhealthy,
     starting, weight 0) are rendered `disabled`, and the remaining slots are disabled placeholders.
-    Slot names are `slot1..slotN`. An endpoint's slot is picked from a hash of its id (the next
-    free one on a collision, endpoints placed in id order), not from its rank: adding or removing
-    one endpoint leaves the others where they are, so such a change touches one server through the
-    Runtime API (and a leaving endpoint can be drained in place) instead of shifting every slot.
+    Slot names are `slot1..slotN`. `previous` (endpoint id → slot number, from the live config:
+    `lbgen.core.placement.previous_slots`) keeps every surviving endpoint in its slot, so a change
+    touches only the servers that changed, through the Runtime API; new endpoints take the slot a
+    hash of their id picks (the next free one on a collision), never one by rank.
     """
-    return _MEMOS.slots.get(service, minimum, lambda: _slots(service, minimum))
+    key = (minimum, tuple(sorted(previous.items())) if previous else ())
+    return _MEMOS.slots.get(service, key, lambda: _slots(service, minimum, previous))
 
 
-def _slots(service: ServiceView, minimum: int) -> tuple[Slot, ...]:
+def _slots(service: ServiceView, minimum: int, previous: Mapping[str, int] | None) -> tuple[Slot, ...]:
     served = {e.id for e in service.endpoints}
-    count = slot_count(len(service.all_endpoints), minimum)
-    placed: list[Endpoint | None] = [None] * count
-    for endpoint in service.all_endpoints:
-        index = zlib.crc32(endpoint.id.encode()) % count  # stable across processes, unlike hash()
-        while placed[index] is not None:
-            index = (index + 1) % count
-        placed[index] = endpoint
+    by_id = {e.id: e for e in service.all_endpoints}
+    placed = place([e.id for e in service.all_endpoints], minimum, previous)
     return tuple(
-        _free_slot(number) if e is None else
-        Slot(_slot_name(number), e.address, e.port, e.weight, e.id in served, e.id, host_port(e.address, e.port))
-        for number, e in enumerate(placed, start=1)
+        _free_slot(number) if i is None else _slot(number, by_id[i], i in served)
+        for number, i in enumerate(placed, start=1)
     )
+
+
+def _slot(number: int, e: Endpoint, enabled: bool) -> Slot:
+    return Slot(_slot_name(number), e.address, e.port, e.weight, enabled, e.id, host_port(e.address, e.port))

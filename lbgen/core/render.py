@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import re
 from types import TracebackType
+from collections.abc import Mapping
 from typing import Any
 
 import jinja2
@@ -143,9 +144,18 @@ def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
     )
     env.filters.update(nginx=nginx_quote, haproxy=haproxy_quote, hostport=hostport)
     env.globals.update(
-        layout=layout, slots=slots, haproxy_rules=haproxy_rules, default_backend=default_backend
+        layout=layout, slots=_template_slots, haproxy_rules=haproxy_rules, default_backend=default_backend
     )
     return env
+
+
+@jinja2.pass_context
+def _template_slots(context: jinja2.runtime.Context, service: lay.ServiceView, minimum: int = 4
+                    ) -> tuple[lay.Slot, ...]:
+    """`slots(service, minimum)` as templates call it: each live endpoint stays in the slot the
+    context's `previous_slots` (service → endpoint id → slot number) gives it."""
+    previous = context.get("previous_slots") or {}
+    return slots(service, minimum, previous.get(service.name))
 
 
 _ENVIRONMENTS = {True: _environment(True), False: _environment(False)}
@@ -190,6 +200,7 @@ def render(
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH,
     name: str | None = None,
     views: tuple[lay.ServiceView, ...] | None = None,
+    previous_slots: Mapping[str, Mapping[str, int]] | None = None,
 ) -> str:
     """Render `source` for `target` with the documented context (docs/templates.md).
 
@@ -198,6 +209,8 @@ def render(
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
     `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
     renderer computes them before the fork, so its child does not walk, and copy, the memo).
+    `previous_slots`: where the live config has each endpoint (`lbgen.core.placement`), so that
+    `slots()` keeps it there.
     """
     name = name or target.template
     template = compiled(source, target, name)
@@ -205,6 +218,7 @@ def render(
         "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
+        "previous_slots": previous_slots or {},
     }
     try:
         return template.render(context)
@@ -218,7 +232,8 @@ def render(
 class InProcessRenderer:
     """`lbgen.ports.Renderer` in the calling process, unbounded: for tests and benchmarks.
 
-    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`.
+    `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`, which
+    also reads the live HAProxy slots back (issue 11); this one reads nothing: hash placement.
     """
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:

@@ -5,12 +5,14 @@ the worker that started is the worker that is still serving."""
 from __future__ import annotations
 
 import json
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
 
+from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.lb_node import build_applier
@@ -19,7 +21,7 @@ from lbgen.core.schema import endpoint_key, spec_key
 from lbgen.core.settings import GUARD_OFF, Settings, Wait
 from lbgen.services.watcher import Watcher
 from tests.support.etcd import EtcdServer
-from tests.support.haproxy_node import TEMPLATE, generation, node_target, web_config
+from tests.support.haproxy_node import TEMPLATE, generation, node_target, servers, web_config
 from tests.support.lb import Backend, ConfFor, Lb, get, serves
 from tests.support.util import wait_until
 
@@ -65,3 +67,41 @@ def test_endpoints_put_and_deleted_in_etcd_are_served_without_a_reload(
     finally:
         watcher.stop()
         thread.join(10)
+
+
+def test_with_random_ids_the_watcher_keeps_surviving_endpoints_in_their_slots(
+    store: EtcdStore, etcd_server: EtcdServer, etcd_prefix: str,
+    haproxy_lb: Callable[[ConfFor], Lb], backend: Callable[[str], Backend],
+) -> None:
+    """Issue 11, as `lbgen watch` runs (the bounded renderer reads the live slots back)."""
+    rng = random.Random(2026)
+    ids = {b.port: f"{rng.getrandbits(64):016x}" for b in (backend(f"b{i}") for i in range(4))}
+    lb = haproxy_lb(lambda lb_dir, port: web_config(lb_dir, port, {}))
+    store.put(spec_key(etcd_prefix, "web"), json.dumps({"listen": lb.port}).encode())
+    for port, endpoint_id in ids.items():
+        value = json.dumps({"address": "127.0.0.1", "port": port}).encode()
+        store.put(endpoint_key(etcd_prefix, "web", endpoint_id), value)
+    target = replace(node_target(lb.dir), template="haproxy.cfg.j2")
+    settings = Settings(registry=parse_registry_url(etcd_server.url), targets=(target,), prefix=etcd_prefix,
+                        wait=Wait(0, 0), guard=GUARD_OFF)
+    watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=lambda path: TEMPLATE,
+                      renderer=BoundedRenderer())
+    thread = threading.Thread(target=watcher.run, name="watcher", daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(in_service(lb)) == 4, 10.0, "four endpoints in service")
+        before, was = generation(lb.dir), in_service(lb)
+        for leaving in rng.sample(sorted(ids), 2):
+            store.delete(endpoint_key(etcd_prefix, "web", ids.pop(leaving)))
+            wait_until(lambda: leaving not in in_service(lb), 10.0, f"endpoint on port {leaving} gone")
+            assert in_service(lb) == {p: was[p] for p in ids}, "the others keep their slots"
+        assert generation(lb.dir) == before, "no new worker: the changes went through the runtime API"
+        assert watcher.status.failures == {}
+    finally:
+        watcher.stop()
+        thread.join(10)
+
+
+def in_service(lb: Lb) -> dict[int, str]:
+    """Backend port → slot name of the servers not in maintenance (`show servers state web`)."""
+    return {s.port: name for name, s in servers(lb.dir).items() if not s.admin & 1}

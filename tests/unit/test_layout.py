@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 
 from lbgen.core.layout import (
-    Slot, default_backend, haproxy_rules, layout, service_views, slot_count, slots,
+    Slot, default_backend, haproxy_rules, layout, service_views, slots,
 )
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
+from lbgen.core.placement import slot_count
 
 
 def views(**specs: dict[str, Any]) -> tuple:

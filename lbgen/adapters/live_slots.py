@@ -1,0 +1,56 @@
+"""Where the live HAProxy config has each endpoint, so the next render keeps it there (issue 11).
+
+Read from the target's dest file (re-read only when its size or mtime changes), overlaid with the
+last text rendered for the target: a render that is still on its way to the LB (the lanes apply
+after the watcher renders) has placed new endpoints that the next render must not move either.
+That text is parsed only when it differs from the live file (0.25 s at 100,000 endpoints).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from lbgen.core.model import Catalog
+from lbgen.core.placement import Assignment, Servers, assign, overlay, server_slots
+from lbgen.core.settings import Target
+
+_StatKey = tuple[int, int, int]
+
+
+class LiveSlots:
+    """Per haproxy target: the live file's server slots and those of the last render."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[_StatKey, str, Servers]] = {}  # dest → (stat key, text, servers)
+        self._rendered: dict[str, str] = {}  # target → its last rendered text
+        self._lock = threading.Lock()  # lanes render quarantine probes from their own threads
+
+    def previous(self, target: Target, catalog: Catalog) -> Assignment | None:
+        """Endpoint slots to keep for `catalog`; None for a target that is not haproxy."""
+        if target.kind != "haproxy":
+            return None
+        with self._lock:
+            text, live = self._live(target.dest)
+            rendered = self._rendered.get(target.name, text)
+        kept = assign(live, catalog)
+        return kept if rendered == text else overlay(kept, assign(server_slots(rendered), catalog))
+
+    def rendered(self, target: Target, text: str) -> None:
+        """Remember the text just rendered for `target`."""
+        if target.kind == "haproxy":
+            with self._lock:
+                self._rendered[target.name] = text
+
+    def _live(self, dest: str) -> tuple[str, Servers]:
+        try:
+            info = os.stat(dest)
+            key = (info.st_ino, info.st_size, info.st_mtime_ns)
+            cached = self._files.get(dest)
+            if cached is None or cached[0] != key:
+                with open(dest, encoding="utf-8", errors="replace") as f:
+                    text = f.read()
+                cached = self._files[dest] = (key, text, server_slots(text))
+            return cached[1], cached[2]
+        except OSError:  # no live config yet (first start), or unreadable: place by hash
+            return "", {}

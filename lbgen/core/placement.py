@@ -1,0 +1,128 @@
+"""Which HAProxy server slot each endpoint takes, given where the live config has it (issue 11).
+
+A live endpoint keeps its slot for as long as it lives: moving it would re-address a server under
+open connections. So placement takes the previous assignment as an input, keeps every surviving
+endpoint where it was, and places only the new ones (in their hash-preferred slot, else the next
+free one). The slot count only grows (doubling) when the slots are full, and shrinks only as far
+as no kept endpoint would fall off the end. With no previous assignment this is plain hash
+placement, so a first render is what it always was.
+
+The previous assignment is read back from the last rendered config text (`previous_slots`): the
+`server slotN <addr>` lines of each backend, matched by address to the endpoints of the catalog
+being rendered. An endpoint whose address changed is placed anew; its old slot is freed.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+
+from lbgen.core.model import Catalog
+
+# `    server slot3 10.0.0.1:80 ...` inside a `backend <name>` section (the default template's form).
+_LINE_RE = re.compile(r"^backend[ \t]+'?([^'\s]+)'?[ \t]*$|^[ \t]+server[ \t]+slot(\d+)[ \t]+(\S+)|^\S",
+                      re.MULTILINE)
+_PLACEHOLDER_ADDR = "127.0.0.1:1"
+MAX_KEPT_SLOT = 65_536
+
+
+def place(ids: Sequence[str], minimum: int, previous: Mapping[str, int] | None = None) -> list[str | None]:
+    """Per slot (zero-based) the endpoint id in it, or None for a free slot.
+
+    `previous`: endpoint id → slot number (one-based) from the live config; ids not in `ids` left.
+    """
+    # A slot past both 65,536 and 4x what the endpoints need (a hand-edited `slot999999999`) is not
+    # kept: it would make the backend that large. Its endpoint is placed anew; nothing else moves.
+    # A real scale-down (64 replicas to 1, the survivor in slot 60) stays well inside the bound.
+    most = max(MAX_KEPT_SLOT, 4 * slot_count(len(ids), minimum))
+    kept = {i: previous[i] - 1 for i in ids if previous and 0 < previous.get(i, 0) <= most}
+    kept = _without_clashes(kept)
+    count = slot_count(max(len(ids), max(kept.values(), default=-1) + 1), minimum)
+    placed: list[str | None] = [None] * count
+    for endpoint_id, index in kept.items():
+        placed[index] = endpoint_id
+    for endpoint_id in ids:
+        if endpoint_id in kept:
+            continue
+        index = zlib.crc32(endpoint_id.encode()) % count  # stable across processes, unlike hash()
+        while placed[index] is not None:
+            index = (index + 1) % count
+        placed[index] = endpoint_id
+    return placed
+
+
+def slot_count(endpoints: int, minimum: int) -> int:
+    """The next power of two at or above `endpoints`, and at least `minimum` (issue 7)."""
+    count = max(1, minimum)
+    while count < endpoints:
+        count *= 2
+    return count
+
+
+def _without_clashes(kept: dict[str, int]) -> dict[str, int]:
+    """Two ids claiming one slot (a hand-edited config): the first in id order keeps it."""
+    taken: dict[int, str] = {}
+    for endpoint_id in sorted(kept):
+        taken.setdefault(kept[endpoint_id], endpoint_id)
+    return {endpoint_id: index for index, endpoint_id in taken.items()}
+
+
+Servers = dict[str, list[tuple[int, str]]]  # backend → (slot number, `address:port`) of its server lines
+Assignment = dict[str, dict[str, int]]  # service → endpoint id → slot number
+
+
+def server_slots(text: str) -> Servers:
+    """The non-placeholder `server slotN addr` lines of each backend of a rendered HAProxy config
+    (one scan: 0.25 s for 100,000 servers, 7 MiB, on the dev box, 2026-12-03)."""
+    found: Servers = {}
+    lines: list[tuple[int, str]] | None = None
+    for match in _LINE_RE.finditer(text):
+        backend, number, addr = match.groups()
+        if backend is not None:
+            lines = found.setdefault(backend, [])
+        elif number is None:
+            lines = None  # another section: its servers are not a backend's slots
+        elif lines is not None and addr != _PLACEHOLDER_ADDR:
+            lines.append((int(number), addr))
+    return {backend: lines for backend, lines in found.items() if lines}
+
+
+def assign(servers: Servers, catalog: Catalog) -> Assignment:
+    """Service → endpoint id → slot number: each server line names the endpoint of that service in
+    `catalog` with that address (the first in id order not matched yet); others are left out."""
+    found: Assignment = {}
+    for service in catalog.services:
+        lines = servers.get(service.name)
+        if not lines:
+            continue
+        waiting: dict[str, list[str]] = {}
+        for endpoint in service.all_endpoints:
+            waiting.setdefault(_addr(endpoint.address, endpoint.port), []).append(endpoint.id)
+        for number, addr in lines:
+            if ids := waiting.get(addr):
+                found.setdefault(service.name, {})[ids.pop(0)] = number
+    return found
+
+
+def previous_slots(text: str, catalog: Catalog) -> Assignment:
+    """Where the config `text` has each endpoint of `catalog` (`assign` of its `server_slots`)."""
+    return assign(server_slots(text), catalog)
+
+
+def overlay(first: Assignment, then: Assignment) -> Assignment:
+    """`first`, plus the entries of `then` for endpoints `first` lacks, in slots it leaves free."""
+    merged = {service: dict(ids) for service, ids in first.items()}
+    for service, ids in then.items():
+        into = merged.setdefault(service, {})
+        taken = set(into.values())
+        for endpoint_id, number in ids.items():
+            if endpoint_id not in into and number not in taken:
+                into[endpoint_id] = number
+                taken.add(number)
+    return merged
+
+
+def _addr(address: str, port: int) -> str:
+    """`address:port` as the server lines write it (IPv6 in brackets)."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
