@@ -89,3 +89,13 @@ def load_baselines(states: AppliedStates, targets: Sequence[Target]) -> dict[str
             log.info("%s: last applied revision %s (%d services) is the drop guard's baseline",
                      target.name, applied.revision, len(applied.services))
     return found
+
+
+def newest(applied: Catalog | None, submitted: Catalog | None) -> Catalog | None:
+    """The guard's baseline: the catalog last handed to the target's lane, unless its lane has
+    already reported one at least as new. A pass that runs while the lane is still applying must
+    hold a dropped service at what the lane is applying, not at the state before it: that would
+    take the newest endpoints back out (seen in test_the_drop_guard_holds_a_delete_everything)."""
+    if submitted is None or (applied is not None and applied.revision >= submitted.revision):
+        return applied
+    return submitted

@@ -7,11 +7,9 @@ lanes. The consumer renders; each LB (the targets that share a reload, `Applier.
 own lane that applies its share and posts the results back (`lbgen.services.lanes`), so a dead or
 slow LB delays only itself (issue 10.5).
 
-It never takes a working LB down: nothing is rendered before the first complete snapshot, a broken
-registry connection keeps the last applied config, a sudden drop is held by the guard, a service
-the LB's checker refuses is quarantined at its last applied state while the rest goes live
-(lbgen.services.quarantine, in the target's lane), and every template, check or reload failure is
-logged, counted and retried while the daemon keeps running.
+It never takes a working LB down: no render before the first complete snapshot, the last applied
+config kept through a broken registry connection, a sudden drop held by the guard, a service the
+checker refuses quarantined in its lane while the rest goes live, every failure logged, counted, retried.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
 from lbgen.ports import AppliedStates, Clock, Renderer, Snapshot, Store, WatchEvent
 from lbgen.services.applier import Applier, TargetResult
-from lbgen.services.drop_hold import DropHolds
+from lbgen.services.drop_hold import DropHolds, newest
 from lbgen.services.lane_work import Applied, LaneWork
 from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
@@ -112,6 +110,7 @@ class Watcher:
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
         self._applied: dict[str, Catalog] = {}  # the guard's baseline, per target
+        self._submitted: dict[str, Catalog] = {}  # handed to its lane, maybe not applied yet
         self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
@@ -308,7 +307,8 @@ class Watcher:
         rendered: dict[str, str] = {}
         catalogs: dict[str, Catalog] = {}
         for target in due:
-            catalogs[target.name] = self._holds.catalog_for(target.name, self._applied.get(target.name), catalog, now)
+            base = newest(self._applied.get(target.name), self._submitted.get(target.name))
+            catalogs[target.name] = self._holds.catalog_for(target.name, base, catalog, now)
             if (text := self._render(target, catalogs[target.name])) is not None:
                 rendered[target.name] = text
         self.status.held = self._holds.descriptions()
@@ -317,6 +317,7 @@ class Watcher:
         sources = {t.name: self._templates[t.template] for t in due if t.name in rendered}
         for lane, job in split_by_lane(due, rendered, catalogs, self._lane_of, sources).items():
             self._lanes[lane].submit(job)
+        self._submitted.update((name, catalogs[name]) for name in rendered)
 
     def _is_due(self, name: str, now: float) -> bool:
         retry_at = self._retry_at.get(name)

@@ -14,7 +14,7 @@ from lbgen.cli.status import format_overview
 from lbgen.core.lb_node_status import LbStatus, TargetStatus, decode_lb_status, encode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.core.values import KeyValue, Snapshot
-from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait
+from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
 from lbgen.services.applier import TargetResult
 from lbgen.services.lanes import Job, Lane
 from lbgen.services.watcher import Watcher
@@ -180,3 +180,24 @@ def test_a_result_for_an_older_render_does_not_hide_the_render_error_after_it() 
         applier.gates["lb"].set()
         watcher.stop()
         thread.join(timeout=10)
+
+
+def test_a_drop_while_the_lane_is_still_applying_is_held_at_what_the_lane_applies() -> None:
+    """The guard's baseline is the catalog handed to the lane, not the older one it last reported:
+    holding `web` at the older state would take its newest endpoint back out (a race seen in
+    test_the_drop_guard_holds_a_delete_everything)."""
+    store, applier = MemoryStore(), GatedApplier()
+    store.put(key("web", "a"), endpoint(1))
+    guard = Guard(max_drop=0.5, to_zero=True, hold_max=60)
+    for watcher in start_watcher(store, applier, guard=guard):  # type: ignore[arg-type]
+        wait_for(lambda: watcher.status.applied.get("lb") == store.revision)
+        applier.gates["lb"], applier.entered["lb"] = threading.Event(), threading.Event()
+        store.put(key("web", "b"), endpoint(2))
+        wait_for(applier.entered["lb"].is_set)  # the lane is applying web=1,2 and has not reported yet
+        store.delete(key("web", "a"))
+        store.delete(key("web", "b"))
+        wait_for(lambda: "lb" in watcher.status.held)
+        applier.gates["lb"].set()
+        wait_for(lambda: watcher.status.applied.get("lb", 0) >= store.revision - 2 and len(applier.applied["lb"]) >= 2)
+        wait_for(lambda: applier.applied["lb"][-1] == "web=1,2,;")
+        assert "web=1,;" not in applier.applied["lb"][1:], applier.applied["lb"]
