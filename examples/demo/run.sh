@@ -132,6 +132,8 @@ wait_for 20 "2 served replicas" bash -c "curl -fs http://127.0.0.1:29102/metrics
 show_traffic
 
 step "9. lbgen status"
+# An LB node publishes its applied revision at most once a second: give it that long to report.
+wait_for 10 "the LB node to report the latest revision" "$LBGEN" status --check || true
 "$LBGEN" status || true
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
