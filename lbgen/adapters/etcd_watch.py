@@ -70,10 +70,11 @@ class EtcdWatch:
         )
         self._requests.put(etcdrpc.WatchRequest(create_request=create))
         self._stream = self._connection.open_watch_stream(self._request_iterator())
-        self._reader = threading.Thread(
+        reader = threading.Thread(
             target=self._read, args=(self._stream,), name=f"etcd-watch {self.prefix}", daemon=True
         )
-        self._reader.start()
+        reader.start()
+        self._reader = reader  # only once started: a cancel() from another thread may join it any time
 
     def _close(self) -> None:
         self._requests.put(_END)
