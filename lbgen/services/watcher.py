@@ -32,7 +32,8 @@ from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
-from lbgen.ports import AppliedStates, Clock, Renderer, Snapshot, Store, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
+from lbgen.ports import AppliedStates, Clock, Renderer, Store, Watch
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.drop_hold import DropHolds, newest
 from lbgen.services.lane_work import Applied, LaneWork
@@ -114,7 +115,7 @@ class Watcher:
         self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
-        self._watch = None
+        self._watch: Watch | None = None
         self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
         self._lanes = self._make_lanes(applier, states)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.status_publisher)
@@ -210,7 +211,7 @@ class Watcher:
                     self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
-            stop_lanes(self._lanes.values())
+            stop_lanes(self._lanes.values(), self._clock)
             self._work.close()
             follower.join(timeout=5)
 
