@@ -1,11 +1,10 @@
 """The watcher: registry snapshot + watch → catalog → quiescence → render → apply, forever.
 
 One consumer loop owns all state (the catalog, the quiescence windows, the last applied catalog).
-Producers feed it through one queue: the registry follower (snapshot, then watch from the
-snapshot's revision + 1, re-snapshot after any break), the template file observer, and the apply
-lanes. The consumer renders; each LB (the targets that share a reload, `Applier.lane_key`) has its
-own lane that applies its share and posts the results back (`lbgen.services.lanes`), so a dead or
-slow LB delays only itself (issue 10.5).
+Producers feed it through one queue: the registry follower (snapshot, then watch from the snapshot's
+revision + 1, re-snapshot after any break), the template file observer, and the apply lanes. The consumer
+renders; each LB (the targets that share a reload, `Applier.lane_key`) has its own lane that applies its
+share and posts the results back (`lbgen.services.lanes`), so a dead or slow LB delays only itself (issue 10.5).
 
 It never takes a working LB down: no render before the first complete snapshot, the last applied
 config kept through a broken registry connection, a sudden drop held by the guard, a service the
