@@ -73,6 +73,15 @@ class IdentityMemo:
         self._used[slot] = hit
         return hit[1]
 
+    def get_group(self, sources: tuple[object, ...], key: Any, compute: Callable[[], T]) -> T:
+        """`get` for a group of objects: remembered while every one of them is the same object."""
+        slot = (tuple(map(id, sources)), key)
+        hit = self._used.get(slot) or self._entries.get(slot)
+        if hit is None or any(a is not b for a, b in zip(hit[0], sources)):  # type: ignore[arg-type]
+            hit = (sources, compute())
+        self._used[slot] = hit
+        return hit[1]
+
     def sweep(self) -> None:
         """Keep only what was used since the last sweep."""
         self._entries, self._used = self._used, {}
@@ -89,11 +98,12 @@ class _Memos:
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
         self.views = IdentityMemo()
+        self.listeners = IdentityMemo()
         self.kinds: dict[str, IdentityMemo] = {}
 
     def start(self, catalog: Catalog) -> None:
         if catalog is not self.catalog:
-            for memo in (self.views, *self.kinds.values()):
+            for memo in (self.views, self.listeners, *self.kinds.values()):
                 memo.sweep()
             self.catalog = catalog
 
@@ -154,7 +164,11 @@ class Layout:
 
 
 def layout(services: Iterable[ServiceView]) -> Layout:
-    """Group the exposed services (those with a `listen` port) by port, host name and path."""
+    """Group the exposed services (those with a `listen` port) by port, host name and path.
+
+    Each port's listener is remembered while its services are the same objects: an unchanged
+    port keeps its `Listener` object from one render to the next, which is what the fragment
+    cache keys it by (issue 13)."""
     by_port: dict[int, list[ServiceView]] = defaultdict(list)
     for service in services:
         if "listen" in service.spec:
@@ -163,17 +177,20 @@ def layout(services: Iterable[ServiceView]) -> Layout:
     tcp: list[Listener] = []
     conflicts: list[str] = []
     for port in sorted(by_port):
-        group = by_port[port]
-        if group[0].mode == "tcp":
-            tcp.append(Listener(port, "tcp", service=group[0]))
-            conflicts += [f"{s.name}: port {port} is taken by tcp service {group[0].name}" for s in group[1:]]
-            continue
-        others = [s for s in group if s.mode == "tcp"]
-        conflicts += [f"{s.name}: port {port} is taken by http service {group[0].name}" for s in others]
-        hosts, clashes = _virtual_hosts(port, [s for s in group if s.mode == "http"])
-        http.append(Listener(port, "http", hosts=hosts))
+        group = tuple(by_port[port])
+        listener, clashes = _MEMOS.listeners.get_group(group, port, functools.partial(_listener, port, group))
+        (tcp if listener.mode == "tcp" else http).append(listener)
         conflicts += clashes
     return Layout(tuple(http), tuple(tcp), tuple(Verbatim(c) for c in conflicts))
+
+
+def _listener(port: int, group: tuple[ServiceView, ...]) -> tuple[Listener, list[str]]:
+    if group[0].mode == "tcp":
+        taken = [f"{s.name}: port {port} is taken by tcp service {group[0].name}" for s in group[1:]]
+        return Listener(port, "tcp", service=group[0]), taken
+    conflicts = [f"{s.name}: port {port} is taken by http service {group[0].name}" for s in group if s.mode == "tcp"]
+    hosts, clashes = _virtual_hosts(port, [s for s in group if s.mode == "http"])
+    return Listener(port, "http", hosts=hosts), conflicts + clashes
 
 
 def _virtual_hosts(port: int, services: list[ServiceView]) -> tuple[tuple[VirtualHost, ...], list[str]]:

@@ -8,6 +8,9 @@ every `{{ ... }}` output must be either a plain token that cannot open, end or c
 directive, or the output of a quoting filter (each kind brings its own). Every kind's filters and
 globals are registered in the one environment. Templates are compiled once per source text and reused.
 
+Loop bodies are rendered through the fragment cache (`lbgen.core.fragments`, issue 13) when the
+caller passes a `FragmentSession`: the text stays byte-identical, only the unchanged parts are reused.
+
 `{% include %}` and `{% import %}` resolve through the loader a `TemplateSource` carries, built by
 the adapter that read the template (`lbgen.adapters.templates`: rooted at the template's own
 directory, no `..`, no absolute names). A plain `str` source has no loader: an include is then a
@@ -26,7 +29,9 @@ import jinja2
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from lbgen.core import fragments as frag
 from lbgen.core import layout as lay
+from lbgen.core.fragment_cache import FragmentCache, FragmentSession
 from lbgen.core.kinds import all_kinds, lb_kind
 from lbgen.core.layout import UnsafeValue, Verbatim, host_port, layout, service_views
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
@@ -34,7 +39,8 @@ from lbgen.core.quoting import BARE_RE, CONTROL_RE
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
-__all__ = ["BARE_RE", "InProcessRenderer", "TemplateSource", "UnsafeValue", "compile_template", "compiled", "render"]
+__all__ = ["BARE_RE", "FragmentCache", "InProcessRenderer", "TemplateSource", "UnsafeValue", "compile_template",
+           "compiled", "fragment_session", "render"]
 
 
 class TemplateSource(str):
@@ -64,7 +70,7 @@ _QUOTING_FILTERS = ", ".join(sorted(name for kind in all_kinds() if kind.guarded
 def _guard_output(value: Any) -> Any:
     """Jinja `finalize` for guarded kinds: let only quoted or plainly safe values through."""
     kind = type(value)
-    if kind is int or kind is float:
+    if kind is int or kind is float or kind is frag.FragmentText:  # a fragment was guarded as it rendered
         return value
     if kind is Verbatim:
         if CONTROL_RE.search(value):  # no output may end its line, whoever built it
@@ -127,6 +133,37 @@ def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
 _ENVIRONMENTS = {True: _environment(True), False: _environment(False)}
 
 
+def _fragment_rules() -> frag.Rules:
+    """What fragment keys may hold: the pure globals, the declared context reads, the value types."""
+    globals_ = _ENVIRONMENTS[True].globals
+    reads = {id(kind.template_globals[name]): read for kind in all_kinds()
+             for name, read in kind.fragment_context.items()}
+    pure = {id(g): name for name, g in globals_.items()
+            if name not in ("lipsum",) and id(g) not in reads and not getattr(g, "jinja_pass_arg", None)}
+    fields = {cls: tuple(_fields(cls)) for cls in _VALUE_TYPES if cls not in _IDENTITY_TYPES}
+    return frag.Rules(globals=pure, context_reads=reads, value_types=fields,
+                      identity_types=_IDENTITY_TYPES, text_types=frozenset({Verbatim}))
+
+
+# Keyed by identity: immutable, and handed out again while unchanged (the view memo, and the
+# layout's memo per port), so an unchanged service or port is one cheap key part.
+_IDENTITY_TYPES = frozenset({lay.ServiceView, lay.Listener})
+
+
+def _fields(cls: type) -> tuple[str, ...]:
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return tuple(getattr(cls, "_fields"))
+
+
+_RULES = _fragment_rules()
+
+
+def fragment_session(cache: FragmentCache) -> FragmentSession:
+    """A render's session of `cache` (one per target; `commit()` it after a successful render)."""
+    return cache.session(_RULES)
+
+
 class _NoLoader(jinja2.BaseLoader):
     """What a source without a loader includes through: a clear error instead of Jinja's TypeError."""
 
@@ -142,10 +179,17 @@ def _environment_with(guarded: bool, loader: jinja2.BaseLoader | None) -> Immuta
 
 
 @functools.lru_cache(maxsize=64)
-def compile_template(source: str, name: str, guarded: bool,
-                     loader: jinja2.BaseLoader | None = None) -> jinja2.Template:
-    """The compiled template for `source` (cached: the watcher renders the same source many times)."""
+def compile_template(source: str, name: str, guarded: bool, loader: jinja2.BaseLoader | None = None,
+                     fragments: bool = False) -> jinja2.Template:
+    """The compiled template for `source` (cached: the watcher renders the same source many times).
+    `fragments`: with its qualifying loop bodies rewritten as cached fragments (issue 13)."""
     env = _environment_with(guarded, loader)
+    if fragments:
+        compile_template(source, name, guarded, loader)  # its errors, as the author wrote the template
+        ast = env.parse(source, name=name, filename=name)
+        rewritten = frag.rewrite(env, ast, name, _RULES)
+        code = env.compile(ast, name=name, filename=name)
+        return env.template_class.from_code(env, code, env.make_globals({frag.CALL: frag.caller(rewritten)}))
     try:
         code = env.compile(source, name=name, filename=name)
     except jinja2.TemplateSyntaxError as e:
@@ -153,10 +197,10 @@ def compile_template(source: str, name: str, guarded: bool,
     return env.template_class.from_code(env, code, env.make_globals(None))
 
 
-def compiled(source: str, target: Target, name: str | None = None) -> jinja2.Template:
+def compiled(source: str, target: Target, name: str | None = None, fragments: bool = False) -> jinja2.Template:
     """The compiled template `render` uses for `source` (a `TemplateSource` brings its loader)."""
     return compile_template(str(source), name or target.template, lb_kind(target.kind).guarded,
-                            getattr(source, "loader", None))
+                            getattr(source, "loader", None), fragments)
 
 
 def render(
@@ -167,6 +211,7 @@ def render(
     name: str | None = None,
     views: tuple[lay.ServiceView, ...] | None = None,
     kind_context: Mapping[str, Any] | None = None,
+    fragments: FragmentSession | None = None,
 ) -> str:
     """Render `source` for `target` with the documented context (docs/templates.md).
 
@@ -178,15 +223,18 @@ def render(
     `kind_context`: the extra context the target's kind reads, over the kind's defaults (HAProxy's
     `previous_slots`: where the live config has each endpoint, so that `slots()` keeps it there),
     read from the live config by the kind's adapter (`lbgen.adapters.kinds`).
+    `fragments`: the target's fragment cache session (`fragment_session`): loop bodies whose
+    inputs are unchanged since the cache's last render are reused, not rendered (issue 13).
     """
     name = name or target.template
-    template = compiled(source, target, name)
+    template = compiled(source, target, name, fragments is not None)
     context = {
         **lb_kind(target.kind).context,
         **(kind_context or {}),
         "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
+        frag.SESSION: fragments,
     }
     try:
         return template.render(context)
@@ -202,10 +250,17 @@ class InProcessRenderer:
 
     `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`, which
     also reads the kind's context from the live config (issue 11); this one reads nothing.
+    Keeps a fragment cache per target (issue 13).
     """
 
+    def __init__(self) -> None:
+        self._caches: dict[str, FragmentCache] = {}
+
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
-        return render(source, catalog, target, served_health)
+        session = fragment_session(self._caches.setdefault(target.name, FragmentCache()))
+        text = render(source, catalog, target, served_health, fragments=session)
+        session.commit()
+        return text
 
     def close(self) -> None:
         """Nothing to interrupt: a render in this process runs to its end."""

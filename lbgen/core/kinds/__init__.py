@@ -16,7 +16,7 @@ import functools
 import importlib
 import pkgutil
 import posixpath
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -37,6 +37,16 @@ class RuntimeChange(Protocol):
     def __len__(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class ContextRead:
+    """What a template global that reads the render context reads, so the fragment cache can key
+    it (`lbgen.core.fragments`): the context `names` it reads, and `key(context, view)`: a hashable
+    value standing for what it reads there about one service view (equal keys: equal reads)."""
+
+    names: tuple[str, ...]
+    key: Callable[[Mapping[str, Any], "ServiceView"], Hashable]
+
+
 Warm = Callable[["Sequence[ServiceView]", Mapping[str, Any], Mapping[str, Any]], None]
 
 
@@ -54,6 +64,8 @@ class LbKind:
     from the target's vars. `plan_runtime(old, new)`: the runtime change between two rendered
     texts, or None when only a reload can apply it. `warm(views, vars, context)`: what the bounded
     renderer precomputes in the parent before it forks (the child then inherits it).
+    `fragment_context`: per template global that reads the render context, what it reads
+    (`ContextRead`); a loop body calling an undeclared one is never cached.
     """
 
     name: str
@@ -66,6 +78,7 @@ class LbKind:
     runtime_default: Callable[[Mapping[str, Any]], bool] | None = None
     plan_runtime: Callable[[str, str], RuntimeChange | None] | None = None
     warm: Warm | None = None
+    fragment_context: Mapping[str, ContextRead] = field(default_factory=lambda: _EMPTY)
 
 
 def kind_names() -> tuple[str, ...]:

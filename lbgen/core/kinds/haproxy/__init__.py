@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from lbgen.core.kinds import LbKind
+from lbgen.core.kinds import ContextRead, LbKind
 from lbgen.core.kinds.haproxy.rules import HaproxyRule, default_backend, haproxy_rules
 from lbgen.core.kinds.haproxy.runtime_plan import plan_runtime
-from lbgen.core.kinds.haproxy.slots import Slot, template_slots, warm
+from lbgen.core.kinds.haproxy.slots import Slot, previous_of, template_slots, warm
 from lbgen.core.layout import UnsafeValue, Verbatim
 from lbgen.core.quoting import BARE_RE, scalar_text
 
@@ -45,4 +45,5 @@ KIND = LbKind(
     runtime_default=_runtime_default,
     plan_runtime=plan_runtime,
     warm=warm,
+    fragment_context=MappingProxyType({"slots": ContextRead(("previous_slots",), previous_of)}),
 )

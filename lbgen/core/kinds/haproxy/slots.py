@@ -210,6 +210,12 @@ def template_slots(context: jinja2.runtime.Context, service: ServiceView, minimu
     return slots(service, minimum, previous.get(service.name))
 
 
+def previous_of(context: Mapping[str, Any], service: ServiceView) -> tuple[tuple[str, int], ...]:
+    """What `template_slots` reads of the context for `service` (the fragment cache's key, issue 13)."""
+    previous = (context.get("previous_slots") or {}).get(service.name)
+    return tuple(previous.items()) if previous else ()
+
+
 def warm(views: Sequence[ServiceView], variables: Mapping[str, Any], context: Mapping[str, Any]) -> None:
     """The server slots at `vars.min_slots` keeping the `previous_slots` ones, as the default
     template asks for them: computed before the bounded renderer forks, the child inherits them

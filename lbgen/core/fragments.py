@@ -1,0 +1,201 @@
+"""Render only what changed (issue 13): loop bodies compiled apart and their text cached by key.
+
+At compile time, `rewrite` replaces the body of each qualifying `{% for %}` with a call of its own
+compiled copy (a *fragment*), passing the loop target and every outer name the body reads.
+At render time the call returns the text the same fragment rendered for an equal key, or renders
+it. The key is built from those values by `Keys`: scalars by type and value, lbgen's frozen value
+types field by field, a `ServiceView` by identity (the view memo hands out the same object while
+a service is unchanged), a name read only as `name.a.b` by those values; anything else, and the
+body renders uncached. So the text is byte-identical to the whole-template render: a body's text
+depends only on what it reads, and everything it reads is in its key.
+
+A loop qualifies when its body cannot see or change anything outside those values: not
+`recursive`, no `loop`, `caller`, `self`, `super`, no namespace assignment, no macro, call block,
+include, import or block, no impure filter or global (`random`, `lipsum`), no filter that reads
+the context, and no name both read from outside and assigned inside. A global that reads the
+render context is keyed only if its kind says how (`LbKind.fragment_context`). Loops inside a
+fragment stay in it; inside a loop that does not qualify, inner loops are looked at.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+from jinja2 import meta, nodes
+from jinja2.utils import _PassArg
+
+from lbgen.core.kinds import ContextRead
+
+__all__ = ["CALL", "SESSION", "Fragment", "FragmentText", "Rules", "caller", "rewrite"]
+
+CALL = "__lbgen_fragment"  # the template global each rewritten body calls
+SESSION = "__lbgen_fragments"  # the render context's `FragmentSession` (absent: render uncached)
+
+_NOT_IN_BODY = (nodes.Extends, nodes.Block, nodes.Include, nodes.Import, nodes.FromImport, nodes.Macro,
+                nodes.CallBlock, nodes.NSRef, nodes.EvalContextModifier, nodes.ScopedEvalContextModifier)
+_NAMES_NOT_IN_BODY = frozenset({"loop", "caller", "self", "super", CALL, SESSION})
+_IMPURE = frozenset({"random", "lipsum"})
+# Jinja's filters that take the context only to call another filter or test, named by a constant.
+_DISPATCHERS = frozenset({"map", "select", "reject", "selectattr", "rejectattr"})
+_uids = itertools.count()
+
+
+class FragmentText(str):
+    """A fragment's rendered text: already through the output guard, written as it is."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What keys allow beyond plain values: `globals`: id → name of the pure template globals;
+    `context_reads`: id of a global that reads the render context → what it reads there
+    (`lbgen.core.kinds.ContextRead`, per identity-keyed value in the key); `value_types`: frozen
+    value types keyed field by field; `identity_types`: types keyed by identity (immutable, handed out again while
+    unchanged); `text_types`: `str` subclasses keyed by type and text (`Verbatim`)."""
+
+    globals: Mapping[int, str]
+    context_reads: Mapping[int, ContextRead]
+    value_types: Mapping[type, tuple[str, ...]]
+    identity_types: frozenset[type]
+    text_types: frozenset[type]
+
+
+@dataclass(frozen=True)
+class Fragment:
+    """One rewritten loop body: its compiled template, the names passed to it (in order) and, per
+    name, the `.a.b` chains it is read through (None: read whole)."""
+
+    uid: int
+    template: jinja2.Template
+    names: tuple[str, ...]
+    chains: tuple[tuple[tuple[tuple[bool, Any], ...], ...] | None, ...]
+    stored: frozenset[str]  # names the body assigns: a context read of one of them is not keyed
+
+    def render(self, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
+        variables = context.get_all()
+        variables.update(zip(self.names, values))
+        ctx = self.template.new_context(variables, shared=True)
+        return FragmentText(self.template.environment.concat(self.template.root_render_func(ctx)))
+
+
+def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str, rules: Rules) -> tuple[Fragment, ...]:
+    """Rewrite `ast` in place (outermost qualifying loops first); the fragments its calls name."""
+    if any(True for _ in ast.find_all((nodes.Extends, nodes.Block, nodes.EvalContextModifier,
+                                          nodes.ScopedEvalContextModifier))):
+        return ()
+    fragments: list[Fragment] = []
+    _visit(env, ast, name, rules, fragments)
+    return tuple(fragments)
+
+
+def _visit(env: jinja2.Environment, node: nodes.Node, name: str, rules: Rules, out: list[Fragment]) -> None:
+    for child in node.iter_child_nodes():
+        fragment = _fragment(env, child, name, rules, len(out)) if isinstance(child, nodes.For) else None
+        if fragment is None:
+            _visit(env, child, name, rules, out)
+            continue
+        out.append(fragment)
+        call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(len(out) - 1)]
+                          + [nodes.Name(n, "load") for n in fragment.names], [], None, None)
+        child.body = [nodes.Output([call])]
+        child.body[0].set_lineno(child.lineno)
+        child.body[0].set_environment(env)
+        for other in child.else_:
+            _visit(env, other, name, rules, out)
+
+
+def _fragment(env: jinja2.Environment, loop: nodes.For, name: str, rules: Rules, index: int) -> Fragment | None:
+    """The fragment for `loop`'s body, or None when the loop does not qualify."""
+    if loop.recursive or not _pure(env, loop.body):
+        return None
+    body = nodes.Template(loop.body, lineno=loop.lineno)
+    body.set_environment(env)
+    free = meta.find_undeclared_variables(body)
+    stored = {n.name for n in body.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    if free & (_NAMES_NOT_IN_BODY | stored):
+        return None
+    names = tuple(sorted(free))
+    try:
+        code = env.compile(body, name=name, filename=name)
+    except jinja2.TemplateError:
+        return None
+    template = env.template_class.from_code(env, code, env.make_globals(None))
+    return Fragment(next(_uids), template, names, tuple(_chains(loop.body, n) for n in names),
+                    frozenset(stored))
+
+
+def _pure(env: jinja2.Environment, body: list[nodes.Node]) -> bool:
+    """No node that reaches outside the body, and no filter or test that is impure or reads the context."""
+    for node in body:
+        if any(True for _ in node.find_all(_NOT_IN_BODY)) or isinstance(node, _NOT_IN_BODY):
+            return False
+        for call in node.find_all((nodes.Filter, nodes.Test)):
+            table = env.filters if isinstance(call, nodes.Filter) else env.tests
+            if not _pure_callable(env, call.name, table.get(call.name), call.args):
+                return False
+    return True
+
+
+def _pure_callable(env: jinja2.Environment, name: str, function: Any, args: list[nodes.Expr]) -> bool:
+    if name in _IMPURE or function is None:
+        return False
+    if _PassArg.from_obj(function) is not _PassArg.context:
+        return True
+    # `map('upper')` calls the filter it names: a constant name of a pure filter or test is fine
+    return name in _DISPATCHERS and all(
+        isinstance(a, nodes.Const) and a.value not in _IMPURE
+        and _PassArg.from_obj(env.filters.get(a.value) or env.tests.get(a.value)) is not _PassArg.context
+        for a in args)
+
+
+Chain = tuple[tuple[bool, Any], ...]  # (is_attribute, attribute or constant item) per step
+
+
+def _chains(body: list[nodes.Node], name: str) -> tuple[Chain, ...] | None:
+    """The maximal `name.a[0].b` chains `body` reads `name` through; None when it reads it whole."""
+    found: set[Chain] = set()
+    pending: list[nodes.Node] = list(body)
+    while pending:
+        node = pending.pop()
+        chain = _chain(node, name) if isinstance(node, (nodes.Getattr, nodes.Getitem)) else None
+        if chain is not None:
+            found.add(chain)
+            continue
+        if isinstance(node, nodes.Name) and node.name == name and node.ctx == "load":
+            return None
+        pending.extend(node.iter_child_nodes())
+    return tuple(sorted(found, key=repr))
+
+
+def _chain(node: nodes.Node, name: str) -> Chain | None:
+    steps: list[tuple[bool, Any]] = []
+    while isinstance(node, (nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Getattr):
+            steps.append((True, node.attr))
+        elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, (str, int)):
+            steps.append((False, node.arg.value))
+        else:
+            return None
+        node = node.node
+    if isinstance(node, nodes.Name) and node.name == name and node.ctx == "load":
+        return tuple(reversed(steps))
+    return None
+
+
+def caller(fragments: tuple[Fragment, ...]) -> Callable[..., FragmentText]:
+    """The `__lbgen_fragment(index, *values)` global of one compiled template."""
+
+    @jinja2.pass_context
+    def call(context: jinja2.runtime.Context, index: int, *values: Any) -> FragmentText:
+        session = context.get(SESSION)
+        if session is None:
+            return fragments[index].render(context, values)
+        return session.text(fragments[index], context, values)
+
+    return call
+
