@@ -15,8 +15,10 @@ from __future__ import annotations
 import fcntl
 import functools
 import gc
+import logging
 import math
 import os
+import pickle
 import resource
 import select
 import signal
@@ -29,7 +31,8 @@ from lbgen.adapters.kinds import LiveContext, kind_adapter
 from lbgen.core.kinds import lb_kind
 from lbgen.core.layout import ServiceView, service_views
 from lbgen.core.model import Catalog
-from lbgen.core.render import compiled, render
+from lbgen.core.fragment_cache import FragmentSession
+from lbgen.core.render import FragmentCache, compiled, fragment_session, identity_objects, render
 from lbgen.core.settings import Target
 from lbgen.errors import RenderLimit, TemplateError
 
@@ -37,9 +40,11 @@ RenderFn = Callable[[str, Catalog, Target, frozenset[str]], str]
 
 _OK, _FAILED, _OUT_OF_MEMORY = b"0", b"1", b"2"
 _CHUNK = 1 << 20
+_TRAILER = 8  # after the text of a render that succeeded: the length of the fragments sent after it
 _PIPE_SIZE = 1 << 20  # fewer wake-ups for a config of megabytes (Linux's default pipe-max-size)
 _POLL = 0.25  # seconds between checks of `close()` while the child runs (close also kills it)
 _PAGE = os.sysconf("SC_PAGE_SIZE")
+log = logging.getLogger(__name__)
 _PIPES: set[int] = set()  # every render's pipe ends: a child forked by another thread closes them
 
 
@@ -65,27 +70,21 @@ class BoundedRenderer:
         self._children: set[int] = set()  # renders in progress (one per thread that renders)
         self._closed = False
         self._live: dict[str, LiveContext | None] = {}  # per kind: its reader of the live config (issue 11)
+        self._fragments: dict[str, FragmentCache] = {}  # per target: its loop bodies' texts (issue 13)
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
         """The text `render_fn` returns in the child; `TemplateError` for anything else."""
         name = target.template
         if self._closed:
             raise TemplateError(f"{name}: not rendered: lbgen is stopping")
-        # Done here, they stay cached in this process: the child reuses the compiled template and the
-        # service views instead of redoing them at every render (syntax errors are raised here too).
-        compiled(source, target)
         live = self._live_context(target.kind)
-        context = live.context(target, catalog) if live else {}
-        views = _warm(catalog, target, served_health, context)
-        render_fn = self._render_fn
-        if render_fn is None:
-            render_fn = functools.partial(render, views=views, kind_context=context)
+        render_fn, session, objects = self._prepare(source, catalog, target, served_health, live)
         read_fd, write_fd = os.pipe()
         _PIPES.update((read_fd, write_fd))
         _widen_pipe(read_fd)
         pid = os.fork()
         if pid == 0:
-            _child(write_fd, target, lambda: render_fn(source, catalog, target, served_health))
+            _child(write_fd, target, lambda: render_fn(source, catalog, target, served_health), session)
         _PIPES.discard(write_fd)
         os.close(write_fd)
         self._children.add(pid)
@@ -101,10 +100,27 @@ class BoundedRenderer:
             if problem is not None:  # still running, or about to be: no one else will end it
                 _kill(pid)
             status = os.waitpid(pid, 0)[1]
-        text = _outcome(target, data, problem, status)
+        text, delta = _outcome(target, data, problem, status)
+        if session is not None and delta:
+            _store(session, delta, objects)
         if live:
             live.rendered(target, text)
         return text
+
+    def _prepare(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str],
+                 live: LiveContext | None) -> tuple[RenderFn, FragmentSession | None, dict[int, object]]:
+        """What the child renders with: done here, the compiled template, the service views and the
+        layout stay cached in this process (the child reuses them instead of redoing them at every
+        render; syntax errors are raised here too), and the target's fragment cache (issue 13)."""
+        context = live.context(target, catalog) if live else {}
+        views = _warm(catalog, target, served_health, context)
+        if self._render_fn is not None:
+            compiled(source, target)
+            return self._render_fn, None, {}
+        compiled(source, target, fragments=True)
+        session = fragment_session(self._fragments.setdefault(target.name, FragmentCache()))
+        render_fn = functools.partial(render, views=views, kind_context=context, fragments=session)
+        return render_fn, session, identity_objects(views)
 
     def _live_context(self, kind: str) -> LiveContext | None:
         """This renderer's reader of the live config for `kind` (None: the kind reads none)."""
@@ -139,7 +155,7 @@ class BoundedRenderer:
             if not chunk and not self._closed:
                 return b"".join(chunks), None
             size += len(chunk)
-            if size > target.render_memory + 1:
+            if size > target.render_memory + 1 + _TRAILER:  # the text alone is at most render_memory
                 return b"", RenderLimit(f"{target.template}: output larger than render_memory "
                                         f"({_size(target.render_memory)})")
             chunks.append(chunk)
@@ -159,12 +175,24 @@ def _warm(catalog: Catalog, target: Target, served_health: frozenset[str],
     return views
 
 
-def _outcome(target: Target, data: bytes, problem: TemplateError | None, status: int) -> str:
-    """The rendered text, or the one line that says why there is none (`RenderLimit` for a limit)."""
+def _store(session: FragmentSession, delta: bytes, objects: dict[int, object]) -> None:
+    """Keep the fragments the child rendered; a delta that does not read back is dropped (the
+    cache only misses then, it never serves wrong text)."""
+    try:
+        session.commit_delta(pickle.loads(delta), objects)
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError):
+        log.warning("fragment cache: the render's fragments did not read back; not kept")
+
+
+def _outcome(target: Target, data: bytes, problem: TemplateError | None, status: int) -> tuple[str, bytes]:
+    """The rendered text and the fragments the child rendered (pickled, maybe empty), or the one
+    line that says why there is none (`RenderLimit` for a limit)."""
     if problem is not None:
         raise problem
-    if data[:1] == _OK and os.waitstatus_to_exitcode(status) == 0:
-        return data[1:].decode("utf-8", "surrogatepass")
+    if data[:1] == _OK and os.waitstatus_to_exitcode(status) == 0 and len(data) >= 1 + _TRAILER:
+        extra = int.from_bytes(data[-_TRAILER:], "big")
+        end = len(data) - _TRAILER - extra
+        return data[1:end].decode("utf-8", "surrogatepass"), data[end:-_TRAILER]
     if data[:1] in (_FAILED, _OUT_OF_MEMORY):
         kind = RenderLimit if data[:1] == _OUT_OF_MEMORY else TemplateError
         raise kind(data[1:].decode("utf-8", "replace"))
@@ -177,7 +205,8 @@ def _outcome(target: Target, data: bytes, problem: TemplateError | None, status:
                         f"{_size(target.render_memory)}, render_timeout {target.render_timeout:g}s)")
 
 
-def _child(write_fd: int, target: Target, render_now: Callable[[], str]) -> NoReturn:
+def _child(write_fd: int, target: Target, render_now: Callable[[], str],
+           session: FragmentSession | None) -> NoReturn:
     """In the forked child: limit, render, send, and leave without running any of the parent's cleanup."""
     code = 3
     try:
@@ -185,9 +214,24 @@ def _child(write_fd: int, target: Target, render_now: Callable[[], str]) -> NoRe
         messages = _Messages.of(target)
         status, text = _attempt(render_now, messages)
         _send(write_fd, status, text)
+        if status == _OK:
+            extra = _fragments(session, len(text), target.render_memory)
+            _write_all(write_fd, extra + len(extra).to_bytes(_TRAILER, "big"))
         code = 0
     finally:
         os._exit(code)
+
+
+def _fragments(session: FragmentSession | None, text_size: int, budget: int) -> bytes:
+    """The fragments this render rendered, for the parent's cache; none if they would take the
+    stream past `render_memory` (counting 4 bytes a character of text) or there is no room."""
+    if session is None:
+        return b""
+    try:
+        data = pickle.dumps(session.delta(), protocol=pickle.HIGHEST_PROTOCOL)
+    except MemoryError:
+        return b""
+    return data if len(data) + 4 * text_size <= budget else b""
 
 
 def _confine(write_fd: int, target: Target) -> None:

@@ -1,17 +1,21 @@
 """The text each fragment rendered, per key, kept per target from one render to the next (issue 13).
 
-A `FragmentCache` holds what the last successful render used (hits and new texts), nothing more:
-memory stays about one rendered config. A render works on a `FragmentSession`, a snapshot of the
-cache: it records the positions it hit and the texts it rendered, and `commit()` makes those the
-cache. A render that fails commits nothing. A forked renderer's child sends its session's
-`delta()` back; the parent's session (the same snapshot, made before the fork) `commit_delta`s it.
+A `FragmentCache` keeps what its last successful render used (hits and new texts) and drops the
+rest, so memory stays about one rendered config. A render works through a `FragmentSession`: it
+records the entries it hit and the texts it rendered, and `commit()` stores them. A render that
+fails commits nothing. A forked renderer's child sends its session's `delta()` back (hits as
+positions in the cache's order, which the fork shares) and the parent's session, made before the
+fork, `commit_delta`s it.
 
-An identity-keyed value (a `ServiceView`) is held by every entry whose key has its id, so the id
-cannot be reused by another object while the entry lives.
+Entries are never rewritten: a key stands for one text for good. An identity-keyed value (a
+`ServiceView`) is held by every entry whose key has its id, so no other object can take that id
+while the entry lives. Committing updates the one dict in place (a key tuple is hashed again on
+each insert: rebuilding 10,000 entries cost more than the render saved).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -26,23 +30,30 @@ _MAX_KEY_PARTS = 20_000  # a larger value (all of `services`) renders uncached: 
 
 Key = tuple[Hashable, ...]
 Delta = tuple[list[int], list[tuple[Key, str, tuple[int, ...]]]]  # positions hit; new (key, text, ids)
-_State = tuple[list[Key], list[FragmentText], list[tuple[object, ...]], dict[Key, int]]
-_EMPTY: _State = ([], [], [], {})
 _SCALARS = (str, int, type(None))
 _IMMUTABLE = (dict, MappingProxyType, tuple, list)  # in the sandbox: `vars`, `spec`, a `{...}` literal
+
+
+class _Entry:
+    __slots__ = ("text", "refs", "generation")
+
+    def __init__(self, text: FragmentText, refs: tuple[object, ...], generation: int) -> None:
+        self.text, self.refs, self.generation = text, refs, generation
 
 
 class FragmentCache:
     """One target's fragment texts (per template: keys start with the fragment's uid)."""
 
     def __init__(self) -> None:
-        self.state: _State = _EMPTY
+        self.entries: dict[Key, _Entry] = {}
+        self.generation = 0  # of the last commit
+        self.lock = threading.Lock()
 
     def session(self, rules: Rules) -> FragmentSession:
         return FragmentSession(self, rules)
 
     def __len__(self) -> int:
-        return len(self.state[0])
+        return len(self.entries)
 
 
 class _Unkeyable(Exception):
@@ -50,12 +61,12 @@ class _Unkeyable(Exception):
 
 
 class FragmentSession:
-    """One render's view of a `FragmentCache`: the `__lbgen_fragments` of its context."""
+    """One render's use of a `FragmentCache`: the `__lbgen_fragments` of its context."""
 
     def __init__(self, cache: FragmentCache, rules: Rules) -> None:
-        self._cache, self._base, self._keys = cache, cache.state, _Keys(rules)
-        self.used: list[int] = []
-        self.new: dict[Key, tuple[FragmentText, tuple[object, ...]]] = {}
+        self._cache, self._generation, self._keys = cache, cache.generation, _Keys(rules)
+        self.hits: list[_Entry] = []
+        self.new: dict[Key, _Entry] = {}
 
     def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
         """The body's text for these values: remembered for an equal key, else rendered."""
@@ -63,42 +74,54 @@ class FragmentSession:
             key, refs = self._keys.of(fragment, context, values)
         except _Unkeyable:
             return fragment.render(context, values)
-        position = self._base[3].get(key)
-        if position is not None:
-            self.used.append(position)
-            return self._base[1][position]
-        if key in self.new:
-            return self.new[key][0]
+        entry = self._cache.entries.get(key) or self.new.get(key)
+        if entry is not None:
+            self.hits.append(entry)
+            return entry.text
         text = fragment.render(context, values)
-        self.new[key] = (text, refs)
+        self.new[key] = _Entry(text, refs, 0)
         return text
 
     def commit(self) -> None:
         """Keep what this render used, and drop the rest (call after a successful render)."""
-        self._store([(k, t, r) for k, (t, r) in self.new.items()], self.used)
+        self._store(self.hits, self.new, sweep=True)
 
     def delta(self) -> Delta:
         """What `commit_delta` needs, as plain data (identity-keyed objects by id)."""
-        return self.used, [(k, str(t), tuple(id(r) for r in refs)) for k, (t, refs) in self.new.items()]
+        position = {id(e): i for i, e in enumerate(self._cache.entries.values())}
+        used = [position[id(e)] for e in self.hits if id(e) in position]
+        return used, [(k, str(e.text), tuple(id(r) for r in e.refs)) for k, e in self.new.items()]
 
     def commit_delta(self, delta: Delta, objects: Mapping[int, object]) -> None:
         """`commit` with a child's `delta`; `objects`: id → each object alive in this process at
-        the fork (the render's service views). An entry naming any other id is dropped."""
+        the fork (the render's service views and listeners). An entry naming any other id is
+        dropped. If another render committed since the fork, nothing is swept this time."""
         used, new = delta
-        entries = []
+        entries: dict[Key, _Entry] = {}
         for key, text, ids in new:
             refs = tuple(objects.get(i) for i in ids)
             if all(r is not None for r in refs):
-                entries.append((key, FragmentText(text), refs))
-        self._store(entries, used)
+                entries[key] = _Entry(FragmentText(text), refs, 0)
+        with self._cache.lock:
+            same = self._cache.generation == self._generation
+            current = list(self._cache.entries.values()) if same else []
+            hits = [current[i] for i in used if 0 <= i < len(current)]
+        self._store(hits, entries, sweep=same)
 
-    def _store(self, new: list[tuple[Key, FragmentText, tuple[object, ...]]], used: list[int]) -> None:
-        keys, texts, refs, _ = self._base
-        kept = [i for i in dict.fromkeys(used) if 0 <= i < len(keys)]
-        new_keys = [keys[i] for i in kept] + [k for k, _, _ in new]
-        new_texts = [texts[i] for i in kept] + [t for _, t, _ in new]
-        new_refs = [refs[i] for i in kept] + [r for _, _, r in new]
-        self._cache.state = (new_keys, new_texts, new_refs, {k: i for i, k in enumerate(new_keys)})
+    def _store(self, hits: list[_Entry], new: dict[Key, _Entry], sweep: bool) -> None:
+        with self._cache.lock:
+            cache = self._cache
+            sweep = sweep and cache.generation == self._generation
+            cache.generation += 1
+            for entry in hits:
+                entry.generation = cache.generation
+            for key, entry in new.items():
+                entry.generation = cache.generation
+                cache.entries.setdefault(key, entry)
+            if sweep:
+                stale = [k for k, e in cache.entries.items() if e.generation != cache.generation]
+                for key in stale:
+                    del cache.entries[key]
 
 
 class _Keys:

@@ -40,7 +40,7 @@ from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
 __all__ = ["BARE_RE", "FragmentCache", "InProcessRenderer", "TemplateSource", "UnsafeValue", "compile_template",
-           "compiled", "fragment_session", "render"]
+           "compiled", "fragment_session", "identity_objects", "render"]
 
 
 class TemplateSource(str):
@@ -162,6 +162,14 @@ _RULES = _fragment_rules()
 def fragment_session(cache: FragmentCache) -> FragmentSession:
     """A render's session of `cache` (one per target; `commit()` it after a successful render)."""
     return cache.session(_RULES)
+
+
+def identity_objects(views: tuple[lay.ServiceView, ...]) -> dict[int, object]:
+    """id → every object a fragment key may hold by identity when a template renders `views`:
+    the views and their layout's listeners (computed here: a forked renderer calls this before
+    the fork, so its child's `layout()` hands out these very objects)."""
+    found = layout(views)
+    return {id(o): o for o in (*views, *found.http, *found.tcp)}
 
 
 class _NoLoader(jinja2.BaseLoader):
