@@ -15,7 +15,6 @@ each insert: rebuilding 10,000 entries cost more than the render saved).
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Hashable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
@@ -42,12 +41,12 @@ class _Entry:
 
 
 class FragmentCache:
-    """One target's fragment texts (per template: keys start with the fragment's uid)."""
+    """One target's fragment texts (per template: keys start with the fragment's uid). One render
+    at a time per cache: the renderers keep one per target, and a target renders in one thread."""
 
     def __init__(self) -> None:
         self.entries: dict[Key, _Entry] = {}
         self.generation = 0  # of the last commit
-        self.lock = threading.Lock()
 
     def session(self, rules: Rules) -> FragmentSession:
         return FragmentSession(self, rules)
@@ -102,26 +101,22 @@ class FragmentSession:
             refs = tuple(objects.get(i) for i in ids)
             if all(r is not None for r in refs):
                 entries[key] = _Entry(FragmentText(text), refs, 0)
-        with self._cache.lock:
-            same = self._cache.generation == self._generation
-            current = list(self._cache.entries.values()) if same else []
-            hits = [current[i] for i in used if 0 <= i < len(current)]
-        self._store(hits, entries, sweep=same)
+        same = self._cache.generation == self._generation
+        current = list(self._cache.entries.values()) if same else []
+        self._store([current[i] for i in used if 0 <= i < len(current)], entries, sweep=same)
 
     def _store(self, hits: list[_Entry], new: dict[Key, _Entry], sweep: bool) -> None:
-        with self._cache.lock:
-            cache = self._cache
-            sweep = sweep and cache.generation == self._generation
-            cache.generation += 1
-            for entry in hits:
-                entry.generation = cache.generation
-            for key, entry in new.items():
-                entry.generation = cache.generation
-                cache.entries.setdefault(key, entry)
-            if sweep:
-                stale = [k for k, e in cache.entries.items() if e.generation != cache.generation]
-                for key in stale:
-                    del cache.entries[key]
+        cache = self._cache
+        sweep = sweep and cache.generation == self._generation
+        cache.generation += 1
+        for entry in hits:
+            entry.generation = cache.generation
+        for key, entry in new.items():
+            entry.generation = cache.generation
+            cache.entries.setdefault(key, entry)
+        if sweep:
+            for key in [k for k, e in cache.entries.items() if e.generation != cache.generation]:
+                del cache.entries[key]
 
 
 class _Keys:

@@ -77,7 +77,7 @@ class Fragment:
     stored: frozenset[str]  # names the body assigns: a context read of one of them is not keyed
 
     def render(self, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
-        variables = context.get_all()
+        variables = dict(context.get_all())  # get_all may hand out the context's own dict
         variables.update(zip(self.names, values))
         ctx = self.template.new_context(variables, shared=True)
         return FragmentText(self.template.environment.concat(self.template.root_render_func(ctx)))
@@ -115,7 +115,7 @@ def _fragment(env: jinja2.Environment, loop: nodes.For, name: str, rules: Rules,
         return None
     body = nodes.Template(loop.body, lineno=loop.lineno)
     body.set_environment(env)
-    free = meta.find_undeclared_variables(body)
+    free = _free_names(env, body)
     stored = {n.name for n in body.find_all(nodes.Name) if n.ctx in ("store", "param")}
     if free & (_NAMES_NOT_IN_BODY | stored):
         return None
@@ -127,6 +127,24 @@ def _fragment(env: jinja2.Environment, loop: nodes.For, name: str, rules: Rules,
     template = env.template_class.from_code(env, code, env.make_globals(None))
     return Fragment(next(_uids), template, names, tuple(_chains(loop.body, n) for n in names),
                     frozenset(stored))
+
+
+class _Names(meta.TrackingCodeGenerator):
+    """Every name a template resolves from its context, globals included (Jinja's own
+    `find_undeclared_variables` leaves globals out, but a body may read a global through a name
+    the outer template shadows, or one that reads the render context)."""
+
+    def enter_frame(self, frame: Any) -> None:
+        super(meta.TrackingCodeGenerator, self).enter_frame(frame)
+        for action, param in frame.symbols.loads.values():
+            if action == "resolve":
+                self.undeclared_identifiers.add(param)
+
+
+def _free_names(env: jinja2.Environment, body: nodes.Template) -> set[str]:
+    names = _Names(env)
+    names.visit(body)
+    return names.undeclared_identifiers
 
 
 def _pure(env: jinja2.Environment, body: list[nodes.Node]) -> bool:

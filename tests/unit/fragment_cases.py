@@ -1,0 +1,129 @@
+"""Random catalogs and random changes for the fragment cache's tests (issue 13): a service keeps
+its `Service` object while unchanged, as the catalog reducer does, so the cache can hit."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from hypothesis import strategies as st
+
+from lbgen.core.model import Catalog, Endpoint, Service
+from tests.unit.catalogs import ROOT, TEMPLATES
+
+NAMES = ("api", "db", "shop", "web")
+HOSTS = ("a.test", "b.test", "*.c.test")
+PATHS = ("/", "/api", "/api/v1")
+PORTS = (8080, 8081, 9000)
+ADDRESSES = ("10.0.0.1", "10.0.0.2", "fd00::1", "backend.test")
+HEALTH = ("healthy", "unhealthy", "starting", "none")
+
+# Templates that must fall back (or partly): what their loops read is not in a key, or the loop does
+# not qualify. Each still renders byte-identical text with the cache.
+CUSTOM = {
+    "loop_index": "{% for s in services %}{{ loop.index }} {{ s.name }}\n{% endfor %}",
+    "namespace": ("{% set ns = namespace(n=0) %}{% for s in services %}{% set ns.n = ns.n + s.endpoints"
+                  " | length %}{{ ns.n }}\n{% endfor %}"),
+    "namespace_read": ("{% set ns = namespace(n=0) %}{% for s in services %}{% set ns.n = ns.n + 1 %}"
+                       "{% for e in s.all_endpoints %}{{ ns.n }} {{ e.id }}\n{% endfor %}{% endfor %}"),
+    "caller": ("{% macro each(xs) %}{% for x in xs %}{{ caller(x) }}{% endfor %}{% endmacro %}"
+               "{% call(s) each(services) %}{{ s.name }} {{ s.endpoints | length }}\n{% endcall %}"),
+    "macro_outside": ("{% macro line(e) %}{{ e.id }} {{ e.weight }}{% endmacro %}{% for s in services %}"
+                      "{% for e in s.endpoints %}{{ line(e) }}\n{% endfor %}{% endfor %}"),
+    "joiner": ("{% set comma = joiner(',') %}{% for s in services %}{{ comma() }}{{ s.name }}{% endfor %}\n"),
+    "cycler": ("{% set c = cycler('x', 'y') %}{% for s in services %}{{ c.next() }}{{ s.name }}\n{% endfor %}"),
+    "context_global": ("{% for s in services %}{% for slot in slots(s, 2) %}{{ slot.name }} {{ slot.addr }}\n"
+                       "{% endfor %}{% endfor %}"),
+    "chains_and_vars": (
+        "{% set listen = vars.addr | default('127.0.0.1') %}{% set table = {'http': 'H', 'tcp': 'T'} %}"
+        "{% for listener in layout(services).http %}{% for vhost in listener.hosts %}"
+        "{{ listen }}:{{ listener.port }} {{ vhost.names | join(' ') }}{% for r in vhost.routes %}"
+        " {{ r.path }}={{ r.service.name }}/{{ table[r.service.mode] }}{% endfor %}"
+        "{% if vars.extra is defined %} {{ vars.extra }}{% endif %}{% if vars.none is defined %}!{% endif %}\n"
+        "{% endfor %}{% endfor %}"),
+    "revision": "{% for s in services %}{{ s.name }} {{ revision }}\n{% endfor %}",
+    "filtered_else": ("{% for s in services if s.endpoints %}{{ s.name }}{% set n = s.endpoints | length %}"
+                      "{% for e in s.endpoints | sort(attribute='weight') %} {{ e | hostport }}{% else %}-"
+                      "{% endfor %} {{ n }}\n{% else %}none\n{% endfor %}"),
+    "tuple_target": ("{% for name, count in services | map(attribute='name') | zip(services | map("
+                     "attribute='all_endpoints') | map('length')) %}{{ name }}={{ count }}\n{% endfor %}"),
+    "shadowed_global": ("{% set range = 'shadow' %}{% for s in services %}{{ range }} {{ s.name }}\n"
+                        "{% endfor %}"),
+    "fails_on_tcp": "{% for s in services %}{{ s.name }}{% if s.mode == 'tcp' %}{{ nope.x }}{% endif %}\n{% endfor %}",
+}
+
+
+def shipped(kind: str) -> str:
+    return (ROOT / "templates" / TEMPLATES[kind]).read_text()
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    if draw(st.booleans()):
+        spec["listen"] = draw(st.sampled_from(PORTS))
+    if draw(st.integers(0, 4)) == 0:
+        spec["mode"] = "tcp"
+    if draw(st.booleans()):
+        spec["hosts"] = draw(st.lists(st.sampled_from(HOSTS), max_size=2, unique=True))
+    if draw(st.booleans()):
+        spec["path"] = draw(st.sampled_from(PATHS))
+    if draw(st.booleans()):
+        spec["balance"] = draw(st.sampled_from(("roundrobin", "leastconn", "random", "source")))
+    if draw(st.integers(0, 3)) == 0:
+        spec["health_check"] = "/healthz"
+    return spec
+
+
+@st.composite
+def endpoints(draw: st.DrawFn, service: str) -> Endpoint:
+    number = draw(st.integers(1, 6))
+    return Endpoint(id=f"n{number}.{service}", address=draw(st.sampled_from(ADDRESSES)),
+                    port=draw(st.integers(1, 3)) * 1000, weight=draw(st.integers(0, 3)),
+                    node=f"n{number}", health=draw(st.sampled_from(HEALTH)))
+
+
+@st.composite
+def catalogs(draw: st.DrawFn) -> dict[str, Service]:
+    found = {}
+    for name in draw(st.lists(st.sampled_from(NAMES), max_size=4, unique=True)):
+        found[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name), max_size=4)))
+    return found
+
+
+def _service(name: str, spec: dict[str, Any], found: list[Endpoint]) -> Service:
+    by_id = {e.id: e for e in found}
+    return Service(name, spec, tuple(by_id[i] for i in sorted(by_id)))
+
+
+@st.composite
+def changes(draw: st.DrawFn, services: dict[str, Service]) -> dict[str, Service]:
+    """One change, as a registry write makes it: only the touched service gets a new object."""
+    name = draw(st.sampled_from(NAMES))
+    after = dict(services)
+    old = services.get(name)
+    what = draw(st.sampled_from(("endpoint", "drop_endpoint", "endpoint_field", "spec", "service")))
+    if old is None or what == "service":
+        if old is None:
+            after[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name), max_size=3)))
+        else:
+            del after[name]
+    elif what == "endpoint":
+        after[name] = _service(name, dict(old.spec), [*old.all_endpoints, draw(endpoints(name))])
+    elif what == "drop_endpoint" and old.all_endpoints:
+        gone = draw(st.sampled_from(old.all_endpoints))
+        after[name] = _service(name, dict(old.spec), [e for e in old.all_endpoints if e is not gone])
+    elif what == "endpoint_field" and old.all_endpoints:
+        picked = draw(st.sampled_from(old.all_endpoints))
+        field, value = draw(st.sampled_from((
+            ("weight", 0), ("weight", 2), ("health", "unhealthy"), ("health", "healthy"),
+            ("address", "10.0.0.9"), ("port", 7000))))
+        changed = dataclasses.replace(picked, **{field: value})
+        after[name] = _service(name, dict(old.spec), [changed if e is picked else e for e in old.all_endpoints])
+    else:
+        after[name] = _service(name, draw(specs()), list(old.all_endpoints))
+    return after
+
+
+def catalog_of(services: dict[str, Service], revision: int) -> Catalog:
+    return Catalog(revision=revision, services=tuple(services[n] for n in sorted(services)))

@@ -1,0 +1,160 @@
+"""The fragment cache (issue 13): byte-identical text at every step of random change sequences,
+for the shipped templates (HAProxy with and without `previous_slots`) and templates that must
+fall back, in process; what qualifies and what does not; hits happen where they should."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import jinja2
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from lbgen.core import fragments as frag
+from lbgen.core.fragment_cache import FragmentCache, _Keys, _Unkeyable
+from lbgen.core.kinds.haproxy.slots import previous_slots
+from lbgen.core.model import Endpoint, Service
+from lbgen.core.render import _RULES, compiled, fragment_session, render
+from lbgen.core.settings import Target
+from lbgen.errors import TemplateError
+from tests.unit.fragment_cases import CUSTOM, catalog_of, catalogs, changes, shipped
+
+VARS = {"stats_socket": "/tmp/s.sock", "status_port": 8999, "min_slots": 2, "extra": "x"}
+
+
+def _target(kind: str, template: str) -> Target:
+    return Target(name=template, template=template, dest="/dev/null", kind=kind, vars=VARS)
+
+
+def diff(expected: str, got: str) -> str:
+    return "\n".join(difflib.unified_diff(expected.splitlines(), got.splitlines(), "uncached", "cached", lineterm=""))
+
+
+def _outcome(make: Callable[[], str]) -> str:
+    try:
+        return make()
+    except TemplateError as e:
+        return f"error: {e}"
+
+
+def _steps(kind: str, source: str, template: str, keep_slots: bool) -> Callable[..., None]:
+    """A property: over a random catalog and changes, cached text == uncached text, every step."""
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        target, cache = _target(kind, template), FragmentCache()
+        services = data.draw(catalogs())
+        last = ""
+        for revision in range(1, data.draw(st.integers(1, 6)) + 1):
+            catalog = catalog_of(services, revision)
+            context = {"previous_slots": previous_slots(last, catalog)} if keep_slots else None
+            expected = _outcome(lambda: render(source, catalog, target, kind_context=context))
+            session = fragment_session(cache)
+            got = _outcome(lambda: render(source, catalog, target, kind_context=context, fragments=session))
+            assert got == expected, diff(expected, got)
+            if not got.startswith("error: "):
+                session.commit()
+                last = got
+            services = data.draw(changes(services))
+
+    return check
+
+
+@pytest.mark.parametrize("kind, keep_slots", [("nginx", False), ("haproxy", False), ("haproxy", True)],
+                         ids=["nginx", "haproxy", "haproxy-previous-slots"])
+def test_shipped_templates_render_identically_with_the_cache(kind: str, keep_slots: bool) -> None:
+    _steps(kind, shipped(kind), f"{kind}.j2", keep_slots)()
+
+
+@pytest.mark.parametrize("name", sorted(CUSTOM))
+def test_templates_that_fall_back_render_identically(name: str) -> None:
+    _steps("generic", CUSTOM[name], f"{name}.j2", False)()
+
+
+def _fragments(source: str) -> tuple[frag.Fragment, ...]:
+    template = compiled(source, _target("generic", "t.j2"), fragments=True)
+    call = template.globals[frag.CALL]
+    return call.__closure__[0].cell_contents  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("source, rewritten", [
+    ("{% for s in services %}{{ s.name }}{% endfor %}", [("s",)]),
+    ("{% for s in services %}{{ loop.index }}{% endfor %}", []),
+    ("{% for s in services recursive %}{{ s.name }}{% endfor %}", []),
+    ("{% set ns = namespace(a=1) %}{% for s in services %}{% set ns.a = 2 %}{% endfor %}", []),
+    ("{% for s in services %}{% include 'x' %}{% endfor %}", []),
+    ("{% for s in services %}{{ services | random }}{% endfor %}", []),
+    ("{% for s in services %}{{ lipsum() }}{% endfor %}", [("lipsum",)]),  # lipsum: never keyed
+    ("{% for s in services %}{% macro m() %}{% endmacro %}{% endfor %}", []),
+    ("{% for s in services %}{{ y }}{% set y = 1 %}{% endfor %}", []),
+    ("{% for s in services %}{% for e in s.endpoints %}{{ loop.index }}{% endfor %}{% endfor %}", [("s",)]),
+    ("{% for s in services %}{{ loop.index }}{% for e in s.endpoints %}{{ e.id }}{% endfor %}{% endfor %}",
+     [("e",)]),
+    ("{% for s in services %}{{ s.endpoints | map('upper') | list }}{% endfor %}", [("s",)]),
+    ("{% for s in services %}{{ s.endpoints | map('random') | list }}{% endfor %}", []),
+], ids=["plain", "loop", "recursive", "namespace-set", "include", "random", "lipsum", "macro",
+        "read-then-set", "inner-loop-var", "outer-loop-var", "map-pure", "map-random"])
+def test_which_loops_are_rewritten(source: str, rewritten: list[tuple[str, ...]]) -> None:
+    assert [f.names for f in _fragments(source)] == rewritten
+
+
+def test_lipsum_renders_uncached_every_time() -> None:
+    with pytest.raises(_Unkeyable):
+        _Keys(_RULES).key(jinja2.sandbox.ImmutableSandboxedEnvironment().globals["lipsum"])
+
+
+def test_chains_key_only_what_is_read() -> None:
+    [fragment] = _fragments("{% for x in xs %}{{ listener.port }}{{ vars.a }}{{ x }}{% endfor %}")
+    assert dict(zip(fragment.names, fragment.chains)) == {
+        "listener": (((True, "port"),),), "vars": (((True, "a"),),), "x": None}
+
+
+def test_a_context_reader_without_a_declaration_is_not_keyed() -> None:
+    @jinja2.pass_context
+    def reads(context: Any) -> str:
+        return str(context.get("secret"))
+
+    with pytest.raises(_Unkeyable):
+        _Keys(_RULES).key(reads)
+
+
+@pytest.mark.parametrize("a, b", [(1, True), (1, 1.0), (0.0, -0.0), ("a", frag.FragmentText("a")),
+                                  ({"a": 1, "b": 2}, {"b": 2, "a": 1}), ((1,), [1])],
+                         ids=["int-bool", "int-float", "zero-sign", "str-subclass", "dict-order", "tuple-list"])
+def test_values_that_compare_equal_but_render_differently_have_different_keys(a: Any, b: Any) -> None:
+    keys = _Keys(_RULES)
+    try:
+        assert keys.key(a) != keys.key(b)
+    except _Unkeyable:
+        pass  # a type the key does not take renders uncached: just as safe
+
+
+def test_one_changed_service_renders_one_upstream_and_its_port() -> None:
+    services = {f"s{i}": _svc(f"s{i}", 8080 + i % 2) for i in range(6)}
+    target, cache = _target("nginx", "nginx.j2"), FragmentCache()
+    session = fragment_session(cache)
+    render(shipped("nginx"), catalog_of(services, 1), target, fragments=session)
+    session.commit()
+    services["s2"] = _svc("s2", 8080, weight=3)
+    session = fragment_session(cache)
+    text = render(shipped("nginx"), catalog_of(services, 2), target, fragments=session)
+    assert text == render(shipped("nginx"), catalog_of(services, 2), target)
+    assert len(session.new) == 2 and len(session.hits) == 6  # its upstream and its port's servers
+    assert len(cache) == 8
+
+
+def test_a_failed_render_stores_nothing() -> None:
+    services = {"a": _svc("a", 8080)}
+    target, cache = _target("generic", "f.j2"), FragmentCache()
+    session = fragment_session(cache)
+    with pytest.raises(TemplateError):
+        render("{% for s in services %}{{ s.name }}{% endfor %}{{ nope.x }}", catalog_of(services, 1), target,
+               fragments=session)
+    assert len(cache) == 0
+
+
+def _svc(name: str, port: int, weight: int = 1) -> Service:
+    return Service(name, {"listen": port, "hosts": [f"{name}.test"]},
+                   (Endpoint(id=f"n1.{name}", address="10.0.0.1", port=1000, weight=weight, health="healthy"),))
