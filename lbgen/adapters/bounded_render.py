@@ -215,23 +215,24 @@ def _child(write_fd: int, target: Target, render_now: Callable[[], str],
         status, text = _attempt(render_now, messages)
         _send(write_fd, status, text)
         if status == _OK:
-            extra = _fragments(session, len(text), target.render_memory)
+            extra = _fragments(session, text, target.render_memory)
             _write_all(write_fd, extra + len(extra).to_bytes(_TRAILER, "big"))
         code = 0
     finally:
         os._exit(code)
 
 
-def _fragments(session: FragmentSession | None, text_size: int, budget: int) -> bytes:
-    """The fragments this render rendered, for the parent's cache; none if they would take the
-    stream past `render_memory` (counting 4 bytes a character of text) or there is no room."""
+def _fragments(session: FragmentSession | None, text: str, budget: int) -> bytes:
+    """The fragments this render rendered, for the parent's cache; none if the text and they
+    would pass `render_memory` together (the parent reads no more), or there is no room left."""
     if session is None:
         return b""
+    size = len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
     try:
         data = pickle.dumps(session.delta(), protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError:
         return b""
-    return data if len(data) + 4 * text_size <= budget else b""
+    return data if size + len(data) <= budget else b""
 
 
 def _confine(write_fd: int, target: Target) -> None:

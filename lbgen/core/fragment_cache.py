@@ -41,8 +41,11 @@ class _Entry:
 
 
 class FragmentCache:
-    """One target's fragment texts (per template: keys start with the fragment's uid). One render
-    at a time per cache: the renderers keep one per target, and a target renders in one thread."""
+    """One target's fragment texts (per template: keys start with the fragment's uid).
+
+    Two renders of one target may overlap (a lane's quarantine probes render from its own
+    thread): every entry stays valid whoever stores it, the dict is only changed by atomic steps,
+    and a commit sweeps only when no other commit came since its session began."""
 
     def __init__(self) -> None:
         self.entries: dict[Key, _Entry] = {}
@@ -114,9 +117,10 @@ class FragmentSession:
         for key, entry in new.items():
             entry.generation = cache.generation
             cache.entries.setdefault(key, entry)
-        if sweep:
-            for key in [k for k, e in cache.entries.items() if e.generation != cache.generation]:
-                del cache.entries[key]
+        if sweep:  # `list` and `pop`: atomic, should another thread's render commit meanwhile
+            for key, entry in list(cache.entries.items()):
+                if entry.generation != cache.generation:
+                    cache.entries.pop(key, None)
 
 
 class _Keys:
