@@ -1,6 +1,7 @@
 """Render time and peak RSS of the default templates at 10,000 services / 100,000 endpoints.
 
     python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 5] [--check] [--bounded]
+                                 [--change N]
 
 Per template: the first render (includes compiling the template and building the views and
 slots), then `--repeat` re-renders of the *identical* catalog (compiled template, every service's
@@ -13,6 +14,11 @@ the same for a trivial template: that figure is the fork + pipe overhead alone. 
 the smallest `render_memory` each template needs (then "first" is no longer a cold render: the
 probes compiled it). The catalog is built in memory (decoding is measured by decode_bench.py).
 Writes bench/results/render.json (bench/results.py).
+
+With --change N, instead: N times, one endpoint of one service (a different one each time) changes
+weight and each template is rendered again, with the fragment cache (issue 13) and without,
+in process and through the bounded renderer, every cached text checked byte-identical to the
+uncached one; median and spread of each. Writes bench/results/render_change.json.
 """
 
 from __future__ import annotations
@@ -25,13 +31,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from lbgen.adapters.bounded_render import BoundedRenderer  # noqa: E402
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service  # noqa: E402
-from lbgen.core.render import render  # noqa: E402
+from lbgen.core.render import FragmentCache, fragment_session, render  # noqa: E402
 from lbgen.core.settings import MIB, RENDER_MEMORY_MIN, Target  # noqa: E402
 from lbgen.errors import TemplateError  # noqa: E402
 from results import Result  # noqa: E402
@@ -160,6 +167,50 @@ def measure(result: Result, source: str, catalog: Catalog, target: Target, args:
         bounded_runs(result, source, catalog, target, args.repeat)
 
 
+def one_change(catalog: Catalog, run: int) -> Catalog:
+    """`catalog` with the weight of the first endpoint of one service changed (another each run)."""
+    services = list(catalog.services)
+    index = run * 7919 % len(services)
+    service = services[index]
+    first = replace(service.all_endpoints[0], weight=service.all_endpoints[0].weight % 3 + 1)
+    services[index] = replace(service, all_endpoints=(first, *service.all_endpoints[1:]))
+    return Catalog(revision=catalog.revision + 1, services=tuple(services))
+
+
+def timed(runs: dict[str, list[float]], name: str, make: Callable[[], str]) -> str:
+    start, start_cpu = time.perf_counter(), time.process_time() + children_cpu()
+    text = make()
+    runs.setdefault(f"{name}, wall", []).append((time.perf_counter() - start) * 1000)
+    runs.setdefault(f"{name}, CPU", []).append((time.process_time() + children_cpu() - start_cpu) * 1000)
+    return text
+
+
+def change_runs(result: Result, source: str, catalog: Catalog, target: Target, repeat: int) -> None:
+    """One endpoint changes, then the template renders again: cached and not, in process and bounded."""
+    cache, cached_bounded, plain_bounded = FragmentCache(), BoundedRenderer(), BoundedRenderer(fragments=False)
+
+    def cached() -> str:
+        session = fragment_session(cache)
+        text = render(source, catalog, target, fragments=session)
+        session.commit()
+        return text
+
+    def bounded(renderer: BoundedRenderer) -> Callable[[], str]:
+        return lambda: renderer.render(source, catalog, target, DEFAULT_SERVED_HEALTH)
+
+    cached(), bounded(cached_bounded)(), bounded(plain_bounded)()  # the caches hold the first render
+    runs: dict[str, list[float]] = {}
+    for run in range(repeat):
+        catalog = one_change(catalog, run)
+        text = timed(runs, "in process, fragment cache", cached)
+        assert text == timed(runs, "in process, uncached", lambda: render(source, catalog, target))
+        text = timed(runs, "bounded, fragment cache", bounded(cached_bounded))
+        assert text == timed(runs, "bounded, uncached", bounded(plain_bounded))
+    paths = {"in process": "lbgen.core.render.render", "bounded": "BoundedRenderer (forked child; CPU includes it)"}
+    for name, values in runs.items():
+        result.add(f"{target.template}: one change, {name}", paths[name.split(",")[0]], "ms", values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
@@ -167,10 +218,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--check", action="store_true", help="also time nginx -t / haproxy -c")
     parser.add_argument("--bounded", action="store_true", help="also render through the bounded renderer")
+    parser.add_argument("--change", type=int, default=0, metavar="N",
+                        help="instead: N one-endpoint changes, re-rendered with and without the fragment cache")
     args = parser.parse_args()
     catalog = big_catalog(args.services, args.per_service)
     print(f"catalog: {args.services} services, {catalog.endpoint_count} endpoints, "
           f"peak RSS {peak_rss_mb():.0f} MB")
+    if args.change:
+        with Result("render_change", sys.argv) as result:
+            result.notes.append(f"{args.services:,} services, {catalog.endpoint_count:,} endpoints, built in memory; "
+                                "each run changes one endpoint's weight, then renders")
+            for source, target in templates()[:2]:
+                change_runs(result, source, catalog, target, args.change)
+        return
     with Result("render", sys.argv) as result:
         result.notes.append(f"{args.services:,} services, {catalog.endpoint_count:,} endpoints, built in memory")
         if args.bounded:

@@ -65,8 +65,9 @@ class _Messages:
 class BoundedRenderer:
     """`lbgen.ports.Renderer`: each render in a child process bounded by the target's limits."""
 
-    def __init__(self, render_fn: RenderFn | None = None) -> None:
+    def __init__(self, render_fn: RenderFn | None = None, fragments: bool = True) -> None:
         self._render_fn = render_fn  # None: `lbgen.core.render.render`, given the views made before the fork
+        self._use_fragments = fragments  # False: render every loop body every time (benchmarks compare)
         self._children: set[int] = set()  # renders in progress (one per thread that renders)
         self._closed = False
         self._live: dict[str, LiveContext | None] = {}  # per kind: its reader of the live config (issue 11)
@@ -117,6 +118,9 @@ class BoundedRenderer:
         if self._render_fn is not None:
             compiled(source, target)
             return self._render_fn, None, {}
+        if not self._use_fragments:
+            compiled(source, target)
+            return functools.partial(render, views=views, kind_context=context), None, {}
         compiled(source, target, fragments=True)
         session = fragment_session(self._fragments.setdefault(target.name, FragmentCache()))
         render_fn = functools.partial(render, views=views, kind_context=context, fragments=session)
