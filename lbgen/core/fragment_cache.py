@@ -21,7 +21,7 @@ from typing import Any
 
 import jinja2
 
-from lbgen.core.fragments import Fragment, FragmentText, Rules
+from lbgen.core.fragments import Fragment, FragmentText, Rules, Session
 
 __all__ = ["Delta", "FragmentCache", "FragmentSession"]
 
@@ -62,7 +62,7 @@ class _Unkeyable(Exception):
     """A value the key cannot stand for: the body renders uncached."""
 
 
-class FragmentSession:
+class FragmentSession(Session):
     """One render's use of a `FragmentCache`: the `__lbgen_fragments` of its context."""
 
     def __init__(self, cache: FragmentCache, rules: Rules) -> None:

@@ -30,7 +30,7 @@ from jinja2.utils import _PassArg
 
 from lbgen.core.kinds import ContextRead
 
-__all__ = ["CALL", "SESSION", "Fragment", "FragmentText", "Rules", "caller", "rewrite"]
+__all__ = ["CALL", "SESSION", "Fragment", "FragmentText", "Rules", "Session", "caller", "rewrite"]
 
 CALL = "__lbgen_fragment"  # the template global each rewritten body calls
 SESSION = "__lbgen_fragments"  # the render context's `FragmentSession` (absent: render uncached)
@@ -205,15 +205,27 @@ def _chain(node: nodes.Node, name: str) -> Chain | None:
     return None
 
 
+class Session:
+    """What a render's context holds as `__lbgen_fragments` (`lbgen.core.fragment_cache`)."""
+
+    def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
+        raise NotImplementedError
+
+
 def caller(fragments: tuple[Fragment, ...]) -> Callable[..., FragmentText]:
-    """The `__lbgen_fragment(index, *values)` global of one compiled template."""
+    """The `__lbgen_fragment(index, *values)` global of one compiled template. Called otherwise
+    than the rewrite calls it (a template can name it), it refuses or renders uncached."""
 
     @jinja2.pass_context
     def call(context: jinja2.runtime.Context, index: int, *values: Any) -> FragmentText:
+        fragment = fragments[index]
+        if len(values) != len(fragment.names):
+            raise TypeError(f"{CALL}: expected {len(fragment.names)} values, got {len(values)}")
         session = context.get(SESSION)
-        if session is None:
-            return fragments[index].render(context, values)
-        return session.text(fragments[index], context, values)
+        if not isinstance(session, Session):
+            return fragment.render(context, values)
+        return session.text(fragment, context, values)
 
+    call.unsafe_callable = call.alters_data = False  # type: ignore[attr-defined]  # the sandbox asks, per call
     return call
 
