@@ -56,13 +56,14 @@ uninstall:
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# The quick benchmarks (bench/README.md, about 4 minutes; agent_keys starts a private etcd): each writes bench/results/<scenario>.json
+# The quick benchmarks (bench/README.md, about 7 minutes; agent_keys starts a private etcd): each writes bench/results/<scenario>.json
 # (commit, machine, load average, figures), then the tables in bench/*.md are regenerated from them.
 .PHONY: bench bench-scale bench-tables
 bench: venv
 	$(BIN)/python bench/startup_bench.py
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/render_bench.py --check
+	$(BIN)/python bench/render_bench.py --change 15
 	$(BIN)/python bench/agent_keys_bench.py
 	$(BIN)/python bench/tables.py
 

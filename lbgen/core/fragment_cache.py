@@ -182,7 +182,7 @@ class _Keys:
     def key(self, value: Any) -> Hashable:
         kind = type(value)
         if kind in _SCALARS:
-            return value
+            return value  # type: ignore[no-any-return]
         self._budget -= 1
         if self._budget < 0:
             raise _Unkeyable

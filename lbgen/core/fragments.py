@@ -83,21 +83,21 @@ class Fragment:
         return FragmentText(self.template.environment.concat(self.template.root_render_func(ctx)))
 
 
-def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str, rules: Rules) -> tuple[Fragment, ...]:
+def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> tuple[Fragment, ...]:
     """Rewrite `ast` in place (outermost qualifying loops first); the fragments its calls name."""
     if any(True for _ in ast.find_all((nodes.Extends, nodes.Block, nodes.EvalContextModifier,
                                           nodes.ScopedEvalContextModifier))):
         return ()
     fragments: list[Fragment] = []
-    _visit(env, ast, name, rules, fragments)
+    _visit(env, ast, name, fragments)
     return tuple(fragments)
 
 
-def _visit(env: jinja2.Environment, node: nodes.Node, name: str, rules: Rules, out: list[Fragment]) -> None:
+def _visit(env: jinja2.Environment, node: nodes.Node, name: str, out: list[Fragment]) -> None:
     for child in node.iter_child_nodes():
-        fragment = _fragment(env, child, name, rules, len(out)) if isinstance(child, nodes.For) else None
-        if fragment is None:
-            _visit(env, child, name, rules, out)
+        fragment = _fragment(env, child, name) if isinstance(child, nodes.For) else None
+        if not isinstance(child, nodes.For) or fragment is None:
+            _visit(env, child, name, out)
             continue
         out.append(fragment)
         call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(len(out) - 1)]
@@ -106,10 +106,10 @@ def _visit(env: jinja2.Environment, node: nodes.Node, name: str, rules: Rules, o
         child.body[0].set_lineno(child.lineno)
         child.body[0].set_environment(env)
         for other in child.else_:
-            _visit(env, other, name, rules, out)
+            _visit(env, other, name, out)
 
 
-def _fragment(env: jinja2.Environment, loop: nodes.For, name: str, rules: Rules, index: int) -> Fragment | None:
+def _fragment(env: jinja2.Environment, loop: nodes.For, name: str) -> Fragment | None:
     """The fragment for `loop`'s body, or None when the loop does not qualify."""
     if loop.recursive or not _pure(env, loop.body):
         return None
@@ -162,13 +162,16 @@ def _pure(env: jinja2.Environment, body: list[nodes.Node]) -> bool:
 def _pure_callable(env: jinja2.Environment, name: str, function: Any, args: list[nodes.Expr]) -> bool:
     if name in _IMPURE or function is None:
         return False
-    if _PassArg.from_obj(function) is not _PassArg.context:
+    if not _reads_context(function):
         return True
     # `map('upper')` calls the filter it names: a constant name of a pure filter or test is fine
     return name in _DISPATCHERS and all(
         isinstance(a, nodes.Const) and a.value not in _IMPURE
-        and _PassArg.from_obj(env.filters.get(a.value) or env.tests.get(a.value)) is not _PassArg.context
-        for a in args)
+        and not _reads_context(env.filters.get(a.value) or env.tests.get(a.value)) for a in args)
+
+
+def _reads_context(function: Any) -> bool:
+    return getattr(function, "jinja_pass_arg", None) is _PassArg.context
 
 
 Chain = tuple[tuple[bool, Any], ...]  # (is_attribute, attribute or constant item) per step

@@ -61,8 +61,8 @@ class IdentityMemo:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[tuple[int, Any], tuple[object, Any]] = {}
-        self._used: dict[tuple[int, Any], tuple[object, Any]] = {}
+        self._entries: dict[tuple[Any, Any], tuple[Any, Any]] = {}  # (id or ids, key) → (source, result)
+        self._used: dict[tuple[Any, Any], tuple[Any, Any]] = {}
 
     def get(self, source: object, key: Any, compute: Callable[[], T]) -> T:
         """`compute()` for `source` (and `key`), or the result remembered for that very object."""
@@ -77,7 +77,7 @@ class IdentityMemo:
         """`get` for a group of objects: remembered while every one of them is the same object."""
         slot = (tuple(map(id, sources)), key)
         hit = self._used.get(slot) or self._entries.get(slot)
-        if hit is None or any(a is not b for a, b in zip(hit[0], sources)):  # type: ignore[arg-type]
+        if hit is None or any(a is not b for a, b in zip(hit[0], sources)):
             hit = (sources, compute())
         self._used[slot] = hit
         return hit[1]
