@@ -10,9 +10,6 @@ from typing import Sequence
 
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.haproxy import HaproxyControl
-from lbgen.adapters.haproxy_runtime import HaproxyRuntime
-from lbgen.adapters.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.adapters.templates import read_template
 from lbgen.adapters.yaml_file import load_yaml
@@ -81,17 +78,23 @@ def _read_secret(path: str) -> str:
 
 
 def control_for(target: Target, clock: Clock) -> LbControl | None:
-    """The built-in LB knowledge for the target's kind (generic targets only run their argv)."""
+    """The built-in LB knowledge for the target's kind (generic targets only run their argv).
+    Each LB's module is imported only when a target of its kind is applied (issue 13)."""
     if target.kind == "nginx":
+        from lbgen.adapters.nginx import NginxControl
         return NginxControl(target, clock)
     if target.kind == "haproxy":
+        from lbgen.adapters.haproxy import HaproxyControl
         return HaproxyControl(target, clock)
     return None
 
 
 def runtime_for(target: Target, clock: Clock) -> RuntimeApi | None:
     """The runtime API of a haproxy target with `runtime` on (its stats socket), else None."""
-    return HaproxyRuntime(target, clock) if target.kind == "haproxy" and target.runtime else None
+    if target.kind != "haproxy" or not target.runtime:
+        return None
+    from lbgen.adapters.haproxy_runtime import HaproxyRuntime
+    return HaproxyRuntime(target, clock)
 
 
 def build_applier(clock: Clock | None = None) -> Applier:
