@@ -279,7 +279,11 @@ def load_json_object(raw: bytes | str) -> dict[str, Any]:
 
 def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
     """Validate an endpoint value; unknown fields are ignored (forward compatibility)."""
-    value = load_json_object(raw)
+    return endpoint_from_value(endpoint_id, load_json_object(raw))
+
+
+def endpoint_from_value(endpoint_id: str, value: dict[str, Any]) -> Endpoint:
+    """`decode_endpoint` of a value already read from JSON."""
     for required in ("address", "port"):
         if required not in value:
             raise InvalidValue(f"missing field {required!r}")
@@ -323,7 +327,11 @@ def _check_server_name(value: Any) -> str:
 
 def decode_spec(raw: bytes | str) -> dict[str, Any]:
     """Validate a service spec. Only known fields are kept, so nothing unchecked reaches a template."""
-    value = load_json_object(raw)
+    return spec_from_value(load_json_object(raw))
+
+
+def spec_from_value(value: dict[str, Any]) -> dict[str, Any]:
+    """`decode_spec` of a value already read from JSON."""
     return {name: check(value[name]) for name, check in _SPEC_FIELDS.items() if name in value}
 
 
