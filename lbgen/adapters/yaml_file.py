@@ -140,6 +140,7 @@ def _plain_data(loader: _BoundedLoader) -> Any:
     cost ~0.1 s of a one-shot render of 2,000 endpoints."""
     limits, nodes = loader.limits, 0
     stack: list[Any] = []  # open containers: a list, or a _Mapping
+    known: _Known = {}  # the scalars seen, each resolved and constructed once
     root: Any = None
     for event in iter(loader.get_event, None):
         kind = type(event)
@@ -156,7 +157,7 @@ def _plain_data(loader: _BoundedLoader) -> Any:
                     or len(stack) >= limits.max_depth:
                 raise _Unusual
             if kind is yaml.ScalarEvent:
-                value = _scalar(loader, event)
+                value = _scalar(loader, event, known)
             else:
                 stack.append(_Mapping() if kind is yaml.MappingStartEvent else [])
                 continue
@@ -197,15 +198,27 @@ def _add(container: list[Any] | _Mapping, value: Any, event: yaml.Event) -> None
         container.key = _NO_KEY
 
 
-def _scalar(loader: _BoundedLoader, event: yaml.ScalarEvent) -> Any:
+_Known = dict[tuple[str, tuple[bool, bool]], Any]
+
+
+def _scalar(loader: _BoundedLoader, event: yaml.ScalarEvent, known: _Known) -> Any:
+    """The scalar's value, as the full loader would construct it. The same text in the same style
+    resolves alike, and every constructed scalar is immutable: each is made once (a registry repeats
+    `port: 8080`, `health: healthy` thousands of times)."""
+    key = (event.value, event.implicit)
+    if key in known:
+        return known[key]
     tag = loader.resolve(ScalarNode, event.value, event.implicit)
-    if tag == _STR:
-        return event.value
-    if tag == _NULL:
-        return None
     if tag == _MERGE:
         raise _Unusual  # `<<`: merging is the full loader's
-    return loader.construct_object(ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style))
+    if tag == _STR:
+        value = event.value
+    elif tag == _NULL:
+        value = None
+    else:
+        value = loader.construct_object(ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style))
+    known[key] = value
+    return value
 
 
 def parse_yaml(text: str, source: str, limits: YamlLimits = SETTINGS_LIMITS) -> Any:
@@ -216,8 +229,8 @@ def parse_yaml(text: str, source: str, limits: YamlLimits = SETTINGS_LIMITS) -> 
     fast = _BoundedLoader(text, limits)
     try:
         return _plain_data(fast)
-    except (_Unusual, yaml.YAMLError):
-        pass
+    except (_Unusual, yaml.YAMLError, ValueError, OverflowError):
+        pass  # the full loader gives the verdict
     finally:
         fast.dispose()
     loader = _BoundedLoader(text, limits)
@@ -229,6 +242,8 @@ def parse_yaml(text: str, source: str, limits: YamlLimits = SETTINGS_LIMITS) -> 
         raise ConfigError(f"{where}: {e.problem or e}") from e
     except yaml.YAMLError as e:
         raise ConfigError(f"{source}: {e}") from e
+    except (ValueError, OverflowError) as e:  # a constructor's own: `2001-13-45` resolves as a date
+        raise ConfigError(f"{source}: {str(e)[:100]}") from e
     finally:
         loader.dispose()
 

@@ -45,8 +45,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     (BOMB, r"more than 200000 nodes \(aliases expanded\)$"),
     ("a: &x [1, *x]\n", r"^f.yaml:1:11: alias \*x refers to its own parent$"),
     ("x" * (1024 * 1024 + 1), r"^f.yaml: 1048577 characters, the limit is 1048576$"),
+    ("a: 2001-13-45\n", r"^f.yaml: month must be in 1..12$"),
 ], ids=["registry-services-twice", "nested-duplicate", "flow-duplicate", "deep-flow", "deep-block",
-        "alias-bomb", "recursive-alias", "too-big"])
+        "alias-bomb", "recursive-alias", "too-big", "not-a-date"])
 def test_bad_yaml_is_one_line_naming_the_place(text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         parse_yaml(text, "f.yaml")
