@@ -3,6 +3,7 @@ Checked by the modules a fresh interpreter has loaded, not by timing."""
 
 from __future__ import annotations
 
+import gc
 import json
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from lbgen.cli import main
 
 HEAVY = ("grpc", "docker", "jinja2", "prometheus_client", "watchdog", "pyetcd")
 
@@ -70,3 +73,13 @@ def test_a_one_shot_render_of_a_generic_target_imports_no_lb_module_and_no_quara
     unused = {"lbgen.adapters.nginx", "lbgen.adapters.haproxy", "lbgen.adapters.haproxy_runtime",
               "lbgen.services.quarantine", "lbgen.core.quarantine"}
     assert modules.isdisjoint(unused), sorted(modules & unused)
+
+
+def test_a_real_process_freezes_what_its_command_imported_a_caller_passing_argv_does_not() -> None:
+    probe = ("import gc, sys; sys.argv = ['lbgen']; from lbgen.cli import main; main(); "
+             "print(gc.get_freeze_count() > 0)")
+    frozen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert frozen.stdout.strip().splitlines()[-1] == "True"
+    before = gc.get_freeze_count()
+    assert main([]) == 0
+    assert gc.get_freeze_count() == before
