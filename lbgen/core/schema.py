@@ -12,6 +12,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -214,7 +215,7 @@ def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
     """One of `choices`."""
     if value not in choices:
         raise InvalidValue(f"{what} {quote(value)}: expected one of {', '.join(choices)}")
-    return str(value)
+    return choices[choices.index(value)]  # the one string, not a copy per value read (issue 13)
 
 
 def check_path(what: str, value: Any) -> str:
@@ -296,7 +297,7 @@ def endpoint_from_value(endpoint_id: str, value: dict[str, Any]) -> Endpoint:
         address=check_address(value["address"]),
         port=check_int("port", value["port"], 1, 65535),
         weight=check_int("weight", value.get("weight", 1), 0, MAX_WEIGHT),
-        node=check_name("node", node) if node else "",
+        node=sys.intern(check_name("node", node)) if node else "",  # a few hosts, thousands of endpoints
         container=container,
         health=check_choice("health", value.get("health", "none"), HEALTH_STATES),
         tags=_check_list("tags", value.get("tags", []), lambda t: check_name("tag", t)),
