@@ -25,6 +25,7 @@ from typing import Sequence
 
 import yaml
 
+from common import precompile
 from results import ROOT, Result
 
 
@@ -61,13 +62,6 @@ def render_setup(root: Path, services: int, per_service: int) -> Path:
     return root / "nginx.conf"
 
 
-def precompile(python: str) -> None:
-    """lbgen's .pyc files, written even when the environment says not to (the bench's own choice)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run([python, "-m", "compileall", "-q", str(ROOT / "lbgen")], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-
-
 def measure(result: Result, name: str, path: str, argv: Sequence[str], runs: int, cwd: Path,
             before: Path | None = None) -> float:
     """Median wall ms of `runs` runs, recording the wall and CPU figures. (No peak RSS: a child's
@@ -94,7 +88,7 @@ def main() -> None:
     endpoints = args.services * args.per_service
     with tempfile.TemporaryDirectory(prefix="lbgen-bench-") as name, Result("startup", sys.argv) as result:
         root = Path(name)
-        precompile(python)
+        precompile()
         dest = render_setup(root, args.services, args.per_service)
         bare = measure(result, "python -c pass", "a bare interpreter: python -c pass",
                        [python, "-c", "pass"], args.runs, root)

@@ -12,6 +12,7 @@
   never used before: put → first answer from it through nginx, and through HAProxy.
 - burst: 1,000 puts from 4 threads, then the final put, with the default `wait: 100ms:1s` and
   with `wait: 0`: reloads per LB and time from the first put until both LBs serve the final state.
+lbgen's modules are compiled to bytecode first, as pip install does (bench/common.py precompile).
 Each section starts its own etcd, LBs and `python -m lbgen watch`; loopback only. Each writes
 bench/results/watch_<section>.json (median, spread and p99 of its changes; bench/results.py).
 """
@@ -38,6 +39,7 @@ from common import (
     get,
     haproxy_vars,
     nginx_vars,
+    precompile,
     registry,
     rss_mb,
     spec,
@@ -48,6 +50,7 @@ from common import (
 from results import Result
 
 PREFIX = "/bench"
+PRECOMPILED = "lbgen's modules compiled to bytecode before the run, as pip install does"
 
 
 def settings(root: Path, url: str, wait: str, targets: list[dict[str, object]]) -> Path:
@@ -112,6 +115,7 @@ def bench_reload(services: int, per_service: int, changes: int) -> None:
             result.add("put → reload command", path, "ms", [v * 1000 for v in to_reload])
             result.add("watcher RSS", path, "MB", [rss], note=f"peak {peak:.0f} MB")
             result.add("config size", path, "kB", [os.path.getsize(dest) / 1e3])
+            result.notes.append(PRECOMPILED)
         tap.close()
 
 
@@ -185,6 +189,7 @@ def bench_served(changes: int) -> None:
             result.add("HAProxy passes through the runtime API", path, "passes",
                        [log.count("runtime command(s) applied and verified, no reload")])
             result.add("HAProxy reloads", path, "reloads", [log.count("haproxy: reloaded")])
+            result.notes.append(PRECOMPILED)
             result.notes.append("nginx and HAProxy are separate targets of one watcher, each applied on its own; "
                                 "a new backend per change, first answer on a new connection (urllib), polled on "
                                 "both LBs in turn")
@@ -222,6 +227,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=100, help="changes per latency section (default 100)")
     args = parser.parse_args()
     sections = set(args.only.split(","))
+    precompile()
     if "reload100" in sections:
         bench_reload(10, 9, args.changes)
     if "reload10k" in sections:
