@@ -61,8 +61,8 @@ def test_render_help_imports_no_etcd_client_docker_metrics_or_file_watching() ->
 
 
 def test_a_one_shot_render_of_a_generic_target_imports_no_lb_module_and_no_quarantine(tmp_path: Path) -> None:
-    """The nginx and HAProxy adapters load only for a target of their kind, the quarantine search
-    only for a dry run the checker refuses."""
+    """The nginx and HAProxy adapters load only for a target of their kind (lbgen.adapters.kinds),
+    the quarantine search only for a dry run the checker refuses."""
     (tmp_path / "t.j2").write_text("{% for s in services %}{{ s.name }}\n{% endfor %}")
     (tmp_path / "registry.yaml").write_text("services:\n  web:\n    spec: {listen: 8080}\n")
     target = {"name": "conf", "kind": "generic", "template": "t.j2", "dest": "out.conf",
@@ -70,8 +70,8 @@ def test_a_one_shot_render_of_a_generic_target_imports_no_lb_module_and_no_quara
     (tmp_path / "lbgen.yaml").write_text(yaml.safe_dump({"registry": "file:registry.yaml", "targets": [target]}))
     stdout, modules = modules_after(["render", "-c", "lbgen.yaml"], cwd=tmp_path)
     assert "conf: applied revision" in stdout and (tmp_path / "out.conf").read_text() == "web\n"
-    unused = {"lbgen.adapters.nginx", "lbgen.adapters.haproxy", "lbgen.adapters.haproxy_runtime",
-              "lbgen.services.quarantine", "lbgen.core.quarantine"}
+    unused = {"lbgen.adapters.kinds.nginx", "lbgen.adapters.kinds.haproxy", "lbgen.services.quarantine",
+              "lbgen.core.quarantine"}
     assert modules.isdisjoint(unused), sorted(modules & unused)
 
 
