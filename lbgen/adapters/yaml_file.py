@@ -138,64 +138,44 @@ def _plain_data(loader: _BoundedLoader) -> Any:
     document. Scalars resolve and construct as the full loader does (same resolver and
     constructors); anything else raises `_Unusual`. Issue 13: composing a node tree in Python
     cost ~0.1 s of a one-shot render of 2,000 endpoints."""
-    limits, nodes = loader.limits, 0
-    stack: list[Any] = []  # open containers: a list, or a _Mapping
+    limits, nodes, get_event = loader.limits, 0, loader.get_event
+    stack: list[list[Any]] = [[]]  # the open containers' items (a mapping's: key, value, ...); [0]: the document
     known: _Known = {}  # the scalars seen, each resolved and constructed once
-    root: Any = None
-    for event in iter(loader.get_event, None):
+    while True:
+        event = get_event()
         kind = type(event)
-        if kind is yaml.StreamStartEvent or kind is yaml.DocumentStartEvent:
-            continue
-        if (kind is yaml.DocumentEndEvent or kind is yaml.StreamEndEvent) and not stack:
-            break
-        if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
-            done = stack.pop()
-            value = done.data if kind is yaml.MappingEndEvent else done
-        elif kind is yaml.ScalarEvent or kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
-            nodes += 1
-            if event.anchor is not None or event.tag is not None or nodes > limits.max_nodes \
-                    or len(stack) >= limits.max_depth:
+        if kind is yaml.ScalarEvent:
+            if event.anchor is not None or event.tag is not None:
                 raise _Unusual
-            if kind is yaml.ScalarEvent:
-                value = _scalar(loader, event, known)
-            else:
-                stack.append(_Mapping() if kind is yaml.MappingStartEvent else [])
-                continue
-        else:
-            raise _Unusual  # an alias, a second document
-        if not stack:
-            root = value
-        else:
-            _add(stack[-1], value, event)
-    if stack or not (kind is yaml.StreamEndEvent or loader.check_event(yaml.StreamEndEvent)):
-        raise _Unusual  # a second document: the full loader refuses it
-    return root
+            key = (event.value, event.implicit)
+            stack[-1].append(known[key] if key in known else _scalar(loader, event, known))
+            nodes += 1
+        elif kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+            if event.anchor is not None or event.tag is not None or len(stack) >= limits.max_depth:
+                raise _Unusual  # a container at the depth bound: the full loader judges its content
+            stack.append([])
+            nodes += 1
+        elif kind is yaml.SequenceEndEvent or kind is yaml.MappingEndEvent:
+            items = stack.pop()
+            stack[-1].append(items if kind is yaml.SequenceEndEvent else _mapping(items))
+        elif kind is not yaml.StreamStartEvent and kind is not yaml.DocumentStartEvent:
+            break  # the document's end, or an alias
+    if len(stack) != 1 or nodes > limits.max_nodes or kind is yaml.AliasEvent or \
+            (kind is yaml.DocumentEndEvent and not loader.check_event(yaml.StreamEndEvent)):
+        raise _Unusual  # an alias, too many nodes, a second document: the full loader decides
+    return stack[0][0] if stack[0] else None
 
 
-_NO_KEY = object()
-
-
-class _Mapping:
-    """A mapping being built: its data and the key waiting for its value."""
-
-    __slots__ = ("data", "key")
-
-    def __init__(self) -> None:
-        self.data: dict[Any, Any] = {}
-        self.key: Any = _NO_KEY
-
-
-def _add(container: list[Any] | _Mapping, value: Any, event: yaml.Event) -> None:
-    """Put `value` in the innermost open container: append, or set as the pending key or its value."""
-    if isinstance(container, list):
-        container.append(value)
-    elif container.key is _NO_KEY:
-        if type(event) is not yaml.ScalarEvent or value in container.data:
-            raise _Unusual  # a complex key, a duplicate: the full loader decides
-        container.key = value
-    else:
-        container.data[container.key] = value
-        container.key = _NO_KEY
+def _mapping(items: list[Any]) -> dict[Any, Any]:
+    """A mapping from its keys and values in turn; a complex (unhashable) or repeated key is left to
+    the full loader, which names it."""
+    try:
+        data = dict(zip(items[::2], items[1::2]))
+    except TypeError:
+        raise _Unusual from None
+    if 2 * len(data) != len(items):
+        raise _Unusual
+    return data
 
 
 _Known = dict[tuple[str, tuple[bool, bool]], Any]
