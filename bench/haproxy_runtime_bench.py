@@ -50,6 +50,7 @@ from tests.support.haproxy_node import (  # noqa: E402
     generation,
     node_applier,
     node_target,
+    servers,
     stats_command,
     web_config,
 )
@@ -126,8 +127,11 @@ def direct(node: Node, runtime: bool) -> Change:
 
 
 def bare_command(node: Node) -> Change:
+    """`set server web/<slot> addr` on the slot serving the endpoint now (slots are placed by id)."""
+    [slot] = [name for name, server in servers(node.dir).items() if server.port in node.backends.values()]
+
     def change(port: int) -> None:
-        stats_command(node.dir, f"set server web/slot1 addr 127.0.0.1 port {port}")
+        stats_command(node.dir, f"set server web/{slot} addr 127.0.0.1 port {port}")
 
     return change
 
@@ -185,9 +189,9 @@ def main() -> None:
         try:
             run_etcd(result, node, Path(tmp), args.changes)
             for runtime in (True, False):
-                node.measure(result, f"apply → served, {HOW[runtime]}", "the config text (tests/support web_config) → Applier.apply in process (no etcd, no render): "
+                node.measure(result, f"apply → served, {HOW[runtime]}", "render (tests/support web_config, the default template) + Applier.apply in process (no etcd): "
                              f"haproxy -c, swap → {PATHS[runtime]} → first answer", direct(node, runtime), args.changes)
-            node.measure(result, "bare socket command → served", "`set server web/slot1 addr ...` on the stats "
+            node.measure(result, "bare socket command → served", "`set server web/<slot> addr ...` on the stats "
                          "socket → first answer (no render, no check)", bare_command(node), args.changes)
             result.notes.append("one service, one endpoint moved between two nginx backends; a new connection "
                                 "per probe (every 0.5 ms)")
