@@ -23,7 +23,8 @@ from tests.unit.test_render import GOLDEN_VARS
 pytestmark = pytest.mark.integration
 
 EMPTY = Catalog(revision=3, services=())
-LOOP = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+# The inner loop reads `a`: else the fragment cache (issue 13) renders it once and reuses it.
+LOOP = "{% for a in range(100000) %}{% for b in range(100000) %}{% if a < b < 0 %}{% endif %}{% endfor %}{% endfor %}"
 RECURSE = "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"
 HUGE = "{% for a in range(100000) %}{% for b in range(100000) %}{{ a }}-{{ b }} padding{% endfor %}{% endfor %}"
 

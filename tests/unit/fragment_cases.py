@@ -16,6 +16,7 @@ HOSTS = ("a.test", "b.test", "*.c.test")
 PATHS = ("/", "/api", "/api/v1")
 PORTS = (8080, 8081, 9000)
 ADDRESSES = ("10.0.0.1", "10.0.0.2", "fd00::1", "backend.test")
+IP_ADDRESSES = ADDRESSES[:3]  # for the real checkers: a host name must resolve
 HEALTH = ("healthy", "unhealthy", "starting", "none")
 
 # Templates that must fall back (or partly): what their loops read is not in a key, or the loop does
@@ -76,18 +77,18 @@ def specs(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def endpoints(draw: st.DrawFn, service: str) -> Endpoint:
+def endpoints(draw: st.DrawFn, service: str, addresses: tuple[str, ...] = ADDRESSES) -> Endpoint:
     number = draw(st.integers(1, 6))
-    return Endpoint(id=f"n{number}.{service}", address=draw(st.sampled_from(ADDRESSES)),
+    return Endpoint(id=f"n{number}.{service}", address=draw(st.sampled_from(addresses)),
                     port=draw(st.integers(1, 3)) * 1000, weight=draw(st.integers(0, 3)),
                     node=f"n{number}", health=draw(st.sampled_from(HEALTH)))
 
 
 @st.composite
-def catalogs(draw: st.DrawFn) -> dict[str, Service]:
+def catalogs(draw: st.DrawFn, addresses: tuple[str, ...] = ADDRESSES) -> dict[str, Service]:
     found = {}
     for name in draw(st.lists(st.sampled_from(NAMES), max_size=4, unique=True)):
-        found[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name), max_size=4)))
+        found[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name, addresses), max_size=4)))
     return found
 
 
@@ -97,7 +98,8 @@ def _service(name: str, spec: dict[str, Any], found: list[Endpoint]) -> Service:
 
 
 @st.composite
-def changes(draw: st.DrawFn, services: dict[str, Service]) -> dict[str, Service]:
+def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str, ...] = ADDRESSES
+            ) -> dict[str, Service]:
     """One change, as a registry write makes it: only the touched service gets a new object."""
     name = draw(st.sampled_from(NAMES))
     after = dict(services)
@@ -105,11 +107,11 @@ def changes(draw: st.DrawFn, services: dict[str, Service]) -> dict[str, Service]
     what = draw(st.sampled_from(("endpoint", "drop_endpoint", "endpoint_field", "spec", "service")))
     if old is None or what == "service":
         if old is None:
-            after[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name), max_size=3)))
+            after[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name, addresses), max_size=3)))
         else:
             del after[name]
     elif what == "endpoint":
-        after[name] = _service(name, dict(old.spec), [*old.all_endpoints, draw(endpoints(name))])
+        after[name] = _service(name, dict(old.spec), [*old.all_endpoints, draw(endpoints(name, addresses))])
     elif what == "drop_endpoint" and old.all_endpoints:
         gone = draw(st.sampled_from(old.all_endpoints))
         after[name] = _service(name, dict(old.spec), [e for e in old.all_endpoints if e is not gone])
