@@ -98,7 +98,7 @@ def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catal
     a failing template does not stop the others."""
     texts: dict[str, str] = {}
     errors: dict[str, str] = {}
-    renderer = BoundedRenderer()
+    renderer = BoundedRenderer(fragments=False)  # one render per target: nothing would reuse a fragment
     for target in targets:
         try:
             texts[target.name] = renderer.render(read_template(target.template), catalog, target,

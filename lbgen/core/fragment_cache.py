@@ -140,16 +140,24 @@ class _Keys:
         self._refs, self._reads, self._budget = [], [], _MAX_KEY_PARTS
         env = fragment.template.environment
         parts: list[Hashable] = [fragment.uid]
+        identity = self._rules.identity_types
         for value, chains in zip(values, fragment.chains):
-            parts.append(self._named(env, value, chains))
+            kind = type(value)
+            if kind in identity:  # the common cases first: a service, a listener, a plain value
+                self._refs.append(value)
+                parts.append((kind, id(value)))
+            elif kind in _SCALARS:
+                parts.append(value)
+            else:
+                parts.append(self._named(env, value, chains))
         refs = tuple(self._refs)
         try:
             for read in dict.fromkeys(self._reads):
                 if not fragment.stored.isdisjoint(read.names):
                     raise _Unkeyable  # the body assigns a name the global reads: not the context's
                 parts.extend(read.key(context, ref) for ref in refs)
-        except (LookupError, AttributeError, TypeError, ValueError) as e:
-            raise _Unkeyable from e  # the render itself will say what is wrong, if it reads it
+        except Exception as e:  # noqa: BLE001  # the render itself says what is wrong, if it reads it
+            raise _Unkeyable from e
         return tuple(parts), refs
 
     def _named(self, env: jinja2.Environment, value: Any, chains: Any) -> Hashable:
@@ -175,7 +183,7 @@ class _Keys:
     def _chains(self, env: jinja2.Environment, value: Any, chains: Any) -> Hashable:
         try:
             read = [_follow(env, value, chain) for chain in chains]
-        except (jinja2.TemplateError, LookupError, AttributeError, TypeError, ValueError):
+        except Exception:  # noqa: BLE001  # the body reads it and raises there, naming its own line
             return self.key(value)
         return ("chains", *(self.key(v) for v in read))
 
@@ -193,7 +201,7 @@ class _Keys:
         if kind in self._rules.identity_types:
             self._refs.append(value)
             return (kind, id(value))
-        if isinstance(value, jinja2.Undefined):
+        if kind is jinja2.StrictUndefined:
             return (kind,)  # all alike but for the error message, and an error is not cached
         if callable(value):
             return self._function(value)

@@ -35,6 +35,8 @@ CUSTOM = {
     "cycler": ("{% set c = cycler('x', 'y') %}{% for s in services %}{{ c.next() }}{{ s.name }}\n{% endfor %}"),
     "context_global": ("{% for s in services %}{% for slot in slots(s, 2) %}{{ slot.name }} {{ slot.addr }}\n"
                        "{% endfor %}{% endfor %}"),
+    "slots_by_listener": ("{% for l in layout(services).tcp %}{% for slot in slots(l.service, 2) %}{{ l.port }} "
+                          "{{ slot.name }} {{ slot.addr }}\n{% endfor %}{% endfor %}"),
     "chains_and_vars": (
         "{% set listen = vars.addr | default('127.0.0.1') %}{% set table = {'http': 'H', 'tcp': 'T'} %}"
         "{% for listener in layout(services).http %}{% for vhost in listener.hosts %}"

@@ -158,3 +158,17 @@ def test_a_failed_render_stores_nothing() -> None:
 def _svc(name: str, port: int, weight: int = 1) -> Service:
     return Service(name, {"listen": port, "hosts": [f"{name}.test"]},
                    (Endpoint(id=f"n1.{name}", address="10.0.0.1", port=1000, weight=weight, health="healthy"),))
+
+
+def test_slots_read_through_a_listener_follow_previous_slots() -> None:
+    """A listener is keyed by identity, and its services' previous slots are not in that key: the
+    body renders uncached, so a change of `previous_slots` alone still shows."""
+    endpoints = tuple(Endpoint(id=f"n{i}.db", address="10.0.0.1", port=1000 + i, health="healthy") for i in range(2))
+    services = {"db": Service("db", {"listen": 9000, "mode": "tcp"}, endpoints)}
+    source, target, cache = CUSTOM["slots_by_listener"], _target("haproxy", "l.j2"), FragmentCache()
+    for previous in ({}, {"db": {"n0.db": 2, "n1.db": 1}}, {"db": {"n0.db": 1, "n1.db": 2}}):
+        catalog, context = catalog_of(services, 1), {"previous_slots": previous}
+        session = fragment_session(cache)
+        got = render(source, catalog, target, kind_context=context, fragments=session)
+        session.commit()
+        assert got == render(source, catalog, target, kind_context=context)

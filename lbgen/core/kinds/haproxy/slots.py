@@ -211,7 +211,11 @@ def template_slots(context: jinja2.runtime.Context, service: ServiceView, minimu
 
 
 def previous_of(context: Mapping[str, Any], service: ServiceView) -> tuple[tuple[str, int], ...]:
-    """What `template_slots` reads of the context for `service` (the fragment cache's key, issue 13)."""
+    """What `template_slots` reads of the context for `service` (the fragment cache's key, issue 13).
+    Anything but a service view (a listener, whose services the key does not list) raises: the
+    loop body then renders uncached."""
+    if type(service) is not ServiceView:
+        raise TypeError(f"previous slots are read per service view, not per {type(service).__name__}")
     previous = (context.get("previous_slots") or {}).get(service.name)
     return tuple(previous.items()) if previous else ()
 
