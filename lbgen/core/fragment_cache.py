@@ -133,6 +133,7 @@ class _Keys:
         self._refs: list[object] = []
         self._reads: list[Any] = []  # the context-reading globals met
         self._budget = 0
+        self._modes: dict[tuple[int, int], bool] = {}  # (fragment, name) → keyed by its chains
 
     def of(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]
            ) -> tuple[Key, tuple[object, ...]]:
@@ -141,10 +142,10 @@ class _Keys:
         env = fragment.template.environment
         parts: list[Hashable] = [fragment.uid]
         identity = self._rules.identity_types
-        for value, chains in zip(values, fragment.chains):
+        for slot, (value, chains) in enumerate(zip(values, fragment.chains)):
             kind = type(value)
-            if kind in identity:  # the common cases first: a service, a listener, a plain value
-                self._refs.append(value)
+            if kind in identity and not self._by_chains(env, fragment.uid, slot, value, chains):
+                self._refs.append(value)  # the common cases first: a service, a plain value
                 parts.append((kind, id(value)))
             elif kind in _SCALARS:
                 parts.append(value)
@@ -160,12 +161,27 @@ class _Keys:
             raise _Unkeyable from e
         return tuple(parts), refs
 
+    def _by_chains(self, env: jinja2.Environment, uid: int, slot: int, value: Any, chains: Any) -> bool:
+        """Whether an identity-keyed value read only as `name.a.b` is keyed by those values: when
+        they are plain values (the server blocks of one port read `listener.port`, not the
+        listener, which changes with any of its hosts). Decided on its first value per render."""
+        if chains is None:
+            return False
+        decided = self._modes.get((uid, slot))
+        if decided is None:
+            try:
+                read = [_follow(env, value, chain)[1] for chain in chains]
+            except Exception:  # noqa: BLE001  # keyed whole: the body raises on its own line
+                read = [self]
+            decided = self._modes[(uid, slot)] = all(type(v) in _SCALARS for v in read)
+        return decided
+
     def _named(self, env: jinja2.Environment, value: Any, chains: Any) -> Hashable:
         """A name read only as `name.a.b`: the key of those values (else of the whole value).
         Remembered per object and chains for the render when the object cannot change (not a
         `namespace()`): `vars` is read alike by every item."""
         kind = type(value)
-        if chains is None or kind in self._rules.identity_types:
+        if chains is None:
             return self.key(value)
         if kind not in self._rules.value_types and kind not in _IMMUTABLE:
             return self._chains(env, value, chains)
@@ -185,7 +201,15 @@ class _Keys:
             read = [_follow(env, value, chain) for chain in chains]
         except Exception:  # noqa: BLE001  # the body reads it and raises there, naming its own line
             return self.key(value)
-        return ("chains", *(self.key(v) for v in read))
+        return ("chains", *(self._held(*pair) for pair in read))
+
+    def _held(self, holder: Any, value: Any) -> Hashable:
+        """A tuple field of an identity-keyed value (`listener.hosts`) is as fixed as its holder:
+        keyed by identity too (and held), so an unchanged port's 100 hosts are one key part."""
+        if type(value) is tuple and type(holder) in self._rules.identity_types:
+            self._refs.append(value)
+            return ("held", id(value))
+        return self.key(value)
 
     def key(self, value: Any) -> Hashable:
         kind = type(value)
@@ -239,8 +263,10 @@ class _Keys:
         raise _Unkeyable
 
 
-def _follow(env: jinja2.Environment, value: Any, chain: Any) -> Any:
-    """`value.a[0].b` read as the compiled template reads it (the sandbox's getattr and getitem)."""
+def _follow(env: jinja2.Environment, value: Any, chain: Any) -> tuple[Any, Any]:
+    """`value.a[0].b` read as the compiled template reads it (the sandbox's getattr and getitem),
+    and the value its last step read from."""
+    holder = None
     for is_attribute, step in chain:
-        value = env.getattr(value, step) if is_attribute else env.getitem(value, step)
-    return value
+        holder, value = value, env.getattr(value, step) if is_attribute else env.getitem(value, step)
+    return holder, value

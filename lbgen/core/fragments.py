@@ -83,50 +83,66 @@ class Fragment:
         return FragmentText(self.template.environment.concat(self.template.root_render_func(ctx)))
 
 
-def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> tuple[Fragment, ...]:
-    """Rewrite `ast` in place (outermost qualifying loops first); the fragments its calls name."""
-    if any(True for _ in ast.find_all((nodes.Extends, nodes.Block, nodes.EvalContextModifier,
-                                          nodes.ScopedEvalContextModifier))):
-        return ()
-    fragments: list[Fragment] = []
-    _visit(env, ast, name, fragments)
-    return tuple(fragments)
+def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> Callable[..., FragmentText]:
+    """Rewrite `ast` in place (outermost qualifying loops first); the `__lbgen_fragment` global
+    its calls, and its fragments' calls, go through."""
+    rewriting = _Rewriting(env, name)
+    if not any(True for _ in ast.find_all((nodes.Extends, nodes.Block, nodes.EvalContextModifier,
+                                              nodes.ScopedEvalContextModifier))):
+        rewriting.visit(ast, depth=0)
+    return rewriting.call
 
 
-def _visit(env: jinja2.Environment, node: nodes.Node, name: str, out: list[Fragment]) -> None:
-    for child in node.iter_child_nodes():
-        fragment = _fragment(env, child, name) if isinstance(child, nodes.For) else None
-        if not isinstance(child, nodes.For) or fragment is None:
-            _visit(env, child, name, out)
-            continue
-        out.append(fragment)
-        call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(len(out) - 1)]
-                          + [nodes.Name(n, "load") for n in fragment.names], [], None, None)
-        child.body = [nodes.Output([call])]
-        child.body[0].set_lineno(child.lineno)
-        child.body[0].set_environment(env)
-        for other in child.else_:
-            _visit(env, other, name, out)
+# A fragment's own loops are fragments too when they hold a loop themselves, one level down: the
+# server blocks inside `for listener in lb.http` (one port can hold 10,000 hosts) are kept apart,
+# the lines of one upstream are not (100,000 tiny entries would cost more than they save).
+_NESTED = 1
 
 
-def _fragment(env: jinja2.Environment, loop: nodes.For, name: str) -> Fragment | None:
-    """The fragment for `loop`'s body, or None when the loop does not qualify."""
-    if loop.recursive or not _pure(env, loop.body):
-        return None
-    body = nodes.Template(loop.body, lineno=loop.lineno)
-    body.set_environment(env)
-    free = _free_names(env, body)
-    stored = {n.name for n in body.find_all(nodes.Name) if n.ctx in ("store", "param")}
-    if free & (_NAMES_NOT_IN_BODY | stored):
-        return None
-    names = tuple(sorted(free))
-    try:
-        code = env.compile(body, name=name, filename=name)
-    except jinja2.TemplateError:
-        return None
-    template = env.template_class.from_code(env, code, env.make_globals(None))
-    return Fragment(next(_uids), template, names, tuple(_chains(loop.body, n) for n in names),
-                    frozenset(stored))
+class _Rewriting:
+    """One template's rewrite: its fragments, in the order its calls index them."""
+
+    def __init__(self, env: jinja2.Environment, name: str) -> None:
+        self.env, self.name = env, name
+        self.fragments: list[Fragment] = []
+        self.call = caller(self.fragments)
+
+    def visit(self, node: nodes.Node, depth: int) -> None:
+        for child in node.iter_child_nodes():
+            wanted = isinstance(child, nodes.For) and (depth == 0 or any(True for _ in child.find_all(nodes.For)))
+            fragment = self.fragment(child, depth) if isinstance(child, nodes.For) and wanted else None
+            if not isinstance(child, nodes.For) or fragment is None:
+                self.visit(child, depth)
+                continue
+            self.fragments.append(fragment)
+            call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(len(self.fragments) - 1)]
+                              + [nodes.Name(n, "load") for n in fragment.names], [], None, None)
+            child.body = [nodes.Output([call])]
+            child.body[0].set_lineno(child.lineno)
+            child.body[0].set_environment(self.env)
+            for other in child.else_:
+                self.visit(other, depth)
+
+    def fragment(self, loop: nodes.For, depth: int) -> Fragment | None:
+        """The fragment for `loop`'s body, or None when the loop does not qualify."""
+        if loop.recursive or not _pure(self.env, loop.body):
+            return None
+        body = nodes.Template(loop.body, lineno=loop.lineno)
+        body.set_environment(self.env)
+        free = _free_names(self.env, body)
+        stored = {n.name for n in body.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        if free & (_NAMES_NOT_IN_BODY | stored):
+            return None
+        names = tuple(sorted(free))
+        chains = tuple(_chains(loop.body, n) for n in names)  # read before its own loops are rewritten
+        if depth < _NESTED:
+            self.visit(body, depth + 1)
+        try:
+            code = self.env.compile(body, name=self.name, filename=self.name)
+        except jinja2.TemplateError:
+            return None
+        template = self.env.template_class.from_code(self.env, code, self.env.make_globals({CALL: self.call}))
+        return Fragment(next(_uids), template, names, chains, frozenset(stored))
 
 
 class _Names(meta.TrackingCodeGenerator):
@@ -215,7 +231,7 @@ class Session:
         raise NotImplementedError
 
 
-def caller(fragments: tuple[Fragment, ...]) -> Callable[..., FragmentText]:
+def caller(fragments: Sequence[Fragment]) -> Callable[..., FragmentText]:
     """The `__lbgen_fragment(index, *values)` global of one compiled template. Called otherwise
     than the rewrite calls it (a template can name it), it refuses or renders uncached."""
 

@@ -40,8 +40,10 @@ class RuntimeChange(Protocol):
 @dataclass(frozen=True)
 class ContextRead:
     """What a template global that reads the render context reads, so the fragment cache can key
-    it (`lbgen.core.fragments`): the context `names` it reads, and `key(context, view)`: a hashable
-    value standing for what it reads there about one service view (equal keys: equal reads)."""
+    it (`lbgen.core.fragments`): the context `names` it reads, and `key(context, value)`: a hashable
+    value standing for what it reads there about one identity-keyed value of a fragment's key
+    (equal keys: equal reads). It must raise for a value it cannot vouch for (a listener, or a
+    tuple of hosts, holds services it does not see): the loop body then renders uncached."""
 
     names: tuple[str, ...]
     key: Callable[[Mapping[str, Any], "ServiceView"], Hashable]
