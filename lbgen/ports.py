@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence, TypeVar
 
+from lbgen.core.kinds import RuntimeChange
 from lbgen.core.model import Catalog
-from lbgen.core.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 from lbgen.core.values import (
-    CommandResult, ContainerInfo, ContainerSpec, DockerEvent, Generation, KeyValue, Snapshot, WatchEvent,
+    CommandResult, ContainerInfo, ContainerSpec, DockerEvent, KeyValue, Snapshot, WatchEvent,
 )
+
+G = TypeVar("G")
 
 # The values are imported for the Protocols' signatures; import them from `lbgen.core.values`.
 __all__ = [
@@ -159,20 +161,22 @@ class ConfigFiles(Protocol):
         ...
 
 
-class LbControl(Protocol):
-    """Built-in knowledge of one kind of load balancer (nginx, haproxy) for one target.
+class LbControl(Protocol[G]):
+    """How lbgen drives one running load balancer of a kind (`lbgen.adapters.kinds`) for one target.
 
-    `key` names the running LB instance: targets sharing it are reloaded once per pass.
+    `key` names the running LB instance: targets sharing it are reloaded once per pass. `G` is
+    the kind's own notion of a generation (nginx: master and worker pids; HAProxy: `show proc`'s
+    counters too; a proxy watching its file: what it reports having loaded): the applier only
+    passes it back to `wait_live` and logs it. The built-in check argv is the core kind's `check`.
     """
 
     key: str
-    default_check: tuple[str, ...]
 
     def whole_config(self, staged: Path) -> AbstractContextManager[Path]:
         """The file the checker must load so it validates the whole config with `staged` in place."""
         ...
 
-    def observe(self) -> Generation | None:
+    def observe(self) -> G | None:
         """The running generation; None when the LB is not running (`down_reason` says why).
         Quick when it is down: no long wait on a socket that is gone (issue 10)."""
         ...
@@ -181,19 +185,21 @@ class LbControl(Protocol):
         """Why the last `observe()` found no running LB, in a few words for the error line."""
         ...
 
-    def signal_reload(self) -> None:
-        """Ask the LB to reload, without waiting."""
+    def request_reload(self) -> None:
+        """Ask the LB to load the new config, without waiting; a no-op for a proxy that watches its
+        own config file."""
         ...
 
-    def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
-        """Block until the LB has finished the reload and new workers run; raise `ApplyError` if not."""
+    def wait_live(self, before: G, timeout: float) -> G:
+        """Block until the LB serves the new config (`before`: what `observe` saw before the
+        change); `ApplyError` if it refused it or did not get there within `timeout` seconds."""
         ...
 
 
 class RuntimeApi(Protocol):
     """A load balancer's runtime API (HAProxy's stats socket): endpoint changes without a reload."""
 
-    def apply(self, plan: RuntimePlan) -> None:
+    def apply(self, plan: RuntimeChange) -> None:
         """Send the plan's commands, then read the state back; `ApplyError` on any refusal or mismatch."""
         ...
 

@@ -21,13 +21,14 @@ import resource
 import select
 import signal
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Callable, NoReturn
+from typing import Any, Callable, NoReturn
 
-from lbgen.core.layout import ServiceView, service_views, slots
-from lbgen.adapters.live_slots import LiveSlots
+from lbgen.adapters.kinds import LiveContext, kind_adapter
+from lbgen.core.kinds import lb_kind
+from lbgen.core.layout import ServiceView, service_views
 from lbgen.core.model import Catalog
-from lbgen.core.placement import Assignment
 from lbgen.core.render import compiled, render
 from lbgen.core.settings import Target
 from lbgen.errors import RenderLimit, TemplateError
@@ -63,7 +64,7 @@ class BoundedRenderer:
         self._render_fn = render_fn  # None: `lbgen.core.render.render`, given the views made before the fork
         self._children: set[int] = set()  # renders in progress (one per thread that renders)
         self._closed = False
-        self._live = LiveSlots()  # where the live config has each endpoint: kept there (issue 11)
+        self._live: dict[str, LiveContext | None] = {}  # per kind: its reader of the live config (issue 11)
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
         """The text `render_fn` returns in the child; `TemplateError` for anything else."""
@@ -73,11 +74,12 @@ class BoundedRenderer:
         # Done here, they stay cached in this process: the child reuses the compiled template and the
         # service views instead of redoing them at every render (syntax errors are raised here too).
         compiled(source, target)
-        previous = self._live.previous(target, catalog)
-        views = _warm(catalog, target, served_health, previous)
+        live = self._live_context(target.kind)
+        context = live.context(target, catalog) if live else {}
+        views = _warm(catalog, target, served_health, context)
         render_fn = self._render_fn
         if render_fn is None:
-            render_fn = functools.partial(render, views=views, previous_slots=previous)
+            render_fn = functools.partial(render, views=views, kind_context=context)
         read_fd, write_fd = os.pipe()
         _PIPES.update((read_fd, write_fd))
         _widen_pipe(read_fd)
@@ -100,8 +102,16 @@ class BoundedRenderer:
                 _kill(pid)
             status = os.waitpid(pid, 0)[1]
         text = _outcome(target, data, problem, status)
-        self._live.rendered(target, text)
+        if live:
+            live.rendered(target, text)
         return text
+
+    def _live_context(self, kind: str) -> LiveContext | None:
+        """This renderer's reader of the live config for `kind` (None: the kind reads none)."""
+        if kind not in self._live:
+            make = kind_adapter(kind).live_context
+            self._live[kind] = make() if make else None
+        return self._live[kind]
 
     def close(self) -> None:
         """Kill the render in progress (it raises `TemplateError`) and refuse later ones."""
@@ -136,18 +146,16 @@ class BoundedRenderer:
 
 
 def _warm(catalog: Catalog, target: Target, served_health: frozenset[str],
-          previous: Assignment | None) -> tuple[ServiceView, ...]:
+          context: Mapping[str, Any]) -> tuple[ServiceView, ...]:
     """Compute here what the layout helpers remember between renders (`lbgen.core.layout` memos):
     the service views (handed to the child as they are: walking the memo there would copy its
-    pages), and for haproxy targets the server slots at `vars.min_slots` keeping the `previous`
-    ones (as the default template asks for them). Linear in the catalog, whatever the template
-    does; at 10,000 services this saves the child about 0.1 s and, for HAProxy, 30 MiB per render
-    (bench/render_bench.py)."""
+    pages), and what the target's kind precomputes from them (`LbKind.warm`: HAProxy's server
+    slots). Linear in the catalog, whatever the template does; at 10,000 services this saves the
+    child about 0.1 s and, for HAProxy, 30 MiB per render (bench/render_bench.py)."""
     views = service_views(catalog, served_health)
-    minimum = target.vars.get("min_slots", 4)
-    if target.kind == "haproxy" and type(minimum) is int and 0 < minimum <= 1024:
-        for view in views:
-            slots(view, minimum, previous.get(view.name) if previous else None)
+    warm = lb_kind(target.kind).warm
+    if warm is not None:
+        warm(views, target.vars, {**lb_kind(target.kind).context, **context})
     return views
 
 

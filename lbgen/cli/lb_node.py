@@ -10,9 +10,7 @@ from typing import Sequence
 
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.haproxy import HaproxyControl
-from lbgen.adapters.haproxy_runtime import HaproxyRuntime
-from lbgen.adapters.nginx import NginxControl
+from lbgen.adapters.kinds import control_for, runtime_for
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.adapters.templates import read_template
 from lbgen.adapters.yaml_file import load_yaml
@@ -21,7 +19,7 @@ from lbgen.core.catalog import Rejected
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Settings, Target, parse_settings
 from lbgen.errors import ConfigError, LbgenError, UsageError
-from lbgen.ports import Clock, LbControl, RuntimeApi, Store
+from lbgen.ports import Clock, Store
 from lbgen.services.applier import Applier
 
 log = logging.getLogger(__name__)
@@ -78,20 +76,6 @@ def _read_secret(path: str) -> str:
         return Path(path).read_text().strip()
     except OSError as e:
         raise ConfigError(f"etcd.password_file {path}: {e.strerror or e}") from e
-
-
-def control_for(target: Target, clock: Clock) -> LbControl | None:
-    """The built-in LB knowledge for the target's kind (generic targets only run their argv)."""
-    if target.kind == "nginx":
-        return NginxControl(target, clock)
-    if target.kind == "haproxy":
-        return HaproxyControl(target, clock)
-    return None
-
-
-def runtime_for(target: Target, clock: Clock) -> RuntimeApi | None:
-    """The runtime API of a haproxy target with `runtime` on (its stats socket), else None."""
-    return HaproxyRuntime(target, clock) if target.kind == "haproxy" and target.runtime else None
 
 
 def build_applier(clock: Clock | None = None) -> Applier:

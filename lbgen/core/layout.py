@@ -1,9 +1,10 @@
-"""What the default templates lay out, decided in Python: listeners, virtual hosts, routes, slots.
+"""What the default templates lay out, decided in Python: listeners, virtual hosts, routes.
 
 Templates only format. Everything with a rule in it lives here and is unit-tested: which services
-share a listen port, which host names share a server block, which route wins a conflict (the
+share a listen port, which host names share a server block, and which route wins a conflict (the
 first service by name; the loser is reported, never rendered, so one bad spec cannot break every
-site as in nginx-proxy #107), and how HAProxy server slots are filled (issue 7).
+site as in nginx-proxy #107). What one kind adds on top (HAProxy's rules and server slots) lives
+in its room, `lbgen.core.kinds.<kind>`, and remembers its results in a `memo` of this module.
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ from __future__ import annotations
 import functools
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.placement import place
-from lbgen.core.schema import PATH_RE, is_hostname, normalize_address
+from lbgen.core.schema import normalize_address
 
 T = TypeVar("T")
 
@@ -79,7 +79,8 @@ class IdentityMemo:
 
 
 class _Memos:
-    """The views and slot lists of the catalog being rendered, and of the one rendered before.
+    """The views of the catalog being rendered, and of the one rendered before, and the memos the
+    kinds keep beside them (HAProxy's slot lists): all swept together.
 
     Every target of one pass renders the same `Catalog` object, so the memos are swept only when
     a new catalog arrives: then they keep what the previous pass used and drop the rest.
@@ -88,16 +89,21 @@ class _Memos:
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
         self.views = IdentityMemo()
-        self.slots = IdentityMemo()
+        self.kinds: dict[str, IdentityMemo] = {}
 
     def start(self, catalog: Catalog) -> None:
         if catalog is not self.catalog:
-            self.views.sweep()
-            self.slots.sweep()
+            for memo in (self.views, *self.kinds.values()):
+                memo.sweep()
             self.catalog = catalog
 
 
 _MEMOS = _Memos()
+
+
+def memo(name: str) -> IdentityMemo:
+    """A memo swept with the service views (per new catalog), for results a kind derives from them."""
+    return _MEMOS.kinds.setdefault(name, IdentityMemo())
 
 
 def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
@@ -197,90 +203,6 @@ def _sorted_routes(paths: dict[str, ServiceView]) -> tuple[Route, ...]:
     return tuple(Route(p, s) for p, s in sorted(paths.items(), key=lambda item: (-len(item[0]), item[0])))
 
 
-@dataclass(frozen=True)
-class HaproxyRule:
-    """One `use_backend <backend> if <condition>` line; the condition is built from validated values."""
-
-    backend: str
-    condition: Verbatim
-
-
-def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
-    """`use_backend` rules in match order: exact hosts, wildcard hosts (longest first), any host;
-    within each, longest path first. A host-less `/` route is left to `default_backend`."""
-    ranked: list[tuple[tuple[int, int, int], HaproxyRule]] = []
-    for vhost in listener.hosts:
-        unsafe = [n for n in vhost.names if not is_hostname(n, allow_wildcard=True)]
-        if unsafe:
-            raise UnsafeValue(f"refusing host name {unsafe[0]!r:.100} in an HAProxy rule")
-        exact = [n for n in vhost.names if not n.startswith("*.")]
-        wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
-        host_tests: list[tuple[tuple[int, int], str]] = []
-        for names in _line_chunks(exact):
-            host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(names)} }}"))
-        for names in _line_chunks(wild):
-            host_tests.append(((1, -len(names[0])), f"{{ var(txn.host) -m end {' '.join(names)} }}"))
-        if not vhost.names:
-            host_tests.append(((2, 0), ""))
-        for rank, host_test in host_tests:
-            for route in vhost.routes:
-                if host_test or route.path != "/":
-                    rule = HaproxyRule(route.service.name, _condition(host_test, route.path))
-                    ranked.append(((*rank, -len(route.path)), rule))
-    return tuple(rule for _, rule in sorted(ranked, key=lambda item: item[0]))
-
-
-# HAProxy refuses a line of more than 64 words or 2,048 characters, and a path rule repeats the
-# host test twice: 20 names and 480 characters of names per rule keep any line well inside both.
-_NAMES_PER_RULE = 20
-_NAME_CHARS_PER_RULE = 480
-
-
-def _line_chunks(names: list[str]) -> list[list[str]]:
-    """`names` in order, cut into runs that fit one `use_backend` line (one name always fits)."""
-    chunks: list[list[str]] = []
-    size = 0
-    for name in names:
-        if not chunks or len(chunks[-1]) == _NAMES_PER_RULE or size + len(name) > _NAME_CHARS_PER_RULE:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(name)
-        size += len(name) + 1
-    return chunks
-
-
-def _condition(host_test: str, path: str) -> Verbatim:
-    if not PATH_RE.fullmatch(path):
-        raise UnsafeValue(f"refusing path {path!r:.100} in an HAProxy rule")
-    if path == "/":
-        return Verbatim(host_test)
-    prefix = f"{host_test} " if host_test else ""
-    return Verbatim(f"{prefix}{{ path {path} }} || {prefix}{{ path_beg {path}/ }}")
-
-
-def default_backend(listener: Listener) -> str | None:
-    """The service behind `any host` + `/` on this port, if one claims it."""
-    for vhost in listener.hosts:
-        if not vhost.names:
-            return next((r.service.name for r in vhost.routes if r.path == "/"), None)
-    return None
-
-
-class Slot(NamedTuple):
-    """One HAProxy server line of a backend; `endpoint_id == ""` is a free placeholder slot.
-
-    A NamedTuple rather than a dataclass: 160,000 of them are built per render at 10,000 services.
-    """
-
-    name: str
-    address: str
-    port: int
-    weight: int
-    enabled: bool
-    endpoint_id: str
-    addr: Verbatim  # `address:port` as both LBs write it (see `host_port`)
-
-
 def host_port(address: str, port: int) -> Verbatim:
     """`address:port`, IPv6 in brackets. Checked again here, whatever built the endpoint:
     nothing is trusted as verbatim (issue 10: a zone id once carried a whole `server` line)."""
@@ -296,47 +218,3 @@ def _canonical(address: str) -> bool:
     """Whether `address` is in its canonical form; remembered, as the same addresses come back at
     every render (parsing each one cost 2/3 of an nginx render at 10,000 endpoints, issue 13)."""
     return normalize_address(address) == address
-
-
-@functools.lru_cache(maxsize=4096)
-def _slot_name(number: int) -> Verbatim:
-    return Verbatim(f"slot{number}")
-
-
-PLACEHOLDER_ADDRESS = "127.0.0.1"
-PLACEHOLDER_PORT = 1
-
-
-@functools.lru_cache(maxsize=4096)
-def _free_slot(number: int) -> Slot:
-    placeholder = host_port(PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT)
-    return Slot(_slot_name(number), PLACEHOLDER_ADDRESS, PLACEHOLDER_PORT, 1, False, "", placeholder)
-
-
-def slots(service: ServiceView, minimum: int = 4, previous: Mapping[str, int] | None = None
-          ) -> tuple[Slot, ...]:
-    """Fixed server slots for a backend, so endpoint changes can go through the Runtime API.
-
-    Every registered endpoint takes a slot; the served ones are enabled, the others (unhealthy,
-    starting, weight 0) are rendered `disabled`, and the remaining slots are disabled placeholders.
-    Slot names are `slot1..slotN`. `previous` (endpoint id → slot number, from the live config:
-    `lbgen.core.placement.previous_slots`) keeps every surviving endpoint in its slot, so a change
-    touches only the servers that changed, through the Runtime API; new endpoints take the slot a
-    hash of their id picks (the next free one on a collision), never one by rank.
-    """
-    key = (minimum, tuple(sorted(previous.items())) if previous else ())
-    return _MEMOS.slots.get(service, key, lambda: _slots(service, minimum, previous))
-
-
-def _slots(service: ServiceView, minimum: int, previous: Mapping[str, int] | None) -> tuple[Slot, ...]:
-    served = {e.id for e in service.endpoints}
-    by_id = {e.id: e for e in service.all_endpoints}
-    placed = place([e.id for e in service.all_endpoints], minimum, previous)
-    return tuple(
-        _free_slot(number) if i is None else _slot(number, by_id[i], i in served)
-        for number, i in enumerate(placed, start=1)
-    )
-
-
-def _slot(number: int, e: Endpoint, enabled: bool) -> Slot:
-    return Slot(_slot_name(number), e.address, e.port, e.weight, enabled, e.id, host_port(e.address, e.port))

@@ -3,9 +3,10 @@
 The Jinja environment is sandboxed and immutable (a template cannot call arbitrary methods or
 mutate the catalog), undefined names are errors (`StrictUndefined`), and autoescape is off (these
 are config files, not HTML). Registry values are validated by `schema` before they get here;
-as a second line of defence, for nginx and HAProxy targets every `{{ ... }}` output must be either
-a plain token that cannot open, end or comment out a directive, or the output of a quoting filter
-(`nginx`, `haproxy`). Templates are compiled once per source text and reused.
+as a second line of defence, for the targets of a guarded kind (`lbgen.core.kinds`: nginx, HAProxy)
+every `{{ ... }}` output must be either a plain token that cannot open, end or comment out a
+directive, or the output of a quoting filter (each kind brings its own). Every kind's filters and
+globals are registered in the one environment. Templates are compiled once per source text and reused.
 
 `{% include %}` and `{% import %}` resolve through the loader a `TemplateSource` carries, built by
 the adapter that read the template (`lbgen.adapters.templates`: rooted at the template's own
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import re
 from types import TracebackType
 from collections.abc import Mapping
 from typing import Any
@@ -27,17 +27,14 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from lbgen.core import layout as lay
-from lbgen.core.layout import (
-    UnsafeValue, Verbatim, default_backend, haproxy_rules, host_port, layout, service_views, slots,
-)
+from lbgen.core.kinds import all_kinds, lb_kind
+from lbgen.core.layout import UnsafeValue, Verbatim, host_port, layout, service_views
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint
+from lbgen.core.quoting import BARE_RE, CONTROL_RE
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
-# Nothing in this set opens a block, ends a directive, starts a comment, quotes or expands a variable.
-BARE_RE = re.compile(r"[A-Za-z0-9_.:/@+=,%~*\[\]-]+")
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-GUARDED_KINDS = ("nginx", "haproxy")
+__all__ = ["BARE_RE", "InProcessRenderer", "TemplateSource", "UnsafeValue", "compile_template", "compiled", "render"]
 
 
 class TemplateSource(str):
@@ -56,50 +53,18 @@ class TemplateSource(str):
         return TemplateSource, (str(self), self.loader)
 
 
-def _scalar_text(value: Any, dialect: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise UnsafeValue(f"{dialect}: cannot quote a {type(value).__name__} ({value!r})")
-    text = str(value)
-    if not text or _CONTROL_RE.search(text):
-        raise UnsafeValue(f"{dialect}: refusing empty or control-character value {text!r}")
-    return text
-
-
-def nginx_quote(value: Any) -> Verbatim:
-    """An nginx directive argument: bare when safe, else double-quoted with `\\` escapes.
-
-    `$` is refused: nginx expands variables even inside quotes and has no escape for it.
-    """
-    text = _scalar_text(value, "nginx")
-    if BARE_RE.fullmatch(text):
-        return Verbatim(text)
-    if "$" in text:
-        raise UnsafeValue(f"nginx: refusing {text!r}: '$' would be expanded as a variable")
-    return Verbatim('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
-
-
-def haproxy_quote(value: Any) -> Verbatim:
-    """An HAProxy word: bare when safe, else single-quoted (no escapes or `$` expansion inside)."""
-    text = _scalar_text(value, "haproxy")
-    if BARE_RE.fullmatch(text):
-        return Verbatim(text)
-    if "'" in text:
-        raise UnsafeValue(f"haproxy: refusing {text!r}: a single quote cannot be quoted safely")
-    return Verbatim(f"'{text}'")
-
-
 def hostport(endpoint: Endpoint) -> Verbatim:
     """`address:port`, with IPv6 addresses in brackets (both nginx and HAProxy accept that form)."""
     return host_port(endpoint.address, endpoint.port)
 
 
 def _guard_output(value: Any) -> Any:
-    """Jinja `finalize` for nginx/HAProxy targets: let only quoted or plainly safe values through."""
+    """Jinja `finalize` for guarded kinds: let only quoted or plainly safe values through."""
     kind = type(value)
     if kind is int or kind is float:
         return value
     if kind is Verbatim:
-        if _CONTROL_RE.search(value):  # no output may end its line, whoever built it
+        if CONTROL_RE.search(value):  # no output may end its line, whoever built it
             raise UnsafeValue(f"refusing output with a control character: {value!r:.100}")
         return value
     if isinstance(value, str) and BARE_RE.fullmatch(value):
@@ -114,12 +79,18 @@ def _guard_output(value: Any) -> Any:
 # lbgen's own frozen value types: their public fields are plain data, safe to read without the
 # sandbox's generic checks, which cost about 10 us per read (3 s at 100,000 endpoints).
 _VALUE_TYPES = (Endpoint, lay.ServiceView, lay.Route, lay.VirtualHost, lay.Listener, lay.Layout,
-                lay.HaproxyRule)
-_PUBLIC_FIELDS = {
-    cls: frozenset(f.name for f in dataclasses.fields(cls))
-    | {name for name, member in vars(cls).items() if isinstance(member, property)}
-    for cls in _VALUE_TYPES
-} | {lay.Slot: frozenset(lay.Slot._fields)}
+                *(cls for kind in all_kinds() for cls in kind.value_types))
+
+
+def _public_fields(cls: type) -> frozenset[str]:
+    """A frozen dataclass's fields and properties, or a NamedTuple's fields."""
+    if not dataclasses.is_dataclass(cls):
+        return frozenset(getattr(cls, "_fields"))
+    return frozenset(f.name for f in dataclasses.fields(cls)) | {
+        name for name, member in vars(cls).items() if isinstance(member, property)}
+
+
+_PUBLIC_FIELDS = {cls: _public_fields(cls) for cls in _VALUE_TYPES}
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -142,20 +113,12 @@ def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
         finalize=_guard_output if guarded else None,
         auto_reload=False,
     )
-    env.filters.update(nginx=nginx_quote, haproxy=haproxy_quote, hostport=hostport)
-    env.globals.update(
-        layout=layout, slots=_template_slots, haproxy_rules=haproxy_rules, default_backend=default_backend
-    )
+    env.filters.update(hostport=hostport)
+    env.globals.update(layout=layout)
+    for kind in all_kinds():
+        env.filters.update(kind.filters)
+        env.globals.update(kind.template_globals)
     return env
-
-
-@jinja2.pass_context
-def _template_slots(context: jinja2.runtime.Context, service: lay.ServiceView, minimum: int = 4
-                    ) -> tuple[lay.Slot, ...]:
-    """`slots(service, minimum)` as templates call it: each live endpoint stays in the slot the
-    context's `previous_slots` (service → endpoint id → slot number) gives it."""
-    previous = context.get("previous_slots") or {}
-    return slots(service, minimum, previous.get(service.name))
 
 
 _ENVIRONMENTS = {True: _environment(True), False: _environment(False)}
@@ -189,7 +152,7 @@ def compile_template(source: str, name: str, guarded: bool,
 
 def compiled(source: str, target: Target, name: str | None = None) -> jinja2.Template:
     """The compiled template `render` uses for `source` (a `TemplateSource` brings its loader)."""
-    return compile_template(str(source), name or target.template, target.kind in GUARDED_KINDS,
+    return compile_template(str(source), name or target.template, lb_kind(target.kind).guarded,
                             getattr(source, "loader", None))
 
 
@@ -200,7 +163,7 @@ def render(
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH,
     name: str | None = None,
     views: tuple[lay.ServiceView, ...] | None = None,
-    previous_slots: Mapping[str, Mapping[str, int]] | None = None,
+    kind_context: Mapping[str, Any] | None = None,
 ) -> str:
     """Render `source` for `target` with the documented context (docs/templates.md).
 
@@ -209,16 +172,18 @@ def render(
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
     `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
     renderer computes them before the fork, so its child does not walk, and copy, the memo).
-    `previous_slots`: where the live config has each endpoint (`lbgen.core.placement`), so that
-    `slots()` keeps it there.
+    `kind_context`: the extra context the target's kind reads, over the kind's defaults (HAProxy's
+    `previous_slots`: where the live config has each endpoint, so that `slots()` keeps it there),
+    read from the live config by the kind's adapter (`lbgen.adapters.kinds`).
     """
     name = name or target.template
     template = compiled(source, target, name)
     context = {
+        **lb_kind(target.kind).context,
+        **(kind_context or {}),
         "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
-        "previous_slots": previous_slots or {},
     }
     try:
         return template.render(context)
@@ -233,7 +198,7 @@ class InProcessRenderer:
     """`lbgen.ports.Renderer` in the calling process, unbounded: for tests and benchmarks.
 
     `lbgen watch` and `lbgen render` use `lbgen.adapters.bounded_render.BoundedRenderer`, which
-    also reads the live HAProxy slots back (issue 11); this one reads nothing: hash placement.
+    also reads the kind's context from the live config (issue 11); this one reads nothing.
     """
 
     def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:

@@ -16,17 +16,16 @@ from typing import Any, Callable, Mapping
 
 from lbgen.core.durations import parse_duration, parse_size
 from lbgen.core.bounded import quote
+from lbgen.core.kinds import guess_kind, kind_names, lb_kind
 from lbgen.core.fields import Section, SourceInt, expect_list, expect_str, expect_str_list
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, HEALTH_STATES
 from lbgen.core.registry_url import RegistryUrl, parse_registry_url
 from lbgen.core.schema import NAME_RE, normalize_prefix
 from lbgen.errors import ConfigError, InvalidValue
 
-KINDS = ("nginx", "haproxy", "generic")
 MIB = 1024**2
 RENDER_MEMORY_MIN = 4 * MIB  # below this not even a small template renders
 RENDER_TIMEOUT_MAX = 3600.0
-CHECKED_KINDS = ("nginx", "haproxy")  # kinds whose adapter has a default check
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
@@ -85,9 +84,10 @@ class Target:
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
     candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
-    or, for a generic target, an explicit `check: none` (settings refuse a generic target without).
-    `kind` (`nginx`, `haproxy` or `generic`) selects how the whole config is validated and how a
-    reload is verified. `runtime` (haproxy only): apply changes that only move endpoints within the server slots through the stats socket
+    or, for a kind without one (generic), an explicit `check: none` (settings refuse it without).
+    `kind` (a module of `lbgen.core.kinds`: `nginx`, `haproxy`, `generic`) selects how the whole
+    config is validated and how a reload is verified. `runtime` (kinds with a runtime API: haproxy):
+    apply changes that only move endpoints within the server slots through the stats socket
     (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
     `render_timeout` (seconds) and `render_memory` (bytes) bound one render of the template
     (issue 10: a template that loops forever or grows without end is refused, the daemon lives on).
@@ -299,9 +299,10 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
     section.done()
     if target.check and not any("{staged}" in arg for arg in target.check):
         raise ConfigError(f"{path}.check: must name the candidate file with {{staged}}")
-    if check is None and target.kind not in CHECKED_KINDS:
+    if check is None and not lb_kind(target.kind).check:
+        checked = ", ".join(name for name in kind_names() if lb_kind(name).check)
         raise ConfigError(f"{path}: no check: set check (an argv naming {{staged}}), a kind with a built-in "
-                          f"checker ({', '.join(CHECKED_KINDS)}), or check: none to go live unvalidated")
+                          f"checker ({checked}), or check: none to go live unvalidated")
     return target
 
 
@@ -311,18 +312,15 @@ def _parse_check(value: Any) -> tuple[str, ...]:
 
 
 def _runtime(chosen: bool | None, target: Target, path: str) -> bool:
-    """Runtime updates default to on for a haproxy target whose vars name its stats socket."""
+    """The kind decides the default from the target's vars (haproxy: on when they name its stats
+    socket); `runtime: true` for a kind without a runtime API is an error."""
+    default = lb_kind(target.kind).runtime_default
     if chosen is None:
-        return target.kind == "haproxy" and "stats_socket" in target.vars
-    if chosen and target.kind != "haproxy":
-        raise ConfigError(f"{path}.runtime: only haproxy targets have a runtime API (kind is {target.kind})")
+        return default is not None and default(target.vars)
+    if chosen and default is None:
+        with_api = ", ".join(name for name in kind_names() if lb_kind(name).runtime_default is not None)
+        raise ConfigError(f"{path}.runtime: only {with_api} targets have a runtime API (kind is {target.kind})")
     return chosen
-
-
-def guess_kind(check: tuple[str, ...]) -> str:
-    """`nginx` or `haproxy` when the checker is that program, else `generic`."""
-    program = posixpath.basename(check[0]) if check else ""
-    return program if program in ("nginx", "haproxy") else "generic"
 
 
 def _parse_name(value: Any) -> str:
@@ -333,8 +331,8 @@ def _parse_name(value: Any) -> str:
 
 
 def _parse_kind(value: Any) -> str:
-    if value not in KINDS:
-        raise ValueError(f"expected one of {', '.join(KINDS)}, got {quote(value)}")
+    if value not in kind_names():
+        raise ValueError(f"expected one of {', '.join(kind_names())}, got {quote(value)}")
     return str(value)
 
 

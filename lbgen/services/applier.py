@@ -7,14 +7,16 @@ config keeps serving (dataplaneapi's LKG). A built-in LB that is not running fai
 with step `down` (the checked config is on disk for its start): never reported as applied.
 `lane_key` names the LB a target goes live on: the watcher applies each LB in its own lane.
 
-Per target the commands are the target's own argv when given; otherwise the kind's built-in
-`LbControl` (nginx: SIGHUP to the master; haproxy: the master socket's `reload`). Whenever the LB
-can be observed, the built-in wait for its new worker generation also follows a custom reload.
+Per target the commands are the target's own argv when given; otherwise the kind's built-in check
+(`lbgen.core.kinds`) and `LbControl` (`lbgen.adapters.kinds`: nginx: SIGHUP to the master;
+haproxy: the master socket's `reload`; a proxy watching its own file: nothing to ask). Whenever
+the LB can be observed, the built-in wait until it serves the new config also follows a custom reload.
 
-A target with `runtime` on and a `RuntimeApi` (HAProxy's stats socket) skips the reload when the
-change only moves endpoints within the existing server slots (`lbgen.core.runtime_plan`): the
-checked file is still swapped in first, so a later reload or restart comes up in the same state,
-then the commands are sent and read back. Any failure there falls back to the reload (issue 7).
+A target with `runtime` on and a `RuntimeApi` (HAProxy's stats socket) skips the reload when its
+kind plans the change as a runtime change (`LbKind.plan_runtime`; HAProxy: endpoints moving within
+the existing server slots): the checked file is still swapped in first, so a later reload or
+restart comes up in the same state, then the change is sent and read back. Any failure there falls
+back to the reload (issue 7).
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from lbgen.core.runtime_plan import RuntimePlan, plan_runtime
+from lbgen.core.kinds import RuntimeChange, lb_kind
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError, CommandFailed
-from lbgen.ports import ConfigFiles, Generation, LbControl, Runner, RuntimeApi
+from lbgen.ports import ConfigFiles, LbControl, Runner, RuntimeApi
 
 log = logging.getLogger(__name__)
 
-ControlFactory = Callable[[Target], "LbControl | None"]
+ControlFactory = Callable[[Target], "LbControl[Any] | None"]
 RuntimeFactory = Callable[[Target], "RuntimeApi | None"]
 
 
@@ -88,7 +91,7 @@ class _Outcome:
         return replace(result, rolled_back=self.rolled_back, step="reload", error=self.error, output=self.output)
 
 
-def no_controls(target: Target) -> LbControl | None:
+def no_controls(target: Target) -> LbControl[Any] | None:
     """A control factory for generic targets only: their argv does everything."""
     return None
 
@@ -112,7 +115,7 @@ class Applier:
     def apply(self, targets: Sequence[Target], rendered: Mapping[str, str]) -> list[TargetResult]:
         """Apply `rendered` (target name → text) to `targets`; one result per rendered target.
         Calls for targets of different lanes (`lane_key`) may run at the same time."""
-        plans: dict[str, RuntimePlan] = {}
+        plans: dict[str, RuntimeChange] = {}
         results = {t.name: self._write(t, rendered[t.name], plans) for t in targets if t.name in rendered}
         live = [t for t in targets if t.name in results and results[t.name].ok]
         for group in self._groups(live):
@@ -166,7 +169,7 @@ class Applier:
 
     # --- writing ----------------------------------------------------------------------------------
 
-    def _write(self, target: Target, text: str, plans: dict[str, RuntimePlan]) -> TargetResult:
+    def _write(self, target: Target, text: str, plans: dict[str, RuntimeChange]) -> TargetResult:
         """Check and swap in one target; its runtime plan (if any) goes into `plans`."""
         # No diff here: at 10,000 upstreams difflib cost more than the rest of the write
         # (bench/README.md); only the dry-run preview shows one.
@@ -194,7 +197,7 @@ class Applier:
 
     def _check(self, target: Target, staged: Path) -> None:
         control = self._controls(target)
-        argv = target.check or (control.default_check if control else ())
+        argv = target.check or lb_kind(target.kind).check
         if not argv:
             log.warning("%s: no check command: %s goes live unvalidated", target.name, target.dest)
             return
@@ -203,21 +206,22 @@ class Applier:
 
     # --- the runtime API -------------------------------------------------------------------------
 
-    def _plan(self, target: Target, current: str | None, text: str, plans: dict[str, RuntimePlan]) -> None:
+    def _plan(self, target: Target, current: str | None, text: str, plans: dict[str, RuntimeChange]) -> None:
         plan = self._runtime_plan(target, current, text)
         if plan is not None:
             plans[target.name] = plan
 
-    def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimePlan | None:
-        """The runtime commands for this change, when the target uses a runtime API and they suffice."""
-        if not target.runtime or current is None or self._runtimes(target) is None:
+    def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimeChange | None:
+        """The runtime change for this one, when the target uses a runtime API and it suffices."""
+        plan_runtime = lb_kind(target.kind).plan_runtime
+        if not target.runtime or current is None or plan_runtime is None or self._runtimes(target) is None:
             return None
         plan = plan_runtime(current, text)
         if plan is None:
             log.info("%s: more than server slots changed: the runtime API cannot apply it", target.name)
         return plan
 
-    def _apply_runtime(self, target: Target, plan: RuntimePlan, result: TargetResult) -> TargetResult:
+    def _apply_runtime(self, target: Target, plan: RuntimeChange, result: TargetResult) -> TargetResult:
         api = self._runtimes(target)
         if api is None:
             return result
@@ -226,7 +230,7 @@ class Applier:
         except ApplyError as e:
             log.warning("%s: runtime update failed, reloading instead: %s", target.name, e)
             return replace(result, fallback=str(e))
-        log.info("%s: %d runtime command(s) applied and verified, no reload", target.name, len(plan.commands))
+        log.info("%s: %d runtime command(s) applied and verified, no reload", target.name, len(plan))
         return replace(result, method="runtime")
 
     # --- reloading --------------------------------------------------------------------------------
@@ -238,7 +242,7 @@ class Applier:
             groups.setdefault(self.lane_key(target), []).append(target)
         return list(groups.values())
 
-    def _go_live(self, group: list[Target], results: dict[str, TargetResult], plans: dict[str, RuntimePlan]) -> None:
+    def _go_live(self, group: list[Target], results: dict[str, TargetResult], plans: dict[str, RuntimeChange]) -> None:
         """Bring the written targets of one LB live (runtime API, else one reload). A built-in LB
         that is not running fails every target of the group, written or unchanged: the checked
         config is on disk for its next start, but nothing serves it (issue 10)."""
@@ -255,7 +259,7 @@ class Applier:
                 results[target.name] = outcome.applied_to(results[target.name])
 
     def _went_live_at_runtime(self, target: Target, results: dict[str, TargetResult],
-                              plans: dict[str, RuntimePlan]) -> bool:
+                              plans: dict[str, RuntimeChange]) -> bool:
         """Try the target's runtime plan, if it has one; whether the change is live without a reload."""
         plan = plans.get(target.name)
         if plan is not None:
@@ -302,7 +306,7 @@ class Applier:
         elif control:
             if before is None:
                 raise ApplyError(f"{target.name}: {target.kind} stopped running: {control.down_reason()}")
-            control.signal_reload()
+            control.request_reload()
         if control and before is not None:
             _wait(control, before, target)
         for verify in dict.fromkeys(t.verify for t in group if t.verify):
@@ -316,10 +320,9 @@ class Applier:
             raise CommandFailed(command, result.returncode, result.output)
 
 
-def _wait(control: LbControl, before: Generation, target: Target) -> Generation:
-    after = control.wait_reloaded(before, target.timeout)
-    log.debug("%s: master %s, workers %s → %s", target.name, after.master, sorted(before.workers), sorted(after.workers))
-    return after
+def _wait(control: LbControl[Any], before: object, target: Target) -> None:
+    after = control.wait_live(before, target.timeout)
+    log.debug("%s: live: %s → %s", target.name, before, after)
 
 
 def unified_diff(target: Target, current: str | None, candidate: str) -> str:

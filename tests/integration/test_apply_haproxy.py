@@ -8,7 +8,7 @@ from typing import Callable
 
 import pytest
 
-from lbgen.adapters.haproxy import HaproxyControl
+from lbgen.adapters.kinds.haproxy.control import HaproxyControl
 from lbgen.adapters.process import SystemClock
 from lbgen.core.values import Generation
 from lbgen.services.applier import Applier

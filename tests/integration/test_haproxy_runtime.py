@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lbgen.adapters.haproxy import cli_query
+from lbgen.adapters.kinds.haproxy.control import cli_query
 from lbgen.core.values import Generation
 from lbgen.ports import Clock
 from lbgen.services.applier import Applier, TargetResult

@@ -8,12 +8,12 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.haproxy import HaproxyControl, cli_command, cli_query
-from lbgen.adapters.haproxy_runtime import HaproxyRuntime, Query
+from lbgen.adapters.kinds.haproxy.control import HaproxyControl, cli_command, cli_query
+from lbgen.adapters.kinds.haproxy.runtime import HaproxyRuntime, Query
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.render import render
-from lbgen.core.runtime_plan import ObservedServer, parse_servers_state
+from lbgen.core.kinds.haproxy.runtime_plan import ObservedServer, parse_servers_state
 from lbgen.core.settings import Target
 from lbgen.core.values import Generation
 from lbgen.ports import LbControl

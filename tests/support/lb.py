@@ -25,8 +25,8 @@ from typing import Callable, Iterator
 import pytest
 
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.haproxy import HaproxyControl
-from lbgen.adapters.nginx import NginxControl
+from lbgen.adapters.kinds.haproxy.control import HaproxyControl
+from lbgen.adapters.kinds.nginx import NginxControl
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.core.settings import Target
 from lbgen.ports import Clock, LbControl

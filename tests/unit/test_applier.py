@@ -203,7 +203,6 @@ class FakeControl:
     """An LB whose reloads produce a new worker pid, unless `rejects` says the next one fails."""
 
     key: str = "fake:lb"
-    default_check: tuple[str, ...] = ("check", "{staged}")
     rejects: int = 0
     workers: int = 100
     signals: int = 0
@@ -220,14 +219,14 @@ class FakeControl:
     def observe(self) -> Generation | None:
         return Generation(1, frozenset({self.workers}))
 
-    def signal_reload(self) -> None:
+    def request_reload(self) -> None:
         self.signals += 1
         if self.rejects:
             self.rejects -= 1
         else:
             self.workers += 1
 
-    def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
+    def wait_live(self, before: Generation, timeout: float) -> Generation:
         if {self.workers} == before.workers:
             raise ApplyError("kept its old workers")
         return Generation(1, frozenset({self.workers}))
@@ -235,7 +234,7 @@ class FakeControl:
 
 def test_built_in_reload_checks_the_whole_config_and_waits_for_new_workers(tmp_path: Path) -> None:
     control, runner = FakeControl(), FakeRunner()
-    targets = [make_target(tmp_path, "a", check=(), reload=()), make_target(tmp_path, "b", check=(), reload=())]
+    targets = [make_target(tmp_path, "a", reload=()), make_target(tmp_path, "b", reload=())]
     results = Applier(LocalFiles(), runner, lambda t: control).apply(targets, {"a": NEW, "b": NEW})
     assert all(r.reloaded for r in results) and control.signals == 1
     assert [argv[1] for argv in runner.calls] == [str(p) for p in control.checked_in]
@@ -244,10 +243,17 @@ def test_built_in_reload_checks_the_whole_config_and_waits_for_new_workers(tmp_p
 
 def test_built_in_reload_that_keeps_the_old_workers_is_rolled_back(tmp_path: Path) -> None:
     control = FakeControl(rejects=1)
-    target = make_target(tmp_path, check=(), reload=())
+    target = make_target(tmp_path, reload=())
     [result] = Applier(LocalFiles(), FakeRunner(), lambda t: control).apply([target], {"lb": NEW})
     assert result.rolled_back and "old workers" in (result.error or "")
     assert control.signals == 2 and Path(target.dest).read_text() == OLD
+
+
+def test_a_target_without_a_check_runs_its_kinds_built_in_check_on_the_whole_config(tmp_path: Path) -> None:
+    control, runner = FakeControl(), FakeRunner()
+    target = make_target(tmp_path, check=(), reload=(), kind="nginx")
+    [result] = Applier(LocalFiles(), runner, lambda t: control).apply([target], {"lb": NEW})
+    assert result.reloaded and runner.calls == [["nginx", "-t", "-q", "-c", str(control.checked_in[0])]]
 
 
 # --- a dest that is a single bind-mounted file (docker-gen #629) -----------------------------------

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.haproxy import DOWN_AFTER, HaproxyControl
-from lbgen.adapters.haproxy_runtime import HaproxyRuntime
-from lbgen.adapters.nginx import NginxControl
-from lbgen.core.runtime_plan import RuntimePlan
+from lbgen.adapters.kinds.haproxy.control import DOWN_AFTER, HaproxyControl
+from lbgen.adapters.kinds.haproxy.runtime import HaproxyRuntime
+from lbgen.adapters.kinds.nginx import NginxControl
+from lbgen.core.kinds.haproxy.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.services.applier import Applier

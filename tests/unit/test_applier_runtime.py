@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.files import LocalFiles
-from lbgen.core.runtime_plan import RuntimePlan
+from lbgen.core.kinds.haproxy.runtime_plan import RuntimePlan
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.services.applier import Applier

@@ -23,7 +23,7 @@ def _imported_roots(path: Path) -> set[str]:
     return roots
 
 
-@pytest.mark.parametrize("module", sorted(CORE.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("module", sorted(CORE.rglob("*.py")), ids=lambda p: str(p.relative_to(CORE)))
 def test_core_module_does_no_io(module: Path) -> None:
     assert not _imported_roots(module) & FORBIDDEN, f"{module.name} imports I/O modules"
 
@@ -119,3 +119,22 @@ def test_imports_point_down_the_layers() -> None:
 def test_the_graph_check_sees_a_circle() -> None:
     assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
     assert _circles({"a": {"b"}, "b": set()}) == []
+
+
+# --- A room per LB kind (issue 11): only the kinds packages name a kind ---------------------------
+
+
+def test_only_the_kinds_packages_name_a_kind() -> None:
+    """A new kind is a module in `lbgen/core/kinds/` and one in `lbgen/adapters/kinds/`: no other
+    module may hold a kind's name as a string (a `kind == "nginx"` branch elsewhere)."""
+    from lbgen.core.kinds import kind_names
+
+    names = set(kind_names()) - {"generic"}
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if "kinds" in path.relative_to(PACKAGE).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and node.value in names:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: {node.value!r}")
+    assert found == []

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from lbgen.adapters.haproxy_runtime import HaproxyRuntime
+from lbgen.adapters.kinds.haproxy.runtime import HaproxyRuntime
 from lbgen.adapters.process import SystemClock
-from lbgen.core.runtime_plan import RuntimePlan, ServerState
+from lbgen.core.kinds.haproxy.runtime_plan import RuntimePlan, ServerState
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.ports import Clock

@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 
-from lbgen.core.layout import (
-    Slot, default_backend, haproxy_rules, layout, service_views, slots,
-)
+from lbgen.core.kinds.haproxy.rules import default_backend, haproxy_rules
+from lbgen.core.kinds.haproxy.slots import Slot, slot_count, slots
+from lbgen.core.layout import layout, service_views
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
-from lbgen.core.placement import slot_count
 
 
 def views(**specs: dict[str, Any]) -> tuple:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters.files import name_candidates
-from lbgen.adapters.haproxy import parse_show_proc
-from lbgen.adapters.nginx import shadow_main_config
+from lbgen.adapters.kinds.haproxy.control import parse_show_proc
+from lbgen.adapters.kinds.nginx import shadow_main_config
 from lbgen.errors import ApplyError, CommandFailed
 from lbgen.core.values import Generation
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
-from lbgen.core.placement import place, previous_slots
+from lbgen.core.kinds.haproxy.slots import place, previous_slots
 from lbgen.core.render import render
 from lbgen.core.settings import Target
 
@@ -83,8 +83,8 @@ def catalog(*ids: str) -> Catalog:
 
 
 def render_after(text: str | None, now: Catalog) -> str:
-    previous = previous_slots(text, now) if text is not None else None
-    return render(TEMPLATE, now, TARGET, DEFAULT_SERVED_HEALTH, previous_slots=previous)
+    previous = {"previous_slots": previous_slots(text, now)} if text is not None else None
+    return render(TEMPLATE, now, TARGET, DEFAULT_SERVED_HEALTH, kind_context=previous)
 
 
 def servers(text: str) -> dict[str, str]:

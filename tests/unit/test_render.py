@@ -10,9 +10,9 @@ import jinja2
 import pytest
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.render import (
-    BARE_RE, TemplateSource, UnsafeValue, compile_template, haproxy_quote, nginx_quote, render,
-)
+from lbgen.core.kinds.haproxy import haproxy_quote
+from lbgen.core.kinds.nginx import nginx_quote
+from lbgen.core.render import BARE_RE, TemplateSource, UnsafeValue, compile_template, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 from tests.unit.catalogs import ROOT, TEMPLATES, example_catalog, render_default, tricky_catalog

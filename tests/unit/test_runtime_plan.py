@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lbgen.core.runtime_plan import (
+from lbgen.core.kinds.haproxy.runtime_plan import (
     ObservedServer,
     ServerState,
     mismatches,

@@ -18,8 +18,9 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from lbgen.adapters.haproxy import DOWN_AFTER, cli_query
-from lbgen.core.runtime_plan import RuntimePlan, mismatches, parse_servers_state
+from lbgen.adapters.kinds.haproxy.control import DOWN_AFTER, cli_query
+from lbgen.core.kinds import RuntimeChange
+from lbgen.core.kinds.haproxy.runtime_plan import RuntimePlan, mismatches, parse_servers_state
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.ports import Clock
@@ -41,9 +42,12 @@ class HaproxyRuntime:
         self._query = query
         self.socket = Path(str(target.vars.get("stats_socket", DEFAULT_STATS_SOCKET)))
 
-    def apply(self, plan: RuntimePlan) -> None:
-        """Send every command in order, then verify every touched backend; `ApplyError` on the first
-        command HAProxy refuses, an unreachable socket, or a read-back that differs."""
+    def apply(self, plan: RuntimeChange) -> None:
+        """Send every command of a `RuntimePlan` in order, then verify every touched backend;
+        `ApplyError` on the first command HAProxy refuses, an unreachable socket, or a read-back
+        that differs."""
+        if not isinstance(plan, RuntimePlan):
+            raise ApplyError(f"{self._target.name}: not a haproxy runtime plan: {type(plan).__name__}")
         if not self.socket.exists():  # no HAProxy running (yet): nothing to wait for
             raise ApplyError(f"{self._target.name}: no haproxy stats socket at {self.socket}")
         deadline = self._clock.now() + self._target.timeout

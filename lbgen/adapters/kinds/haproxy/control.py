@@ -39,10 +39,8 @@ _RETRYABLE = (ConnectionRefusedError, ConnectionResetError, FileNotFoundError, B
 
 
 class HaproxyControl:
-    """`lbgen.ports.LbControl` for one HAProxy master, through its master CLI socket."""
-
-    # Not `-q`: with it, `haproxy -c` also hides the errors that say why a config is invalid.
-    default_check: tuple[str, ...] = ("haproxy", "-c", "-f", "{staged}")
+    """`lbgen.ports.LbControl[Generation]` for one HAProxy master, through its master CLI socket.
+    Its check is the core kind's (`haproxy -c`, `lbgen.core.kinds.haproxy`)."""
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
@@ -69,13 +67,13 @@ class HaproxyControl:
     def down_reason(self) -> str:
         return self._down or f"haproxy master socket {self._socket} does not answer"
 
-    def signal_reload(self) -> None:
+    def request_reload(self) -> None:
         try:
             cli_command(self._socket, "reload")
         except OSError as e:
             raise ApplyError(f"{self._target.name}: reload through {self._socket}: {e}") from e
 
-    def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
+    def wait_live(self, before: Generation, timeout: float) -> Generation:
         """Wait until the master counts one more reload; it took if none failed and new workers run."""
         deadline = self._clock.now() + timeout
         while True:

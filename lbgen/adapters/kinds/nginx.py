@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lbgen.adapters import process as procfs
+from lbgen.adapters.kinds import KindAdapter
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.core.values import Generation
@@ -43,9 +44,8 @@ _INCLUDE_RE = re.compile(r"""^(?P<indent>[ \t]*)include[ \t]+(?P<arg>"[^"]*"|'[^
 
 
 class NginxControl:
-    """`lbgen.ports.LbControl` for one nginx master, found through its pid file."""
-
-    default_check: tuple[str, ...] = ("nginx", "-t", "-q", "-c", "{staged}")
+    """`lbgen.ports.LbControl[Generation]` for one nginx master, found through its pid file.
+    Its check is the core kind's (`nginx -t`, `lbgen.core.kinds.nginx`), on `whole_config`."""
 
     def __init__(self, target: Target, clock: Clock) -> None:
         self._target = target
@@ -95,7 +95,7 @@ class NginxControl:
         left = f"; {len(orphans)} orphaned worker(s) still serve the old config: {orphans[:5]}" if orphans else ""
         return f"nginx master {pid} from {self._pid_file} is gone{left}"
 
-    def signal_reload(self) -> None:
+    def request_reload(self) -> None:
         pid = self._master_pid()
         if pid is None:
             raise ApplyError(f"{self._target.name}: nginx is not running (no pid in {self._pid_file})")
@@ -104,7 +104,7 @@ class NginxControl:
         except OSError as e:
             raise ApplyError(f"{self._target.name}: signal nginx master {pid}: {e}") from e
 
-    def wait_reloaded(self, before: Generation, timeout: float) -> Generation:
+    def wait_live(self, before: Generation, timeout: float) -> Generation:
         """Wait until the master has handled SIGHUP; the reload took if it started new workers.
 
         Where /proc cannot tell whether the master is idle (no `syscall` file, another
@@ -185,3 +185,6 @@ def _master_idle(pid: int) -> bool | None:
 
 # rt_sigsuspend's number per architecture (the master waits for signals there between events).
 _RT_SIGSUSPEND = {"x86_64": 130, "aarch64": 133}
+
+
+ADAPTER = KindAdapter(control=NginxControl)

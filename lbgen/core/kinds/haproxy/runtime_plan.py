@@ -8,6 +8,13 @@ then show. Anything else — a section or server added or removed (slots ran out
 changed, a server line it cannot read, a host name instead of an IP literal (`set server addr`
 takes addresses only) — returns None: the caller reloads.
 
+Why from the two texts and not from the slot values `slots.py` built: the template is the user's,
+so the rendered text, not lbgen's values, is the complete statement of what a reload would load.
+A template may add any option to a server line or lay servers out its own way; comparing the
+texts sees every such difference (and sends it to a reload), where a plan built from values
+would apply a change the text does not say, or miss one it does. The read-back verifies the
+result either way. Only the differing lines are parsed, so this costs little at 160,000 servers.
+
 `parse_servers_state` and `mismatches` read back `show servers state` and compare it with the
 expectation: a mismatch also sends the caller to the reload path.
 """
@@ -42,6 +49,10 @@ class RuntimePlan:
 
     commands: tuple[str, ...]
     expected: Mapping[str, Mapping[str, ServerState]]
+
+    def __len__(self) -> int:
+        """How many commands (`lbgen.core.kinds.RuntimeChange`: the applier logs it)."""
+        return len(self.commands)
 
 
 @dataclass(frozen=True)

@@ -10,37 +10,37 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
+from typing import Any
 
+from lbgen.core.kinds.haproxy.slots import Servers, assign, overlay, server_slots
 from lbgen.core.model import Catalog
-from lbgen.core.placement import Assignment, Servers, assign, overlay, server_slots
 from lbgen.core.settings import Target
 
 _StatKey = tuple[int, int, int]
 
 
 class LiveSlots:
-    """Per haproxy target: the live file's server slots and those of the last render."""
+    """`lbgen.adapters.kinds.LiveContext` of the haproxy targets of one renderer: per target the
+    live file's server slots and those of the last render, as the context's `previous_slots`."""
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[_StatKey, str, Servers]] = {}  # dest → (stat key, text, servers)
         self._rendered: dict[str, str] = {}  # target → its last rendered text
         self._lock = threading.Lock()  # lanes render quarantine probes from their own threads
 
-    def previous(self, target: Target, catalog: Catalog) -> Assignment | None:
-        """Endpoint slots to keep for `catalog`; None for a target that is not haproxy."""
-        if target.kind != "haproxy":
-            return None
+    def context(self, target: Target, catalog: Catalog) -> Mapping[str, Any]:
+        """`previous_slots`: the endpoint slots to keep for `catalog`."""
         with self._lock:
             text, live = self._live(target.dest)
             rendered = self._rendered.get(target.name, text)
         kept = assign(live, catalog)
-        return kept if rendered == text else overlay(kept, assign(server_slots(rendered), catalog))
+        return {"previous_slots": kept if rendered == text else overlay(kept, assign(server_slots(rendered), catalog))}
 
     def rendered(self, target: Target, text: str) -> None:
         """Remember the text just rendered for `target`."""
-        if target.kind == "haproxy":
-            with self._lock:
-                self._rendered[target.name] = text
+        with self._lock:
+            self._rendered[target.name] = text
 
     def _live(self, dest: str) -> tuple[str, Servers]:
         try:

@@ -1,0 +1,103 @@
+"""The registry of LB kinds: one module (or package) per kind holds its pure rules (issue 11).
+
+`lbgen.core.kinds.<name>` defines `KIND`, an `LbKind`: its built-in check, whether template
+outputs must be quoted, its template filters and globals, its runtime-API rules and what the
+bounded renderer precomputes for it. Settings, rendering and the applier ask this registry and
+name no kind themselves, so adding a kind is a new module here, one in `lbgen.adapters.kinds`,
+a template and their tests (docs/architecture.md, "A new LB kind").
+
+Kinds are found by listing this package's `__path__` (cheap: nothing is imported) and loaded on
+first use with importlib.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import posixpath
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from lbgen.errors import ConfigError
+
+if TYPE_CHECKING:
+    from lbgen.core.layout import ServiceView
+
+GENERIC = "generic"
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class RuntimeChange(Protocol):
+    """A kind's plan for bringing a running LB to a new config without a reload. Opaque to the
+    applier, which hands it to the kind's `RuntimeApi` and logs its length (commands to send)."""
+
+    def __len__(self) -> int: ...
+
+
+Warm = Callable[["Sequence[ServiceView]", Mapping[str, Any], Mapping[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class LbKind:
+    """The pure rules of one kind of load balancer.
+
+    `check`: the built-in checker's argv with `{staged}` (() for none: the target must set one).
+    `guarded`: every template output must be quoted by a filter or be a bare safe token.
+    `filters`, `template_globals`: registered into the one Jinja environment (every kind's are
+    available to every template). `context`: defaults of the extra render context the kind's
+    globals read (the live reader of `lbgen.adapters.kinds` overrides them per render).
+    `value_types`: frozen value types whose fields templates read (the sandbox's fast path).
+    `runtime_default`: None when the kind has no runtime API; else whether `runtime` defaults on,
+    from the target's vars. `plan_runtime(old, new)`: the runtime change between two rendered
+    texts, or None when only a reload can apply it. `warm(views, vars, context)`: what the bounded
+    renderer precomputes in the parent before it forks (the child then inherits it).
+    """
+
+    name: str
+    check: tuple[str, ...] = ()
+    guarded: bool = False
+    filters: Mapping[str, Callable[..., Any]] = field(default_factory=lambda: _EMPTY)
+    template_globals: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    context: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    value_types: tuple[type, ...] = ()
+    runtime_default: Callable[[Mapping[str, Any]], bool] | None = None
+    plan_runtime: Callable[[str, str], RuntimeChange | None] | None = None
+    warm: Warm | None = None
+
+
+def kind_names() -> tuple[str, ...]:
+    """Every kind this package (and any directory added to its `__path__`) holds, sorted."""
+    names = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    return tuple(sorted(names))
+
+
+def lb_kind(name: str) -> LbKind:
+    """The kind called `name`; `ConfigError` naming the known ones when there is none."""
+    if name not in kind_names():
+        raise ConfigError(f"unknown LB kind {name!r:.100} (known: {', '.join(kind_names())})")
+    return _load(name)
+
+
+@functools.lru_cache(maxsize=None)
+def _load(name: str) -> LbKind:
+    kind = getattr(importlib.import_module(f"{__name__}.{name}"), "KIND", None)
+    if not isinstance(kind, LbKind) or kind.name != name:
+        raise ConfigError(f"LB kind module {__name__}.{name} defines no KIND named {name!r}")
+    return kind
+
+
+def all_kinds() -> tuple[LbKind, ...]:
+    """Every kind, loaded (the renderer registers all their filters and globals)."""
+    return tuple(lb_kind(name) for name in kind_names())
+
+
+def guess_kind(check: Sequence[str]) -> str:
+    """The kind whose built-in check runs the program `check` runs, else `generic`."""
+    program = posixpath.basename(check[0]) if check else ""
+    for kind in all_kinds():
+        if kind.check and program == posixpath.basename(kind.check[0]):
+            return kind.name
+    return GENERIC
