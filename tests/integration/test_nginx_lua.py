@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import pytest
 
-from lbgen.core.nginx_lua import endpoint_set
+from lbgen.core.kinds.nginx.endpoints import endpoint_set
 from lbgen.errors import ApplyError
 from tests.support.lb import ConfFor, Lb
 from tests.support.nginx_lua import MODULES, HeldBackend, control, lua_conf, service, worker_pids

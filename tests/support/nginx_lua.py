@@ -17,13 +17,13 @@ from typing import Callable, Iterator
 
 import pytest
 
-from lbgen.adapters.nginx_endpoints_api import EndpointsApi
+from lbgen.adapters.kinds.nginx import LUA_DIR
+from lbgen.adapters.kinds.nginx.runtime import EndpointsApi
 from lbgen.core.layout import ServiceView
 from lbgen.core.model import Endpoint
-from lbgen.core.nginx_lua import endpoint_block
+from lbgen.core.kinds.nginx.endpoints import endpoint_block
 from tests.support.lb import Answer, nginx_conf
 
-LUA_DIR = Path(__file__).resolve().parents[2] / "lbgen" / "adapters" / "kinds" / "nginx_lua"
 MODULES = ("/usr/lib/nginx/modules/ndk_http_module.so", "/usr/lib/nginx/modules/ngx_http_lua_module.so")
 
 

@@ -1,22 +1,32 @@
-"""A client for the control API of nginx's Lua balancer, over its unix socket (issue 12).
+"""nginx's runtime API: the control API of the Lua balancer, over its unix socket (issue 12).
 
-The API (lbgen/adapters/kinds/nginx_lua/lbgen_control.lua) is served by a `server` that listens
-only on a unix socket: `GET /endpoints[?upstream=..]` reads the sets back, `PUT /endpoints` sets
-some. Every failure (no socket, refused, timeout, a non-200 answer, unreadable JSON) is an
-`ApplyError` naming the socket: the applier then falls back to a validated reload.
+The API (lua/lbgen_control.lua beside this module) is served by a `server` that listens only on
+a unix socket (`control_socket(vars)`): `GET /endpoints[?upstream=..]` reads the sets back,
+`PUT /endpoints` sets some. `NginxRuntime.apply` sends an `EndpointPlan`, reads the touched
+upstreams back and compares. Every failure (no socket, refused, timeout, a non-200 answer,
+unreadable JSON, a read-back that differs) is an `ApplyError` naming the socket: the applier then
+falls back to a reload of the file it already wrote.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import logging
 import socket
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from lbgen.core.kinds import RuntimeChange
+from lbgen.core.kinds.nginx import control_socket
+from lbgen.core.kinds.nginx.endpoints import EndpointPlan
+from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
+from lbgen.ports import Clock
+
+log = logging.getLogger(__name__)
 
 _MAX_ANSWER = 64 << 20  # a read-back of 10,000 upstreams is a few MB
 
@@ -35,6 +45,40 @@ class _UnixConnection(http.client.HTTPConnection):
             sock.close()
             raise
         self.sock = sock
+
+
+class Api(Protocol):
+    """What `NginxRuntime` needs of the control API (tests inject one that lies)."""
+
+    def read(self, upstreams: Iterable[str] | None = None) -> tuple[str, dict[str, dict[str, Any]]]: ...
+
+    def write(self, version: str, sets: Mapping[str, Mapping[str, Any]]) -> None: ...
+
+
+class NginxRuntime:
+    """`lbgen.ports.RuntimeApi` of one nginx with the Lua balancer."""
+
+    def __init__(self, target: Target, clock: Clock, api: Api | None = None) -> None:
+        self._target = target
+        self.socket = Path(control_socket(target.vars))
+        self._api = api or EndpointsApi(self.socket, target.timeout)
+
+    def apply(self, plan: RuntimeChange) -> None:
+        """Set the plan's upstreams and version, read them back, compare; `ApplyError` otherwise."""
+        if not isinstance(plan, EndpointPlan):
+            raise ApplyError(f"{self._target.name}: not an nginx endpoint plan: {type(plan).__name__}")
+        if not self.socket.exists():  # no nginx with the Lua balancer running: reload at once
+            raise ApplyError(f"{self._target.name}: no nginx control socket at {self.socket}")
+        self._api.write(plan.version, plan.upstreams)
+        version, sets = self._api.read(plan.upstreams)
+        if version != plan.version:
+            raise ApplyError(f"{self._target.name}: nginx reads back version {version[:64]!r}, "
+                             f"not {plan.version!r}")
+        for name, expected in plan.upstreams.items():
+            if sets.get(name) != _normal(expected):
+                raise ApplyError(f"{self._target.name}: nginx reads back upstream {name} as "
+                                 f"{str(sets.get(name))[:100]}, not as written")
+        log.debug("%s: %d upstream(s) set and read back", self._target.name, len(plan.upstreams))
 
 
 class EndpointsApi:

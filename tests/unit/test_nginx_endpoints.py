@@ -1,4 +1,4 @@
-"""The nginx endpoint block (lbgen/core/nginx_lua.py): encoder, bracket level, plan (issue 12)."""
+"""The nginx endpoint block (lbgen/core/kinds/nginx/endpoints.py): encoder, bracket level, plan (issue 12)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lbgen.core.layout import ServiceView
 from lbgen.core.model import Endpoint
-from lbgen.core.nginx_lua import (
+from lbgen.core.kinds.nginx.endpoints import (
     OPEN_PREFIX, bracket_level, dict_megabytes, endpoint_block, lua_balanced, plan_endpoints,
 )
 

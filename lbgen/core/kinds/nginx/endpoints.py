@@ -1,4 +1,4 @@
-"""The endpoint block of an nginx config balanced by Lua (issue 12, docs/nginx-runtime.md). Pure.
+"""The endpoint block of an nginx config balanced by Lua (issue 12, docs/nginx-runtime.md).
 
 With `runtime` on, the nginx template embeds every Lua-balanced upstream's served endpoints in
 the rendered nginx.conf itself, inside `init_by_lua_block`, as a Lua long-bracket string:
@@ -53,10 +53,19 @@ class EndpointBlock:
 
 @dataclass(frozen=True)
 class EndpointPlan:
-    """The control API's write: the new version and the new set of every upstream that changed."""
+    """The control API's write: the new version and the new set of every upstream that changed.
+
+    `needs_check` is False: the lines that differ are lbgen's own encoding of validated values,
+    and every other byte of the file is the running (checked) config's, so the applier writes the
+    file (atomically, last-known-good first) without running `nginx -t` over it; at 10,000
+    services that check costs seconds of CPU per change (docs/nginx-runtime.md)."""
 
     version: str
     upstreams: Mapping[str, Mapping[str, Any]]
+    needs_check: bool = False
+
+    def __len__(self) -> int:
+        return len(self.upstreams)
 
 
 def lua_balanced(service: ServiceView) -> bool:
@@ -110,24 +119,40 @@ def _dump(value: Mapping[str, Any]) -> str:
 
 def plan_endpoints(old: str, new: str) -> EndpointPlan | None:
     """The sets turning the running `old` config into `new` when they differ only inside the
-    endpoint block, in lines of upstreams both declare; None when anything else differs (reload)."""
+    endpoint block, in lines of upstreams both declare; None when anything else differs (reload).
+
+    Only the differing lines are decoded: the block has one line per upstream, sorted by name, so
+    a line at the same place in both is the same upstream when its name is the same.
+    """
     old_lines, new_lines = old.splitlines(), new.splitlines()
     old_span, new_span = _block_span(old_lines), _block_span(new_lines)
-    if old_span is None or new_span is None:
+    if old_span is None or new_span is None or old_span != new_span:
+        return None  # no block, or a different number of lines before it or in it
+    first, end = new_span
+    if old_lines[:first] != new_lines[:first] or old_lines[end:] != new_lines[end:]:
         return None
-    if old_lines[:old_span[0]] != new_lines[:new_span[0]] or old_lines[old_span[1]:] != new_lines[new_span[1]:]:
-        return None
-    before, after = _sets(old_lines[old_span[0]:old_span[1]]), _sets(new_lines[new_span[0]:new_span[1]])
-    if before is None or after is None or before.keys() != after.keys():
-        return None
-    changed = {name: after[name] for name in after if after[name] != before[name] and name != ""}
-    return EndpointPlan(str(after[""]["version"]), changed)
+    version, changed = None, {}
+    for i in range(first, end):
+        if old_lines[i] == new_lines[i]:
+            continue
+        before, after = _item(old_lines[i]), _item(new_lines[i])
+        if before is None or after is None or before[0] != after[0]:
+            return None
+        if after[0] == "":
+            version = after[1].get("version")
+        else:
+            changed[after[0]] = after[1]
+    if version is None and not changed:  # the same block: nothing to set
+        version = (_item(new_lines[first]) or ("", {}))[1].get("version")
+    if not isinstance(version, str):
+        return None  # sets changed, the version did not: not a block lbgen wrote
+    return EndpointPlan(version, changed)
 
 
 def _block_span(lines: list[str]) -> tuple[int, int] | None:
     """[first, end) of the block's content lines: after the opener, up to the closer."""
     for i, line in enumerate(lines):
-        opened = _OPEN_RE.fullmatch(line)
+        opened = _OPEN_RE.fullmatch(line) if OPEN_PREFIX in line else None
         if opened:
             close = f"]{opened.group(1)}])"
             for j in range(i + 1, len(lines)):
@@ -137,18 +162,15 @@ def _block_span(lines: list[str]) -> tuple[int, int] | None:
     return None
 
 
-def _sets(lines: list[str]) -> dict[str, dict[str, Any]] | None:
-    """name → set of the block's lines ("" → the version line), or None when a line is unreadable."""
-    sets: dict[str, dict[str, Any]] = {}
-    for line in lines:
-        try:
-            item = json.loads(line)
-        except ValueError:
-            return None
-        if not isinstance(item, dict):
-            return None
-        name = item.pop("name", "") if "version" not in item else ""
-        if not isinstance(name, str) or name in sets:
-            return None
-        sets[name] = item
-    return sets if "" in sets else None
+def _item(line: str) -> tuple[str, dict[str, Any]] | None:
+    """(name, set) of an upstream's line, ("", {"version": ...}) of the version line, else None."""
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(item, dict):
+        return None
+    if "version" in item:
+        return "", item
+    name = item.pop("name", None)
+    return (name, item) if isinstance(name, str) and name else None
