@@ -68,7 +68,6 @@ KIND = LbKind(
     guarded=True,
     filters=MappingProxyType({"nginx": nginx_quote, "lua": lua_quote}),
     template_globals=MappingProxyType({"lua_endpoints": _lua_endpoints, "control_socket": control_socket}),
-    context=MappingProxyType({"lua_dir": None}),
     value_types=(EndpointBlock,),
     runtime_default=_runtime_default,
     plan_runtime=plan_endpoints,
