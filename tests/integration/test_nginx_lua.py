@@ -9,7 +9,6 @@ from __future__ import annotations
 import collections
 import http.client
 import threading
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -17,20 +16,13 @@ import pytest
 from lbgen.core.kinds.nginx.endpoints import endpoint_set
 from lbgen.errors import ApplyError
 from tests.support.lb import ConfFor, Lb
-from tests.support.nginx_lua import MODULES, HeldBackend, control, lua_conf, service, worker_pids
+from tests.support.nginx_lua import HeldBackend, control, lua_conf, service, worker_pids
 from tests.support.util import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lua_module")]
 
 StartNginx = Callable[[ConfFor], Lb]
 Backends = Callable[[str], HeldBackend]
-
-
-@pytest.fixture(autouse=True)
-def _lua_module() -> None:
-    missing = [m for m in MODULES if not Path(m).exists()]
-    if missing:
-        pytest.skip(f"nginx Lua module missing ({missing[0]}): apt-get install libnginx-mod-http-lua")
 
 
 def fetch(port: int, path: str, conn: http.client.HTTPConnection | None = None) -> tuple[int, str]:

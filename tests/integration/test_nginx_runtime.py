@@ -1,0 +1,163 @@
+"""Endpoint changes through nginx's Lua balancer, applied by lbgen (issue 12), against a real nginx
+with the Lua module: the shipped template with `runtime` on, the applier wired as the CLI does."""
+
+from __future__ import annotations
+
+import http.client
+import re
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from lbgen.adapters.kinds.nginx.runtime import EndpointsApi
+from lbgen.core.kinds.nginx import control_socket
+from lbgen.core.model import Service
+from lbgen.core.settings import Target
+from lbgen.services.applier import TargetResult
+from tests.support.lb import ConfFor, Lb
+from tests.support.nginx_lua import HeldBackend
+from tests.support.nginx_node import generation, node_applier, node_config, node_target, web_catalog
+from tests.support.util import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lua_module")]
+
+StartNginx = Callable[[ConfFor], Lb]
+Backends = Callable[[str], HeldBackend]
+
+
+class Node:
+    """A running nginx rendered and applied by lbgen, service `web` on `port`."""
+
+    def __init__(self, nginx_lb: StartNginx, endpoints: dict[int, int], **target: Any) -> None:
+        self.applier = node_applier()
+
+        def conf_for(lb_dir: Path, port: int) -> str:
+            self.target, self.port = node_target(lb_dir, **target), port
+            return node_config(self.target, web_catalog(port, endpoints))
+
+        self.lb = nginx_lb(conf_for)
+        wait_until(lambda: Path(control_socket(self.target.vars)).exists(), 10, "the control socket")
+
+    def apply(self, endpoints: dict[int, int], spec: dict[str, object] | None = None,
+              extra: tuple[Service, ...] = ()) -> TargetResult:
+        catalog = web_catalog(self.port, endpoints, spec, extra)
+        [result] = self.applier.apply([self.target], {"nginx": node_config(self.target, catalog)})
+        assert result.ok, result
+        return result
+
+    def workers(self) -> frozenset[int]:
+        return generation(self.target).workers
+
+    def answers(self, count: int) -> Counter[str]:
+        """Who answers `count` requests on one keep-alive connection (one worker: exact weights)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            bodies = []
+            for _ in range(count):
+                conn.request("GET", "/")
+                bodies.append(conn.getresponse().read().decode())
+            return Counter(bodies)
+        finally:
+            conn.close()
+
+
+def test_add_remove_and_weight_changes_go_live_with_the_same_workers(nginx_lb: StartNginx,
+                                                                     held_backend: Backends) -> None:
+    a, b = held_backend("a"), held_backend("b")
+    node = Node(nginx_lb, {a.port: 1})
+    workers = wait_until(lambda: len(node.workers()) == 2 and node.workers(), 10, "two workers")
+    assert node.answers(4) == {"a": 4}
+    for endpoints, expected in [({a.port: 1, b.port: 1}, {"a": 4, "b": 4}),    # add
+                                ({b.port: 1}, {"b": 8}),                       # remove
+                                ({a.port: 3, b.port: 1}, {"a": 6, "b": 2}),    # weights
+                                ({a.port: 1}, {"a": 8})]:                      # remove, weight
+        result = node.apply(endpoints)
+        assert (result.method, result.fallback) == ("runtime", "")
+        assert node.answers(8) == expected
+    assert node.workers() == workers
+    assert Path(node.target.dest).read_text() == node_config(node.target, web_catalog(node.port, {a.port: 1}))
+
+
+class Liar:
+    """The control API, but its read-back reports one endpoint more than was written."""
+
+    def __init__(self, target: Target) -> None:
+        self.api = EndpointsApi(Path(control_socket(target.vars)), 10)
+
+    def write(self, version: str, sets: Any) -> None:
+        self.api.write(version, sets)
+
+    def read(self, upstreams: Any = None) -> tuple[str, dict[str, dict[str, Any]]]:
+        version, sets = self.api.read(upstreams)
+        for value in sets.values():
+            value["endpoints"].append({"address": "127.0.0.9", "port": 9, "weight": 1})
+        return version, sets
+
+
+def test_a_read_back_mismatch_falls_back_to_a_reload(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    a, b = held_backend("a"), held_backend("b")
+    node = Node(nginx_lb, {a.port: 1})
+    node.applier = node_applier(Liar(node.target))
+    workers = wait_until(lambda: len(node.workers()) == 2 and node.workers(), 10, "two workers")
+    result = node.apply({b.port: 1})
+    assert result.method == "reload" and "reads back upstream web" in result.fallback
+    assert result.reloaded and node.workers() - workers  # new workers (old ones may still be draining)
+    assert node.answers(4) == {"b": 4}
+
+
+def test_a_structural_change_reloads(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    a = held_backend("a")
+    node = Node(nginx_lb, {a.port: 1})
+    workers = wait_until(lambda: len(node.workers()) == 2 and node.workers(), 10, "two workers")
+    result = node.apply({a.port: 1}, spec={"hosts": ["web.test"]})
+    assert (result.method, result.reloaded) == ("reload", True)
+    assert result.reloaded and node.workers() - workers  # new workers (old ones may still be draining)
+
+
+def test_an_endpoint_change_needs_no_check_and_anything_else_does(nginx_lb: StartNginx,
+                                                                  held_backend: Backends) -> None:
+    a, b = held_backend("a"), held_backend("b")
+    node = Node(nginx_lb, {a.port: 1}, check=("false",))  # a checker that refuses everything
+    assert node.apply({b.port: 1}).method == "runtime"
+    assert node.answers(2) == {"b": 2}
+    catalog = web_catalog(node.port, {b.port: 1}, {"hosts": ["web.test"]})
+    [result] = node.applier.apply([node.target], {"nginx": node_config(node.target, catalog)})
+    assert result.step == "check"
+
+
+def test_a_node_without_the_lua_module_fails_the_check_naming_the_package(tmp_path: Path) -> None:
+    variables = {**node_target(tmp_path).vars, "lua_module": str(tmp_path / "ngx_http_lua_module.so")}
+    target = node_target(tmp_path, vars=variables)
+    error = node_applier().check_text(target, node_config(target, web_catalog(8080, {8081: 1})))
+    assert error is not None
+    assert str(error) == (f"nginx: nginx module {tmp_path / 'ngx_http_lua_module.so'} is not installed: "
+                          "apt-get install libnginx-mod-http-lua")
+
+
+def test_100_endpoint_changes_under_keep_alive_load_fail_no_request(nginx_lb: StartNginx,
+                                                                     held_backend: Backends) -> None:
+    a, b, c = held_backend("a"), held_backend("b"), held_backend("c")
+    sets = [{a.port: 1, b.port: 1}, {b.port: 2}, {b.port: 1, c.port: 3}, {c.port: 1}, {a.port: 1, c.port: 1}]
+    node = Node(nginx_lb, sets[-1])
+    workers = wait_until(lambda: len(node.workers()) == 2 and node.workers(), 10, "two workers")
+    wrk = subprocess.Popen(["wrk", "-t", "2", "-c", "16", "-d", "300s", f"http://127.0.0.1:{node.port}/"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    served = lambda: a.requests + b.requests + c.requests  # noqa: E731
+    methods: Counter[str] = Counter()
+    try:
+        for i in range(100):  # each change lands among requests in flight: 5 served between two
+            before = served()
+            wait_until(lambda: served() >= before + 5, 30, "requests to be served under load")
+            methods[node.apply(sets[i % len(sets)]).method] += 1
+    finally:
+        wrk.send_signal(signal.SIGINT)  # wrk stops and prints its summary
+        output, _ = wrk.communicate(timeout=30)
+    assert methods == {"runtime": 100}
+    assert node.workers() == workers
+    requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
+    assert requests >= 500, output
+    assert "Socket errors" not in output and "Non-2xx" not in output, output
