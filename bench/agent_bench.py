@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere: lbgen and tests.
 import docker
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore
-from lbgen.core.discovery import json_field
+from lbgen.core.registration import json_field
 from lbgen.core.registry_url import parse_registry_url
 from lbgen.errors import StoreError
 from lbgen.core.values import WatchEvent

@@ -22,7 +22,7 @@ import time
 from common import bulk_put, etcd, workdir
 from results import Result
 
-from lbgen.core.discovery import owned_keys
+from lbgen.core.registration import owned_keys
 from lbgen.core.schema import agent_key, services_prefix
 from lbgen.services.agent_keys import read_own_keys
 

@@ -22,7 +22,7 @@ from results import Result
 from lbgen.core.bounded import load_json
 from lbgen.core.catalog import CatalogState
 from lbgen.core.schema import decode_endpoint, decode_spec, encode_endpoint, encode_spec, endpoint_key, spec_key
-from lbgen.ports import KeyValue, Snapshot
+from lbgen.core.values import KeyValue, Snapshot
 
 PREFIX = "/bench"
 

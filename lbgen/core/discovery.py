@@ -1,9 +1,9 @@
-"""Discovery: containers and their labels → the endpoints one Docker host should register; then
-desired vs registered → the puts and deletes that make etcd equal to it (docs/agent.md).
+"""Discovery: containers and their labels → the endpoints one Docker host should register
+(docs/agent.md); `lbgen.core.registration` then turns them into puts and deletes.
 
-Pure: the agent hands in `ContainerInfo` values and the registry's current keys, and gets values
-back. A container whose labels are wrong is not guessed at: it yields a `Reject` naming the label
-and why, and registers nothing, while every other container is unaffected.
+Pure: the agent hands in `ContainerInfo` values and gets values back. A container whose labels
+are wrong is not guessed at: it yields a `Reject` naming the label and why, and registers nothing,
+while every other container is unaffected.
 """
 
 from __future__ import annotations
@@ -12,20 +12,18 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
-from lbgen.core.bounded import load_json, quote
+from lbgen.core.bounded import quote
 from lbgen.core.model import HEALTH_STATES, Endpoint
 from lbgen.core.schema import (
     MAX_WEIGHT,
     META_VALUE_RE,
     NAME_RE,
     check_name,
-    encode_endpoint,
     endpoint_key,
     is_ip,
-    parse_key,
 )
 from lbgen.errors import InvalidValue
-from lbgen.core.values import ContainerInfo, KeyValue, PortBinding
+from lbgen.core.values import ContainerInfo, PortBinding
 
 LABEL_PREFIX = "lbgen."
 PORT_FIELDS = ("service", "weight", "tags")
@@ -378,63 +376,3 @@ def _check_meta_value(label: str, value: str) -> str:
 
 def _truthy(value: str) -> bool:
     return value.strip().lower() not in FALSE_WORDS
-
-
-# --- desired vs registered ----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RegistrationPlan:
-    """What to write so the registry holds exactly this node's desired endpoints."""
-
-    puts: tuple[tuple[str, bytes], ...] = ()
-    deletes: tuple[str, ...] = ()
-    conflicts: tuple[str, ...] = ()  # desired keys whose value names another node: left alone
-
-    @property
-    def empty(self) -> bool:
-        return not (self.puts or self.deletes)
-
-
-def owned_keys(items: Iterable[KeyValue], prefix: str, node: str) -> dict[str, KeyValue]:
-    """The endpoint keys under `prefix` whose value names `node`: the only keys this node may touch."""
-    return {kv.key: kv for kv in items if _is_endpoint(prefix, kv.key) and json_field(kv.value, "node") == node}
-
-
-def json_field(raw: bytes, name: str) -> object:
-    """Field `name` of a JSON object value, or None (absent, or the value is not a JSON object)."""
-    try:
-        value = load_json(raw)
-    except InvalidValue:  # too big, too deep or not JSON: no node's value, never this node's key
-        return None
-    return value.get(name) if isinstance(value, dict) else None
-
-
-def plan(
-    desired: Mapping[str, Endpoint], registered: Iterable[KeyValue], prefix: str, node: str, lease: int
-) -> RegistrationPlan:
-    """Puts for new or changed endpoints (or ones on another lease), deletes for this node's extras.
-
-    A key is this node's only when its value names `node`; any other key is never deleted, and a
-    desired key held by another node's value is reported as a conflict instead of overwritten.
-    """
-    registered = list(registered)
-    mine = owned_keys(registered, prefix, node)
-    others = {kv.key for kv in registered if kv.key not in mine}
-    puts: list[tuple[str, bytes]] = []
-    conflicts: list[str] = []
-    for key, endpoint in sorted(desired.items()):
-        if key in others:
-            conflicts.append(key)
-            continue
-        value = encode_endpoint(endpoint)
-        current = mine.get(key)
-        if current is None or current.value != value or current.lease != lease:
-            puts.append((key, value))
-    deletes = tuple(sorted(k for k in mine if k not in desired))
-    return RegistrationPlan(tuple(puts), deletes, tuple(conflicts))
-
-
-def _is_endpoint(prefix: str, key: str) -> bool:
-    ref = parse_key(prefix, key)
-    return ref is not None and ref.kind == "endpoint"

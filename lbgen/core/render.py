@@ -58,6 +58,9 @@ def hostport(endpoint: Endpoint) -> Verbatim:
     return host_port(endpoint.address, endpoint.port)
 
 
+_QUOTING_FILTERS = ", ".join(sorted(name for kind in all_kinds() if kind.guarded for name in kind.filters))
+
+
 def _guard_output(value: Any) -> Any:
     """Jinja `finalize` for guarded kinds: let only quoted or plainly safe values through."""
     kind = type(value)
@@ -72,7 +75,7 @@ def _guard_output(value: Any) -> Any:
     if isinstance(value, jinja2.Undefined):
         return value  # printing it raises the precise UndefinedError or SecurityError
     raise UnsafeValue(
-        f"unquoted output {value!r}: pass values through the nginx or haproxy filter"
+        f"unquoted output {value!r}: pass values through a quoting filter ({_QUOTING_FILTERS})"
     )
 
 

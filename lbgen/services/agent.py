@@ -32,11 +32,9 @@ from lbgen.core.discovery import (
     Reject,
     discover,
     drained,
-    json_field,
-    owned_keys,
-    plan,
 )
 from lbgen.core.model import Endpoint
+from lbgen.core.registration import json_field, owned_keys, plan_registration
 from lbgen.core.schema import agent_key, drain_prefix, parse_key, services_prefix
 from lbgen.errors import DockerError, LeaseLost, StoreError
 from lbgen.core.values import ContainerInfo, KeyValue
@@ -305,7 +303,7 @@ class Agent(AgentProducers):
             self._registered = read_own_keys(self.store, prefix, node, leases, desired)
         else:
             read_new_keys(self.store, desired, self._registered)
-        changes = plan(desired, self._registered.values(), prefix, node, lease)
+        changes = plan_registration(desired, self._registered.values(), prefix, node, lease)
         self._report_conflicts(changes.conflicts)
         for key, value in changes.puts:
             revision = self.store.put(key, value, lease=lease)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from lbgen.core.discovery import owned_keys
+from lbgen.core.registration import owned_keys
 from lbgen.core.schema import agent_key, services_prefix
 from lbgen.core.values import KeyValue
 from lbgen.ports import Store

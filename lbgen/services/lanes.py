@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Target
+from lbgen.ports import Clock
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +100,13 @@ class Lane:
                 log.exception("lane %s: applying %s failed", self.name, ", ".join(t.name for t in job.targets))
 
 
-def stop_lanes(lanes: Iterable[Lane], grace: float = 1.0) -> None:
+def stop_lanes(lanes: Iterable[Lane], clock: Clock, grace: float = 1.0) -> None:
     """End every lane; one still inside a reload is left behind (a daemon thread) after `grace`
-    seconds, so SIGTERM is honoured while an LB hangs."""
+    seconds (by `clock`), so SIGTERM is honoured while an LB hangs."""
     lanes = list(lanes)
     for lane in lanes:
         lane.stop()
-    deadline = time.monotonic() + grace
+    deadline = clock.now() + grace
     for lane in lanes:
-        if not lane.join(max(0.0, deadline - time.monotonic())):
+        if not lane.join(max(0.0, deadline - clock.now())):
             log.warning("lane %s: still applying at exit; its LB keeps what it has", lane.name)

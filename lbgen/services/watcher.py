@@ -1,11 +1,10 @@
 """The watcher: registry snapshot + watch → catalog → quiescence → render → apply, forever.
 
 One consumer loop owns all state (the catalog, the quiescence windows, the last applied catalog).
-Producers feed it through one queue: the registry follower (snapshot, then watch from the
-snapshot's revision + 1, re-snapshot after any break), the template file observer, and the apply
-lanes. The consumer renders; each LB (the targets that share a reload, `Applier.lane_key`) has its
-own lane that applies its share and posts the results back (`lbgen.services.lanes`), so a dead or
-slow LB delays only itself (issue 10.5).
+Producers feed it through one queue: the registry follower (snapshot, then watch from the snapshot's
+revision + 1, re-snapshot after any break), the template file observer, and the apply lanes. The consumer
+renders; each LB (the targets that share a reload, `Applier.lane_key`) has its own lane that applies its
+share and posts the results back (`lbgen.services.lanes`), so a dead or slow LB delays only itself (issue 10.5).
 
 It never takes a working LB down: no render before the first complete snapshot, the last applied
 config kept through a broken registry connection, a sudden drop held by the guard, a service the
@@ -32,7 +31,8 @@ from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
-from lbgen.ports import AppliedStates, Clock, Renderer, Snapshot, Store, WatchEvent
+from lbgen.core.values import Snapshot, WatchEvent
+from lbgen.ports import AppliedStates, Clock, Renderer, Store, Watch
 from lbgen.services.applier import Applier, TargetResult
 from lbgen.services.drop_hold import DropHolds, newest
 from lbgen.services.lane_work import Applied, LaneWork
@@ -114,7 +114,7 @@ class Watcher:
         self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
-        self._watch = None
+        self._watch: Watch | None = None
         self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
         self._lanes = self._make_lanes(applier, states)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.status_publisher)
@@ -210,7 +210,7 @@ class Watcher:
                     self._on_status(copy.deepcopy(self.status))
         finally:
             self.stop()
-            stop_lanes(self._lanes.values())
+            stop_lanes(self._lanes.values(), self._clock)
             self._work.close()
             follower.join(timeout=5)
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lbgen.core import applied_state
 from lbgen.core.applied_state import AppliedEncoder, encode_applied
 from lbgen.core.catalog import CatalogState
-from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 
 P = "/lbgen"
 NAMES = ["api", "web", "db-1", "z_9", "a.b"]

@@ -29,7 +29,17 @@ def test_core_module_does_no_io(module: Path) -> None:
 
 
 def test_core_has_modules() -> None:
-    assert len(list(CORE.glob("*.py"))) >= 3
+    assert len(list(CORE.rglob("*.py"))) >= 3
+
+
+MAX_MODULE_LINES = 400  # issue 11: a module past this has two jobs; split it where they part
+
+
+def test_no_module_over_the_size_limit() -> None:
+    sizes = {path: len(path.read_text().splitlines()) for path in CORE.parent.rglob("*.py")}
+    assert sizes, "no modules found"
+    too_big = {str(path.relative_to(CORE.parent)): lines for path, lines in sizes.items() if lines > MAX_MODULE_LINES}
+    assert not too_big, f"modules over {MAX_MODULE_LINES} lines: {too_big}"
 
 
 # --- The import graph (issue 11): no circle, and imports point only down the layers ---------------

@@ -25,7 +25,7 @@ from lbgen.core.bounded import (
     quote,
 )
 from lbgen.core.catalog import catalog_from_snapshot
-from lbgen.core.discovery import json_field
+from lbgen.core.registration import json_field
 from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.overview import build_overview
 from lbgen.core.schema import decode_endpoint, decode_spec

@@ -13,9 +13,8 @@ from lbgen.core.discovery import (
     DiscoveryOptions,
     discover,
     endpoint_id,
-    owned_keys,
-    plan,
 )
+from lbgen.core.registration import owned_keys, plan_registration
 from lbgen.core.model import Endpoint
 from lbgen.core.schema import encode_endpoint
 from lbgen.errors import InvalidValue
@@ -253,19 +252,19 @@ KB = "/lbgen/services/web/endpoints/host-b.one.80"
 def test_plan_puts_new_and_changed_and_deletes_extras() -> None:
     desired = {K1: ep("host-a.one.80", port=81)}
     registered = [kv(K1, ep("host-a.one.80")), kv(K2, ep("host-a.two.80"))]
-    result = plan(desired, registered, PREFIX, "host-a", lease=7)
+    result = plan_registration(desired, registered, PREFIX, "host-a", lease=7)
     assert result.puts == ((K1, encode_endpoint(desired[K1])),)
     assert result.deletes == (K2,)
 
 
 def test_plan_is_empty_when_nothing_differs() -> None:
     desired = {K1: ep("host-a.one.80")}
-    assert plan(desired, [kv(K1, desired[K1])], PREFIX, "host-a", lease=7).empty
+    assert plan_registration(desired, [kv(K1, desired[K1])], PREFIX, "host-a", lease=7).empty
 
 
 def test_plan_moves_keys_to_the_current_lease() -> None:
     desired = {K1: ep("host-a.one.80")}
-    result = plan(desired, [kv(K1, desired[K1], lease=3)], PREFIX, "host-a", lease=7)
+    result = plan_registration(desired, [kv(K1, desired[K1], lease=3)], PREFIX, "host-a", lease=7)
     assert [k for k, _ in result.puts] == [K1]
 
 
@@ -274,7 +273,7 @@ def test_plan_never_touches_another_nodes_keys() -> None:
     squatted = kv(K2, ep("host-a.two.80", node="host-b"))  # our id pattern, their value
     junk = kv("/lbgen/services/web/endpoints/host-a.junk.80", raw=b"not json")
     desired = {K2: ep("host-a.two.80")}
-    result = plan(desired, [other, squatted, junk], PREFIX, "host-a", lease=7)
+    result = plan_registration(desired, [other, squatted, junk], PREFIX, "host-a", lease=7)
     assert (result.puts, result.deletes, result.conflicts) == ((), (), (K2,))
 
 

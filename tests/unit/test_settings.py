@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from lbgen.core.durations import format_duration, parse_duration
-from lbgen.core.kinds import guess_kind
+from lbgen.core.kinds import guess_kind, kind_names, lb_kind
 from lbgen.core.settings import GUARD_OFF, Guard, Wait, parse_settings, parse_wait
 from lbgen.errors import ConfigError
 
@@ -25,6 +25,9 @@ BASE: dict[str, Any] = {
         "reload": ["nginx", "-s", "reload"],
     }],
 }
+
+
+CHECKED = ", ".join(name for name in kind_names() if lb_kind(name).check)  # kinds with a built-in checker
 
 
 def with_(path: str, value: Any) -> dict[str, Any]:
@@ -124,7 +127,7 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets.0.check", ["x", "y" * 500]), "targets[0].check: must name the candidate file"),
     (with_("targets.0.check", ["x", ["y" * 500]]), "targets[0].check[1]: expected a non-empty string, got [" + "'" + "y" * 98),
     (with_("targets.0.check", ...), "targets[0]: no check: set check (an argv naming {staged}), a kind with a "
-                                    "built-in checker (haproxy, nginx), or check: none"),
+                                    f"built-in checker ({CHECKED}), or check: none"),
     (with_("targets.0.check", "None"), "targets[0].check: expected a list of strings, got str"),
     (with_("targets.0.reload", []), "targets[0].reload: expected a non-empty list"),
     (with_("targets.0.check", ["nginx", "-t"]), "targets[0].check: must name the candidate file with {staged}"),
@@ -134,7 +137,7 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     ({"registry": "etcd://a:1", "targets": [{"name": "n", "templte": "t.j2", "dest": "d", "check": "none"}]},
      "targets[0].templte: unknown setting (did you mean 'template'?)"),
     (with_("targets.0.name", "a b"), "targets[0].name: 'a b': must match"),
-    (with_("targets.0.kind", "apache"), "targets[0].kind: expected one of generic, haproxy, nginx"),
+    (with_("targets.0.kind", "apache"), f"targets[0].kind: expected one of {', '.join(kind_names())}"),
     (with_("targets.0.mode", "rw-r--r--"), 'targets[0].mode: expected an octal mode like 0644'),
     (with_("targets.0.mode", 0o17777), "targets[0].mode: mode 17777 is out of range"),
     (with_("targets.0.owner", "root; rm"), "targets[0].owner: 'root; rm': not a user or group name"),

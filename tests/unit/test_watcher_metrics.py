@@ -6,7 +6,7 @@ from typing import Any
 
 from lbgen.core.catalog import CatalogState
 from lbgen.core.model import DEFAULT_SERVED_HEALTH
-from lbgen.ports import KeyValue, Snapshot, WatchEvent
+from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 from lbgen.services.watcher_metrics import WatcherMetrics
 from tests.unit.test_watcher import P, endpoint, key
 

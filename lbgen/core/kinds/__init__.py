@@ -75,8 +75,13 @@ class LbKind:
 
 def kind_names() -> tuple[str, ...]:
     """Every kind this package (and any directory added to its `__path__`) holds, sorted."""
-    names = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
-    return tuple(sorted(names))
+    return _names(tuple(__path__))
+
+
+@functools.lru_cache(maxsize=8)
+def _names(path: tuple[str, ...]) -> tuple[str, ...]:
+    """Listed once per `__path__` (every render asks for its target's kind)."""
+    return tuple(sorted({m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_")}))
 
 
 def lb_kind(name: str) -> LbKind:
