@@ -366,7 +366,7 @@ class Watcher:
         if quarantined:  # a value can heal without a registry change (a host name that starts to resolve)
             self.status.quarantined[name] = dict(quarantined)
             self._retry_at[name] = self._clock.now() + self._recheck
-        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method == "runtime")
+        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method, outcome.fallback)
         since = self._pending_since.pop(name, None)
         if since is not None:
             self.metrics.lag.labels(name).observe(self._clock.now() - since)
