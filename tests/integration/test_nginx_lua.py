@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import collections
 import http.client
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -181,3 +183,23 @@ def test_a_reload_brings_back_the_sets_of_the_file(nginx_lb: StartNginx, held_ba
     wait_until(lambda: worker_pids(lb.process.pid).isdisjoint(pids) and worker_pids(lb.process.pid), 10, "new workers")
     assert control(lb.dir).read()[0] == version
     assert set(answers(lb.port, "/web/", 4)) == {"a"}
+
+
+def test_an_upstream_split_over_many_lines_is_loaded_whole(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    a = held_backend("a")
+    lb = start(nginx_lb, [service("web", ("127.0.0.1", a.port, 1), *MANY)])
+    assert len(control(lb.dir).read()[1]["web"]["endpoints"]) == 301
+
+
+MANY = [("fd00::" + format(i, "x"), 9000 + i, 1) for i in range(300)]
+
+
+def test_nginx_reads_every_line_wherever_its_config_buffer_ends(tmp_path: Path) -> None:
+    """nginx's Lua parser finds a long string's end only within what its 4 KB buffer holds (it
+    refills at half): lines of the longest size, shifted across the buffer's edge, all parse."""
+    conf = lua_conf(tmp_path, 1, [service("web", *MANY), service("api", *MANY)])
+    for pad in range(0, 4096, 61):
+        (tmp_path / "nginx.conf").write_text(f"# {'p' * pad}\n{conf}")
+        check = subprocess.run(["nginx", "-t", "-q", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                               capture_output=True, text=True, timeout=60)
+        assert check.returncode == 0, f"shifted by {pad} bytes: {check.stderr[-300:]}"

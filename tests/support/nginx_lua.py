@@ -52,7 +52,7 @@ def lua_conf(lb_dir: Path, port: int, services: list[ServiceView], workers: int 
         "  proxy_connect_timeout 2s;\n"
         "  init_by_lua_block {\n"
         f"    require(\"lbgen_balancer\").configure({{max_fails = 1, fail_timeout = {fail_timeout}}})\n"
-        f"    {block.open}\n" + "\n".join(block.lines) + f"\n{block.close}\n  }}\n"
+        f"    {block.open}\n" + "".join(f"    {line}\n" for line in block.lines) + f"    {block.close}\n  }}\n"
         "  init_worker_by_lua_block { require(\"lbgen_balancer\").init_worker() }\n"
         "  log_by_lua_block { require(\"lbgen_balancer\").log() }\n"
         + upstreams

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lbgen.core.layout import ServiceView
 from lbgen.core.model import Endpoint
 from lbgen.core.kinds.nginx.endpoints import (
-    OPEN_PREFIX, bracket_level, dict_megabytes, endpoint_block, lua_balanced, plan_endpoints,
+    LINE_BYTES, dict_megabytes, endpoint_block, lua_balanced, lua_string_call, plan_endpoints,
 )
 
 
@@ -23,8 +23,8 @@ def view(name: str, *endpoints: tuple[str, int, int], spec: dict[str, str] | Non
 def config(*services: ServiceView, head: str = "worker_processes 1;") -> str:
     """A config shaped like the template's: text, the block, more text."""
     block = endpoint_block(services)
-    lines = [head, "http {", "    init_by_lua_block {", "        " + block.open, *block.lines,
-             block.close, "    }"]
+    lines = [head, "http {", "    init_by_lua_block {", "        " + block.open,
+             *("        " + line for line in block.lines), "        " + block.close, "    }"]
     lines += [f"    upstream {s.name} {{ server 0.0.0.1; }}" for s in services] + ["}"]
     return "\n".join(lines) + "\n"
 
@@ -33,23 +33,21 @@ def triples(service: ServiceView) -> list[tuple[str, int, int]]:
     return [(e.address, e.port, e.weight) for e in service.endpoints]
 
 
-def long_bracket_content(text: str) -> str:
-    """What Lua reads from `[=*[ ... ]=*]` at the start of `text`: up to the first matching closer
-    (a newline right after the opener is skipped)."""
-    level = text.index("[", 1) - 1
-    closer = "]" + "=" * level + "]"
-    body = text[level + 2:]
+def lua_argument(call: str) -> str:
+    """What Lua passes to `add` in `add[=*[ ... ]=*]`: the string up to the first closer of the
+    opener's level (a newline right after the opener would be skipped)."""
+    assert call.startswith("add[")
+    level = call.index("[", 4) - 4
+    body = call[level + 5:]
     body = body[1:] if body.startswith("\n") else body
-    return body[:body.index(closer)]
+    return body[:body.index("]" + "=" * level + "]")]
 
 
-@settings(max_examples=150, deadline=None)
-@given(st.lists(st.text(alphabet="[]=x\"\\{}\n", max_size=12), min_size=1, max_size=6))
-def test_no_content_can_close_the_bracket_early(lines: list[str]) -> None:
-    lines = [line.replace("\n", "") for line in lines]  # the encoder's lines are single lines
-    level = bracket_level(lines)
-    text = "[" + "=" * level + "[\n" + "\n".join(lines) + "\n]" + "=" * level + "]"
-    assert long_bracket_content(text) == "\n".join(lines) + "\n"
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="[]=x\"\\{}", max_size=16))
+def test_no_content_can_close_its_bracket_early(text: str) -> None:
+    call = lua_string_call(text)
+    assert lua_argument(call) == text and call.endswith("]")
 
 
 NAMES = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,12}", fullmatch=True)
@@ -65,8 +63,7 @@ def test_the_block_round_trips_and_plans_exactly_the_changed_sets(sets: dict[str
     after = [view(s.name, *data.draw(ENDPOINTS)) if data.draw(st.booleans()) else s for s in before]
     old, new = config(*before), config(*after)
     block = endpoint_block(after)
-    string = block.open[len(OPEN_PREFIX) - 1:] + "\n" + "\n".join(block.lines) + "\n" + block.close
-    decoded = [json.loads(line) for line in long_bracket_content(string).splitlines()]
+    decoded = [json.loads(lua_argument(line)) for line in block.lines]
     assert decoded[0] == {"version": block.version}
     assert {d["name"] for d in decoded[1:]} == {s.name for s in after}
     plan = plan_endpoints(old, new)
@@ -122,3 +119,15 @@ def test_the_dict_size_grows_by_doubling_with_the_catalog() -> None:
     sizes = [dict_megabytes(["x" * 200] * n) for n in (1, 1000, 3000, 10_000, 100_000)]
     assert sizes == sorted(sizes) and all(size & (size - 1) == 0 for size in sizes)
     assert sizes[-1] * (1 << 20) >= 2 * 100_000 * 500
+
+
+def test_an_upstream_too_long_for_one_line_continues_on_the_next_and_plans_whole() -> None:
+    big = view("big", *(("fd00::" + format(i, "x"), 30000 + i, 1) for i in range(300)))
+    block = endpoint_block([big])
+    assert len(block.lines) > 3 and all(len(line) < LINE_BYTES + 100 for line in block.lines)
+    assert all(json.loads(lua_argument(line))["name"] == "big" for line in block.lines[1:])
+    smaller = view("big", *triples(big)[:-1])
+    plan = plan_endpoints(config(big), config(smaller))
+    assert plan is not None
+    expected = [{"address": a, "port": p, "weight": w} for a, p, w in triples(smaller)]
+    assert plan.upstreams["big"]["endpoints"] == expected

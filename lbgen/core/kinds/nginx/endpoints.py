@@ -1,17 +1,20 @@
 """The endpoint block of an nginx config balanced by Lua (issue 12, docs/nginx-runtime.md).
 
 With `runtime` on, the nginx template embeds every Lua-balanced upstream's served endpoints in
-the rendered nginx.conf itself, inside `init_by_lua_block`, as a Lua long-bracket string:
+the rendered nginx.conf itself, inside `init_by_lua_block`:
 
-    require("lbgen_endpoints").load_block([=[
-    {"version":"1f0c..."}
-    {"name":"web","balance":"roundrobin","endpoints":[{"address":"10.0.0.1","port":8080,"weight":1}]}
-    ]=])
+    local add = require("lbgen_endpoints").loader()
+    add[=[{"version":"1f0c..."}]=]
+    add[=[{"name":"web","balance":"roundrobin","endpoints":[{"address":"10.0.0.1","port":8080,"weight":1}]}]=]
+    add()
 
-one JSON object per line: the version first (a digest of the sets), then one upstream per line,
-sorted by name. nginx loads it into a shared dict at every start and reload, so the file on disk
-is what runs. A change confined to these lines moves endpoints only: `plan_endpoints` turns it
-into the sets the control API must set; anything else in the text is a reload.
+one Lua long-bracket string of JSON per line: the version first (a digest of the sets), then the
+upstreams sorted by name. nginx's Lua block parser refuses a string that does not fit in half of
+its 4 KB config buffer (wherever the buffer's edge falls), so an upstream whose endpoints do not
+fit in `LINE_BYTES` continues on the next lines (same name, more endpoints). nginx loads the
+lines into a shared dict at every start and reload, so the file on disk is what runs. A change
+confined to these lines moves endpoints only: `plan_endpoints` turns it into the sets the control
+API must set; anything else is a reload.
 
 An upstream is Lua-balanced when it is an HTTP service whose served endpoints all have IP
 addresses without a zone (`ngx.balancer` connects to addresses; a host name needs a resolver):
@@ -31,8 +34,15 @@ from typing import Any
 from lbgen.core.layout import ServiceView, Verbatim
 from lbgen.core.schema import is_ip
 
-OPEN_PREFIX = 'require("lbgen_endpoints").load_block(['
-_OPEN_RE = re.compile(r'\s*require\("lbgen_endpoints"\)\.load_block\(\[(=*)\[')
+OPEN = 'local add = require("lbgen_endpoints").loader()'
+CLOSE = "add()"
+# nginx's Lua block parser looks for a long string's closing bracket in what its 4 KB config
+# buffer holds, which it refills only when under half of it is left: a line (indentation and
+# `add[=[ ]=]` included) must fit in 2 KB wherever the buffer's edge falls.
+LINE_BYTES = 1800
+# What plan_endpoints reads of a line without decoding it: the key of its first field.
+_LINE_RE = re.compile(r'add\[(=*)\[\{"(name|version)":"([^"\\]*)"')
+_CALL_RE = re.compile(r"add\[(=*)\[(.*)\]\1\]")
 _VERSION_CHARS = 16  # hex digits of the digest: the control API takes up to 64 characters
 _MIB = 1 << 20
 
@@ -43,12 +53,12 @@ class EndpointBlock:
     `upstreams`: the Lua-balanced upstreams' names; `dict_size`: the default `lua_shared_dict`
     size for them (`4m`, ...)."""
 
-    open: Verbatim
     lines: tuple[Verbatim, ...]
-    close: Verbatim
     upstreams: frozenset[str]
     version: str
     dict_size: Verbatim
+    open: Verbatim = Verbatim(OPEN)
+    close: Verbatim = Verbatim(CLOSE)
 
 
 @dataclass(frozen=True)
@@ -82,24 +92,44 @@ def endpoint_set(service: ServiceView) -> dict[str, Any]:
 def endpoint_block(services: Iterable[ServiceView]) -> EndpointBlock:
     """The block for the Lua-balanced ones among `services` (see the module docstring)."""
     balanced = sorted((s for s in services if lua_balanced(s)), key=lambda s: s.name)
-    lines = [_dump({"name": s.name, **endpoint_set(s)}) for s in balanced]
-    version = hashlib.sha256("\n".join(lines).encode()).hexdigest()[:_VERSION_CHARS]
-    lines.insert(0, _dump({"version": version}))
-    level = bracket_level(lines)
+    texts = [text for s in balanced for text in _chunks(s)]
+    version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:_VERSION_CHARS]
+    texts.insert(0, _dump({"version": version}))
     return EndpointBlock(
-        open=Verbatim(f"{OPEN_PREFIX}{'=' * level}["),
-        lines=tuple(Verbatim(line) for line in lines),
-        close=Verbatim(f"]{'=' * level}])"),
+        lines=tuple(Verbatim(lua_string_call(text)) for text in texts),
         upstreams=frozenset(s.name for s in balanced),
         version=version,
-        dict_size=Verbatim(f"{dict_megabytes(lines)}m"),
+        dict_size=Verbatim(f"{dict_megabytes(texts)}m"),
     )
 
 
+def _chunks(service: ServiceView) -> list[str]:
+    """The JSON lines of one upstream: its endpoints split so that each line fits `LINE_BYTES`."""
+    head = {"name": service.name, "balance": service.balance}
+    budget = LINE_BYTES - len(_dump({**head, "endpoints": []}))
+    chunks: list[list[dict[str, Any]]] = [[]]
+    used = 0
+    for endpoint in endpoint_set(service)["endpoints"]:
+        size = len(_dump(endpoint)) + 1
+        if chunks[-1] and used + size > budget:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(endpoint)
+        used += size
+    return [_dump({**head, "endpoints": chunk}) for chunk in chunks]
+
+
+def lua_string_call(text: str) -> str:
+    """`add[=[text]=]`: a call with `text` as a long-bracket string of a level it cannot close."""
+    level = bracket_level([text])
+    return f"add[{'=' * level}[{text}]{'=' * level}]"
+
+
 def bracket_level(lines: Sequence[str]) -> int:
-    """The smallest level n >= 1 of a Lua long bracket `[=*n[ ... ]=*n]` that no line can close."""
+    """The smallest level n >= 1 of a Lua long bracket `[=*n[ ... ]=*n]` that no line can close
+    (nor end in `]=*n`, which would join the closer)."""
     level = 1
-    while any(f"]{'=' * level}]" in line for line in lines):
+    while any(f"]{'=' * level}]" in line or line.endswith("]" + "=" * level) for line in lines):
         level += 1
     return level
 
@@ -121,56 +151,59 @@ def plan_endpoints(old: str, new: str) -> EndpointPlan | None:
     """The sets turning the running `old` config into `new` when they differ only inside the
     endpoint block, in lines of upstreams both declare; None when anything else differs (reload).
 
-    Only the differing lines are decoded: the block has one line per upstream, sorted by name, so
-    a line at the same place in both is the same upstream when its name is the same.
+    Lines are grouped by the name at their start without decoding them; only the upstreams whose
+    lines differ are decoded (a one-endpoint change at 10,000 services decodes one upstream).
     """
     old_lines, new_lines = old.splitlines(), new.splitlines()
     old_span, new_span = _block_span(old_lines), _block_span(new_lines)
-    if old_span is None or new_span is None or old_span != new_span:
-        return None  # no block, or a different number of lines before it or in it
-    first, end = new_span
-    if old_lines[:first] != new_lines[:first] or old_lines[end:] != new_lines[end:]:
+    if old_span is None or new_span is None:
         return None
-    version, changed = None, {}
-    for i in range(first, end):
-        if old_lines[i] == new_lines[i]:
-            continue
-        before, after = _item(old_lines[i]), _item(new_lines[i])
-        if before is None or after is None or before[0] != after[0]:
-            return None
-        if after[0] == "":
-            version = after[1].get("version")
-        else:
-            changed[after[0]] = after[1]
-    if version is None and not changed:  # the same block: nothing to set
-        version = (_item(new_lines[first]) or ("", {}))[1].get("version")
-    if not isinstance(version, str):
-        return None  # sets changed, the version did not: not a block lbgen wrote
-    return EndpointPlan(version, changed)
+    if old_lines[:old_span[0]] != new_lines[:new_span[0]] or old_lines[old_span[1]:] != new_lines[new_span[1]:]:
+        return None
+    before, after = _groups(old_lines, old_span), _groups(new_lines, new_span)
+    if before is None or after is None or before.keys() != after.keys():
+        return None
+    try:
+        version = _decode(after[""])["version"]
+        changed = {name: _decode(lines) for name, lines in after.items() if name and lines != before[name]}
+    except (ValueError, KeyError, TypeError):
+        return None
+    return EndpointPlan(version, changed) if isinstance(version, str) else None
 
 
 def _block_span(lines: list[str]) -> tuple[int, int] | None:
-    """[first, end) of the block's content lines: after the opener, up to the closer."""
+    """[first, end) of the block's lines: after the opener, up to the closer."""
     for i, line in enumerate(lines):
-        opened = _OPEN_RE.fullmatch(line) if OPEN_PREFIX in line else None
-        if opened:
-            close = f"]{opened.group(1)}])"
+        if line.strip() == OPEN:
             for j in range(i + 1, len(lines)):
-                if lines[j].strip() == close:
+                if lines[j].strip() == CLOSE:
                     return i + 1, j
             return None
     return None
 
 
-def _item(line: str) -> tuple[str, dict[str, Any]] | None:
-    """(name, set) of an upstream's line, ("", {"version": ...}) of the version line, else None."""
-    try:
-        item = json.loads(line)
-    except ValueError:
-        return None
-    if not isinstance(item, dict):
-        return None
-    if "version" in item:
-        return "", item
-    name = item.pop("name", None)
-    return (name, item) if isinstance(name, str) and name else None
+def _groups(lines: list[str], span: tuple[int, int]) -> dict[str, list[str]] | None:
+    """name → its lines ("" → the version line), or None when a line is not one of ours."""
+    groups: dict[str, list[str]] = {}
+    for line in lines[span[0]:span[1]]:
+        match = _LINE_RE.match(line.lstrip())
+        if match is None or (match[2] == "version") != (not groups):
+            return None  # not ours, or the version line is not first (or comes again)
+        groups.setdefault("" if match[2] == "version" else match[3], []).append(line)
+    return groups if "" in groups else None
+
+
+def _decode(lines: list[str]) -> dict[str, Any]:
+    """The set (or version) of an upstream's lines: their JSON, endpoints joined."""
+    merged: dict[str, Any] = {}
+    for line in lines:
+        call = _CALL_RE.fullmatch(line.strip())
+        item = json.loads(call[2]) if call else None
+        if not isinstance(item, dict):
+            raise ValueError(f"not a line of the block: {line[:100]!r}")
+        item.pop("name", None)
+        if "endpoints" in merged:
+            merged["endpoints"] = merged["endpoints"] + item["endpoints"]
+        else:
+            merged = item
+    return merged

@@ -2,7 +2,7 @@
 --
 -- The endpoint sets of the HTTP upstreams live in the lua_shared_dict `lbgen_endpoints`, so every
 -- worker balances over the same set. They come from two places only:
---   * the rendered nginx.conf itself: init_by_lua hands `load_block` the JSON lines lbgen embedded
+--   * the rendered nginx.conf itself: init_by_lua hands `loader()` the JSON lines lbgen embedded
 --     in the config, at every start and reload (the file on disk is what runs);
 --   * the control API (lbgen_control.lua), which replaces the sets of some upstreams at runtime
 --     after lbgen has written the same sets into that file.
@@ -120,41 +120,68 @@ function M.names()
     return set
 end
 
--- init_by_lua: the block of the config (a version line, then one JSON object per upstream line).
--- Any invalid line is an error: nginx (and `nginx -t`) then refuse the config.
-function M.load_block(block)
-    local version, sets, names = nil, {}, {}
-    for line in block:gmatch("[^\n]+") do
-        local item = cjson.decode(line)
-        if type(item) ~= "table" then
-            error("lbgen endpoint block: a line is not JSON: " .. line:sub(1, 100))
-        end
-        if item.version ~= nil then
-            version = item.version
-        else
-            local up, err = M.check_upstream(tostring(item.name), item)
-            if not up then
-                error("lbgen endpoint block: " .. err)
-            end
-            sets[item.name] = up
-            names[#names + 1] = item.name
-        end
+-- One line of the config's block: the version line first, then upstreams; an upstream whose
+-- endpoints did not fit one line (nginx's 4 KB limit per Lua string) continues on the next ones.
+local function add_line(block, line)
+    local item = cjson.decode(line)
+    if type(item) ~= "table" then
+        error("lbgen endpoint block: a line is not JSON: " .. line:sub(1, 100))
     end
-    if not M.check_version(version) then
-        error("lbgen endpoint block: no valid version line")
+    if block.version == nil then
+        if not M.check_version(item.version) then
+            error("lbgen endpoint block: the first line is not a valid version")
+        end
+        block.version = item.version
+        return
     end
-    local ok, err = store(sets, version)
+    local name, up = tostring(item.name), block.sets[item.name]
+    if up then  -- a continuation: more endpoints of the same upstream
+        for _, e in ipairs(type(item.endpoints) == "table" and item.endpoints or {}) do
+            up.endpoints[#up.endpoints + 1] = e
+        end
+    else
+        block.sets[name] = { balance = item.balance, endpoints = item.endpoints }
+        block.names[#block.names + 1] = name
+    end
+end
+
+-- Check and store a whole block; any invalid value is an error: nginx (and `nginx -t`) then
+-- refuse the config.
+local function load(block)
+    if block.version == nil then
+        error("lbgen endpoint block: no version line")
+    end
+    for name, up in pairs(block.sets) do
+        local checked, err = M.check_upstream(name, up)
+        if not checked then
+            error("lbgen endpoint block: " .. err)
+        end
+        block.sets[name] = checked
+    end
+    local ok, err = store(block.sets, block.version)
     if not ok then
         error("lbgen endpoint block: " .. err)
     end
     local d = dict()
     for old in pairs(M.names()) do
-        if not sets[old] then  -- an upstream the previous config had: its set goes with it
+        if not block.sets[old] then  -- an upstream the previous config had: its set goes with it
             d:delete("u:" .. old)
             d:delete("g:" .. old)
         end
     end
-    d:set("names", cjson.encode(setmetatable(names, cjson.empty_array_mt)))
+    d:set("names", cjson.encode(setmetatable(block.names, cjson.empty_array_mt)))
+end
+
+-- init_by_lua_block: `local add = loader()`, then `add[=[json]=]` per line of the block, then
+-- `add()` loads it into the shared dict (at every start and reload: the file is what runs).
+function M.loader()
+    local block = { sets = {}, names = {} }
+    return function(line)
+        if line == nil then
+            return load(block)
+        end
+        add_line(block, line)
+    end
 end
 
 -- The control API's write: replace the sets of some declared upstreams, then the version.
