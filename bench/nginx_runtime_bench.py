@@ -165,7 +165,6 @@ def load_runs(node: Node, changes: int, result: Result) -> None:
                 wrk.send_signal(signal.SIGINT)
                 output = wrk.communicate(timeout=60)[0]
             failed, requests = wrk_failures(output)
-            print(output)
             path = f"wrk -t2 -c50 (keep-alive) during {changes} changes (render + apply), runtime {runtime}"
             result.add(f"keep-alive: failed requests per {changes} changes, {how}", path, "requests", [failed],
                        note=f"of {requests:,} requests")
