@@ -64,7 +64,10 @@ class Node:
         backends = root / "backends"
         backends.mkdir()
         servers = "".join(f"  server {{ listen 127.0.0.1:{p}; return 200 {n}; }}\n" for n, p in self.backends.items())
-        (backends / "nginx.conf").write_text(nginx_conf(backends, 0, servers))
+        # 4096 connections: with the test helper's 64, the backend closes idle keep-alive
+        # connections the LB is about to reuse, and those failures are the backend's, not nginx's
+        text = nginx_conf(backends, 0, servers).replace("worker_connections 64;", "worker_connections 4096;")
+        (backends / "nginx.conf").write_text(text)
         processes.spawn("backends", ["nginx", "-p", str(backends), "-c", str(backends / "nginx.conf"),
                                      "-g", "daemon off;"])
 

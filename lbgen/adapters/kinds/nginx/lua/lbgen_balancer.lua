@@ -91,9 +91,12 @@ local function mark_failed(name, peer)
 end
 
 -- Peers that may take this try: not tried yet, and not marked failed unless all of them are.
+-- When every peer was tried, any may be tried again: nginx grants an extra try when a cached
+-- (keep-alive) upstream connection turns out closed, and expects the balancer to find a peer.
 local function candidates(name, up, tried)
-    local fresh, live = {}, {}
+    local fresh, live, all = {}, {}, {}
     for i, peer in ipairs(up.peers) do
+        all[i] = true
         if not tried[key(peer)] then
             fresh[i] = true
             if not failed(name, peer) then
@@ -101,7 +104,7 @@ local function candidates(name, up, tried)
             end
         end
     end
-    return next(live) and live or fresh
+    return next(live) and live or next(fresh) and fresh or all
 end
 
 local function pick_roundrobin(up, allowed)
