@@ -144,6 +144,9 @@ def move(node: Node, target: Target, changes: int, put: Callable[[int], None]) -
         wait_until(lambda: node.answers(name), 30, f"{name} served", interval=0.0005)
         served.append((time.perf_counter() - began) * 1000)
         workers |= generation(target).workers
+        # the next change starts once the old workers are gone: until they stop accepting, one
+        # of them may still answer with the config before last, which names the next backend
+        wait_until(lambda: len(generation(target).workers) == 2, 30, "old workers to exit")
     return served, workers
 
 
