@@ -75,8 +75,12 @@ bench-tables: venv
 	$(BIN)/python bench/tables.py
 
 # The system benchmarks (bench/system.md): docker run / etcd put → served, failed requests under
-# wrk load during reloads. About 3 minutes; root (private dockerd) and wrk (apt-get install -y wrk).
+# wrk load during reloads, HAProxy runtime API vs reload, the agent. About 6 minutes; root (private
+# dockerd) and wrk (apt-get install -y wrk). Each writes bench/results/<scenario>.json; the tables follow.
 .PHONY: bench-system
 bench-system: venv
 	$(BIN)/python bench/e2e_bench.py
 	$(BIN)/python bench/load_bench.py
+	$(BIN)/python bench/haproxy_runtime_bench.py
+	$(BIN)/python bench/agent_bench.py
+	$(BIN)/python bench/tables.py

@@ -1,6 +1,6 @@
 """Benchmark `lbgen agent` against its own etcd and dockerd (loopback only, needs root).
 
-Figures printed:
+Figures (written to bench/results/agent.json through bench/results.py: median, spread, p99):
 - latency: `docker start` returning → the endpoint key in etcd (p50/p99), and container removed →
   key deleted, over `--latency` containers started one at a time;
 - burst: `--burst` containers started at once (16 threads) → time until all are registered;
@@ -18,7 +18,6 @@ import argparse
 import functools
 import os
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere: lbgen and tests.support from this tree
+sys.path.insert(0, str(ROOT / "bench"))
 
 import docker
 
@@ -40,6 +40,7 @@ from lbgen.core.registry_url import parse_registry_url
 from lbgen.errors import StoreError
 from lbgen.core.values import WatchEvent
 from lbgen.ports import Store
+from results import Result
 from tests.support.dockerd import Dockerd
 from tests.support.etcd import EtcdFactory
 from tests.support.images import build_backend_image
@@ -102,11 +103,6 @@ def _has_removed(cid: str, watcher: KeyWatcher) -> bool:
     return cid in watcher.removed
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -115,10 +111,11 @@ def rss_mib(pid: int) -> float:
 
 
 class Bench:
-    def __init__(self, api: docker.APIClient, image: str, watcher: KeyWatcher) -> None:
+    def __init__(self, api: docker.APIClient, image: str, watcher: KeyWatcher, result: Result) -> None:
         self.api = api
         self.image = image
         self.watcher = watcher
+        self.result = result
 
     def create(self) -> str:
         port = free_port()
@@ -143,8 +140,9 @@ class Bench:
             self.remove(cid)
             assert self.watcher.wait(functools.partial(_has_removed, cid), 10), "key never deleted"
             down.append(self.watcher.removed[cid] - removing)
-        report("docker start returned -> key in etcd", up)
-        report("docker rm -f issued -> key deleted", down)
+        path = "lbgen agent on a private dockerd, containers started one at a time, seen by an etcd watch"
+        self.result.add("docker start returned → key in etcd", path, "ms", [v * 1000 for v in up])
+        self.result.add("docker rm -f issued → key deleted", path, "ms", [v * 1000 for v in down])
 
     def burst(self, count: int) -> list[str]:
         ids = [self.create() for _ in range(count)]
@@ -161,9 +159,11 @@ class Bench:
         wanted = set(ids)
         assert self.watcher.wait(lambda w: wanted <= w.containers(), 120), "burst never fully registered"
         done = max(self.watcher.added[c] for c in ids)
-        print(f"burst of {count}: all registered {done - began:.2f} s after the first start, "
-              f"{done - all_started:.2f} s after the last start returned ({all_started - began:.2f} s of starts)")
-        report("  during the burst, start returned -> key in etcd", [self.watcher.added[c] - returned[c] for c in ids])
+        path = f"{count} containers started by 16 threads at once, lbgen agent, keys seen by an etcd watch"
+        self.result.add("burst: first start → all registered", path, "s", [done - began])
+        self.result.add("burst: last start returned → all registered", path, "s", [done - all_started])
+        self.result.add("burst: start returned → key in etcd", path, "ms",
+                        [(self.watcher.added[c] - returned[c]) * 1000 for c in ids])
         return ids
 
     def churn(self, count: int, alive: list[str]) -> bool:
@@ -189,16 +189,14 @@ class Bench:
         settled = self.watcher.wait(lambda w: w.containers() == expected, 30)
         got = self.watcher.containers()
         leaked, missing = got - expected, expected - got
-        print(f"churn of {count} containers in {churned - began:.1f} s (8 at a time): "
-              f"settled {time.monotonic() - churned:.2f} s later; "
-              f"{len(leaked)} leaked keys, {len(missing)} missing (expected {len(expected)} live)")
+        path = (f"{count} containers started by 8 threads, each start followed by the removal of a random live "
+                f"one ({len(expected)} live at the end)")
+        self.result.add("churn: duration", path, "s", [churned - began])
+        self.result.add("churn: last removal → registry settled", path, "s", [time.monotonic() - churned],
+                        note="" if settled else "did not settle: the 30 s wait ran out")
+        self.result.add("churn: leaked keys", path, "keys", [len(leaked)])
+        self.result.add("churn: missing keys", path, "keys", [len(missing)])
         return settled and not leaked and not missing
-
-
-def report(what: str, values: list[float]) -> None:
-    ms = [v * 1000 for v in values]
-    print(f"{what}: n={len(ms)} p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
-          f"mean {statistics.fmean(ms):.1f} ms, max {max(ms):.1f} ms")
 
 
 def start_agent(etcd_url: str, docker_url: str, log: Path) -> subprocess.Popen[bytes]:
@@ -210,13 +208,18 @@ def start_agent(etcd_url: str, docker_url: str, log: Path) -> subprocess.Popen[b
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
+def rss(result: Result, when: str, pid: int) -> None:
+    result.add(f"agent RSS {when}", "lbgen agent (a subprocess): VmRSS", "MiB", [rss_mib(pid)])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--latency", type=int, default=100, help="containers for the latency figure")
     parser.add_argument("--burst", type=int, default=200, help="containers started at once")
     parser.add_argument("--churn", type=int, default=200, help="containers of churn (the issue asks for 1000)")
     args = parser.parse_args()
-    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp, \
+            Result("agent", sys.argv) as result:
         etcd_factory = EtcdFactory(Path(tmp))
         stack.callback(etcd_factory.close)
         etcd = etcd_factory()
@@ -231,19 +234,21 @@ def main() -> int:
         stack.callback(watcher.close)
         agent = start_agent(etcd.url, daemon.url, Path(tmp) / "agent.log")
         stack.callback(agent.kill)
-        bench = Bench(client.api, image, watcher)
+        bench = Bench(client.api, image, watcher, result)
         wait_until(lambda: b"listed" in (Path(tmp) / "agent.log").read_bytes(), 20, "the agent's first listing")
-        print(f"agent RSS idle: {rss_mib(agent.pid):.1f} MiB")
+        rss(result, "idle", agent.pid)
         bench.latency(args.latency)
         alive = bench.burst(args.burst)
-        print(f"agent RSS after the burst: {rss_mib(agent.pid):.1f} MiB")
+        rss(result, "after the burst", agent.pid)
         ok = bench.churn(args.churn, alive)
-        print(f"agent RSS after the churn: {rss_mib(agent.pid):.1f} MiB")
+        rss(result, "after the churn", agent.pid)
         for cid in alive:
             bench.remove(cid)
         emptied = watcher.wait(lambda w: not w.live, 30)
-        print(f"all removed -> registry {'empty' if emptied else 'NOT empty'}")
-        return 0 if ok and emptied else 1
+        result.notes.append(f"all removed → registry {'empty' if emptied else 'NOT empty'}")
+        result.add("keys left once every container is removed", "lbgen agent, after the churn, 30 s to settle",
+                   "keys", [len(watcher.live)])
+        return 0 if ok and emptied else 1  # the figures are written either way: a leak is a result
 
 
 if __name__ == "__main__":

@@ -82,6 +82,15 @@ def registry(prefix: str, services: int, per_service: int, listen: int) -> list[
     return items
 
 
+def precompile() -> None:
+    """Write lbgen's .pyc files, as `pip install` does, even where PYTHONDONTWRITEBYTECODE is set (as
+    in this project's sessions): an editable checkout would otherwise compile every lbgen module from
+    source in every process a bench starts (~40 ms and ~3 MB of RSS more than an installed lbgen)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "lbgen")], env=env, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Nearest-rank percentile (p in 0..100)."""
     ordered = sorted(values)

@@ -18,7 +18,9 @@ change reloads only the LB under measurement), nginx and HAProxy on what they re
    `lbgen_watcher_reloads_total`) and the time from the first put until the watcher reports the
    last put's revision live (`lbgen_watcher_applied_revision`).
 
-Everything is stopped on exit, Ctrl-C included. Needs root (dockerd).
+Writes bench/results/e2e.json (e2e_healthcheck.json with --healthcheck): median, spread and p99 of
+each figure, the path it measured (bench/results.py). Everything is stopped on exit, Ctrl-C
+included. Needs root (dockerd).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile  # noqa: E402
+from results import Result  # noqa: E402
 from stack import DEFAULT_WAIT, Lb, Stack, Watcher, http_get, machine, new_prefix  # noqa: E402
 
 from lbgen.adapters.etcd_store import EtcdStore  # noqa: E402
@@ -43,6 +45,8 @@ from tests.support.util import free_port, wait_until  # noqa: E402
 
 PROBE = 0.001  # seconds between probes through the LB
 NO_HEALTHCHECK = {"Test": ["NONE"]}
+APPLY = {"nginx": "nginx -t + reload (SIGHUP, until the master runs new workers)",
+         "haproxy": "haproxy -c + the runtime API where the change allows it, else a reload"}
 
 
 def put_endpoint(store: EtcdStore, prefix: str, service: str, id: str, port: int, weight: int = 1) -> int:
@@ -54,19 +58,13 @@ def put_spec(store: EtcdStore, prefix: str, service: str, **spec: object) -> int
     return store.put(spec_key(prefix, service), encode_spec(spec))
 
 
-def summary(what: str, samples: list[float]) -> str:
-    ms = [s * 1000 for s in samples]
-    return (f"{what} ({len(ms)} samples): p50 {percentile(ms, 50):.0f} ms, p99 {percentile(ms, 99):.0f} ms "
-            f"(min {min(ms):.0f}, max {max(ms):.0f})")
-
-
 def until_answer(port: int, host: str, start: str, what: str) -> float:
     """Probe until an answer's body starts with `start`; returns the perf_counter time it came."""
     wait_until(lambda: http_get(port, host)[1].startswith(start), 60, what, interval=PROBE)
     return time.perf_counter()
 
 
-def bench_docker(daemon: Dockerd, watcher: Watcher, store: EtcdStore, count: int,
+def bench_docker(result: Result, daemon: Dockerd, watcher: Watcher, store: EtcdStore, count: int,
                  healthcheck: bool) -> None:
     """docker run → served through nginx, one service (own host name) per container."""
     listen = free_port()
@@ -87,14 +85,20 @@ def bench_docker(daemon: Dockerd, watcher: Watcher, store: EtcdStore, count: int
             served = until_answer(listen, host, f"replica={name} ", f"{name} served through nginx")
             total.append(served - start)
             after_run.append(served - ran)
-    check = "with the image's HEALTHCHECK" if healthcheck else "no HEALTHCHECK"
-    print(summary(f"docker run → served by nginx, {check}", total))
-    print("  " + summary("of which docker run returned → served", after_run))
+    check = "with the image's HEALTHCHECK (served once healthy)" if healthcheck else "no HEALTHCHECK"
+    path = (f"docker run (private dockerd, {check}) → lbgen agent → etcd → lbgen watch (nginx target, "
+            f"wait {watcher.wait}) → nginx -t + reload → first answer through nginx")
+    result.add("docker run → served by nginx", path, "ms", [v * 1000 for v in total])
+    result.add("docker run returned → served by nginx", path, "ms", [v * 1000 for v in after_run])
 
 
-def bench_puts(watcher: Watcher, lb: Lb, store: EtcdStore, backends: list[int], count: int) -> None:
-    """etcd put (the one endpoint moves to the other backend) → first answer from that backend."""
+def bench_puts(result: Result, watcher: Watcher, lb: Lb, store: EtcdStore, backends: list[int],
+               count: int) -> None:
+    """etcd put (the one endpoint moves to the other backend) → first answer from that backend. The
+    next put waits until the watcher reports this one applied (the LB's reload or runtime update
+    verified), so no older config still runs when the next change is timed."""
     samples, (lag_before, applies_before) = [], watcher.lag()
+    reloads, runtime = watcher.reloads(), watcher.runtime_updates()
     for i in range(1, count + 1):
         n = i % len(backends)
         start = time.perf_counter()
@@ -103,14 +107,18 @@ def bench_puts(watcher: Watcher, lb: Lb, store: EtcdStore, backends: list[int], 
         samples.append(served - start)
         watcher.wait_applied(revision)
     lag, applies = watcher.lag()
-    mean_lag = (lag - lag_before) / max(applies - applies_before, 1)
-    print(summary(f"etcd put → served by {lb.kind}", samples))
-    print(f"  the watcher's own mean apply lag (change seen → reload verified): {mean_lag * 1000:.0f} ms")
+    reloads, runtime = watcher.reloads() - reloads, watcher.runtime_updates() - runtime
+    how = f"{reloads} reloads, {runtime} runtime API updates over {count} changes"
+    path = f"etcd put → lbgen watch ({lb.kind} target, wait {watcher.wait}) → {APPLY[lb.kind]} → first answer"
+    result.add(f"etcd put → served by {lb.kind}", path, "ms", [v * 1000 for v in samples], note=how)
+    result.add(f"{lb.kind}: the watcher's own mean apply lag", "lbgen_watcher_apply_lag_seconds (change seen → "
+               "applied and verified), mean over the puts", "ms",
+               [(lag - lag_before) / max(applies - applies_before, 1) * 1000])
 
 
-def bench_burst(watcher: Watcher, store: EtcdStore, backends: list[int], changes: int) -> None:
+def bench_burst(result: Result, watcher: Watcher, store: EtcdStore, backends: list[int], changes: int) -> None:
     """`changes` puts as fast as one client writes them: 100 endpoints added, then re-weighted."""
-    reloads = watcher.reloads()
+    reloads, runtime = watcher.reloads(), watcher.runtime_updates()
     start = time.perf_counter()
     for i in range(changes):
         revision = put_endpoint(store, watcher.prefix, "burst", f"bench.burst.{i % 100}",
@@ -118,12 +126,19 @@ def bench_burst(watcher: Watcher, store: EtcdStore, backends: list[int], changes
     written = time.perf_counter()
     watcher.wait_applied(revision, timeout=120)
     done = time.perf_counter()
-    print(f"{changes}-change burst → {watcher.kind}: puts took {written - start:.2f} s, "
-          f"{watcher.reloads() - reloads} reloads, final state live {done - start:.2f} s after the first put "
-          f"({done - written:.2f} s after the last)")
+    path = (f"{changes:,} puts from one client (100 endpoints added, then re-weighted) → lbgen watch "
+            f"({watcher.kind} target, wait {watcher.wait})")
+    kind = watcher.kind
+    result.add(f"{kind} burst: puts took", path, "s", [written - start])
+    result.add(f"{kind} burst: reloads", path, "reloads", [watcher.reloads() - reloads])
+    if kind == "haproxy":
+        result.add(f"{kind} burst: runtime API updates", path, "updates", [watcher.runtime_updates() - runtime])
+    result.add(f"{kind} burst: first put → final state live", path + ", until the watcher reports the last "
+               "revision applied", "s", [done - start])
+    result.add(f"{kind} burst: last put → final state live", path, "s", [done - written])
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, result: Result) -> None:
     with Stack(keep_logs=args.keep_logs) as stack:
         stack.etcd()
         store = stack.store()
@@ -137,16 +152,16 @@ def run(args: argparse.Namespace) -> None:
             put_spec(store, prefix, "burst", listen=free_port())
             watcher = stack.watcher(kind, prefix, args.wait)
             lbs[kind] = (watcher, stack.lb(watcher, listen))
-        print(f"machine: {machine()}; watcher wait {args.wait}")
+        result.notes.append(f"machine: {machine()}")
         if daemon is not None:
             stack.agent(daemon, lbs["nginx"][0].prefix)
-            bench_docker(daemon, lbs["nginx"][0], store, args.containers, args.healthcheck)
+            bench_docker(result, daemon, lbs["nginx"][0], store, args.containers, args.healthcheck)
         for watcher, lb in lbs.values():
             if args.puts:
-                bench_puts(watcher, lb, store, backends, args.puts)
+                bench_puts(result, watcher, lb, store, backends, args.puts)
         for watcher, _ in lbs.values():
             if args.burst:
-                bench_burst(watcher, store, backends, args.burst)
+                bench_burst(result, watcher, store, backends, args.burst)
 
 
 def main() -> None:
@@ -161,7 +176,8 @@ def main() -> None:
     if args.containers and os.geteuid() != 0:
         sys.exit("e2e_bench: dockerd needs root (or pass --containers 0)")
     try:
-        run(args)
+        with Result("e2e_healthcheck" if args.healthcheck else "e2e", sys.argv) as result:
+            run(args, result)
     except KeyboardInterrupt:
         sys.exit(130)
 

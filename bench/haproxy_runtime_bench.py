@@ -13,8 +13,9 @@ connection per request). Timed two ways, each with runtime updates on and with `
   then runtime commands + read-back, or reload + `show proc`;
 - `apply`: a direct `render` + `Applier.apply` call, without the etcd hop.
 
-And, for scale, the bare `set server web/slot1 addr ...` command → served. Prints p50 / p99 /
-max over the changes and how many worker pids were seen.
+And, for scale, the bare `set server web/slot1 addr ...` command → served. Writes
+bench/results/haproxy_runtime.json: median, spread and p99 over the changes, and how many worker
+pids were seen (bench/results.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from lbgen.adapters.etcd_store import EtcdConfig, EtcdStore  # noqa: E402
 from lbgen.adapters.process import SystemClock  # noqa: E402
@@ -42,12 +43,14 @@ from lbgen.core.registry_url import parse_registry_url  # noqa: E402
 from lbgen.core.schema import endpoint_key, spec_key  # noqa: E402
 from lbgen.core.settings import GUARD_OFF, Settings, Wait  # noqa: E402
 from lbgen.services.watcher import Watcher  # noqa: E402
+from results import Result  # noqa: E402
 from tests.support.etcd import EtcdFactory  # noqa: E402
 from tests.support.haproxy_node import (  # noqa: E402
     TEMPLATE,
     generation,
     node_applier,
     node_target,
+    servers,
     stats_command,
     web_config,
 )
@@ -55,6 +58,8 @@ from tests.support.lb import get, nginx_conf  # noqa: E402
 from tests.support.util import free_port, wait_until  # noqa: E402
 
 PREFIX = "/bench/lbgen"
+HOW = {True: "runtime API", False: "reload (runtime: false)"}
+PATHS = {True: "runtime commands + read-back, no reload", False: "reload through the master socket + show proc"}
 Change = Callable[[int], None]  # moves the endpoint to this backend port
 
 
@@ -87,8 +92,10 @@ class Node:
         except OSError:
             return ""
 
-    def measure(self, label: str, change: Change, changes: int) -> None:
-        """Time `changes` alternating moves from `change(port)` to the first answer of the new backend."""
+    def measure(self, result: Result, label: str, path: str, change: Change, changes: int,
+                settle: Callable[[], None] = lambda: None) -> None:
+        """Time `changes` alternating moves from `change(port)` to the first answer of the new backend;
+        `settle` (untimed) waits until the change is wholly applied before the next one."""
         served: list[float] = []
         workers: set[int] = set()
         for i in range(changes):
@@ -97,10 +104,9 @@ class Node:
             change(self.backends[name])
             wait_until(functools.partial(self.answers, name), 10.0, f"{name} served", interval=0.0005)
             served.append(time.perf_counter() - began)
+            settle()
             workers |= generation(self.dir).workers
-        q = statistics.quantiles(served, n=100, method="inclusive")
-        print(f"{label:28} p50 {q[49] * 1000:7.2f} ms  p99 {q[98] * 1000:7.2f} ms  max {max(served) * 1000:7.2f} ms"
-              f"  ({changes} changes, {len(workers)} worker pid(s) seen)")
+        result.add(label, path, "ms", [v * 1000 for v in served], note=f"{len(workers)} worker pid(s) seen")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -121,13 +127,17 @@ def direct(node: Node, runtime: bool) -> Change:
 
 
 def bare_command(node: Node) -> Change:
+    """`set server web/<slot> addr` on the slot serving the endpoint now (slots are placed by id)."""
+    [slot] = [name for name, server in servers(node.dir).items() if server.port in node.backends.values()]
+
     def change(port: int) -> None:
-        stats_command(node.dir, f"set server web/slot1 addr 127.0.0.1 port {port}")
+        stats_command(node.dir, f"set server web/{slot} addr 127.0.0.1 port {port}")
 
     return change
 
 
-def through_etcd(node: Node, store: EtcdStore, url: str, runtime: bool) -> tuple[Change, Watcher]:
+def through_etcd(node: Node, store: EtcdStore, url: str, runtime: bool,
+                 last: list[int]) -> tuple[Change, Watcher]:
     """A running Watcher for the node; the change puts the endpoint's new port (one key, one event)."""
     target = replace(node_target(node.dir, runtime=runtime), template="haproxy.cfg.j2")
     settings = Settings(registry=parse_registry_url(url), targets=(target,), prefix=PREFIX, wait=Wait(0, 0),
@@ -138,20 +148,30 @@ def through_etcd(node: Node, store: EtcdStore, url: str, runtime: bool) -> tuple
 
     def change(port: int) -> None:
         # The key keeps its id, so the endpoint stays in slot1 and only its port changes.
-        store.put(endpoint_key(PREFIX, "web", "ep"), json.dumps({"address": "127.0.0.1", "port": port}).encode())
+        last[0] = store.put(endpoint_key(PREFIX, "web", "ep"),
+                            json.dumps({"address": "127.0.0.1", "port": port}).encode())
 
     return change, watcher
 
 
-def run_etcd(node: Node, root: Path, changes: int) -> None:
+def applied(watcher: Watcher, last: list[int]) -> None:
+    """Until the watcher has applied (and verified) the last put's revision."""
+    revision = last[0]
+    wait_until(lambda: watcher.status.applied_revision >= revision, 10.0, f"revision {revision} applied")
+
+
+def run_etcd(result: Result, node: Node, root: Path, changes: int) -> None:
     factory = EtcdFactory(root)
     server = factory()
     store = EtcdStore(EtcdConfig(endpoints=(("127.0.0.1", server.client_port),)))
     try:
         store.put(spec_key(PREFIX, "web"), json.dumps({"listen": node.port}).encode())
         for runtime in (True, False):
-            change, watcher = through_etcd(node, store, server.url, runtime)
-            node.measure(f"etcd put, {'runtime API' if runtime else 'reload'}", change, changes)
+            last = [0]  # the revision of the last put
+            change, watcher = through_etcd(node, store, server.url, runtime, last)
+            node.measure(result, f"etcd put → served, {HOW[runtime]}", f"etcd put → Watcher in process (wait 0) → "
+                         f"render, haproxy -c, swap → {PATHS[runtime]} → first answer", change, changes,
+                         settle=functools.partial(applied, watcher, last))
             watcher.stop()
             if watcher.status.failures:
                 raise SystemExit(f"watcher failures: {watcher.status.failures} {watcher.status.last_error}")
@@ -164,13 +184,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--changes", type=int, default=60)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Result("haproxy_runtime", sys.argv) as result:
         node = Node(Path(tmp))
         try:
-            run_etcd(node, Path(tmp), args.changes)
+            run_etcd(result, node, Path(tmp), args.changes)
             for runtime in (True, False):
-                node.measure(f"apply, {'runtime API' if runtime else 'reload'}", direct(node, runtime), args.changes)
-            node.measure("bare socket command", bare_command(node), args.changes)
+                node.measure(result, f"apply → served, {HOW[runtime]}", "render (tests/support web_config, the default template) + Applier.apply in process (no etcd): "
+                             f"haproxy -c, swap → {PATHS[runtime]} → first answer", direct(node, runtime), args.changes)
+            node.measure(result, "bare socket command → served", "`set server web/<slot> addr ...` on the stats "
+                         "socket → first answer (no render, no check)", bare_command(node), args.changes)
+            result.notes.append("one service, one endpoint moved between two nginx backends; a new connection "
+                                "per probe (every 0.5 ms)")
         finally:
             node.stop()
 

@@ -17,9 +17,11 @@ weight change, endpoint removed, endpoint added back; never fewer than all-but-o
 
 First, the same wrk for 5 s against one backend alone (new connection per request, then
 keep-alive): the LB spreads over all backends, so this rate must be above the LB's.
-Failed = wrk's non-2xx responses + socket errors (connect, read, write, timeout). Also printed:
+Failed = wrk's non-2xx responses + socket errors (connect, read, write, timeout). Also recorded:
 requests/s, and the reloads the watcher did during the run (`lbgen_watcher_reloads_total`).
-Without wrk it says how to install it and exits 2. Everything is stopped on exit, Ctrl-C included.
+HAProxy applies most of these changes through its runtime API (no reload): its runtime updates are
+counted beside its reloads. Writes bench/results/load.json (bench/results.py). Without wrk it says
+how to install it and exits 2. Everything is stopped on exit, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from results import Result  # noqa: E402
 from stack import DEFAULT_WAIT, Lb, Stack, Watcher, machine, new_prefix  # noqa: E402
 
 from lbgen.adapters.etcd_store import EtcdStore  # noqa: E402
@@ -44,6 +47,9 @@ from lbgen.core.schema import encode_endpoint, encode_spec, endpoint_key, spec_k
 from tests.support.util import free_port  # noqa: E402
 
 RUNS = (("nginx", False), ("haproxy", False), ("haproxy", True), ("nginx", True))
+MODES = {False: "new connection per request", True: "keep-alive"}
+APPLY = {"nginx": "nginx -t + reload (SIGHUP)",
+         "haproxy": "haproxy -c + the runtime API where the change allows it, else a reload"}
 SERVICE = "load"
 BASELINE_SECONDS = 5
 
@@ -117,38 +123,45 @@ def wrk(argv: list[str], seconds: int) -> WrkResult:
     return parse_wrk(done.stdout)
 
 
-def baseline(port: int, args: argparse.Namespace) -> str:
+def baseline(result: Result, port: int, args: argparse.Namespace) -> None:
     """One backend alone, with the same wrk: the LB spreads over all of them, so it must beat the LB."""
-    rates = [f"{wrk(wrk_argv(port, keepalive, BASELINE_SECONDS, args), BASELINE_SECONDS).rate:.0f}"
-             for keepalive in (False, True)]
-    return f"one backend alone, no LB ({BASELINE_SECONDS} s each): {rates[0]} req/s new connection per request, " \
-           f"{rates[1]} req/s keep-alive"
+    for keepalive in (False, True):
+        rate = wrk(wrk_argv(port, keepalive, BASELINE_SECONDS, args), BASELINE_SECONDS).rate
+        result.add(f"one backend alone, {MODES[keepalive]}", f"wrk -t{args.threads} -c{args.connections} "
+                   f"-d{BASELINE_SECONDS}s straight to one nginx `return 200` backend, no LB", "req/s", [rate])
 
 
-def run_one(watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool, args: argparse.Namespace) -> str:
-    reloads = watcher.reloads()
+def run_one(result: Result, watcher: Watcher, lb: Lb, registry: Registry, keepalive: bool,
+            args: argparse.Namespace) -> None:
+    reloads, runtime = watcher.reloads(), watcher.runtime_updates()
     revisions: list[int] = []
     stop = threading.Event()
     changer = threading.Thread(target=apply_changes, name="changes", daemon=True,
                                args=(registry, args.changes, 1.0, args.duration - 3.0, revisions, stop))
     changer.start()
     try:
-        result = wrk(wrk_argv(lb.port, keepalive, args.duration, args), args.duration)
+        done = wrk(wrk_argv(lb.port, keepalive, args.duration, args), args.duration)
     finally:
         stop.set()
         changer.join(timeout=30)
     if revisions:
         watcher.wait_applied(max(revisions))
-    reloads = watcher.reloads() - reloads
-    mode = "keep-alive" if keepalive else "new connection per request"
-    per_reload = f" (~{result.failed / reloads:.0f} per reload)" if result.failed and reloads else ""
-    return (f"{lb.kind:7} {mode:26}: {result.failed} failed{per_reload} of {result.requests} "
-            f"({result.non_2xx} non-2xx, socket errors connect/read/write/timeout "
-            f"{'/'.join(map(str, result.socket_errors))}), {result.rate:.0f} req/s, "
-            f"{len(revisions)} changes, {reloads} reloads")
+    reloads, runtime = watcher.reloads() - reloads, watcher.runtime_updates() - runtime
+    label = f"{lb.kind}, {MODES[keepalive]}"
+    path = (f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s through {lb.kind} while lbgen watch "
+            f"(wait {watcher.wait}) applies {len(revisions)} changes: {APPLY[lb.kind]}")
+    per_reload = f", ~{done.failed / reloads:.0f} per reload" if done.failed and reloads else ""
+    errors = "/".join(map(str, done.socket_errors))
+    result.add(f"{label}: failed requests", path, "requests", [done.failed],
+               note=f"of {done.requests:,}: {done.non_2xx} non-2xx, socket errors connect/read/write/timeout "
+               f"{errors}{per_reload}")
+    result.add(f"{label}: rate", path, "req/s", [done.rate])
+    result.add(f"{label}: reloads", path, "reloads", [reloads])
+    if lb.kind == "haproxy":
+        result.add(f"{label}: runtime API updates (no reload)", path, "updates", [runtime])
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace, result: Result) -> None:
     with Stack(keep_logs=args.keep_logs) as stack:
         stack.etcd()
         store = stack.store()
@@ -162,11 +175,11 @@ def run(args: argparse.Namespace) -> None:
                 registry.put(n)
             watcher = stack.watcher(kind, prefix, args.wait)
             lbs[kind] = (watcher, stack.lb(watcher, listen), registry)
-        print(f"machine: {machine()}; watcher wait {args.wait}; "
-              f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.backends} nginx backends")
-        print(baseline(backends[0], args), flush=True)
+        result.notes.append(f"machine: {machine()}; {args.backends} nginx backends; wrk, the LBs, the backends, "
+                            "the watchers and etcd all share the CPUs")
+        baseline(result, backends[0], args)
         for kind, keepalive in RUNS:
-            print(run_one(*lbs[kind], keepalive, args), flush=True)
+            run_one(result, *lbs[kind], keepalive, args)
 
 
 def main() -> None:
@@ -185,7 +198,8 @@ def main() -> None:
     if args.duration < 5:
         parser.error("--duration: at least 5 seconds (changes start after 1 s and end 2 s before the end)")
     try:
-        run(args)
+        with Result("load", sys.argv) as result:
+            run(args, result)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -105,6 +105,7 @@ class Watcher:
     metrics_port: int
     dir: Path
     proc: Proc
+    wait: str = DEFAULT_WAIT
 
     @property
     def conf(self) -> Path:
@@ -126,6 +127,10 @@ class Watcher:
 
     def reloads(self) -> int:
         return int(self.metric("lbgen_watcher_reloads_total", target=self.kind))
+
+    def runtime_updates(self) -> int:
+        """Passes applied through HAProxy's runtime API, without a reload."""
+        return int(self.metric("lbgen_watcher_runtime_updates_total", target=self.kind))
 
     def lag(self) -> tuple[float, int]:
         """The watcher's own apply-lag histogram: (sum of seconds, count) so far."""
@@ -227,7 +232,7 @@ class Stack:
         settings = _watch_settings(directory, kind, wait)
         proc = self.lbgen(f"watch-{kind}", "watch", "-c", str(settings), "--registry", self.etcd_server.url,
                            "--prefix", prefix, "--node", node, "--metrics-addr", f"127.0.0.1:{metrics_port}")
-        watcher = Watcher(kind, prefix, metrics_port, directory, proc)
+        watcher = Watcher(kind, prefix, metrics_port, directory, proc, wait)
 
         def rendered() -> bool:
             proc.check_alive()

@@ -87,9 +87,13 @@ def _good_name(name: object, where: str) -> bool:
     return False
 
 
+# YAML may hold dates and the like: they become strings, then face the schema like any value.
+# One encoder for every value (json.dumps with options builds one per call).
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
 def _json(value: Any) -> bytes:
-    # YAML may hold dates and the like: they become strings, then face the schema like any value.
-    return json.dumps(value, default=str, separators=(",", ":")).encode()
+    return _ENCODE(value).encode()
 
 
 class FileStore:

@@ -34,12 +34,9 @@ from lbgen.cli.lb_node import (
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.guard import check_one_shot
 from lbgen.core.model import Catalog
-from lbgen.core.quarantine import checker_reason
-from lbgen.core.render import render
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import ApplyError, GuardRefused, TemplateError
 from lbgen.services.applier import Applier, TargetResult
-from lbgen.services.quarantine import search
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -143,6 +140,11 @@ def _preview(applier: Applier, targets: Sequence[Target], texts: dict[str, str])
 def _would_quarantine(applier: Applier, settings: Settings, target: Target, catalog: Catalog, output: str) -> None:
     """Name the services a watcher would hold back for this refused render, and why. A one-shot run
     does not know the last applied state: held services are probed as absent."""
+    # Imported here: only a refused dry run searches (a one-shot render starts faster, issue 13).
+    from lbgen.core.quarantine import checker_reason
+    from lbgen.core.render import render
+    from lbgen.services.quarantine import search
+
     source = read_template(target.template)
     resolution = search(target, catalog, None, lambda mixed: render(source, mixed, target, settings.served_health),
                         applier.check_text, checker_reason(output, "refused by the checker"))

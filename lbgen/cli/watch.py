@@ -10,12 +10,14 @@ import socket
 from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import Callable
 
 
 from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import LocalFiles
+from lbgen.adapters.heap import release_free_heap
 from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.common import bounded_number, registry_prefix
@@ -33,7 +35,7 @@ from lbgen.core.web import parse_listen_address
 from lbgen.errors import InvalidValue, UsageError
 from lbgen.services.status_publisher import StatusPublisher
 from lbgen.services.metrics import metrics_routes
-from lbgen.services.watcher import Watcher
+from lbgen.services.watcher import Watcher, WatcherStatus
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     _remove_stale_staged(targets)
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=publisher.update, renderer=BoundedRenderer(),
+                      on_status=after_first_apply(publisher.update, release_free_heap), renderer=BoundedRenderer(),
                       load_settings=lambda: _reload_settings(args), states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
@@ -99,6 +101,20 @@ def run(args: argparse.Namespace) -> int:
         stack.callback(publisher.stop)
         watcher.run()
     return 0
+
+
+def after_first_apply(update: Callable[[WatcherStatus], None],
+                      once: Callable[[], object]) -> Callable[[WatcherStatus], None]:
+    """The watcher's status hook, which also runs `once` the first time a config is applied: the
+    start-up load is over, what it freed can go back to the OS (issue 13)."""
+    pending = [once]
+
+    def hook(status: WatcherStatus) -> None:
+        if pending and status.applied_revision:
+            pending.pop()()
+        update(status)
+
+    return hook
 
 
 def _node_name(name: str) -> str:

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from lbgen.core.model import Catalog, Service
-from lbgen.core.schema import check_int, check_name, decode_endpoint, decode_spec
+from lbgen.core.schema import check_int, check_name, check_object, endpoint_from_value, spec_from_value
 from lbgen.errors import InvalidValue
 
 FORMAT = 1
@@ -71,10 +71,12 @@ def decode_applied(raw: bytes) -> Catalog:
 def _service(name: str, value: Any) -> Service:
     item = _object(f"services.{name}", value)
     endpoints = _object(f"services.{name}.endpoints", item.get("endpoints", {}))
+    # Validated as registry values are, without writing each back to JSON to read it again (issue 13).
     return Service(
         check_name("service", name),
-        decode_spec(json.dumps(item.get("spec", {}))),
-        tuple(decode_endpoint(eid, json.dumps(endpoints[eid])) for eid in sorted(endpoints)),
+        spec_from_value(check_object(f"services.{name}.spec", item.get("spec", {}))),
+        tuple(endpoint_from_value(eid, check_object(f"services.{name}.endpoints.{eid}", endpoints[eid]))
+              for eid in sorted(endpoints)),
     )
 
 

@@ -12,6 +12,7 @@ import ipaddress
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -214,7 +215,7 @@ def check_choice(what: str, value: Any, choices: tuple[str, ...]) -> str:
     """One of `choices`."""
     if value not in choices:
         raise InvalidValue(f"{what} {quote(value)}: expected one of {', '.join(choices)}")
-    return str(value)
+    return choices[choices.index(value)]  # the one string, not a copy per value read (issue 13)
 
 
 def check_path(what: str, value: Any) -> str:
@@ -279,7 +280,11 @@ def load_json_object(raw: bytes | str) -> dict[str, Any]:
 
 def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
     """Validate an endpoint value; unknown fields are ignored (forward compatibility)."""
-    value = load_json_object(raw)
+    return endpoint_from_value(endpoint_id, load_json_object(raw))
+
+
+def endpoint_from_value(endpoint_id: str, value: dict[str, Any]) -> Endpoint:
+    """`decode_endpoint` of a value already read from JSON."""
     for required in ("address", "port"):
         if required not in value:
             raise InvalidValue(f"missing field {required!r}")
@@ -292,7 +297,7 @@ def decode_endpoint(endpoint_id: str, raw: bytes | str) -> Endpoint:
         address=check_address(value["address"]),
         port=check_int("port", value["port"], 1, 65535),
         weight=check_int("weight", value.get("weight", 1), 0, MAX_WEIGHT),
-        node=check_name("node", node) if node else "",
+        node=sys.intern(check_name("node", node)) if node else "",  # a few hosts, thousands of endpoints
         container=container,
         health=check_choice("health", value.get("health", "none"), HEALTH_STATES),
         tags=_check_list("tags", value.get("tags", []), lambda t: check_name("tag", t)),
@@ -323,7 +328,11 @@ def _check_server_name(value: Any) -> str:
 
 def decode_spec(raw: bytes | str) -> dict[str, Any]:
     """Validate a service spec. Only known fields are kept, so nothing unchecked reaches a template."""
-    value = load_json_object(raw)
+    return spec_from_value(load_json_object(raw))
+
+
+def spec_from_value(value: dict[str, Any]) -> dict[str, Any]:
+    """`decode_spec` of a value already read from JSON."""
     return {name: check(value[name]) for name, check in _SPEC_FIELDS.items() if name in value}
 
 

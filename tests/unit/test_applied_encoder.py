@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from lbgen.core import applied_state
 from lbgen.core.applied_state import AppliedEncoder, encode_applied
 from lbgen.core.catalog import CatalogState
 from lbgen.core.values import KeyValue, Snapshot, WatchEvent
+from lbgen.errors import InvalidValue
 
 P = "/lbgen"
 NAMES = ["api", "web", "db-1", "z_9", "a.b"]
@@ -61,3 +63,17 @@ def test_a_change_to_one_service_re_encodes_only_it(monkeypatch) -> None:  # typ
     catalog = state.catalog()
     assert encoder.encode(catalog) == encode_applied(catalog)
     assert encoded[0] == "s042" and len(encoded) == 1 + 300  # one by the encoder, all by encode_applied
+
+
+@pytest.mark.parametrize("services, error", [
+    ({"web": {"spec": {"listen": 0}, "endpoints": {}}}, r"^listen 0: expected an integer"),
+    ({"web": {"spec": [], "endpoints": {}}}, r"^services\.web\.spec: expected a JSON object"),
+    ({"web": {"spec": {}, "endpoints": {"e1": {"address": "10.0.0.1", "port": 70000}}}}, r"^port 70000"),
+    ({"web": {"spec": {}, "endpoints": {"e1": [1]}}}, r"^services\.web\.endpoints\.e1: expected a JSON object"),
+    ({"web": {"spec": {}, "endpoints": {"e1": {"port": 80}}}}, r"^missing field 'address'"),
+], ids=["spec-field", "spec-not-object", "endpoint-field", "endpoint-not-object", "endpoint-missing"])
+def test_an_applied_state_value_is_validated_as_the_registry_value_would_be(services: dict[str, object],
+                                                                             error: str) -> None:
+    raw = json.dumps({"format": applied_state.FORMAT, "revision": 3, "services": services}).encode()
+    with pytest.raises(InvalidValue, match=error):
+        applied_state.decode_applied(raw)

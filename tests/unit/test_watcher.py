@@ -7,9 +7,11 @@ last config kept through an outage, a drop held by the guard, failures retried.
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
@@ -17,6 +19,7 @@ import pytest
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.adapters.process import SystemClock
 from lbgen.core.registry_url import RegistryUrl
+from lbgen.core.values import Snapshot
 from lbgen.core.settings import GUARD_OFF, Guard, Settings, Target, Wait
 from lbgen.errors import ApplyError
 from lbgen.services.applier import TargetResult
@@ -250,3 +253,29 @@ def test_health_and_metrics_follow_the_registry(store: MemoryStore, applier: Rec
     finally:
         watcher.stop()
         thread.join(timeout=5)
+
+
+class SnapshotSpy(MemoryStore):
+    """A MemoryStore that remembers each snapshot it handed out, weakly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.taken: list[weakref.ref[Snapshot]] = []
+
+    def snapshot(self, prefix: str) -> Snapshot:
+        snapshot = super().snapshot(prefix)
+        self.taken.append(weakref.ref(snapshot))
+        return snapshot
+
+
+def test_a_loaded_snapshot_is_not_kept_while_the_watch_runs(applier: RecordingApplier) -> None:
+    """The follower's frame lives as long as the watch: holding the snapshot there kept every raw
+    value in memory (3 MB at 10,500 keys, issue 13). Once the catalog holds it, it can go."""
+    spy = SnapshotSpy()
+    spy.put(key("web", "a"), endpoint(1))
+    for _ in start_watcher(spy, applier):
+        wait_for(lambda: applier.last == "web=1,;")
+        spy.put(key("web", "b"), endpoint(2))  # a message after the load: the consumer lets it go
+        wait_for(lambda: applier.last == "web=1,2,;")
+        gc.collect()
+        assert spy.taken and all(ref() is None for ref in spy.taken)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lbgen.adapters.file_store import FileStore
-from lbgen.adapters.yaml_file import load_yaml, parse_yaml
+from lbgen.adapters.yaml_file import SETTINGS_LIMITS, _BoundedLoader, _plain_data, _Unusual, load_yaml, parse_yaml
 from lbgen.cli.deploy import load_spec
 from lbgen.cli.lb_node import load_settings
 from lbgen.core.settings import parse_settings
@@ -45,8 +45,9 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
     (BOMB, r"more than 200000 nodes \(aliases expanded\)$"),
     ("a: &x [1, *x]\n", r"^f.yaml:1:11: alias \*x refers to its own parent$"),
     ("x" * (1024 * 1024 + 1), r"^f.yaml: 1048577 characters, the limit is 1048576$"),
+    ("a: 2001-13-45\n", r"^f.yaml: month must be in 1..12$"),
 ], ids=["registry-services-twice", "nested-duplicate", "flow-duplicate", "deep-flow", "deep-block",
-        "alias-bomb", "recursive-alias", "too-big"])
+        "alias-bomb", "recursive-alias", "too-big", "not-a-date"])
 def test_bad_yaml_is_one_line_naming_the_place(text: str, error: str) -> None:
     with pytest.raises(ConfigError, match=error):
         parse_yaml(text, "f.yaml")
@@ -112,3 +113,69 @@ def test_settings_and_deploy_specs_name_the_duplicate_key(tmp_path: Path) -> Non
     spec.write_text("project: p\nservices:\n  web:\n    image: a\n    replicas: 1\n    image: b\n")
     with pytest.raises(ConfigError, match=rf"^{spec}:6:5: duplicate key 'image' \(first on line 4\)$"):
         load_spec(str(spec))
+
+
+# --- the fast path (issue 13): a plain document is built from the parser's events ---------------
+
+def full_loader(text: str) -> object:
+    """What the full loader (node tree, then the constructor) makes of `text`, or its error line."""
+    loader = _BoundedLoader(text, SETTINGS_LIMITS)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        return f"error: {e}"
+    finally:
+        loader.dispose()
+
+
+def fast_path(text: str) -> object:
+    """The fast path's document, or "unusual" when it leaves `text` to the full loader."""
+    loader = _BoundedLoader(text, SETTINGS_LIMITS)
+    try:
+        return _plain_data(loader)
+    except (_Unusual, yaml.YAMLError):
+        return "unusual"
+    finally:
+        loader.dispose()
+
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6), st.floats(allow_nan=False),
+                    st.text(max_size=8), st.dates(), st.sampled_from(["0644", "0x1a", "yes", "~", "1e3", "<<x"]))
+documents = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=4), st.dictionaries(st.one_of(st.text(max_size=6), st.integers(0, 99)), inner,
+                                                  max_size=4)), max_leaves=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=documents, flow=st.sampled_from([None, True, False]))
+def test_a_plain_document_takes_the_fast_path_and_reads_as_the_full_loader_reads_it(data: object,
+                                                                                       flow: bool | None) -> None:
+    text = yaml.safe_dump(data, default_flow_style=flow, sort_keys=False)
+    fast = fast_path(text)
+    assert fast != "unusual", text
+    assert fast == full_loader(text) == yaml.safe_load(text)
+    assert [type(v) for v in _leaves(fast)] == [type(v) for v in _leaves(full_loader(text))]
+
+
+def _leaves(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [leaf for k, v in value.items() for leaf in (k, *_leaves(v))]
+    if isinstance(value, list):
+        return [leaf for item in value for leaf in _leaves(item)]
+    return [value]
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet="ab:-[]{}&*<>,!? \n\t'\"#|0123456789", max_size=200))
+def test_whatever_the_fast_path_accepts_reads_as_the_full_loader_reads_it(text: str) -> None:
+    fast = fast_path(text)
+    if fast != "unusual":
+        assert fast == full_loader(text)
+
+
+@pytest.mark.parametrize("text", [
+    "a: &x 1\nb: *x\n", "<<: {a: 1}\n", "? [1]\n: 2\n", "a: 1\na: 2\n", "!!str 1\n", "a: 1\n---\nb: 2\n",
+    "[" * 70 + "]" * 70, "a: !!binary aGk=\n",
+], ids=["alias", "merge", "complex-key", "duplicate", "tag", "two-documents", "deep", "binary"])
+def test_the_fast_path_leaves_anything_unusual_to_the_full_loader(text: str) -> None:
+    assert fast_path(text) == "unusual"
