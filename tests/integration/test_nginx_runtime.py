@@ -22,6 +22,7 @@ from tests.support.lb import ConfFor, Lb, nginx_conf
 from tests.support.nginx_lua import HeldBackend
 from tests.support.nginx_node import generation, node_applier, node_config, node_target, web_catalog
 from tests.support.util import free_port, wait_until
+from tests.unit.catalogs import tricky_catalog
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("lua_module")]
 
@@ -175,3 +176,10 @@ def test_100_endpoint_changes_under_keep_alive_load_fail_no_request(nginx_lb: St
     requests = int(re.search(r"(\d+) requests in", output)[1])  # type: ignore[index]
     assert requests >= 2000, output
     assert "Socket errors" not in output and "Non-2xx" not in output, output
+
+
+def test_nginx_accepts_the_runtime_render_of_every_corner(tmp_path: Path) -> None:
+    """The tricky catalog (empty, TCP, IPv6, weight 0, shared ports, conflicts) with runtime on:
+    the real `nginx -t`, Lua module loaded, init_by_lua run over the endpoint block."""
+    target = node_target(tmp_path)
+    assert node_applier().check_text(target, node_config(target, tricky_catalog())) is None
