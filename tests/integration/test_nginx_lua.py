@@ -194,6 +194,15 @@ def test_an_upstream_split_over_many_lines_is_loaded_whole(nginx_lb: StartNginx,
 MANY = [("fd00::" + format(i, "x"), 9000 + i, 1) for i in range(300)]
 
 
+def test_the_block_runs_in_functions_of_a_few_lines_each(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    """LuaJIT refuses a function of more than 65,536 constants: the block is cut into functions."""
+    a = held_backend("a")
+    services = [service(f"s{i}", ("127.0.0.1", a.port, 1)) for i in range(7)]
+    lb = nginx_lb(lambda lb_dir, port: lua_conf(lb_dir, port, services, per_function=2))
+    assert set(control(lb.dir).read()[1]) == {f"s{i}" for i in range(7)}
+    assert fetch(lb.port, "/s6/") == (200, "a")
+
+
 def test_nginx_reads_every_line_wherever_its_config_buffer_ends(tmp_path: Path) -> None:
     """nginx's Lua parser finds a long string's end only within what its 4 KB buffer holds (it
     refills at half): lines of the longest size, shifted across the buffer's edge, all parse."""

@@ -180,6 +180,7 @@ def test_100_endpoint_changes_under_keep_alive_load_fail_no_request(nginx_lb: St
 
 def test_nginx_accepts_the_runtime_render_of_every_corner(tmp_path: Path) -> None:
     """The tricky catalog (empty, TCP, IPv6, weight 0, shared ports, conflicts) with runtime on:
-    the real `nginx -t`, Lua module loaded, init_by_lua run over the endpoint block."""
+    the real `nginx -t` loads the Lua module and parses every Lua block (it does not run
+    init_by_lua: the tests that start nginx do)."""
     target = node_target(tmp_path)
     assert node_applier().check_text(target, node_config(target, tricky_catalog())) is None

@@ -34,10 +34,10 @@ def service(name: str, *endpoints: tuple[str, int, int], balance: str = "roundro
 
 
 def lua_conf(lb_dir: Path, port: int, services: list[ServiceView], workers: int = 1,
-             fail_timeout: int = 60) -> str:
+             fail_timeout: int = 60, per_function: int = 20_000) -> str:
     """A whole nginx.conf: `services` Lua-balanced, each at /`name`/ on `port`; control socket
     at `lb_dir`/control.sock."""
-    block = endpoint_block(services)
+    block = endpoint_block(services, per_function)
     upstreams = "".join(
         f"  upstream {s.name} {{\n    server 0.0.0.1;\n"
         f"    balancer_by_lua_block {{ require(\"lbgen_balancer\").balance(\"{s.name}\") }}\n"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lbgen.core.layout import ServiceView
 from lbgen.core.model import Endpoint
 from lbgen.core.kinds.nginx.endpoints import (
-    LINE_BYTES, dict_megabytes, endpoint_block, lua_balanced, lua_string_call, plan_endpoints,
+    LINE_BYTES, SEPARATOR, dict_megabytes, endpoint_block, lua_balanced, lua_string_call, plan_endpoints,
 )
 
 
@@ -20,9 +20,9 @@ def view(name: str, *endpoints: tuple[str, int, int], spec: dict[str, str] | Non
     return ServiceView(name, spec or {}, eps, eps)
 
 
-def config(*services: ServiceView, head: str = "worker_processes 1;") -> str:
+def config(*services: ServiceView, head: str = "worker_processes 1;", per_function: int = 20_000) -> str:
     """A config shaped like the template's: text, the block, more text."""
-    block = endpoint_block(services)
+    block = endpoint_block(services, per_function)
     lines = [head, "http {", "    init_by_lua_block {", "        " + block.open,
              *("        " + line for line in block.lines), "        " + block.close, "    }"]
     lines += [f"    upstream {s.name} {{ server 0.0.0.1; }}" for s in services] + ["}"]
@@ -131,3 +131,12 @@ def test_an_upstream_too_long_for_one_line_continues_on_the_next_and_plans_whole
     assert plan is not None
     expected = [{"address": a, "port": p, "weight": w} for a, p, w in triples(smaller)]
     assert plan.upstreams["big"]["endpoints"] == expected
+
+
+def test_a_separator_every_few_lines_moves_with_them_and_is_no_change() -> None:
+    services = [view(f"s{i}", ("10.0.0.1", 80 + i, 1)) for i in range(5)]
+    block = endpoint_block(services, per_function=2)
+    assert [line == SEPARATOR for line in block.lines] == [False, False, True, False, False, True, False, False]
+    grown = [view("s0", *(("fd00::" + format(i, "x"), 9000 + i, 1) for i in range(80))), *services[1:]]
+    plan = plan_endpoints(config(*services, per_function=2), config(*grown, per_function=2))
+    assert plan is not None and set(plan.upstreams) == {"s0"}  # s0 took 3 lines: every separator moved

@@ -3,10 +3,10 @@
 With `runtime` on, the nginx template embeds every Lua-balanced upstream's served endpoints in
 the rendered nginx.conf itself, inside `init_by_lua_block`:
 
-    local add = require("lbgen_endpoints").loader()
+    local add = require("lbgen_endpoints").loader(); (function()
     add[=[{"version":"1f0c..."}]=]
     add[=[{"name":"web","balance":"roundrobin","endpoints":[{"address":"10.0.0.1","port":8080,"weight":1}]}]=]
-    add()
+    end)(); add()
 
 one Lua long-bracket string of JSON per line: the version first (a digest of the sets), then the
 upstreams sorted by name. nginx's Lua block parser refuses a string that does not fit in half of
@@ -34,8 +34,12 @@ from typing import Any
 from lbgen.core.layout import ServiceView, Verbatim
 from lbgen.core.schema import is_ip
 
-OPEN = 'local add = require("lbgen_endpoints").loader()'
-CLOSE = "add()"
+# The lines run inside functions of at most PER_FUNCTION lines each: LuaJIT refuses a function
+# with more than 65,536 constants, and every line is one (nginx would not start at ~65,000 upstreams).
+OPEN = 'local add = require("lbgen_endpoints").loader(); (function()'
+SEPARATOR = "end)(); (function()"
+CLOSE = "end)(); add()"
+PER_FUNCTION = 20_000
 # nginx's Lua block parser looks for a long string's closing bracket in what its 4 KB config
 # buffer holds, which it refills only when under half of it is left: a line (indentation and
 # `add[=[ ]=]` included) must fit in 2 KB wherever the buffer's edge falls.
@@ -89,18 +93,27 @@ def endpoint_set(service: ServiceView) -> dict[str, Any]:
     return {"balance": service.balance, "endpoints": endpoints}
 
 
-def endpoint_block(services: Iterable[ServiceView]) -> EndpointBlock:
-    """The block for the Lua-balanced ones among `services` (see the module docstring)."""
+def endpoint_block(services: Iterable[ServiceView], per_function: int = PER_FUNCTION) -> EndpointBlock:
+    """The block for the Lua-balanced ones among `services` (see the module docstring); a
+    `SEPARATOR` line after every `per_function` lines."""
     balanced = sorted((s for s in services if lua_balanced(s)), key=lambda s: s.name)
     texts = [text for s in balanced for text in _chunks(s)]
     version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:_VERSION_CHARS]
     texts.insert(0, _dump({"version": version}))
     return EndpointBlock(
-        lines=tuple(Verbatim(lua_string_call(text)) for text in texts),
+        lines=tuple(_separated([Verbatim(lua_string_call(text)) for text in texts], per_function)),
         upstreams=frozenset(s.name for s in balanced),
         version=version,
         dict_size=Verbatim(f"{dict_megabytes(texts)}m"),
     )
+
+
+def _separated(lines: list[Verbatim], per_function: int) -> list[Verbatim]:
+    """`lines` with `SEPARATOR` between each run of `per_function` of them."""
+    out: list[Verbatim] = []
+    for start in range(0, len(lines), per_function):
+        out += ([Verbatim(SEPARATOR)] if start else []) + lines[start:start + per_function]
+    return out
 
 
 def _chunks(service: ServiceView) -> list[str]:
@@ -186,6 +199,8 @@ def _groups(lines: list[str], span: tuple[int, int]) -> dict[str, list[str]] | N
     """name → its lines ("" → the version line), or None when a line is not one of ours."""
     groups: dict[str, list[str]] = {}
     for line in lines[span[0]:span[1]]:
+        if line.strip() == SEPARATOR:
+            continue  # where it falls moves with the line count: not a change
         match = _LINE_RE.match(line.lstrip())
         if match is None or (match[2] == "version") != (not groups):
             return None  # not ours, or the version line is not first (or comes again)

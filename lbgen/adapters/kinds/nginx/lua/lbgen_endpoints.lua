@@ -145,8 +145,8 @@ local function add_line(block, line)
     end
 end
 
--- Check and store a whole block; any invalid value is an error: nginx (and `nginx -t`) then
--- refuse the config.
+-- Check and store a whole block; any invalid value is an error: nginx then refuses to start or
+-- to reload (`nginx -t` does not run init_by_lua: lbgen validated the values before rendering).
 local function load(block)
     if block.version == nil then
         error("lbgen endpoint block: no version line")
@@ -172,8 +172,9 @@ local function load(block)
     d:set("names", cjson.encode(setmetatable(block.names, cjson.empty_array_mt)))
 end
 
--- init_by_lua_block: `local add = loader()`, then `add[=[json]=]` per line of the block, then
--- `add()` loads it into the shared dict (at every start and reload: the file is what runs).
+-- init_by_lua_block: `local add = loader()`, then `add[=[json]=]` per line of the block (in
+-- functions of at most 20,000 lines: LuaJIT's limit of constants per function), then `add()`
+-- loads it into the shared dict (at every start and reload: the file is what runs).
 function M.loader()
     local block = { sets = {}, names = {} }
     return function(line)
