@@ -28,7 +28,11 @@ __all__ = ["EtcdConfig", "EtcdStore"]  # EtcdConfig's home is etcd_connection; c
 
 log = logging.getLogger(__name__)
 
-PAGE_SIZE = 5_000
+# etcd 3.4 walks the rest of the range to count it on every page, so fewer pages cost it less: a
+# 110,000-key snapshot took 290-340 ms of etcd CPU in 5,000-key pages and 170-180 ms in 20,000-key
+# ones, ~600 ms wall either way, client CPU unchanged (one etcd on 127.0.0.1, load 2.2, 2026-12-03).
+# A 20,000-key page of ~150-byte values is ~3 MB, well inside the client's receive limit.
+PAGE_SIZE = 20_000
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
 
 
