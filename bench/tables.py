@@ -1,4 +1,5 @@
-"""Rewrite the result tables in bench/README.md and bench/system.md from bench/results/*.json.
+"""Rewrite the result tables in bench/README.md, bench/system.md and docs/nginx-runtime.md from
+bench/results/*.json.
 
     python bench/tables.py [--check]
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from results import RESULTS, ROOT
 
-DOCS = (ROOT / "bench" / "README.md", ROOT / "bench" / "system.md")
+DOCS = (ROOT / "bench" / "README.md", ROOT / "bench" / "system.md", ROOT / "docs" / "nginx-runtime.md")
 SECTION_RE = re.compile(r"(<!-- results: (?P<scenario>[a-z0-9_-]+) -->\n)(?P<body>.*?)(<!-- /results -->)", re.DOTALL)
 
 

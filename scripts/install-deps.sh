@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages lbgen's demo and tests run for real (etcd, nginx, haproxy, dockerd,
 # busybox for the test image, python3-venv, chromium and its driver for the dashboard's browser test;
-# prometheus for promtool, systemd for systemd-analyze and pipx for the install tests).
+# prometheus for promtool, systemd for systemd-analyze and pipx for the install tests; nginx's Lua
+# module with lua-resty-core and lua-cjson for the runtime balancer (docs/nginx-runtime.md) and wrk to load it).
 # Idempotent: does nothing when everything is there.
 #
 # lbgen's tests and demo start their own instances of these services, so the packages' own system
@@ -9,7 +10,7 @@
 # only for the packages this script installed: a service you already ran stays as it was.
 set -euo pipefail
 
-packages=(etcd-server etcd-client nginx-light libnginx-mod-stream haproxy docker.io busybox-static curl python3-venv ca-certificates
+packages=(etcd-server etcd-client nginx-light libnginx-mod-stream libnginx-mod-http-lua lua-resty-core lua-cjson wrk haproxy docker.io busybox-static curl python3-venv ca-certificates
           chromium chromium-driver fonts-dejavu-core prometheus systemd pipx)
 declare -A services=([etcd-server]="etcd" [nginx-light]="nginx" [haproxy]="haproxy"
                      [docker.io]="docker.socket docker containerd" [prometheus]="prometheus")

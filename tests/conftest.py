@@ -14,7 +14,9 @@ from typing import Generator
 
 import pytest
 
-pytest_plugins: list[str] = ["tests.support.docker", "tests.support.etcd", "tests.support.lb"]
+pytest_plugins: list[str] = [
+    "tests.support.docker", "tests.support.etcd", "tests.support.lb", "tests.support.nginx_lua",
+]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

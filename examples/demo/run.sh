@@ -118,10 +118,15 @@ sed -e 's/image: lbgen-demo:1/image: lbgen-demo:2/' -e 's/VERSION: "1"/VERSION: 
   done
   echo "$ok $failed" >"$DEMO/load.result" ) &
 load=$!
+nginx_workers() { pgrep -P "$(cat "$DEMO/lb/nginx.pid")" | sort -n | tr '\n' ' '; }
+workers_before=$(nginx_workers)
 "$LBGEN" deploy apply "$DEMO/deploy-v2.yaml"
 touch "$DEMO/load.stop"; wait "$load"
 read -r ok failed <"$DEMO/load.result"
 say "requests through nginx during the update: $ok ok, $failed failed"
+# runtime: true (lbgen.yaml): nginx's endpoint changes went through its Lua balancer, not reloads
+say "nginx workers before the update: $workers_before; after: $(nginx_workers)"
+say "$(curl -fs http://127.0.0.1:29102/metrics | grep -E '^lbgen_watcher_(runtime_updates|runtime_fallbacks|reloads)_total\{target="nginx"\}' | tr '\n' ' ')"
 show_traffic
 
 step "8. Kill a replica: its key leaves etcd, the LBs route around it"

@@ -157,11 +157,14 @@ def _state(lb: LbView) -> str:
 
 
 def _note(target: TargetStatus) -> str:
-    """What is wrong with one target: its LB not running, its error, else its quarantined services."""
+    """What is wrong with one target: its LB not running, its error, else its quarantined services;
+    then how many changes went live through the runtime API (and fell back to a reload)."""
     down = "LB DOWN " if not target.up else ""
+    runtime = (f"  runtime updates {target.runtime_updates}, fallbacks {target.runtime_fallbacks}"
+               if target.runtime_updates or target.runtime_fallbacks else "")
     if target.error:
-        return f"{down}error: {target.error}"
-    return down + (f"quarantined: {', '.join(target.quarantined)}" if target.quarantined else "")
+        return f"{down}error: {target.error}{runtime}"
+    return down + (f"quarantined: {', '.join(target.quarantined)}" if target.quarantined else "") + runtime
 
 
 def _ago(then: float | None, now: float) -> str:

@@ -29,14 +29,18 @@ VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 class TargetStatus:
     """One target of an LB node: the revision it last applied, its current error, when (the LB
     node's wall clock, seconds since the epoch) it last applied a new revision, whether its LB is
-    running (`up` false: its config waits on disk, nothing serves it; absent in older values), and
-    the services it holds at their last applied state because its checker refuses them (service → reason)."""
+    running (`up` false: its config waits on disk, nothing serves it; absent in older values),
+    the services it holds at their last applied state because its checker refuses them (service → reason),
+    and since the watcher started, how many changes went live through the LB's runtime API and how
+    many runtime updates fell back to a reload (0 in older values)."""
 
     revision: int = 0
     error: str = ""
     applied_at: float | None = None
     up: bool = True
     quarantined: Mapping[str, str] = field(default_factory=dict)
+    runtime_updates: int = 0
+    runtime_fallbacks: int = 0
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,8 @@ def encode_lb_status(status: LbStatus) -> bytes:
     """The JSON value to publish (compact, keys sorted; errors cut to `MAX_ERROR` characters)."""
     targets = {
         name: {"revision": t.revision, "error": t.error[:MAX_ERROR], "applied_at": t.applied_at, "up": t.up,
-               "quarantined": _encode_quarantined(t.quarantined)}
+               "quarantined": _encode_quarantined(t.quarantined), "runtime_updates": t.runtime_updates,
+               "runtime_fallbacks": t.runtime_fallbacks}
         for name, t in sorted(status.targets.items())
     }
     value = {
@@ -133,6 +138,9 @@ def _target(name: str, value: Any) -> TargetStatus:
         applied_at=check_time(f"targets.{name}.applied_at", item.get("applied_at")),
         up=up,
         quarantined=_quarantined(f"targets.{name}.quarantined", item.get("quarantined", {})),
+        runtime_updates=check_int(f"targets.{name}.runtime_updates", item.get("runtime_updates", 0), 0, MAX_REVISION),
+        runtime_fallbacks=check_int(f"targets.{name}.runtime_fallbacks", item.get("runtime_fallbacks", 0), 0,
+                                    MAX_REVISION),
     )
 
 

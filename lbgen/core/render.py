@@ -224,7 +224,8 @@ def render(
     """Render `source` for `target` with the documented context (docs/templates.md).
 
     Context: `services` (sorted by name, each with `name`, `spec`, `endpoints` = the served ones,
-    `all_endpoints`), `vars` (the target's vars) and `revision`. Raises `TemplateError` naming the
+    `all_endpoints`), `vars` (the target's vars), `revision` and `runtime` (the target's setting:
+    whether changes may go through the LB's runtime API). Raises `TemplateError` naming the
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
     `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
     renderer computes them before the fork, so its child does not walk, and copy, the memo).
@@ -242,6 +243,7 @@ def render(
         "services": service_views(catalog, served_health) if views is None else views,
         "vars": target.vars,
         "revision": catalog.revision,
+        "runtime": target.runtime,
         frag.SESSION: fragments,
     }
     try:

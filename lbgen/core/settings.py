@@ -86,9 +86,10 @@ class Target:
     candidate file and `{dest}` by the live one. An empty `check` means the kind's built-in one,
     or, for a kind without one (generic), an explicit `check: none` (settings refuse it without).
     `kind` (a module of `lbgen.core.kinds`: `nginx`, `haproxy`, `generic`) selects how the whole
-    config is validated and how a reload is verified. `runtime` (kinds with a runtime API: haproxy):
-    apply changes that only move endpoints within the server slots through the stats socket
-    (`vars.stats_socket`) instead of a reload (issue 7, docs/haproxy-runtime.md).
+    config is validated and how a reload is verified. `runtime` (kinds with a runtime API): apply changes that
+    only move endpoints without a reload: haproxy through the stats socket (`vars.stats_socket`,
+    issue 7, docs/haproxy-runtime.md), nginx through its Lua balancer's control socket (issue 12,
+    docs/nginx-runtime.md).
     `render_timeout` (seconds) and `render_memory` (bytes) bound one render of the template
     (issue 10: a template that loops forever or grows without end is refused, the daemon lives on).
     """

@@ -12,11 +12,14 @@ Per target the commands are the target's own argv when given; otherwise the kind
 haproxy: the master socket's `reload`; a proxy watching its own file: nothing to ask). Whenever
 the LB can be observed, the built-in wait until it serves the new config also follows a custom reload.
 
-A target with `runtime` on and a `RuntimeApi` (HAProxy's stats socket) skips the reload when its
-kind plans the change as a runtime change (`LbKind.plan_runtime`; HAProxy: endpoints moving within
-the existing server slots): the checked file is still swapped in first, so a later reload or
-restart comes up in the same state, then the change is sent and read back. Any failure there falls
-back to the reload (issue 7).
+A target with `runtime` on and a `RuntimeApi` (HAProxy's stats socket, nginx's Lua balancer)
+skips the reload when its kind plans the change as a runtime change (`LbKind.plan_runtime`;
+HAProxy: endpoints moving within the existing server slots, issue 7; nginx: lines of the endpoint
+block, issue 12): the file is still swapped in first (its last-known-good kept), so a later reload
+or restart comes up in the same state, then the change is sent and read back. Any failure there
+falls back to the reload. A plan whose `needs_check` is False (nginx's: only lbgen's encoding of
+validated values changed) is written without running the checker; should its runtime update fail,
+the LB's own parse at reload is the check, and a refused reload restores the last-known-good.
 """
 
 from __future__ import annotations
@@ -181,11 +184,14 @@ class Applier:
                 return TargetResult(target.name)
             staged = self._files.stage(target, text)
             try:
-                self._check(target, staged)
+                plan = self._runtime_plan(target, current, text)
+                if plan is None or plan.needs_check:
+                    self._check(target, staged)
                 step = "write"
                 self._files.save_lkg(target)
                 self._files.commit(target, staged)
-                self._plan(target, current, text, plans)
+                if plan is not None:
+                    plans[target.name] = plan
             finally:
                 self._files.discard(staged)
         except ApplyError as e:
@@ -206,11 +212,6 @@ class Applier:
 
     # --- the runtime API -------------------------------------------------------------------------
 
-    def _plan(self, target: Target, current: str | None, text: str, plans: dict[str, RuntimeChange]) -> None:
-        plan = self._runtime_plan(target, current, text)
-        if plan is not None:
-            plans[target.name] = plan
-
     def _runtime_plan(self, target: Target, current: str | None, text: str) -> RuntimeChange | None:
         """The runtime change for this one, when the target uses a runtime API and it suffices."""
         plan_runtime = lb_kind(target.kind).plan_runtime
@@ -218,7 +219,7 @@ class Applier:
             return None
         plan = plan_runtime(current, text)
         if plan is None:
-            log.info("%s: more than server slots changed: the runtime API cannot apply it", target.name)
+            log.info("%s: more than endpoints changed: the runtime API cannot apply it", target.name)
         return plan
 
     def _apply_runtime(self, target: Target, plan: RuntimeChange, result: TargetResult) -> TargetResult:

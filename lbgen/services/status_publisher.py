@@ -146,7 +146,9 @@ class StatusPublisher:
             applied_at = self._wall() if revision != old.revision else old.applied_at
             error = latest.errors.get(name) or latest.held.get(name, "")
             self._targets[name] = TargetStatus(revision, error, applied_at, up=name not in latest.down,
-                                               quarantined=dict(latest.quarantined.get(name, {})))
+                                               quarantined=dict(latest.quarantined.get(name, {})),
+                                               runtime_updates=latest.runtime_updates.get(name, 0),
+                                               runtime_fallbacks=latest.runtime_fallbacks.get(name, 0))
         return LbStatus(
             node=self._node,
             revision=applied_revision(self._targets),

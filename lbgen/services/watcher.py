@@ -18,7 +18,7 @@ import logging
 import queue
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -38,6 +38,7 @@ from lbgen.services.drop_hold import DropHolds, newest
 from lbgen.services.lane_work import Applied, LaneWork
 from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
+from lbgen.services.watcher_status import WatcherStatus
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +59,6 @@ class _Disconnected:
 
 
 _STOP, _RELOAD, _TEMPLATES_CHANGED = object(), object(), object()
-
-
-@dataclass
-class WatcherStatus:
-    """What the health endpoint, metrics and `lbgen status` report; updated by the consumer only."""
-
-    connected: bool = False
-    revision: int = 0
-    applied_revision: int = 0
-    last_error: str = ""
-    disconnected_since: float | None = None
-    failures: dict[str, int] = field(default_factory=dict)
-    applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
-    errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
-    down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
-    held: dict[str, str] = field(default_factory=dict)  # target → what the drop guard holds, and why
-    quarantined: dict[str, dict[str, str]] = field(default_factory=dict)  # target → service → checker's reason
 
 
 class Watcher:
@@ -366,7 +350,8 @@ class Watcher:
         if quarantined:  # a value can heal without a registry change (a host name that starts to resolve)
             self.status.quarantined[name] = dict(quarantined)
             self._retry_at[name] = self._clock.now() + self._recheck
-        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method == "runtime")
+        self.metrics.applied_ok(name, catalog.revision, outcome.reloaded, outcome.method, outcome.fallback)
+        self.status.went_live(name, outcome.method, outcome.fallback)
         since = self._pending_since.pop(name, None)
         if since is not None:
             self.metrics.lag.labels(name).observe(self._clock.now() - since)

@@ -23,8 +23,11 @@ class WatcherMetrics:
         self.served = Gauge(f"{_NS}_served_endpoints", "Served endpoints per service", ["service"], registry=r)
         self.renders = Counter(f"{_NS}_renders", "Render attempts by result", ["target", "result"], registry=r)
         self.reloads = Counter(f"{_NS}_reloads", "LB reloads that took effect", ["target"], registry=r)
-        self.runtime_updates = Counter(f"{_NS}_runtime_updates", "Changes applied through the HAProxy Runtime "
-                                       "API, without a reload", ["target"], registry=r)
+        self.runtime_updates = Counter(f"{_NS}_runtime_updates", "Changes applied through the LB's runtime API "
+                                       "(HAProxy's stats socket, nginx's Lua balancer), without a reload",
+                                       ["target"], registry=r)
+        self.runtime_fallbacks = Counter(f"{_NS}_runtime_fallbacks", "Runtime updates abandoned for a reload "
+                                         "(refused, unreachable, or read back different)", ["target"], registry=r)
         self.failures = Counter(f"{_NS}_failures", "Failed passes by step", ["target", "step"], registry=r)
         self.rollbacks = Counter(f"{_NS}_rollbacks", "Last-known-good restored after a failed reload",
                                  ["target"], registry=r)
@@ -45,12 +48,15 @@ class WatcherMetrics:
         self._seen: dict[str, Service] = {}
         self._seen_health: frozenset[str] = frozenset()
 
-    def applied_ok(self, target: str, revision: int, reloaded: bool, runtime: bool) -> None:
-        """A target applied `revision` (its LB runs: a target whose LB is down is not applied)."""
+    def applied_ok(self, target: str, revision: int, reloaded: bool, method: str = "none", fallback: str = "") -> None:
+        """A target applied `revision` (its LB runs: a target whose LB is down is not applied);
+        `method` how it went live (`runtime`, `reload`, `none`), `fallback` why a runtime update
+        failed first ("" when none did)."""
         self.renders.labels(target, "ok").inc()
         self.applied.labels(target).set(revision)
         self.reloads.labels(target).inc(reloaded)
-        self.runtime_updates.labels(target).inc(runtime)
+        self.runtime_updates.labels(target).inc(method == "runtime")
+        self.runtime_fallbacks.labels(target).inc(bool(fallback))
         self.lb_up.labels(target).set(1)
 
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:

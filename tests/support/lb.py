@@ -119,7 +119,9 @@ def haproxy_proxy(lb_dir: Path, port: int, backend_port: int, extra_bind: str = 
     )
 
 
-class _Answer(BaseHTTPRequestHandler):
+class Answer(BaseHTTPRequestHandler):
+    """Answers every GET with the server's `name`."""
+
     def do_GET(self) -> None:
         body = self.server.name.encode()  # type: ignore[attr-defined]
         self.send_response(200)
@@ -136,7 +138,7 @@ def backend() -> Iterator[Callable[[str], Backend]]:
     servers: list[ThreadingHTTPServer] = []
 
     def start(name: str) -> Backend:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer)
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
         server.name = name  # type: ignore[attr-defined]
         threading.Thread(target=server.serve_forever, args=(0.05,), name=f"backend-{name}", daemon=True).start()
         servers.append(server)

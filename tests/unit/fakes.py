@@ -91,6 +91,12 @@ class FakeDocker:
         self.containers[info.id] = replace(info, state="exited")
         self.emit(DockerEvent("container", "die", info.id, time.time(), info.name))
 
+    def destroy(self, container_id: str) -> None:
+        """`docker rm -f`: the container is gone (inspect answers None), then its events arrive."""
+        gone = self.containers.pop(container_id)
+        for action in ("kill", "die", "destroy"):
+            self.emit(DockerEvent("container", action, container_id, time.time(), gone.name))
+
     def emit(self, event: object) -> None:
         with self.lock:
             for stream in self.streams:

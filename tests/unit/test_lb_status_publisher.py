@@ -73,6 +73,15 @@ def test_quarantined_services_are_published_per_target(publisher: StatusPublishe
     assert published(store).quarantined == []  # type: ignore[union-attr]
 
 
+def test_runtime_updates_and_fallbacks_are_published_per_target(publisher: StatusPublisher,
+                                                                store: MemoryStore) -> None:
+    publisher.update(WatcherStatus(connected=True, applied={"nginx": 7, "haproxy": 7},
+                                   runtime_updates={"nginx": 5}, runtime_fallbacks={"nginx": 1}))
+    wait_for(lambda: (s := published(store)) and s.revision == 7)
+    nginx = published(store).targets["nginx"]  # type: ignore[union-attr]
+    assert (nginx.runtime_updates, nginx.runtime_fallbacks) == (5, 1)
+
+
 def test_an_unchanged_status_is_not_written_again(publisher: StatusPublisher, store: MemoryStore) -> None:
     same = WatcherStatus(connected=True, applied={"nginx": 5, "haproxy": 5})
     publisher.update(same)

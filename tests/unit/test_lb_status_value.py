@@ -9,6 +9,7 @@ import pytest
 
 from lbgen.core.lb_node_status import LbStatus, TargetStatus, applied_revision, decode_lb_status, encode_lb_status
 from lbgen.errors import InvalidValue
+from lbgen.services.watcher_status import WatcherStatus
 
 STATUS = LbStatus(
     node="lb-1", revision=40,
@@ -99,3 +100,19 @@ def test_a_bad_quarantine_list_is_rejected_with_its_field(quarantined: object, m
     raw = json.dumps({"revision": 1, "targets": {"nginx": {"revision": 1, "quarantined": quarantined}}})
     with pytest.raises(InvalidValue, match=message.replace("[", r"\[")):
         decode_lb_status("lb-1", raw)
+
+
+def test_runtime_counts_round_trip_and_old_values_have_none() -> None:
+    counted = LbStatus("lb-1", 3, {"nginx": TargetStatus(3, runtime_updates=97, runtime_fallbacks=2)})
+    assert decode_lb_status("lb-1", encode_lb_status(counted)) == counted
+    old = b'{"revision": 3, "targets": {"nginx": {"revision": 3}}}'
+    assert decode_lb_status("lb-1", old).targets["nginx"].runtime_updates == 0
+    with pytest.raises(InvalidValue, match="targets.nginx.runtime_fallbacks"):
+        decode_lb_status("lb-1", b'{"revision": 3, "targets": {"nginx": {"runtime_fallbacks": -1}}}')
+
+
+def test_the_watcher_counts_runtime_updates_and_fallbacks_per_target() -> None:
+    status = WatcherStatus()
+    for method, fallback in [("runtime", ""), ("runtime", ""), ("reload", "nginx reads back ..."), ("reload", "")]:
+        status.went_live("nginx", method, fallback)
+    assert (status.runtime_updates, status.runtime_fallbacks) == ({"nginx": 2}, {"nginx": 1})

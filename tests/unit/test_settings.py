@@ -150,7 +150,8 @@ def test_durations_round_trip(text: str, seconds: float) -> None:
     (with_("targets.0.render_memory", "1m"), "targets[0].render_memory: expected at least 4m"),
     (with_("targets.0.render_memory", True), "targets[0].render_memory: expected a size like 64m"),
     (with_("targets.0.runtime", "yes"), "targets[0].runtime: expected true or false"),
-    (with_("targets.0.runtime", True), "targets[0].runtime: only haproxy targets have a runtime API (kind is nginx)"),
+    ({**BASE, "targets": [{**BASE["targets"][0], "kind": "generic", "runtime": True}]},
+     "targets[0].runtime: only haproxy, nginx targets have a runtime API (kind is generic)"),
     (with_("targets.0.wait", "soon"), "targets[0].wait: expected a duration like 100ms"),
     (with_("targets.0.template", ""), "targets[0].template: expected a non-empty string"),
     (with_("targets", []), "targets: expected at least one target"),
@@ -221,7 +222,8 @@ def test_kind_is_guessed_from_the_checker(check: tuple[str, ...], kind: str) -> 
     ("haproxy", True, {}, True),
     ("nginx", None, {"stats_socket": "/run/x.sock"}, False),
     ("nginx", False, {}, False),
-], ids=["haproxy-with-socket", "haproxy-without", "opted-out", "opted-in", "nginx", "nginx-off"])
+    ("nginx", True, {}, True),
+], ids=["haproxy-with-socket", "haproxy-without", "opted-out", "opted-in", "nginx", "nginx-off", "nginx-on"])
 def test_runtime_updates_default_on_for_haproxy_with_a_stats_socket(
     kind: str, runtime: bool | None, vars: dict[str, str], expected: bool
 ) -> None:

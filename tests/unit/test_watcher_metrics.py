@@ -59,3 +59,15 @@ def test_a_new_served_health_recounts_every_service() -> None:
     state, metrics, counting = loaded(3)
     metrics.catalog(state.catalog(), frozenset({"passing", "warning"}), 0)
     assert len(counting.touched) == 3
+
+
+def test_runtime_updates_and_fallbacks_are_counted_per_target() -> None:
+    metrics = WatcherMetrics()
+    metrics.applied_ok("nginx", 5, reloaded=False, method="runtime")
+    metrics.applied_ok("nginx", 6, reloaded=True, method="reload", fallback="nginx reads back upstream web ...")
+    metrics.applied_ok("nginx", 7, reloaded=True, method="reload")
+
+    def sample(name: str) -> float | None:
+        return metrics.registry.get_sample_value(f"lbgen_watcher_{name}_total", {"target": "nginx"})
+
+    assert (sample("runtime_updates"), sample("runtime_fallbacks"), sample("reloads")) == (1, 1, 2)

@@ -32,7 +32,12 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 class RuntimeChange(Protocol):
     """A kind's plan for bringing a running LB to a new config without a reload. Opaque to the
-    applier, which hands it to the kind's `RuntimeApi` and logs its length (commands to send)."""
+    applier, which hands it to the kind's `RuntimeApi` and logs its length (commands to send).
+    `needs_check`: False when the change cannot make the file invalid (nginx: only lbgen's own
+    encoding of endpoint sets changed, issue 12): the applier then writes it without the checker."""
+
+    @property
+    def needs_check(self) -> bool: ...
 
     def __len__(self) -> int: ...
 

@@ -45,10 +45,13 @@ class ServerState:
 
 @dataclass(frozen=True)
 class RuntimePlan:
-    """Commands in order, and the expected state of every server of every backend they touch."""
+    """Commands in order, and the expected state of every server of every backend they touch.
+    `needs_check`: `haproxy -c` runs on the file first (the slot lines are parsed, not generated
+    by lbgen alone: a custom template may put anything on them)."""
 
     commands: tuple[str, ...]
     expected: Mapping[str, Mapping[str, ServerState]]
+    needs_check: bool = True
 
     def __len__(self) -> int:
         """How many commands (`lbgen.core.kinds.RuntimeChange`: the applier logs it)."""

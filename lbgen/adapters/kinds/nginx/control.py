@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Iterator
 
 from lbgen.adapters import process as procfs
-from lbgen.adapters.kinds import KindAdapter
+from lbgen.adapters.kinds.nginx.modules import require_modules
+from lbgen.core.kinds.nginx import DEFAULT_PID_FILE
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
 from lbgen.core.values import Generation
@@ -37,7 +38,6 @@ from lbgen.ports import Clock
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PID_FILE = "/run/nginx.pid"  # Debian's, and the default template's
 _POLL_SECONDS = 0.005
 # `include <arg>;` at the start of a line (a commented-out include starts with `#`).
 _INCLUDE_RE = re.compile(r"""^(?P<indent>[ \t]*)include[ \t]+(?P<arg>"[^"]*"|'[^']*'|[^\s;]+)[ \t]*;""", re.M)
@@ -62,6 +62,7 @@ class NginxControl:
         The shadow sits beside the main config (hidden) so relative paths resolve as they will
         live: nginx resolves them against the directory of the `-c` file.
         """
+        require_modules(self._target.name, staged)
         dest = Path(os.path.realpath(self._target.dest))
         if self._main_config is None or Path(os.path.realpath(self._main_config)) == dest:
             yield staged
@@ -185,6 +186,3 @@ def _master_idle(pid: int) -> bool | None:
 
 # rt_sigsuspend's number per architecture (the master waits for signals there between events).
 _RT_SIGSUSPEND = {"x86_64": 130, "aarch64": 133}
-
-
-ADAPTER = KindAdapter(control=NginxControl)
