@@ -15,7 +15,7 @@ each insert: rebuilding 10,000 entries cost more than the render saved).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -70,12 +70,14 @@ class FragmentSession(Session):
         self.hits: list[_Entry] = []
         self.new: dict[Key, _Entry] = {}
 
-    def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
-        """The body's text for these values: remembered for an equal key, else rendered."""
+    def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]
+             ) -> FragmentText | None:
+        """The body's text for these values: remembered for an equal key, else rendered; None
+        when they have no key (the body then renders in place, as written)."""
         try:
             key, refs = self._keys.of(fragment, context, values)
         except _Unkeyable:
-            return fragment.render(context, values)
+            return None
         entry = self._cache.entries.get(key) or self.new.get(key)
         if entry is not None:
             self.hits.append(entry)
@@ -123,13 +125,17 @@ class FragmentSession(Session):
                     cache.entries.pop(key, None)
 
 
+_Memo = tuple[object, Hashable, tuple[object, ...], tuple[Any, ...]]  # value, key, refs, context reads
+_NO_KEY = object()
+
+
 class _Keys:
     """Keys of one render's values; containers remembered by identity for the render's length."""
 
     def __init__(self, rules: Rules) -> None:
         self._rules = rules
-        self._memo: dict[int, tuple[object, Hashable, tuple[object, ...], tuple[Any, ...]]] = {}
-        self._chain_memo: dict[tuple[int, Any], tuple[object, Hashable, tuple[object, ...], tuple[Any, ...]]] = {}
+        self._memo: dict[Any, _Memo] = {}
+        self._chain_memo: dict[Any, _Memo] = {}
         self._refs: list[object] = []
         self._reads: list[Any] = []  # the context-reading globals met
         self._budget = 0
@@ -185,16 +191,7 @@ class _Keys:
             return self.key(value)
         if kind not in self._rules.value_types and kind not in _IMMUTABLE:
             return self._chains(env, value, chains)
-        slot = (id(value), chains)
-        hit = self._chain_memo.get(slot)
-        if hit is not None and hit[0] is value:
-            self._refs.extend(hit[2])
-            self._reads.extend(hit[3])
-            return hit[1]
-        refs, reads = len(self._refs), len(self._reads)
-        key = self._chains(env, value, chains)
-        self._chain_memo[slot] = (value, key, tuple(self._refs[refs:]), tuple(self._reads[reads:]))
-        return key
+        return self._memoized(self._chain_memo, (id(value), chains), value, lambda: self._chains(env, value, chains))
 
     def _chains(self, env: jinja2.Environment, value: Any, chains: Any) -> Hashable:
         try:
@@ -242,14 +239,26 @@ class _Keys:
         return ("context", id(value))
 
     def _remembered(self, value: Any, kind: type) -> Hashable:
-        hit = self._memo.get(id(value))
+        return self._memoized(self._memo, id(value), value, lambda: self._compound(value, kind))
+
+    def _memoized(self, memo: dict[Any, _Memo], slot: Any, value: Any, compute: Callable[[], Hashable]) -> Hashable:
+        """`compute()`, remembered for `value` (held, so its id stays its own) for this render,
+        with the refs and context reads it added; a value without a key is remembered too (the
+        other items of the loop then give up at once)."""
+        hit = memo.get(slot)
         if hit is not None and hit[0] is value:
+            if hit[1] is _NO_KEY:
+                raise _Unkeyable
             self._refs.extend(hit[2])
             self._reads.extend(hit[3])
             return hit[1]
         refs, reads = len(self._refs), len(self._reads)
-        key = self._compound(value, kind)
-        self._memo[id(value)] = (value, key, tuple(self._refs[refs:]), tuple(self._reads[reads:]))
+        try:
+            key = compute()
+        except _Unkeyable:
+            memo[slot] = (value, _NO_KEY, (), ())
+            raise
+        memo[slot] = (value, key, tuple(self._refs[refs:]), tuple(self._reads[reads:]))
         return key
 
     def _compound(self, value: Any, kind: type) -> Hashable:

@@ -37,7 +37,8 @@ SESSION = "__lbgen_fragments"  # the render context's `FragmentSession` (absent:
 
 _NOT_IN_BODY = (nodes.Extends, nodes.Block, nodes.Include, nodes.Import, nodes.FromImport, nodes.Macro,
                 nodes.CallBlock, nodes.NSRef, nodes.EvalContextModifier, nodes.ScopedEvalContextModifier)
-_NAMES_NOT_IN_BODY = frozenset({"loop", "caller", "self", "super", CALL, SESSION})
+_TEXT = "__lbgen_text"  # the rewritten loop body's local: the fragment's text, or None
+_NAMES_NOT_IN_BODY = frozenset({"loop", "caller", "self", "super", CALL, SESSION, _TEXT})
 _IMPURE = frozenset({"random", "lipsum"})
 # Jinja's filters that take the context only to call another filter or test, named by a constant.
 _DISPATCHERS = frozenset({"map", "select", "reject", "selectattr", "rejectattr"})
@@ -83,7 +84,7 @@ class Fragment:
         return FragmentText(self.template.environment.concat(self.template.root_render_func(ctx)))
 
 
-def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> Callable[..., FragmentText]:
+def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> Callable[..., FragmentText | None]:
     """Rewrite `ast` in place (outermost qualifying loops first); the `__lbgen_fragment` global
     its calls, and its fragments' calls, go through."""
     rewriting = _Rewriting(env, name)
@@ -93,9 +94,11 @@ def rewrite(env: jinja2.Environment, ast: nodes.Template, name: str) -> Callable
     return rewriting.call
 
 
-# A fragment's own loops are fragments too when they hold a loop themselves, one level down: the
-# server blocks inside `for listener in lb.http` (one port can hold 10,000 hosts) are kept apart,
-# the lines of one upstream are not (100,000 tiny entries would cost more than they save).
+# Only a loop whose body holds a loop is rewritten: a one-line body (`{{ line }}`) costs less to
+# render than its key and lookup (10,000 of them cost 100 ms more, bench/render_bench.py). A
+# fragment's own such loops are fragments too, one level down: the server blocks inside
+# `for listener in lb.http` (one port can hold 10,000 hosts) are kept apart; further down not
+# (100,000 tiny entries would cost more than they save).
 _NESTED = 1
 
 
@@ -109,19 +112,29 @@ class _Rewriting:
 
     def visit(self, node: nodes.Node, depth: int) -> None:
         for child in node.iter_child_nodes():
-            wanted = isinstance(child, nodes.For) and (depth == 0 or any(True for _ in child.find_all(nodes.For)))
+            wanted = isinstance(child, nodes.For) and any(True for _ in child.find_all(nodes.For))
             fragment = self.fragment(child, depth) if isinstance(child, nodes.For) and wanted else None
             if not isinstance(child, nodes.For) or fragment is None:
                 self.visit(child, depth)
                 continue
             self.fragments.append(fragment)
-            call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(len(self.fragments) - 1)]
-                              + [nodes.Name(n, "load") for n in fragment.names], [], None, None)
-            child.body = [nodes.Output([call])]
-            child.body[0].set_lineno(child.lineno)
-            child.body[0].set_environment(self.env)
+            child.body = self.cached_or_inline(child, len(self.fragments) - 1, fragment.names)
             for other in child.else_:
                 self.visit(other, depth)
+
+    def cached_or_inline(self, loop: nodes.For, index: int, names: tuple[str, ...]) -> list[nodes.Node]:
+        """`{% set t = __lbgen_fragment(index, names...) %}{% if t is not none %}{{ t }}{% else %}`
+        the body as it was `{% endif %}`: a body whose values have no key renders in place, at the
+        cost of the attempt only."""
+        call = nodes.Call(nodes.Name(CALL, "load"), [nodes.Const(index)] + [nodes.Name(n, "load") for n in names],
+                          [], None, None)
+        found = nodes.Not(nodes.Test(nodes.Name(_TEXT, "load"), "none", [], [], None, None))
+        body: list[nodes.Node] = [nodes.Assign(nodes.Name(_TEXT, "store"), call),
+                                  nodes.If(found, [nodes.Output([nodes.Name(_TEXT, "load")])], [], loop.body)]
+        for node in body:
+            node.set_lineno(loop.lineno)
+            node.set_environment(self.env)
+        return body
 
     def fragment(self, loop: nodes.For, depth: int) -> Fragment | None:
         """The fragment for `loop`'s body, or None when the loop does not qualify."""
@@ -227,22 +240,24 @@ def _chain(node: nodes.Node, name: str) -> Chain | None:
 class Session:
     """What a render's context holds as `__lbgen_fragments` (`lbgen.core.fragment_cache`)."""
 
-    def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]) -> FragmentText:
+    def text(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]
+             ) -> FragmentText | None:
         raise NotImplementedError
 
 
-def caller(fragments: Sequence[Fragment]) -> Callable[..., FragmentText]:
-    """The `__lbgen_fragment(index, *values)` global of one compiled template. Called otherwise
-    than the rewrite calls it (a template can name it), it refuses or renders uncached."""
+def caller(fragments: Sequence[Fragment]) -> Callable[..., FragmentText | None]:
+    """The `__lbgen_fragment(index, *values)` global of one compiled template: the body's text,
+    or None when it is to render in place (no session, or no key for these values). Called
+    otherwise than the rewrite calls it (a template can name it), it refuses or returns None."""
 
     @jinja2.pass_context
-    def call(context: jinja2.runtime.Context, index: int, *values: Any) -> FragmentText:
+    def call(context: jinja2.runtime.Context, index: int, *values: Any) -> FragmentText | None:
         fragment = fragments[index]
         if len(values) != len(fragment.names):
             raise TypeError(f"{CALL}: expected {len(fragment.names)} values, got {len(values)}")
         session = context.get(SESSION)
         if not isinstance(session, Session):
-            return fragment.render(context, values)
+            return None
         return session.text(fragment, context, values)
 
     call.unsafe_callable = call.alters_data = False  # type: ignore[attr-defined]  # the sandbox asks, per call

@@ -31,8 +31,10 @@ CUSTOM = {
                "{% call(s) each(services) %}{{ s.name }} {{ s.endpoints | length }}\n{% endcall %}"),
     "macro_outside": ("{% macro line(e) %}{{ e.id }} {{ e.weight }}{% endmacro %}{% for s in services %}"
                       "{% for e in s.endpoints %}{{ line(e) }}\n{% endfor %}{% endfor %}"),
-    "joiner": ("{% set comma = joiner(',') %}{% for s in services %}{{ comma() }}{{ s.name }}{% endfor %}\n"),
-    "cycler": ("{% set c = cycler('x', 'y') %}{% for s in services %}{{ c.next() }}{{ s.name }}\n{% endfor %}"),
+    "joiner": ("{% set comma = joiner(',') %}{% for s in services %}{{ comma() }}{{ s.name }}"
+               "{% for e in s.endpoints %}:{{ e.id }}{% endfor %}{% endfor %}\n"),
+    "cycler": ("{% set c = cycler('x', 'y') %}{% for s in services %}{{ c.next() }}{{ s.name }}"
+               "{% for e in s.endpoints %}:{{ e.port }}{% endfor %}\n{% endfor %}"),
     "context_global": ("{% for s in services %}{% for slot in slots(s, 2) %}{{ slot.name }} {{ slot.addr }}\n"
                        "{% endfor %}{% endfor %}"),
     "slots_by_listener": ("{% for l in layout(services).tcp %}{% for slot in slots(l.service, 2) %}{{ l.port }} "
@@ -44,15 +46,15 @@ CUSTOM = {
         " {{ r.path }}={{ r.service.name }}/{{ table[r.service.mode] }}{% endfor %}"
         "{% if vars.extra is defined %} {{ vars.extra }}{% endif %}{% if vars.none is defined %}!{% endif %}\n"
         "{% endfor %}{% endfor %}"),
-    "revision": "{% for s in services %}{{ s.name }} {{ revision }}\n{% endfor %}",
+    "revision": "{% for s in services %}{{ s.name }} {{ revision }}{% for e in s.endpoints %} {{ e.id }}{% endfor %}\n"
+                "{% endfor %}",
     "filtered_else": ("{% for s in services if s.endpoints %}{{ s.name }}{% set n = s.endpoints | length %}"
                       "{% for e in s.endpoints | sort(attribute='weight') %} {{ e | hostport }}{% else %}-"
                       "{% endfor %} {{ n }}\n{% else %}none\n{% endfor %}"),
-    "tuple_target": ("{% for name, count in services | map(attribute='name') | zip(services | map("
-                     "attribute='all_endpoints') | map('length')) %}{{ name }}={{ count }}\n{% endfor %}"),
-    "shadowed_global": ("{% set range = 'shadow' %}{% for s in services %}{{ range }} {{ s.name }}\n"
-                        "{% endfor %}"),
-    "fails_on_tcp": "{% for s in services %}{{ s.name }}{% if s.mode == 'tcp' %}{{ nope.x }}{% endif %}\n{% endfor %}",
+    "tuple_target": ("{% for key, value in vars | dictsort %}{{ key }}={{ value }}{% for s in services %}"
+                     " {{ s.name }}{% endfor %}\n{% endfor %}"),
+    "fails_on_tcp": ("{% for s in services %}{{ s.name }}{% for e in s.endpoints %}{{ e.id }}{% endfor %}"
+                     "{% if s.mode == 'tcp' %}{{ nope.x }}{% endif %}\n{% endfor %}"),
 }
 
 

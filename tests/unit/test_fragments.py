@@ -20,11 +20,11 @@ from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 from tests.unit.fragment_cases import CUSTOM, catalog_of, catalogs, changes, shipped
 
-VARS = {"stats_socket": "/tmp/s.sock", "status_port": 8999, "min_slots": 2, "extra": "x"}
+VARS = {"stats_socket": "/tmp/s.sock", "status_port": 8999, "min_slots": 2, "extra": "x", "lua_dir": "/tmp/lua"}
 
 
-def _target(kind: str, template: str) -> Target:
-    return Target(name=template, template=template, dest="/dev/null", kind=kind, vars=VARS)
+def _target(kind: str, template: str, runtime: bool = False) -> Target:
+    return Target(name=template, template=template, dest="/dev/null", kind=kind, vars=VARS, runtime=runtime)
 
 
 def diff(expected: str, got: str) -> str:
@@ -38,13 +38,13 @@ def _outcome(make: Callable[[], str]) -> str:
         return f"error: {e}"
 
 
-def _steps(kind: str, source: str, template: str, keep_slots: bool) -> Callable[..., None]:
+def _steps(kind: str, source: str, template: str, keep_slots: bool, runtime: bool = False) -> Callable[..., None]:
     """A property: over a random catalog and changes, cached text == uncached text, every step."""
 
     @settings(max_examples=40, deadline=None)
     @given(st.data())
     def check(data: st.DataObject) -> None:
-        target, cache = _target(kind, template), FragmentCache()
+        target, cache = _target(kind, template, runtime), FragmentCache()
         services = data.draw(catalogs())
         last = ""
         for revision in range(1, data.draw(st.integers(1, 6)) + 1):
@@ -62,10 +62,11 @@ def _steps(kind: str, source: str, template: str, keep_slots: bool) -> Callable[
     return check
 
 
-@pytest.mark.parametrize("kind, keep_slots", [("nginx", False), ("haproxy", False), ("haproxy", True)],
-                         ids=["nginx", "haproxy", "haproxy-previous-slots"])
-def test_shipped_templates_render_identically_with_the_cache(kind: str, keep_slots: bool) -> None:
-    _steps(kind, shipped(kind), f"{kind}.j2", keep_slots)()
+@pytest.mark.parametrize("kind, keep_slots, runtime", [
+    ("nginx", False, False), ("nginx", False, True), ("haproxy", False, False), ("haproxy", True, False)],
+    ids=["nginx", "nginx-runtime", "haproxy", "haproxy-previous-slots"])
+def test_shipped_templates_render_identically_with_the_cache(kind: str, keep_slots: bool, runtime: bool) -> None:
+    _steps(kind, shipped(kind), f"{kind}.j2", keep_slots, runtime)()
 
 
 @pytest.mark.parametrize("name", sorted(CUSTOM))
@@ -79,22 +80,26 @@ def _fragments(source: str) -> tuple[frag.Fragment, ...]:
     return call.__closure__[0].cell_contents  # type: ignore[no-any-return]
 
 
+L = "{% for e in s.endpoints %}{{ e.id }}{% endfor %}"  # an inner loop: only such bodies are rewritten
+
+
 @pytest.mark.parametrize("source, rewritten", [
-    ("{% for s in services %}{{ s.name }}{% endfor %}", [("s",)]),
-    ("{% for s in services %}{{ loop.index }}{% endfor %}", []),
-    ("{% for s in services recursive %}{{ s.name }}{% endfor %}", []),
-    ("{% set ns = namespace(a=1) %}{% for s in services %}{% set ns.a = 2 %}{% endfor %}", []),
-    ("{% for s in services %}{% include 'x' %}{% endfor %}", []),
-    ("{% for s in services %}{{ services | random }}{% endfor %}", []),
-    ("{% for s in services %}{{ lipsum() }}{% endfor %}", [("lipsum",)]),  # lipsum: never keyed
-    ("{% for s in services %}{% macro m() %}{% endmacro %}{% endfor %}", []),
-    ("{% for s in services %}{{ y }}{% set y = 1 %}{% endfor %}", []),
+    ("{% for s in services %}{{ s.name }}{% endfor %}", []),  # a one-line body: cheaper to render
+    ("{% for s in services %}{{ s.name }}" + L + "{% endfor %}", [("s",)]),
+    ("{% for s in services %}{{ loop.index }}" + L + "{% endfor %}", []),
+    ("{% for s in services recursive %}{{ s.name }}" + L + "{% endfor %}", []),
+    ("{% set ns = namespace(a=1) %}{% for s in services %}{% set ns.a = 2 %}" + L + "{% endfor %}", []),
+    ("{% for s in services %}{% include 'x' %}" + L + "{% endfor %}", []),
+    ("{% for s in services %}{{ services | random }}" + L + "{% endfor %}", []),
+    ("{% for s in services %}{{ lipsum() }}" + L + "{% endfor %}", [("lipsum", "s")]),  # lipsum: never keyed
+    ("{% for s in services %}{% macro m() %}{% endmacro %}" + L + "{% endfor %}", []),
+    ("{% for s in services %}{{ y }}{% set y = 1 %}" + L + "{% endfor %}", []),
     ("{% for s in services %}{% for e in s.endpoints %}{{ loop.index }}{% endfor %}{% endfor %}", [("s",)]),
-    ("{% for s in services %}{{ loop.index }}{% for e in s.endpoints %}{{ e.id }}{% endfor %}{% endfor %}",
-     [("e",)]),
-    ("{% for s in services %}{{ s.endpoints | map('upper') | list }}{% endfor %}", [("s",)]),
-    ("{% for s in services %}{{ s.endpoints | map('random') | list }}{% endfor %}", []),
-], ids=["plain", "loop", "recursive", "namespace-set", "include", "random", "lipsum", "macro",
+    ("{% for s in services %}{{ loop.index }}{% for e in s.endpoints %}{% for t in e.tags %}{{ t }}{% endfor %}"
+     "{% endfor %}{% endfor %}", [("e",)]),
+    ("{% for s in services %}{{ s.endpoints | map('upper') | list }}" + L + "{% endfor %}", [("s",)]),
+    ("{% for s in services %}{{ s.endpoints | map('random') | list }}" + L + "{% endfor %}", []),
+], ids=["one-line", "plain", "loop", "recursive", "namespace-set", "include", "random", "lipsum", "macro",
         "read-then-set", "inner-loop-var", "outer-loop-var", "map-pure", "map-random"])
 def test_which_loops_are_rewritten(source: str, rewritten: list[tuple[str, ...]]) -> None:
     assert [f.names for f in _fragments(source)] == rewritten
@@ -106,7 +111,8 @@ def test_lipsum_renders_uncached_every_time() -> None:
 
 
 def test_chains_key_only_what_is_read() -> None:
-    [fragment] = _fragments("{% for x in xs %}{{ listener.port }}{{ vars.a }}{{ x }}{% endfor %}")
+    [fragment] = _fragments("{% for x in xs %}{{ listener.port }}{{ vars.a }}{{ x }}"
+                            "{% for y in x %}{% endfor %}{% endfor %}")
     assert dict(zip(fragment.names, fragment.chains)) == {
         "listener": (((True, "port"),),), "vars": (((True, "a"),),), "x": None}
 
