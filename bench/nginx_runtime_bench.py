@@ -48,7 +48,9 @@ from lbgen.core.schema import endpoint_key, spec_key  # noqa: E402
 from lbgen.core.settings import GUARD_OFF, Settings, Target, Wait  # noqa: E402
 from lbgen.services.watcher import Watcher  # noqa: E402
 from tests.support.lb import get, nginx_conf  # noqa: E402
-from tests.support.nginx_node import TEMPLATE, generation, node_applier, node_config, node_target  # noqa: E402
+from tests.support.nginx_node import (  # noqa: E402
+    TEMPLATE, first_config, generation, node_applier, node_config, node_target,
+)
 from tests.support.util import free_port, wait_until  # noqa: E402
 
 PREFIX = "/bench/nginx"
@@ -77,7 +79,7 @@ class Node:
         lb_dir = self.root / name
         lb_dir.mkdir()
         target = node_target(lb_dir, runtime=runtime, timeout=120.0)
-        (lb_dir / "nginx.conf").write_text(node_config(target, catalog(self.port)))
+        (lb_dir / "nginx.conf").write_text(first_config(target, catalog(self.port)))
         process = self.processes.spawn(name, ["nginx", "-p", str(lb_dir), "-c", str(lb_dir / "nginx.conf"),
                                               "-g", "daemon off;"])
         try:

@@ -29,6 +29,8 @@ ETC="$SYSCONFDIR/lbgen"
 SUMS="$LBGEN_HOME/lbgen-etc.sha256"
 UNITS=(agent/lbgen-agent.service nginx/lbgen-watch-nginx.service haproxy/lbgen-watch-haproxy.service
        dashboard/lbgen-dashboard.service)
+# Drop-ins for the LBs' own units (source → path under $UNITDIR).
+DROPINS=("nginx/nginx.service.d/lbgen-runtime.conf nginx.service.d/lbgen-runtime.conf")
 # source → path under $ETC, mode
 ETC_FILES=("nginx/lbgen.yaml nginx.yaml 0644" "haproxy/lbgen.yaml haproxy.yaml 0644"
            "templates/nginx.conf.j2 templates/nginx.conf.j2 0644"
@@ -83,6 +85,10 @@ install_files() {
   for unit in "${UNITS[@]}"; do
     localize "$SRC/$unit" >"$UNITDIR/$(basename "$unit")"
     chmod 0644 "$UNITDIR/$(basename "$unit")"
+  done
+  for entry in "${DROPINS[@]}"; do
+    set -- $entry
+    install -D -m 0644 "$SRC/$1" "$UNITDIR/$2"
   done
   for doc in "${DOCS[@]}"; do
     install -D -m 0644 "$SRC/$doc" "$DOCDIR/$doc"
@@ -163,6 +169,11 @@ do_uninstall() {
   uninstall_etc
   for unit in "${UNITS[@]}"; do
     rm -f "$UNITDIR/$(basename "$unit")"
+  done
+  for entry in "${DROPINS[@]}"; do
+    set -- $entry
+    rm -f "$UNITDIR/$2"
+    rmdir "$(dirname "$UNITDIR/$2")" 2>/dev/null || true
   done
   [ "$(readlink "$BIN" 2>/dev/null)" = "$LBGEN_HOME/bin/lbgen" ] && rm -f "$BIN"
   rm -rf "$DOCDIR" "$LBGEN_HOME"

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lbgen.core.kinds.nginx import control_socket
 from tests.support.etcd import EtcdServer, require_binary
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("install")]
@@ -107,6 +108,15 @@ def test_installed_units_pass_systemd_analyze_verify(root: Root) -> None:
     assert done.returncode == 0 and not done.stdout.strip() and not done.stderr.strip(), done.stdout + done.stderr
 
 
+def test_the_nginx_drop_in_makes_the_control_socket_directory_private(root: Root) -> None:
+    """nginx binds the Lua balancer's control socket in a directory that must exist first (after a
+    boot /run is empty) and that only root may enter; a stale socket would stop nginx's start."""
+    text = (root.units / "nginx.service.d/lbgen-runtime.conf").read_text()
+    assert "ExecStartPre=/bin/mkdir -p -m 0700 /run/lbgen-nginx" in text
+    assert "ExecStartPre=/bin/rm -f /run/lbgen-nginx/control.sock" in text
+    assert control_socket({}) == "/run/lbgen-nginx/control.sock"  # the unit and the default agree
+
+
 @pytest.mark.parametrize("name", UNITS)
 def test_every_path_a_unit_names_was_installed(root: Root, name: str) -> None:
     text = (root.units / name).read_text()
@@ -162,6 +172,7 @@ def test_uninstall_removes_all_but_edited_settings_and_is_idempotent(root: Root)
 
     assert not root.home.exists() and not root.bin.is_symlink()
     assert not any((root.units / name).exists() for name in UNITS)
+    assert not (root.units / "nginx.service.d").exists()
     assert not (root.prefix / "share/doc/lbgen").exists()
     left = {p for p in root.etc.rglob("*") if p.is_file()}
     assert left - {root.etc / "nginx.yaml"} == set(edited)  # nginx.yaml: edited by the re-install test

@@ -4,6 +4,7 @@ with the Lua module: the shipped template with `runtime` on, the applier wired a
 from __future__ import annotations
 
 import http.client
+import os
 import re
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from lbgen.core.settings import Target
 from lbgen.services.applier import TargetResult
 from tests.support.lb import ConfFor, Lb, nginx_conf
 from tests.support.nginx_lua import HeldBackend
-from tests.support.nginx_node import generation, node_applier, node_config, node_target, web_catalog
+from tests.support.nginx_node import (
+    first_config, generation, node_applier, node_config, node_target, web_catalog,
+)
 from tests.support.util import free_port, wait_until
 from tests.unit.catalogs import tricky_catalog
 
@@ -38,7 +41,7 @@ class Node:
 
         def conf_for(lb_dir: Path, port: int) -> str:
             self.target, self.port = node_target(lb_dir, **target), port
-            return node_config(self.target, web_catalog(port, endpoints))
+            return first_config(self.target, web_catalog(port, endpoints))
 
         self.lb = nginx_lb(conf_for)
         wait_until(lambda: Path(control_socket(self.target.vars)).exists(), 10, "the control socket")
@@ -184,3 +187,41 @@ def test_nginx_accepts_the_runtime_render_of_every_corner(tmp_path: Path) -> Non
     init_by_lua: the tests that start nginx do)."""
     target = node_target(tmp_path)
     assert node_applier().check_text(target, node_config(target, tricky_catalog())) is None
+
+
+def _connect_as_nobody(path: str) -> subprocess.CompletedProcess[str]:
+    """Connect to a unix socket as user nobody (uid 65534): the prompt of any local user."""
+    script = "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); print('connected')"
+    return subprocess.run(["/usr/bin/python3", "-c", script, path], capture_output=True, text=True, timeout=30,
+                          user=65534, group=65534)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+def test_another_local_user_cannot_reach_the_control_api(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    a = held_backend("a")
+    node = Node(nginx_lb, {a.port: 1})
+    socket_path = control_socket(node.target.vars)
+    assert os.stat(socket_path).st_mode & 0o777 == 0o666  # nginx's own mode: the directory protects it
+    directory = Path(socket_path).parent
+    ancestors = {path: path.stat().st_mode & 0o7777 for path in directory.parents if path != Path("/")}
+    try:
+        for path, mode in ancestors.items():  # only the socket's own directory may stand in the way
+            path.chmod(mode | 0o001)
+        refused = _connect_as_nobody(socket_path)
+        assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused
+        directory.chmod(0o755)  # opened up, the socket answers anyone: the test itself can fail
+        assert "connected" in _connect_as_nobody(socket_path).stdout
+    finally:
+        directory.chmod(0o700)
+        for path, mode in ancestors.items():
+            path.chmod(mode)
+
+
+def test_an_opened_up_socket_directory_sends_changes_to_the_reload(nginx_lb: StartNginx,
+                                                                   held_backend: Backends) -> None:
+    a, b = held_backend("a"), held_backend("b")
+    node = Node(nginx_lb, {a.port: 1})
+    Path(control_socket(node.target.vars)).parent.chmod(0o755)
+    result = node.apply({b.port: 1})
+    assert result.method == "reload" and "is open to other users" in result.fallback
+    assert node.answers(2) == {"b": 2}

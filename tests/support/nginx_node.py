@@ -13,6 +13,7 @@ from typing import Any
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.kinds.nginx import LuaDir, NginxControl, NginxRuntime
 from lbgen.adapters.kinds.nginx.runtime import Api
+from lbgen.adapters.kinds.nginx.socket_dir import make_directory
 from lbgen.adapters.process import SubprocessRunner, SystemClock
 from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.render import render
@@ -51,6 +52,14 @@ def web_catalog(port: int, endpoints: Mapping[int, int], spec: Mapping[str, obje
 def node_config(target: Target, catalog: Catalog) -> str:
     """The rendered nginx.conf, as the watcher's renderer makes it (with the adapter's `lua_dir`)."""
     return render(TEMPLATE, catalog, target, kind_context=LuaDir().context(target, catalog))
+
+
+def first_config(target: Target, catalog: Catalog) -> str:
+    """The config nginx starts on, its control socket's private directory made first (what the
+    kit's nginx.service drop-in does at boot, and lbgen's apply before any config goes live)."""
+    if target.runtime:
+        make_directory(target)
+    return node_config(target, catalog)
 
 
 def node_applier(api: Api | None = None) -> Applier:

@@ -90,9 +90,9 @@ def test_without_a_lua_dir_the_render_says_so() -> None:
 
 
 @pytest.mark.parametrize("variables, path", [
-    ({}, "/run/nginx-lbgen.sock"),
-    ({"pid": "/var/run/nginx/nginx.pid"}, "/var/run/nginx/nginx-lbgen.sock"),
-    ({"pid": "nginx.pid"}, "./nginx-lbgen.sock"),
+    ({}, "/run/lbgen-nginx/control.sock"),
+    ({"pid": "/var/run/nginx/nginx.pid"}, "/var/run/nginx/lbgen-nginx/control.sock"),
+    ({"pid": "nginx.pid"}, "./lbgen-nginx/control.sock"),
     ({"control_socket": "/run/x.sock"}, "/run/x.sock"),
 ], ids=["default", "beside-the-pid", "relative", "chosen"])
 def test_the_control_socket_sits_beside_the_pid_file(variables: dict[str, str], path: str) -> None:

@@ -30,6 +30,7 @@ from typing import Iterator
 
 from lbgen.adapters import process as procfs
 from lbgen.adapters.kinds.nginx.modules import require_modules
+from lbgen.adapters.kinds.nginx.socket_dir import make_directory
 from lbgen.core.kinds.nginx import DEFAULT_PID_FILE
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
@@ -60,9 +61,13 @@ class NginxControl:
         """The staged file itself, or a shadow of `main_config` that includes it in dest's place.
 
         The shadow sits beside the main config (hidden) so relative paths resolve as they will
-        live: nginx resolves them against the directory of the `-c` file.
+        live: nginx resolves them against the directory of the `-c` file. With the Lua balancer,
+        the control socket's private directory is made first: `nginx -t` needs it (so a dry run
+        may create it, empty).
         """
         require_modules(self._target.name, staged)
+        if self._target.runtime:
+            make_directory(self._target)
         dest = Path(os.path.realpath(self._target.dest))
         if self._main_config is None or Path(os.path.realpath(self._main_config)) == dest:
             yield staged

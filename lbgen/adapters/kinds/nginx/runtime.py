@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from lbgen.adapters.kinds.nginx.socket_dir import check_private
 from lbgen.core.kinds import RuntimeChange
 from lbgen.core.kinds.nginx import control_socket
 from lbgen.core.kinds.nginx.endpoints import EndpointPlan
@@ -69,6 +70,7 @@ class NginxRuntime:
             raise ApplyError(f"{self._target.name}: not an nginx endpoint plan: {type(plan).__name__}")
         if not self.socket.exists():  # no nginx with the Lua balancer running: reload at once
             raise ApplyError(f"{self._target.name}: no nginx control socket at {self.socket}")
+        check_private(self._target)  # a socket another user could have put there is not nginx's
         self._api.write(plan.version, plan.upstreams)
         version, sets = self._api.read(plan.upstreams)
         if version != plan.version:

@@ -16,7 +16,10 @@ from lbgen.core.layout import UnsafeValue, Verbatim
 from lbgen.core.quoting import BARE_RE, scalar_text
 
 DEFAULT_PID_FILE = "/run/nginx.pid"  # Debian's, and the default template's
-CONTROL_SOCKET_NAME = "nginx-lbgen.sock"
+# In a directory of its own, which lbgen keeps private (mode 0700): nginx makes every unix socket
+# it listens on mode 0666, so the directory is what keeps other local users off the control API.
+CONTROL_SOCKET_DIR = "lbgen-nginx"
+CONTROL_SOCKET_NAME = "control.sock"
 _LUA_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]+")
 
 
@@ -44,12 +47,13 @@ def lua_quote(value: Any) -> Verbatim:
 
 def control_socket(variables: Mapping[str, Any]) -> str:
     """The unix socket of the Lua balancer's control API: `vars.control_socket`, else
-    `nginx-lbgen.sock` beside the pid file (the template and the runtime adapter both ask here)."""
+    `lbgen-nginx/control.sock` beside the pid file (the template and the runtime adapter both ask
+    here). Its directory must be private to lbgen's user: `lbgen.adapters.kinds.nginx` makes it so."""
     chosen = variables.get("control_socket")
     if chosen:
         return str(chosen)
     pid = str(variables.get("pid", DEFAULT_PID_FILE))
-    return posixpath.join(posixpath.dirname(pid) or ".", CONTROL_SOCKET_NAME)
+    return posixpath.join(posixpath.dirname(pid) or ".", CONTROL_SOCKET_DIR, CONTROL_SOCKET_NAME)
 
 
 def _lua_endpoints(services: Any) -> EndpointBlock:
