@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lbgen.core import fragments as frag
-from lbgen.core.fragment_cache import FragmentCache, _Keys, _Unkeyable
+from lbgen.core.fragment_cache import FragmentCache, _digest, _Keys, _Unkeyable
 from lbgen.core.kinds.haproxy.slots import previous_slots
 from lbgen.core.model import Endpoint, Service
 from lbgen.core.render import _RULES, compiled, fragment_session, render
@@ -150,6 +150,30 @@ def test_one_changed_service_renders_its_upstream_and_its_server_block() -> None
     # new: its upstream, its port's listener and its own server block; hit: the 5 other upstreams,
     # the other port, and the other server blocks of its port (2 named, 1 default)
     assert (len(session.new), len(session.hits)) == (3, 9)
+
+
+def test_with_the_lua_balancer_an_endpoint_change_reuses_the_other_blocks() -> None:
+    """nginx with `runtime` on: the loops key the Lua-balanced names by a digest, not the endpoint
+    block (which changes with every endpoint), so the unchanged services' blocks are reused."""
+    services = {f"s{i}": _svc(f"s{i}", 8080 + i % 2) for i in range(6)}
+    target, cache = _target("nginx", "nginx.j2", runtime=True), FragmentCache()
+    session = fragment_session(cache)
+    render(shipped("nginx"), catalog_of(services, 1), target, fragments=session)
+    session.commit()
+    services["s2"] = _svc("s2", 8080, weight=3)
+    session = fragment_session(cache)
+    text = render(shipped("nginx"), catalog_of(services, 2), target, fragments=session)
+    assert text == render(shipped("nginx"), catalog_of(services, 2), target)
+    assert (len(session.new), len(session.hits)) == (3, 9)
+
+
+@pytest.mark.parametrize(("one", "other"), [
+    ({"a", "b"}, {"a", "c"}), ({"a", "b"}, {"a"}), ({"a", "b"}, {'a", "b'}),
+    ({"a", "b\x00c"}, {"a\x00b", "c"}),  # as many names, the same characters in order
+])
+def test_sets_of_names_are_keyed_by_their_members(one: set[str], other: set[str]) -> None:
+    assert _digest(frozenset(one)) == _digest(frozenset(sorted(one, reverse=True)))
+    assert _digest(frozenset(one)) != _digest(frozenset(other))
 
 
 def test_a_failed_render_stores_nothing() -> None:
