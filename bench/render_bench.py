@@ -207,8 +207,9 @@ def change_runs(result: Result, source: str, catalog: Catalog, target: Target, r
         text = timed(runs, "bounded, fragment cache", bounded(cached_bounded))
         assert text == timed(runs, "bounded, uncached", bounded(plain_bounded))
     paths = {"in process": "lbgen.core.render.render", "bounded": "BoundedRenderer (forked child; CPU includes it)"}
+    label = f"{target.template} (runtime: true)" if target.runtime else target.template
     for name, values in runs.items():
-        result.add(f"{target.template}: one change, {name}", paths[name.split(",")[0]], "ms", values)
+        result.add(f"{label}: one change, {name}", paths[name.split(",")[0]], "ms", values)
 
 
 def main() -> None:
@@ -228,7 +229,9 @@ def main() -> None:
         with Result("render_change", sys.argv) as result:
             result.notes.append(f"{args.services:,} services, {catalog.endpoint_count:,} endpoints, built in memory; "
                                 "each run changes one endpoint's weight, then renders")
-            for source, target in templates()[:2]:
+            nginx, haproxy = templates()[:2]
+            runtime = replace(nginx[1], runtime=True, vars={**nginx[1].vars, "lua_dir": "/usr/share/lbgen/lua"})
+            for source, target in (nginx, (nginx[0], runtime), haproxy):
                 change_runs(result, source, catalog, target, args.change)
         return
     with Result("render", sys.argv) as result:
