@@ -225,3 +225,18 @@ def test_an_opened_up_socket_directory_sends_changes_to_the_reload(nginx_lb: Sta
     result = node.apply({b.port: 1})
     assert result.method == "reload" and "is open to other users" in result.fallback
     assert node.answers(2) == {"b": 2}
+
+
+def test_a_dry_run_says_which_path_a_change_would_take(nginx_lb: StartNginx, held_backend: Backends) -> None:
+    """`lbgen render --dry-run` (the applier's preview): an endpoint change would go through the
+    control API, a structural one would reload; nothing is written either way."""
+    a, b = held_backend("a"), held_backend("b")
+    node = Node(nginx_lb, {a.port: 1})
+    live = Path(node.target.dest).read_text()
+    endpoint_change = node_config(node.target, web_catalog(node.port, {b.port: 1}))
+    structural = node_config(node.target, web_catalog(node.port, {a.port: 1}, {"hosts": ["web.test"]}))
+    [moved] = node.applier.preview([node.target], {"nginx": endpoint_change})
+    [restructured] = node.applier.preview([node.target], {"nginx": structural})
+    assert (moved.valid, moved.runtime, bool(moved.diff)) == (True, True, True)
+    assert (restructured.valid, restructured.runtime) == (True, False)
+    assert Path(node.target.dest).read_text() == live and node.answers(2) == {"a": 2}
