@@ -27,7 +27,8 @@ from tests.support.util import free_port, wait_until
 pytestmark = pytest.mark.integration
 
 GOOD = "good: {% for s in services %}{{ s.name }} {% endfor %}{{ vars.word }}\n"
-LOOP = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+# The inner body reads `a`, so the fragment cache (issue 13) cannot reuse it: 10^10 real iterations.
+LOOP = "{% for a in range(100000) %}{% for b in range(100000) %}{% if a < b < 0 %}{% endif %}{% endfor %}{% endfor %}"
 SIGTERM_DEADLINE = 5.0  # generous for a loaded machine; the measured figure is printed
 
 
