@@ -99,12 +99,15 @@ def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catal
     texts: dict[str, str] = {}
     errors: dict[str, str] = {}
     renderer = BoundedRenderer(fragments=False)  # one render per target: nothing would reuse a fragment
-    for target in targets:
-        try:
-            texts[target.name] = renderer.render(read_template(target.template), catalog, target,
-                                                 settings.served_health)
-        except LbgenError as e:
-            errors[target.name] = str(e)
+    try:
+        for target in targets:
+            try:
+                texts[target.name] = renderer.render(read_template(target.template), catalog, target,
+                                                     settings.served_health)
+            except LbgenError as e:
+                errors[target.name] = str(e)
+    finally:
+        renderer.close()
     return Rendered(texts, errors)
 
 

@@ -3,9 +3,8 @@
 A `FragmentCache` keeps what its last successful render used (hits and new texts) and drops the
 rest, so memory stays about one rendered config. A render works through a `FragmentSession`: it
 records the entries it hit and the texts it rendered, and `commit()` stores them. A render that
-fails commits nothing. A forked renderer's child sends its session's `delta()` back (hits as
-positions in the cache's order, which the fork shares) and the parent's session, made before the
-fork, `commit_delta`s it.
+fails commits nothing. The bounded renderer keeps the cache in its render worker
+(`lbgen.adapters.render_worker`), where the template renders.
 
 Entries are never rewritten: a key stands for one text for good. An identity-keyed value (a
 `ServiceView`) is held by every entry whose key has its id, so no other object can take that id
@@ -17,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -25,12 +24,11 @@ import jinja2
 
 from lbgen.core.fragments import Fragment, FragmentText, Rules, Session
 
-__all__ = ["Delta", "FragmentCache", "FragmentSession"]
+__all__ = ["FragmentCache", "FragmentSession"]
 
 _MAX_KEY_PARTS = 20_000  # a larger value (all of `services`) renders uncached: keying it costs more
 
 Key = tuple[Hashable, ...]
-Delta = tuple[list[int], list[tuple[Key, str, tuple[int, ...]]]]  # positions hit; new (key, text, ids)
 _SCALARS = (str, int, type(None))
 _IMMUTABLE = (dict, MappingProxyType, tuple, list)  # in the sandbox: `vars`, `spec`, a `{...}` literal
 
@@ -90,31 +88,11 @@ class FragmentSession(Session):
 
     def commit(self) -> None:
         """Keep what this render used, and drop the rest (call after a successful render)."""
-        self._store(self.hits, self.new, sweep=True)
+        self._store(self.hits, self.new)
 
-    def delta(self) -> Delta:
-        """What `commit_delta` needs, as plain data (identity-keyed objects by id)."""
-        position = {id(e): i for i, e in enumerate(self._cache.entries.values())}
-        used = [position[id(e)] for e in self.hits if id(e) in position]
-        return used, [(k, str(e.text), tuple(id(r) for r in e.refs)) for k, e in self.new.items()]
-
-    def commit_delta(self, delta: Delta, objects: Mapping[int, object]) -> None:
-        """`commit` with a child's `delta`; `objects`: id → each object alive in this process at
-        the fork (the render's service views and listeners). An entry naming any other id is
-        dropped. If another render committed since the fork, nothing is swept this time."""
-        used, new = delta
-        entries: dict[Key, _Entry] = {}
-        for key, text, ids in new:
-            refs = tuple(objects.get(i) for i in ids)
-            if all(r is not None for r in refs):
-                entries[key] = _Entry(FragmentText(text), refs, 0)
-        same = self._cache.generation == self._generation
-        current = list(self._cache.entries.values()) if same else []
-        self._store([current[i] for i in used if 0 <= i < len(current)], entries, sweep=same)
-
-    def _store(self, hits: list[_Entry], new: dict[Key, _Entry], sweep: bool) -> None:
+    def _store(self, hits: list[_Entry], new: dict[Key, _Entry]) -> None:
         cache = self._cache
-        sweep = sweep and cache.generation == self._generation
+        sweep = cache.generation == self._generation  # else another render committed since this one began
         cache.generation += 1
         for entry in hits:
             entry.generation = cache.generation

@@ -40,7 +40,7 @@ from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
 __all__ = ["BARE_RE", "FragmentCache", "InProcessRenderer", "TemplateSource", "UnsafeValue", "compile_template",
-           "compiled", "fragment_session", "identity_objects", "render"]
+           "compiled", "fragment_session", "render"]
 
 
 class TemplateSource(str):
@@ -164,14 +164,6 @@ def fragment_session(cache: FragmentCache) -> FragmentSession:
     return cache.session(_RULES)
 
 
-def identity_objects(views: tuple[lay.ServiceView, ...]) -> dict[int, object]:
-    """id → every object a fragment key may hold by identity when a template renders `views`:
-    the views and their layout's listeners (computed here: a forked renderer calls this before
-    the fork, so its child's `layout()` hands out these very objects)."""
-    found = layout(views)
-    return {id(o): o for o in (*views, *found.http, *found.tcp)}
-
-
 class _NoLoader(jinja2.BaseLoader):
     """What a source without a loader includes through: a clear error instead of Jinja's TypeError."""
 
@@ -227,8 +219,8 @@ def render(
     `all_endpoints`), `vars` (the target's vars), `revision` and `runtime` (the target's setting:
     whether changes may go through the LB's runtime API). Raises `TemplateError` naming the
     template and line for syntax errors, undefined names, sandbox violations and unsafe values.
-    `views`: `service_views(catalog, served_health)` when the caller has them already (a forked
-    renderer computes them before the fork, so its child does not walk, and copy, the memo).
+    `views`: `service_views(catalog, served_health)` when the caller has them already (the render
+    worker computes them, and the kind's warm-up, before it limits the render).
     `kind_context`: the extra context the target's kind reads, over the kind's defaults (HAProxy's
     `previous_slots`: where the live config has each endpoint, so that `slots()` keeps it there),
     read from the live config by the kind's adapter (`lbgen.adapters.kinds`).

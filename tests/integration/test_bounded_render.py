@@ -1,5 +1,7 @@
-"""The bounded renderer with real forked children (issue 10): templates that never end, recurse
-or grow without end are refused with one line naming the template; normal renders are unchanged."""
+"""The bounded renderer with its real forked worker (issues 10 and 13): templates that never end,
+recurse or grow without end are refused with one line naming the template; normal renders are
+unchanged; a worker that dies, times out or runs out of memory is replaced, and the next render
+is right again."""
 
 from __future__ import annotations
 
@@ -34,11 +36,15 @@ def target(kind: str = "generic", **limits: Any) -> Target:
 
 
 def bounded(source: str, catalog: Catalog = EMPTY, **limits: Any) -> str:
-    return BoundedRenderer().render(source, catalog, target(**limits), DEFAULT_SERVED_HEALTH)
+    renderer = BoundedRenderer()
+    try:
+        return renderer.render(source, catalog, target(**limits), DEFAULT_SERVED_HEALTH)
+    finally:
+        renderer.close()
 
 
 def _no_children_left() -> bool:
-    """No forked copy of this process is left (running or unreaped); other children (etcd) may be."""
+    """No forked copy of this process (a worker) is left, running or unreaped; other children (etcd) may be."""
     me = Path("/proc/self/cmdline").read_bytes()
     pids = [c for task in Path("/proc/self/task").iterdir() for c in (task / "children").read_text().split()]
     return not [pid for pid in pids if _cmdline(pid) in (me, b"")]
@@ -57,8 +63,11 @@ def test_default_templates_render_byte_identical(kind: str, catalog: Any) -> Non
     source = (ROOT / "templates" / TEMPLATES[kind]).read_text()
     the_target = Target(name=kind, template=TEMPLATES[kind], dest="/dev/null", kind=kind, vars=GOLDEN_VARS[kind])
     expected = render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)
-    got = BoundedRenderer().render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)
-    assert got == expected
+    renderer = BoundedRenderer()
+    got = renderer.render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)
+    again = renderer.render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)  # in the worker, told no change
+    renderer.close()
+    assert got == expected and again == expected
 
 
 def test_non_ascii_and_lone_surrogates_come_back_unchanged() -> None:
@@ -111,7 +120,7 @@ def test_close_interrupts_a_render_in_progress_and_refuses_later_ones() -> None:
     thread = threading.Thread(target=run)
     thread.start()
     try:
-        while not renderer._children and thread.is_alive():
+        while not renderer._workers and thread.is_alive():
             thread.join(0.01)
     finally:
         renderer.close()
@@ -120,6 +129,7 @@ def test_close_interrupts_a_render_in_progress_and_refuses_later_ones() -> None:
     assert errors == ["/srv/t.j2: render interrupted: lbgen is stopping"]
     with pytest.raises(TemplateError, match="not rendered: lbgen is stopping"):
         renderer.render("x", EMPTY, target(), DEFAULT_SERVED_HEALTH)
+    assert _no_children_left()
 
 
 def test_includes_resolve_in_the_child(tmp_path: Path) -> None:
@@ -127,4 +137,8 @@ def test_includes_resolve_in_the_child(tmp_path: Path) -> None:
     (tmp_path / "main.j2").write_text("main\n{% include 'part.j2' %}")
     the_target = Target(name="t", template=str(tmp_path / "main.j2"), dest="/dev/null", kind="generic")
     source = read_template(str(tmp_path / "main.j2"))
-    assert BoundedRenderer().render(source, EMPTY, the_target, DEFAULT_SERVED_HEALTH) == "main\npart 3\n"
+    renderer = BoundedRenderer()
+    assert renderer.render(source, EMPTY, the_target, DEFAULT_SERVED_HEALTH) == "main\npart 3\n"
+    (tmp_path / "part.j2").write_text("part {{ revision }} edited\n")  # seen by the worker at its next render
+    assert renderer.render(source, EMPTY, the_target, DEFAULT_SERVED_HEALTH) == "main\npart 3 edited\n"
+    renderer.close()

@@ -1,18 +1,16 @@
-"""The fragment cache across the bounded renderer's forks (issue 13): the child renders with the
-parent's cache, sends back what it rendered, the parent keeps it; the text is byte-identical to an
-uncached in-process render at every step, and a failed render keeps nothing."""
+"""The fragment cache in the bounded renderer's worker (issue 13): the worker keeps it from one
+render to the next, fed only the services that changed; the text is byte-identical to an uncached
+in-process render at every step, and a failed render changes nothing for the next."""
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from lbgen.adapters.bounded_render import BoundedRenderer, _fragments
+from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.kinds import kind_adapter
-from lbgen.core.fragment_cache import Delta
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Service
 from lbgen.core.render import render
 from lbgen.core.settings import Target
@@ -26,7 +24,7 @@ def _target(kind: str, dest: Path) -> Target:
 
 
 @pytest.mark.parametrize("kind", ["nginx", "haproxy"])
-def test_bounded_renders_are_identical_with_the_cache_across_forks(kind: str, tmp_path: Path) -> None:
+def test_bounded_renders_are_identical_with_the_cache_in_the_worker(kind: str, tmp_path: Path) -> None:
     source, target = shipped(kind), _target(kind, tmp_path / "live.cfg")
 
     @settings(max_examples=12, deadline=None)
@@ -45,38 +43,28 @@ def test_bounded_renders_are_identical_with_the_cache_across_forks(kind: str, tm
             if live:
                 live.rendered(target, expected)
             services = data.draw(changes(services))
+        renderer.close()
 
     check()
 
 
-def test_a_bounded_render_that_fails_keeps_the_cache_as_it_was(tmp_path: Path) -> None:
+def test_a_bounded_render_that_fails_changes_nothing_for_the_next(tmp_path: Path) -> None:
+    """A template error is an answer: the same worker renders the next catalog, byte-identical."""
     source = CUSTOM["fails_on_tcp"]
     target = Target(name="g", template="g.j2", dest=str(tmp_path / "g"), vars=VARS)
     renderer = BoundedRenderer()
-    ok = {"a": _service("a", {})}
-    renderer.render(source, catalog_of(ok, 1), target, DEFAULT_SERVED_HEALTH)
-    cache = renderer._fragments["g"]
-    kept = dict(cache.entries)
-    assert kept
-    with pytest.raises(TemplateError):
-        renderer.render(source, catalog_of({**ok, "b": _service("b", {"mode": "tcp"})}, 2), target,
-                        DEFAULT_SERVED_HEALTH)
-    assert cache.entries == kept
-
-
-class _Session:
-    def delta(self) -> Delta:
-        return [], [((1, "k"), "x" * 1000, ())]
-
-
-@pytest.mark.parametrize("text, budget, sent", [("a" * 100, 2000, True), ("a" * 1000, 1100, False),
-                                                ("é" * 100, 1300, True), ("é" * 150, 1300, False)],
-                         ids=["fits", "too-big", "utf8-fits", "utf8-bytes-too-big"])
-def test_fragments_are_sent_only_within_render_memory(text: str, budget: int, sent: bool) -> None:
-    data = _fragments(_Session(), text, budget)  # type: ignore[arg-type]
-    assert bool(data) is sent
-    if sent:
-        assert pickle.loads(data) == _Session().delta()
+    ok = {"a": _service("a", {}), "c": _service("c", {})}
+    try:
+        renderer.render(source, catalog_of(ok, 1), target, DEFAULT_SERVED_HEALTH)
+        [worker] = renderer._workers
+        with pytest.raises(TemplateError):
+            renderer.render(source, catalog_of({**ok, "b": _service("b", {"mode": "tcp"})}, 2), target,
+                            DEFAULT_SERVED_HEALTH)
+        later = catalog_of({**ok, "d": _service("d", {})}, 3)
+        assert renderer.render(source, later, target, DEFAULT_SERVED_HEALTH) == render(source, later, target)
+        assert renderer._workers == {worker}
+    finally:
+        renderer.close()
 
 
 def _service(name: str, spec: dict[str, object]) -> Service:
