@@ -104,6 +104,42 @@ def summary(values_s: Sequence[float]) -> str:
             f"min {min(ms):.1f}, max {max(ms):.1f} (n={len(ms)})")
 
 
+def forks(pid: int) -> list[int]:
+    """The running children of `pid` that run its own program: lbgen's render workers (not the
+    check or reload commands it runs)."""
+    own = Path(f"/proc/{pid}/cmdline").read_bytes()
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            try:
+                if Path(f"/proc/{child}/cmdline").read_bytes() == own:
+                    found.append(int(child))
+            except OSError:
+                pass  # ended meanwhile
+    return found
+
+
+def forks_cpu_s(pid: int) -> float:
+    """CPU seconds of `pid`'s running render workers, to the nanosecond (/proc/PID/schedstat: a
+    worker has one thread; /proc/PID/stat counts in clock ticks of 10 ms)."""
+    total = 0
+    for child in forks(pid):
+        try:
+            total += int(Path(f"/proc/{child}/schedstat").read_text().split()[0])
+        except OSError:
+            pass  # ended meanwhile: its CPU moves to the reaped children's
+    return total / 1e9
+
+
+def pss_mb(pid: int) -> float:
+    """The proportional set size of a process in MB: its shared pages split among their sharers
+    (a forked render worker and its watcher share most of theirs)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     """(current RSS, peak RSS) of a process in MB, from /proc."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)

@@ -35,12 +35,14 @@ from common import (
     bulk_put,
     endpoint,
     etcd,
+    forks,
     free_port,
     get,
     haproxy_vars,
     nginx_vars,
     precompile,
     registry,
+    pss_mb,
     rss_mb,
     spec,
     wait_until,
@@ -107,13 +109,18 @@ def bench_reload(services: int, per_service: int, changes: int) -> None:
             to_file.append(written - start)
             to_reload.append(reloaded - start)
         rss, peak = rss_mb(watcher.pid)
+        workers = forks(watcher.pid)
+        worker_rss, pss = sum(rss_mb(child)[0] for child in workers), pss_mb(watcher.pid)
+        worker_pss = sum(pss_mb(child) for child in workers)
         keys = services * (per_service + 1)
         path = (f"lbgen watch, {keys:,} keys ({services} services x {per_service} endpoints), wait 0, generic "
                 "target: check /bin/true, reload a tiny command (no LB)")
         with Result(f"watch_reload{'100' if keys <= 100 else '10k'}", sys.argv) as result:
             result.add("put → file written", path, "ms", [v * 1000 for v in to_file])
             result.add("put → reload command", path, "ms", [v * 1000 for v in to_reload])
-            result.add("watcher RSS", path, "MB", [rss], note=f"peak {peak:.0f} MB")
+            result.add("watcher RSS", path, "MB", [rss], note=f"peak {peak:.0f} MB, PSS {pss:.0f} MB")
+            result.add("render worker RSS", path, "MB", [worker_rss],
+                       note=f"PSS {worker_pss:.0f} MB: it shares pages with the watcher (fork)")
             result.add("config size", path, "kB", [os.path.getsize(dest) / 1e3])
             result.notes.append(PRECOMPILED)
         tap.close()
