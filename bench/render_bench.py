@@ -89,8 +89,9 @@ def children_cpu() -> float:
 
 
 def bounded_runs(result: Result, source: str, catalog: Catalog, target: Target, repeat: int) -> None:
-    """`repeat` bounded renders, each next to an in-process one; asserts identical output."""
-    renderer = BoundedRenderer()
+    """`repeat` bounded renders, each next to an in-process one; asserts identical output. Both
+    without the fragment cache: the difference is the bound's cost alone."""
+    renderer = BoundedRenderer(fragments=False)
     expected = render(source, catalog, target)
     inline, bounded, inline_cpu, bounded_cpu = [], [], [], []
     for _ in range(max(repeat, 1)):

@@ -32,9 +32,9 @@ from typing import Any, NoReturn
 
 from lbgen.adapters.kinds import LiveContext, kind_adapter
 from lbgen.core.kinds import lb_kind
-from lbgen.core.layout import ServiceView, service_views
+from lbgen.core.layout import ServiceView, layout, service_views
 from lbgen.core.model import Catalog, Service
-from lbgen.core.render import FragmentCache, fragment_session, render
+from lbgen.core.render import FragmentCache, compiled, fragment_session, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
@@ -118,7 +118,11 @@ class Worker:
             render_fn = self._render_fn
             return attempt(target, lambda: render_fn(source, catalog, target, served_health))
         context = live.context(target, catalog) if live else {}
-        views = _warm(catalog, target, served_health, context)
+        try:  # outside the limits, as the compiled template is kept: its cost is the source's, not the render's
+            compiled(source, target, fragments=self._use_fragments)
+        except TemplateError as e:
+            return FAILED, str(e)
+        views = _warm(catalog, target, served_health, context, self._use_fragments)
         session = None
         if self._use_fragments:
             session = fragment_session(self._fragments.setdefault(target.name, FragmentCache()))
@@ -138,13 +142,16 @@ class Worker:
         return self._live[kind]
 
 
-def _warm(catalog: Catalog, target: Target, served_health: frozenset[str],
-          context: Mapping[str, Any]) -> tuple[ServiceView, ...]:
-    """The service views and what the target's kind precomputes from them (`LbKind.warm`:
-    HAProxy's server slots), outside the render's limits: linear in the catalog whatever the
-    template does, and remembered by the layout memos for the next render (at 10,000 services
-    the HAProxy slots alone are about 30 MiB, bench/render_bench.py)."""
+def _warm(catalog: Catalog, target: Target, served_health: frozenset[str], context: Mapping[str, Any],
+          listeners: bool) -> tuple[ServiceView, ...]:
+    """The service views, their listeners (`layout()`, which the fragment cache keys by identity)
+    and what the target's kind precomputes from them (`LbKind.warm`: HAProxy's server slots),
+    outside the render's limits: linear in the catalog whatever the template does, and remembered
+    by the layout memos for the next render (at 10,000 services the HAProxy slots alone are about
+    30 MiB, bench/render_bench.py)."""
     views = service_views(catalog, served_health)
+    if listeners:
+        layout(views)
     warm = lb_kind(target.kind).warm
     if warm is not None:
         warm(views, target.vars, {**lb_kind(target.kind).context, **context})

@@ -63,7 +63,8 @@ def read(path: Path) -> str:
 
 
 def children(pid: int) -> list[int]:
-    """The processes `pid` forked that still run (a bounded render in progress)."""
+    """The processes `pid` forked that still run: its render worker, forked again for the render
+    after the one that `render_timeout` killed (so here: a render in progress)."""
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:

@@ -2,7 +2,7 @@
 
 `lbgen.adapters.kinds.<name>` defines `ADAPTER`, a `KindAdapter`, beside the kind's pure rules in
 `lbgen.core.kinds.<name>`. The CLI builds the applier's controls and runtime APIs from it, and the
-bounded renderer its live-config readers; nothing outside the two `kinds` packages names a kind.
+render worker its live-config readers; nothing outside the two `kinds` packages names a kind.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class KindAdapter:
 
     `control`: the built-in check of the whole config, reload and verify (`LbControl`); None: the
     target's own argv do everything. `runtime`: its runtime API, for targets with `runtime` on.
-    `live_context`: a new reader of the live config, one per renderer.
+    `live_context`: a new reader of the live config, one per render worker.
     """
 
     control: Callable[[Target, Clock], LbControl[Any]] | None = None

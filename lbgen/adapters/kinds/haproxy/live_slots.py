@@ -9,7 +9,6 @@ That text is parsed only when it differs from the live file (0.25 s at 100,000 e
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,26 +20,24 @@ _StatKey = tuple[int, int, int]
 
 
 class LiveSlots:
-    """`lbgen.adapters.kinds.LiveContext` of the haproxy targets of one renderer: per target the
+    """`lbgen.adapters.kinds.LiveContext` of the haproxy targets of one render worker (one thread,
+    `lbgen.adapters.render_worker`; it is told the texts other workers rendered): per target the
     live file's server slots and those of the last render, as the context's `previous_slots`."""
 
     def __init__(self) -> None:
         self._files: dict[str, tuple[_StatKey, str, Servers]] = {}  # dest → (stat key, text, servers)
         self._rendered: dict[str, str] = {}  # target → its last rendered text
-        self._lock = threading.Lock()  # lanes render quarantine probes from their own threads
 
     def context(self, target: Target, catalog: Catalog) -> Mapping[str, Any]:
         """`previous_slots`: the endpoint slots to keep for `catalog`."""
-        with self._lock:
-            text, live = self._live(target.dest)
-            rendered = self._rendered.get(target.name, text)
+        text, live = self._live(target.dest)
+        rendered = self._rendered.get(target.name, text)
         kept = assign(live, catalog)
         return {"previous_slots": kept if rendered == text else overlay(kept, assign(server_slots(rendered), catalog))}
 
     def rendered(self, target: Target, text: str) -> None:
         """Remember the text just rendered for `target`."""
-        with self._lock:
-            self._rendered[target.name] = text
+        self._rendered[target.name] = text
 
     def _live(self, dest: str) -> tuple[str, Servers]:
         try:
