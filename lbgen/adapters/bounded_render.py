@@ -91,7 +91,8 @@ class _Handle:
             return catalog
         removed: tuple[str, ...] = ()
         if len(known) + sum(s.name not in known for s in changed) != len(names):
-            removed = tuple(known.keys() - set(names))
+            present = set(names)
+            removed = tuple(name for name in known if name not in present)
         for name in removed:
             del known[name]
         known.update((s.name, s) for s in changed)
@@ -105,6 +106,9 @@ class _Handle:
         self.services = {s.name: s for s in catalog.services}
 
     def kill(self) -> None:
+        """SIGKILL, unless the worker was reaped already (its pid may be another process's now)."""
+        if self.ended:
+            return
         try:
             os.kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -114,8 +118,8 @@ class _Handle:
         """Kill and reap the worker, close the pipes; its wait status (0 if ended before)."""
         if self.ended:
             return 0
-        self.ended = True
         self.kill()
+        self.ended = True
         os.close(self.send_fd)
         os.close(self.receive_fd)
         try:
@@ -153,20 +157,25 @@ class BoundedRenderer:
         except BaseException:
             self._end(worker)
             raise
+        if status is None:
+            raise self._died(target, self._end(worker))
+        text = payload.decode("utf-8", "surrogatepass")
+        if status == OK:
+            self._remember(worker, target, text)
         if status in (OK, FAILED):
             self._give_back(worker)
         else:
-            wait_status = self._end(worker)
-            if status is None:
-                raise self._died(target, wait_status)
-        text = payload.decode("utf-8", "surrogatepass")
+            self._end(worker)
         if status != OK:
             raise (RenderLimit if status == LIMIT else TemplateError)(text)
+        return text
+
+    def _remember(self, worker: _Handle, target: Target, text: str) -> None:
+        """The target's last text, for a worker whose live-config reader did not see it render."""
         if kind_adapter(target.kind).live_context is not None:
             serial = next(self._serial)
             self._last[target.name] = (serial, text)
             worker.seen[target.name] = serial
-        return text
 
     def close(self) -> None:
         """Kill every worker (a render in progress raises `TemplateError`) and refuse later renders.
