@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
-from lbgen.core.model import Catalog, Endpoint, Service
+from lbgen.core.listeners import Port, empty_port, update_port
+from lbgen.core.model import Catalog, Service
 from lbgen.core.schema import normalize_address
+from lbgen.core.views import Layout, Listener, Route, ServiceView, VirtualHost
+
+__all__ = ["IdentityMemo", "Layout", "Listener", "Route", "ServiceView", "UnsafeValue", "Verbatim", "VirtualHost",
+           "host_port", "layout", "memo", "service_views"]
 
 T = TypeVar("T")
 
@@ -29,26 +33,6 @@ class Verbatim(str):
 
 class UnsafeValue(ValueError):
     """A value cannot be written into the config without changing its structure."""
-
-
-@dataclass(frozen=True)
-class ServiceView:
-    """A service as templates see it: `endpoints` are the served ones, `all_endpoints` every one."""
-
-    name: str
-    spec: Mapping[str, Any]
-    endpoints: tuple[Endpoint, ...]
-    all_endpoints: tuple[Endpoint, ...]
-
-    @property
-    def mode(self) -> str:
-        """`http` (the default) or `tcp`."""
-        return str(self.spec.get("mode", "http"))
-
-    @property
-    def balance(self) -> str:
-        """`roundrobin` (the default), `leastconn`, `random` or `source`."""
-        return str(self.spec.get("balance", "roundrobin"))
 
 
 class IdentityMemo:
@@ -73,15 +57,6 @@ class IdentityMemo:
         self._used[slot] = hit
         return hit[1]
 
-    def get_group(self, sources: tuple[object, ...], key: Any, compute: Callable[[], T]) -> T:
-        """`get` for a group of objects: remembered while every one of them is the same object."""
-        slot = (tuple(map(id, sources)), key)
-        hit = self._used.get(slot) or self._entries.get(slot)
-        if hit is None or any(a is not b for a, b in zip(hit[0], sources)):
-            hit = (sources, compute())
-        self._used[slot] = hit
-        return hit[1]
-
     def sweep(self) -> None:
         """Keep only what was used since the last sweep."""
         self._entries, self._used = self._used, {}
@@ -98,12 +73,12 @@ class _Memos:
     def __init__(self) -> None:
         self.catalog: Catalog | None = None
         self.views = IdentityMemo()
-        self.listeners = IdentityMemo()
         self.kinds: dict[str, IdentityMemo] = {}
+        self.last: tuple[Catalog, frozenset[str], tuple[ServiceView, ...]] | None = None
 
     def start(self, catalog: Catalog) -> None:
         if catalog is not self.catalog:
-            for memo in (self.views, self.listeners, *self.kinds.values()):
+            for memo in (self.views, *self.kinds.values()):
                 memo.sweep()
             self.catalog = catalog
 
@@ -117,10 +92,17 @@ def memo(name: str) -> IdentityMemo:
 
 
 def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
-    """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order)."""
+    """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order).
+    The same tuple again for the same catalog (every target of a pass, and the forked renderer's
+    parent and child), so `layout()` finds it is what it laid out last."""
+    last = _MEMOS.last
+    if last is not None and last[0] is catalog and last[1] == served_health:
+        return last[2]
     _MEMOS.start(catalog)
-    return tuple(_MEMOS.views.get(s, served_health, functools.partial(_view, s, served_health))
-                 for s in catalog.services)
+    views = tuple(_MEMOS.views.get(s, served_health, functools.partial(_view, s, served_health))
+                  for s in catalog.services)
+    _MEMOS.last = (catalog, served_health, views)
+    return views
 
 
 def _view(service: Service, served_health: frozenset[str]) -> ServiceView:
@@ -128,96 +110,54 @@ def _view(service: Service, served_health: frozenset[str]) -> ServiceView:
     return ServiceView(service.name, service.spec, served, service.all_endpoints)
 
 
-@dataclass(frozen=True)
-class Route:
-    """A URL path prefix (`/` or `/api`, never with a trailing slash) served by one service."""
+class _Laid:
+    """The last layout made, and what it was made from: replaced whole, never changed (renders in
+    other threads may be reading it)."""
 
-    path: str
-    service: ServiceView
-
-
-@dataclass(frozen=True)
-class VirtualHost:
-    """Host names that route alike on one port; `names == ()` is the port's default server."""
-
-    names: tuple[str, ...]
-    routes: tuple[Route, ...]  # longest path first
-
-
-@dataclass(frozen=True)
-class Listener:
-    """One listen port: HTTP virtual hosts (named first, the default last), or one TCP service."""
-
-    port: int
-    mode: str
-    hosts: tuple[VirtualHost, ...] = ()
-    service: ServiceView | None = None
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Every listener, and the spec conflicts that were resolved (reported, not rendered)."""
-
-    http: tuple[Listener, ...]
-    tcp: tuple[Listener, ...]
-    conflicts: tuple[Verbatim, ...]
+    last: tuple[tuple[ServiceView, ...], Mapping[int, Port], Layout] | None = None
 
 
 def layout(services: Iterable[ServiceView]) -> Layout:
-    """Group the exposed services (those with a `listen` port) by port, host name and path.
+    """Group the exposed services (those with a `listen` port) by port, host name and path; per
+    route the first service by name keeps it.
 
-    Each port's listener is remembered while its services are the same objects: an unchanged
-    port keeps its `Listener` object from one render to the next, which is what the fragment
-    cache keys it by (issue 13)."""
-    by_port: dict[int, list[ServiceView]] = defaultdict(list)
-    for service in services:
-        if "listen" in service.spec:
-            by_port[int(service.spec["listen"])].append(service)
-    http: list[Listener] = []
-    tcp: list[Listener] = []
-    conflicts: list[str] = []
-    for port in sorted(by_port):
-        group = tuple(by_port[port])
-        listener, clashes = _MEMOS.listeners.get_group(group, port, functools.partial(_listener, port, group))
-        (tcp if listener.mode == "tcp" else http).append(listener)
-        conflicts += clashes
-    return Layout(tuple(http), tuple(tcp), tuple(Verbatim(c) for c in conflicts))
-
-
-def _listener(port: int, group: tuple[ServiceView, ...]) -> tuple[Listener, list[str]]:
-    if group[0].mode == "tcp":
-        taken = [f"{s.name}: port {port} is taken by tcp service {group[0].name}" for s in group[1:]]
-        return Listener(port, "tcp", service=group[0]), taken
-    conflicts = [f"{s.name}: port {port} is taken by http service {group[0].name}" for s in group if s.mode == "tcp"]
-    hosts, clashes = _virtual_hosts(port, [s for s in group if s.mode == "http"])
-    return Listener(port, "http", hosts=hosts), conflicts + clashes
-
-
-def _virtual_hosts(port: int, services: list[ServiceView]) -> tuple[tuple[VirtualHost, ...], list[str]]:
-    """Per host name its path → service map, then host names with equal maps share a server."""
-    routes: dict[str, dict[str, ServiceView]] = defaultdict(dict)  # host ("" = default) → path → svc
-    clashes: list[str] = []
-    for service in services:  # sorted by name: the first service claiming a route keeps it
-        path = str(service.spec.get("path", "/")).rstrip("/") or "/"
-        for host in service.spec.get("hosts") or [""]:
-            owner = routes[host.lower()].setdefault(path, service)
-            if owner is not service:
-                where = f"{host or 'any host'}:{port}{path}"
-                clashes.append(f"{service.name}: route {where} is taken by {owner.name}")
-    routes.setdefault("", {})
-    shared: dict[tuple[tuple[str, str], ...], list[str]] = defaultdict(list)
-    for host, paths in routes.items():
-        if host:
-            shared[tuple((p, s.name) for p, s in sorted(paths.items()))].append(host)
-    named = [
-        VirtualHost(tuple(sorted(names)), _sorted_routes(routes[names[0]]))
-        for names in sorted(shared.values(), key=lambda n: sorted(n)[0])
-    ]
-    return (*named, VirtualHost((), _sorted_routes(routes[""]))), clashes
+    Only the ports of the services that changed since the last call (by identity: the view memo
+    hands out the same object while a service is unchanged) are redone, and within a port only
+    the hosts those services claim (`lbgen.core.listeners`): an unchanged port keeps its
+    `Listener` object, an unchanged server its `VirtualHost`, which is what the fragment cache
+    keys them by (issue 13)."""
+    views = tuple(services)
+    last = _Laid.last
+    if last is not None and last[0] is views:
+        return last[2]
+    if len({v.name for v in views}) < len(views):  # not a catalog's views: the first of each name
+        views = tuple({v.name: v for v in reversed(views)}.values())
+    ports = dict(last[1]) if last is not None else {}
+    for port, (removed, added) in _changes(last[0] if last is not None else (), views).items():
+        updated = update_port(ports.get(port) or empty_port(port), removed, added)
+        if updated.listener is None:
+            ports.pop(port, None)
+        else:
+            ports[port] = updated
+    found = [ports[port] for port in sorted(ports)]
+    laid = Layout(tuple(p.listener for p in found if p.listener and p.listener.mode == "http"),
+                  tuple(p.listener for p in found if p.listener and p.listener.mode == "tcp"),
+                  tuple(Verbatim(c) for p in found for c in p.conflicts))
+    _Laid.last = (views, ports, laid)
+    return laid
 
 
-def _sorted_routes(paths: dict[str, ServiceView]) -> tuple[Route, ...]:
-    return tuple(Route(p, s) for p, s in sorted(paths.items(), key=lambda item: (-len(item[0]), item[0])))
+def _changes(before: tuple[ServiceView, ...], after: tuple[ServiceView, ...]
+             ) -> dict[int, tuple[list[ServiceView], list[ServiceView]]]:
+    """Per port, the views gone since `before` and the views new in `after` (by identity)."""
+    old, new = dict(zip(map(id, before), before)), dict(zip(map(id, after), after))
+    found: dict[int, tuple[list[ServiceView], list[ServiceView]]] = defaultdict(lambda: ([], []))
+    for side, ids in ((0, old.keys() - new.keys()), (1, new.keys() - old.keys())):
+        views = old if side == 0 else new
+        for view in map(views.__getitem__, ids):
+            if "listen" in view.spec:
+                found[int(view.spec["listen"])][side].append(view)
+    return found
 
 
 def host_port(address: str, port: int) -> Verbatim:

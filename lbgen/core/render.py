@@ -146,8 +146,8 @@ def _fragment_rules() -> frag.Rules:
 
 
 # Keyed by identity: immutable, and handed out again while unchanged (the view memo, and the
-# layout's memo per port), so an unchanged service or port is one cheap key part.
-_IDENTITY_TYPES = frozenset({lay.ServiceView, lay.Listener})
+# layout's tables per port and host), so an unchanged service, server or port is one cheap key part.
+_IDENTITY_TYPES = frozenset({lay.ServiceView, lay.VirtualHost, lay.Listener})
 
 
 def _fields(cls: type) -> tuple[str, ...]:
@@ -166,10 +166,10 @@ def fragment_session(cache: FragmentCache) -> FragmentSession:
 
 def identity_objects(views: tuple[lay.ServiceView, ...]) -> dict[int, object]:
     """id → every object a fragment key may hold by identity when a template renders `views`:
-    the views and their layout's listeners (computed here: a forked renderer calls this before
-    the fork, so its child's `layout()` hands out these very objects)."""
+    the views and their layout's listeners and servers (computed here: a forked renderer calls
+    this before the fork, so its child's `layout()` hands out these very objects)."""
     found = layout(views)
-    return {id(o): o for o in (*views, *found.http, *found.tcp)}
+    return {id(o): o for o in (*views, *found.http, *found.tcp, *(h for lst in found.http for h in lst.hosts))}
 
 
 class _NoLoader(jinja2.BaseLoader):
