@@ -147,17 +147,19 @@ class _Edit:
         return leaving.keys() | joining.keys()
 
     def _rebuild(self, dirty: set[Signature]) -> None:
-        """A new server for each group in `dirty` (its hosts or its services changed)."""
+        """A new server for each group in `dirty` (its hosts or its services changed). Every old
+        one leaves the order before any new one enters: a host that moved to another group keeps
+        its place, which its old and new servers would otherwise share for a moment."""
         reorder = len(dirty) * _REORDER > len(self.vhosts)
-        for signature in dirty:
-            old = self.vhosts.pop(signature, None)
-            if old is not None and not reorder:
+        for old in filter(None, (self.vhosts.pop(signature, None) for signature in dirty)):
+            if not reorder:
                 at = bisect_left(self.starts, old.names[0])
                 del self.starts[at], self.ordered[at]
-            names = self.members[signature]
+        for signature in dirty:
+            names = self.members.pop(signature)
             if not names:
-                del self.members[signature]
                 continue
+            self.members[signature] = names
             vhost = self.vhosts[signature] = VirtualHost(names, self._routes(signature))
             if not reorder:
                 at = bisect_left(self.starts, names[0])
