@@ -88,6 +88,29 @@ class FragmentSession(Session):
         self.new[key] = _Entry(text, refs, 0)
         return text
 
+    def loop(self, fragment: Fragment, context: jinja2.runtime.Context, items: Sequence[Any],
+             values: Sequence[Any]) -> FragmentText | None:
+        """A whole loop's text: each item's body by its key, joined (the other values keyed once);
+        None as soon as an item has no key (the loop then runs as written)."""
+        slot, full, texts = fragment.target, list(values), []
+        assert slot is not None  # the caller checked
+        full.insert(slot, None)
+        entries, new, keys = self._cache.entries, self.new, self._keys
+        try:
+            outer = keys.outer(fragment, full, slot)
+            for item in items:
+                key, refs = keys.item(fragment, context, outer, slot, item)
+                entry = entries.get(key) or new.get(key)
+                if entry is None:
+                    full[slot] = item
+                    entry = new[key] = _Entry(fragment.render(context, full), refs, 0)
+                else:
+                    self.hits.append(entry)
+                texts.append(entry.text)
+        except _Unkeyable:
+            return None
+        return FragmentText("".join(texts))
+
     def commit(self) -> None:
         """Keep what this render used, and drop the rest (call after a successful render)."""
         self._store(self.hits, self.new, sweep=True)
@@ -128,6 +151,7 @@ class FragmentSession(Session):
 
 
 _Memo = tuple[object, Hashable, tuple[object, ...], tuple[Any, ...]]  # value, key, refs, context reads
+_Outer = tuple[list[Hashable], tuple[object, ...], tuple[Any, ...], int]  # parts, refs, context reads, budget left
 _NO_KEY = object()
 
 
@@ -146,28 +170,45 @@ class _Keys:
     def of(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]
            ) -> tuple[Key, tuple[object, ...]]:
         """The key of `fragment` rendered with `values` in `context`; `_Unkeyable` if there is none."""
+        return self.item(fragment, context, self.outer(fragment, values, None), None, None)
+
+    def outer(self, fragment: Fragment, values: Sequence[Any], skip: int | None) -> _Outer:
+        """The key parts of `values` but the one at `skip` (a loop's item: `item` adds it)."""
         self._refs, self._reads, self._budget = [], [], _MAX_KEY_PARTS
         env = fragment.template.environment
         parts: list[Hashable] = [fragment.uid]
-        identity = self._rules.identity_types
         for slot, (value, chains) in enumerate(zip(values, fragment.chains)):
-            kind = type(value)
-            if kind in identity and not self._by_chains(env, fragment.uid, slot, value, chains):
-                self._refs.append(value)  # the common cases first: a service, a plain value
-                parts.append((kind, id(value)))
-            elif kind in _SCALARS:
-                parts.append(value)
-            else:
-                parts.append(self._named(env, value, chains))
-        refs = tuple(self._refs)
+            parts.append(None if slot == skip else self._part(env, fragment.uid, slot, value, chains))
+        return parts, tuple(self._refs), tuple(self._reads), self._budget
+
+    def item(self, fragment: Fragment, context: jinja2.runtime.Context, outer: _Outer, skip: int | None,
+             value: Any) -> tuple[Key, tuple[object, ...]]:
+        """The whole key: `outer`'s parts with `value` at `skip`, then what the context reads say."""
+        parts, refs, reads, self._budget = outer
+        if skip is not None:
+            self._refs, self._reads, parts = list(refs), list(reads), list(parts)
+            env = fragment.template.environment
+            parts[skip + 1] = self._part(env, fragment.uid, skip, value, fragment.chains[skip])
+            refs, reads = tuple(self._refs), tuple(self._reads)
+        if not reads:
+            return tuple(parts), refs
         try:
-            for read in dict.fromkeys(self._reads):
+            for read in dict.fromkeys(reads):
                 if not fragment.stored.isdisjoint(read.names):
                     raise _Unkeyable  # the body assigns a name the global reads: not the context's
                 parts.extend(read.key(context, ref) for ref in refs)
         except Exception as e:  # noqa: BLE001  # the render itself says what is wrong, if it reads it
             raise _Unkeyable from e
         return tuple(parts), refs
+
+    def _part(self, env: jinja2.Environment, uid: int, slot: int, value: Any, chains: Any) -> Hashable:
+        kind = type(value)
+        if kind in self._rules.identity_types and not self._by_chains(env, uid, slot, value, chains):
+            self._refs.append(value)  # the common cases first: a service, a plain value
+            return (kind, id(value))
+        if kind in _SCALARS:
+            return value  # type: ignore[no-any-return]
+        return self._named(env, value, chains)
 
     def _by_chains(self, env: jinja2.Environment, uid: int, slot: int, value: Any, chains: Any) -> bool:
         """Whether an identity-keyed value read only as `name.a.b` is keyed by those values: when

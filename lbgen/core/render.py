@@ -195,9 +195,9 @@ def compile_template(source: str, name: str, guarded: bool, loader: jinja2.BaseL
     if fragments:
         compile_template(source, name, guarded, loader)  # its errors, as the author wrote the template
         ast = env.parse(source, name=name, filename=name)
-        call = frag.rewrite(env, ast, name)
+        calls = frag.rewrite(env, ast, name)
         code = env.compile(ast, name=name, filename=name)
-        return env.template_class.from_code(env, code, env.make_globals({frag.CALL: call}))
+        return env.template_class.from_code(env, code, env.make_globals(calls))
     try:
         code = env.compile(source, name=name, filename=name)
     except jinja2.TemplateSyntaxError as e:

@@ -53,6 +53,12 @@ CUSTOM = {
                       "{% endfor %} {{ n }}\n{% else %}none\n{% endfor %}"),
     "tuple_target": ("{% for key, value in vars | dictsort %}{{ key }}={{ value }}{% for s in services %}"
                      " {{ s.name }}{% endfor %}\n{% endfor %}"),
+    # The outer body has no key (a joiner): it renders in place, with the middle loop rewritten in it.
+    "inline_outer": ("{% set comma = joiner(',') %}{% for l in layout(services).http %}{{ comma() }}{{ l.port }}"
+                     "{% for v in l.hosts %} {{ v.names | join(' ') }}{% for r in v.routes %}={{ r.path }}"
+                     "{% endfor %}{% endfor %}\n{% endfor %}"),
+    "filtered_loop": ("{% for s in services if s.mode == 'tcp' and vars.extra %}{{ s.name }}"
+                      "{% for e in s.endpoints %} {{ e.id }}{% endfor %}\n{% endfor %}"),
     "fails_on_tcp": ("{% for s in services %}{{ s.name }}{% for e in s.endpoints %}{{ e.id }}{% endfor %}"
                      "{% if s.mode == 'tcp' %}{{ nope.x }}{% endif %}\n{% endfor %}"),
 }
