@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from lbgen.core.durations import format_duration
-from lbgen.core.model import Catalog, Service
+from lbgen.core.model import Catalog, replaced
 from lbgen.core.settings import Guard
 
 
@@ -65,7 +65,7 @@ def _counted(catalog: Catalog, served_health: frozenset[str]) -> _Tally:
 
 
 def _recounted(base: _Tally, catalog: Catalog) -> _Tally:
-    gone, came = _changed(base.catalog, catalog)
+    gone, came = replaced(base.catalog.services, catalog.services)
     counts, total, specs = dict(base.counts), base.total, base.specs
     for service in gone:
         total, specs = total - counts.pop(service.name), specs - bool(service.spec)
@@ -73,13 +73,6 @@ def _recounted(base: _Tally, catalog: Catalog) -> _Tally:
         counts[service.name] = served = len(service.served(base.served_health))
         total, specs = total + served, specs + bool(service.spec)
     return _Tally(catalog, base.served_health, counts, total, specs)
-
-
-def _changed(before: Catalog, after: Catalog) -> tuple[list[Service], list[Service]]:
-    """The services of `before` that `after` no longer has (as that object), and the new ones."""
-    old = dict(zip(map(id, before.services), before.services))
-    new = dict(zip(map(id, after.services), after.services))
-    return [old[i] for i in old.keys() - new.keys()], [new[i] for i in new.keys() - old.keys()]
 
 
 def check_drop(
@@ -95,7 +88,7 @@ def check_drop(
     if previous is None or not guard.enabled:
         return Verdict(True)
     before, after = _tally(previous, served_health), _tally(new, served_health)
-    gone, came = _changed(previous, new)
+    gone, came = replaced(previous.services, new.services)
     had, has = {s.name for s in gone if s.spec}, {s.name for s in came if s.spec}
     # Spec deleted (`lbgen registry rm`, a deploy's removal): gone on purpose, unless no spec at
     # all is left, which is a registry that lost its state.

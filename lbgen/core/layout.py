@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from lbgen.core.listeners import Port, empty_port, update_port
-from lbgen.core.model import Catalog, Service
+from lbgen.core.model import Catalog, Service, replaced
 from lbgen.core.schema import normalize_address
 from lbgen.core.views import Layout, Listener, Route, ServiceView, VirtualHost
 
@@ -150,11 +150,9 @@ def layout(services: Iterable[ServiceView]) -> Layout:
 def _changes(before: tuple[ServiceView, ...], after: tuple[ServiceView, ...]
              ) -> dict[int, tuple[list[ServiceView], list[ServiceView]]]:
     """Per port, the views gone since `before` and the views new in `after` (by identity)."""
-    old, new = dict(zip(map(id, before), before)), dict(zip(map(id, after), after))
     found: dict[int, tuple[list[ServiceView], list[ServiceView]]] = defaultdict(lambda: ([], []))
-    for side, ids in ((0, old.keys() - new.keys()), (1, new.keys() - old.keys())):
-        views = old if side == 0 else new
-        for view in map(views.__getitem__, ids):
+    for side, views in enumerate(replaced(before, after)):
+        for view in views:
             if "listen" in view.spec:
                 found[int(view.spec["listen"])][side].append(view)
     return found
