@@ -1,8 +1,10 @@
 """The text each fragment rendered, per key, kept per target from one render to the next (issue 13).
 
 A `FragmentCache` keeps what its last successful render used (hits and new texts) and drops the
-rest, so memory stays about one rendered config. A render works through a `FragmentSession`: it
-records the entries it hit and the texts it rendered, and `commit()` stores them. A render that
+rest once the rest outnumbers it, so memory stays within about two rendered configs (a sweep walks
+every entry: 4-6 ms at 20,000 of them, a large share of a one-endpoint change). A render
+works through a `FragmentSession`: it records the entries it hit and the texts it rendered, and
+`commit()` stores them. A render that
 fails commits nothing. A forked renderer's child sends its session's `delta()` back (hits as
 positions in the cache's order, which the fork shares) and the parent's session, made before the
 fork, `commit_delta`s it.
@@ -27,6 +29,7 @@ from lbgen.core.fragments import Fragment, FragmentText, Rules, Session
 
 __all__ = ["Delta", "FragmentCache", "FragmentSession"]
 
+_SLACK = 64  # unused entries always kept: a small cache is swept only when it has grown a little
 _MAX_KEY_PARTS = 20_000  # a larger value (all of `services`) renders uncached: keying it costs more
 
 Key = tuple[Hashable, ...]
@@ -144,7 +147,8 @@ class FragmentSession(Session):
         for key, entry in new.items():
             entry.generation = cache.generation
             cache.entries.setdefault(key, entry)
-        if sweep:  # `list` and `pop`: atomic, should another thread's render commit meanwhile
+        if sweep and len(cache.entries) > 2 * (len(hits) + len(new)) + _SLACK:
+            # `list` and `pop`: atomic, should another thread's render commit meanwhile
             for key, entry in list(cache.entries.items()):
                 if entry.generation != cache.generation:
                     cache.entries.pop(key, None)

@@ -198,3 +198,22 @@ def test_slots_read_through_a_listener_follow_previous_slots() -> None:
         got = render(source, catalog, target, kind_context=context, fragments=session)
         session.commit()
         assert got == render(source, catalog, target, kind_context=context)
+
+
+def test_unused_entries_are_dropped_once_they_outnumber_the_used_ones() -> None:
+    """A one-service change keeps the old texts for a while (a sweep walks every entry); a render
+    that uses few of them sweeps the rest, so memory stays within about two configs."""
+    services = {f"s{i:02d}": _svc(f"s{i:02d}", 8080) for i in range(60)}
+    target, cache = _target("nginx", "nginx.j2"), FragmentCache()
+
+    def rendered(revision: int) -> int:
+        session = fragment_session(cache)
+        render(shipped("nginx"), catalog_of(services, revision), target, fragments=session)
+        session.commit()
+        return len(session.hits) + len(session.new)
+
+    used = rendered(1)
+    services["s07"] = _svc("s07", 8080, weight=2)
+    assert rendered(2) == used and len(cache) > used  # the old upstream and server block are kept
+    services = {name: services[name] for name in ("s01", "s02")}
+    assert rendered(3) == len(cache)
