@@ -2,12 +2,11 @@
 
 A `FragmentCache` keeps what its last successful render used (hits and new texts) and drops the
 rest once the rest outnumbers it, so memory stays within about two rendered configs (a sweep walks
-every entry: 4-6 ms at 20,000 of them, a large share of a one-endpoint change). A render
-works through a `FragmentSession`: it records the entries it hit and the texts it rendered, and
-`commit()` stores them. A render that
-fails commits nothing. A forked renderer's child sends its session's `delta()` back (hits as
-positions in the cache's order, which the fork shares) and the parent's session, made before the
-fork, `commit_delta`s it.
+every entry: 4-6 ms at 20,000 of them, a large share of a one-endpoint change). A render works
+through a `FragmentSession`: it records the entries it hit and the texts it rendered, and
+`commit()` stores them. A render that fails commits nothing. A forked renderer's child sends its
+session's `delta()` back (hits as positions in the cache's order, which the fork shares) and the
+parent's session, made before the fork, `commit_delta`s it.
 
 Entries are never rewritten: a key stands for one text for good. An identity-keyed value (a
 `ServiceView`) is held by every entry whose key has its id, so no other object can take that id
