@@ -99,11 +99,12 @@ def endpoint_block(services: Iterable[ServiceView], per_function: int = PER_FUNC
     `SEPARATOR` line after every `per_function` lines."""
     lines = {s.name: _CHUNKS.get(s, None, functools.partial(_lines, s)) for s in services}
     balanced = sorted(name for name, chunks in lines.items() if chunks is not None)
-    texts = [text for name in balanced for text in lines[name] or ()]
+    texts = [text for name in balanced for text, _ in lines[name] or ()]
     version = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:_VERSION_CHARS]
     texts.insert(0, _dump({"version": version}))
+    calls = [Verbatim(lua_string_call(texts[0]))] + [call for name in balanced for _, call in lines[name] or ()]
     return EndpointBlock(
-        lines=tuple(_separated([Verbatim(lua_string_call(text)) for text in texts], per_function)),
+        lines=tuple(_separated(calls, per_function)),
         upstreams=frozenset(balanced),
         version=version,
         dict_size=Verbatim(f"{dict_megabytes(texts)}m"),
@@ -124,9 +125,10 @@ def _separated(lines: list[Verbatim], per_function: int) -> list[Verbatim]:
 _CHUNKS = memo("nginx.endpoint_lines")
 
 
-def _lines(service: ServiceView) -> list[str] | None:
-    """The JSON lines of `service`, or None when the Lua balancer does not serve it."""
-    return _chunks(service) if lua_balanced(service) else None
+def _lines(service: ServiceView) -> list[tuple[str, Verbatim]] | None:
+    """The JSON lines of `service`, each with its `add[=[...]=]` call, or None when the Lua
+    balancer does not serve it."""
+    return [(text, Verbatim(lua_string_call(text))) for text in _chunks(service)] if lua_balanced(service) else None
 
 
 def _chunks(service: ServiceView) -> list[str]:
