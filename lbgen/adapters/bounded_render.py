@@ -170,12 +170,13 @@ def _warm(catalog: Catalog, target: Target, served_health: frozenset[str],
     """Compute here what the layout helpers remember between renders (`lbgen.core.layout` memos):
     the service views (handed to the child as they are: walking the memo there would copy its
     pages), and what the target's kind precomputes from them (`LbKind.warm`: HAProxy's server
-    slots). Linear in the catalog, whatever the template does; at 10,000 services this saves the
-    child about 0.1 s and, for HAProxy, 30 MiB per render (bench/render_bench.py)."""
+    slots, nginx's endpoint block with `runtime` on). Linear in the catalog, whatever the template
+    does; at 10,000 services this saves the child about 0.1 s and, for HAProxy, 30 MiB per render
+    (bench/render_bench.py)."""
     views = service_views(catalog, served_health)
     warm = lb_kind(target.kind).warm
     if warm is not None:
-        warm(views, target.vars, {**lb_kind(target.kind).context, **context})
+        warm(views, target.vars, {**lb_kind(target.kind).context, **context, "runtime": target.runtime})
     return views
 
 

@@ -69,8 +69,9 @@ class LbKind:
     `value_types`: frozen value types whose fields templates read (the sandbox's fast path).
     `runtime_default`: None when the kind has no runtime API; else whether `runtime` defaults on,
     from the target's vars. `plan_runtime(old, new)`: the runtime change between two rendered
-    texts, or None when only a reload can apply it. `warm(views, vars, context)`: what the bounded
-    renderer precomputes in the parent before it forks (the child then inherits it).
+    texts, or None when only a reload can apply it. `warm(views, vars, context)` (`context`: the
+    kind's render context and `runtime`): what the bounded renderer precomputes in the parent
+    before it forks (the child then inherits it).
     `fragment_context`: per template global that reads the render context, what it reads
     (`ContextRead`); a loop body calling an undeclared one is never cached.
     """
