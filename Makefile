@@ -64,6 +64,7 @@ bench: venv
 	$(BIN)/python bench/decode_bench.py
 	$(BIN)/python bench/render_bench.py --check
 	$(BIN)/python bench/render_bench.py --change 15
+	$(BIN)/python bench/render_bench.py --change 15 --ports 1
 	$(BIN)/python bench/agent_keys_bench.py
 	$(BIN)/python bench/tables.py
 

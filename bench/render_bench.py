@@ -1,6 +1,6 @@
 """Render time and peak RSS of the default templates at 10,000 services / 100,000 endpoints.
 
-    python bench/render_bench.py [--services 10000] [--per-service 10] [--repeat 5] [--check] [--bounded]
+    python bench/render_bench.py [--services 10000] [--per-service 10] [--ports 100] [--repeat 5] [--check] [--bounded]
                                  [--change N]
 
 Per template: the first render (includes compiling the template and building the views and
@@ -40,9 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from lbgen.adapters.bounded_render import BoundedRenderer  # noqa: E402
+from lbgen.core.guard import check_drop  # noqa: E402
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service  # noqa: E402
 from lbgen.core.render import FragmentCache, fragment_session, render  # noqa: E402
-from lbgen.core.settings import MIB, RENDER_MEMORY_MIN, Target  # noqa: E402
+from lbgen.core.settings import MIB, RENDER_MEMORY_MIN, Guard, Target  # noqa: E402
 from lbgen.errors import TemplateError  # noqa: E402
 from common import forks_cpu_s  # noqa: E402
 from results import Result  # noqa: E402
@@ -50,11 +51,12 @@ from results import Result  # noqa: E402
 HEALTH = ("healthy", "healthy", "healthy", "none", "starting")
 
 
-def big_catalog(services: int, per_service: int) -> Catalog:
-    """`services` http services on 100 ports, each with its own host name and `per_service` endpoints."""
+def big_catalog(services: int, per_service: int, ports: int = 100) -> Catalog:
+    """`services` http services on `ports` ports, each with its own host name and `per_service`
+    endpoints (`ports=1`: the common ingress shape, every site a virtual host of one port)."""
     built = []
     for i in range(services):
-        spec = {"listen": 10000 + i % 100, "mode": "http", "hosts": [f"svc{i}.example.test"]}
+        spec = {"listen": 10000 + i % ports, "mode": "http", "hosts": [f"svc{i}.example.test"]}
         endpoints = tuple(
             Endpoint(id=f"node{j}.svc{i}.{j}", address=f"10.{i // 250 % 250}.{i % 250}.{j + 1}",
                      port=8000 + j, weight=1 + j % 3, node=f"node{j}", health=HEALTH[j % len(HEALTH)])
@@ -196,7 +198,8 @@ def timed(runs: dict[str, list[float]], name: str, make: Callable[[], str]) -> s
 
 
 def change_runs(result: Result, source: str, catalog: Catalog, target: Target, repeat: int) -> None:
-    """One endpoint changes, then the template renders again: cached and not, in process and bounded."""
+    """One endpoint changes, then the drop guard compares and the template renders again: cached
+    and not, in process and bounded (the guard runs before each target's render in `lbgen watch`)."""
     cache, cached_bounded, plain_bounded = FragmentCache(), BoundedRenderer(), BoundedRenderer(fragments=False)
 
     def cached() -> str:
@@ -211,14 +214,15 @@ def change_runs(result: Result, source: str, catalog: Catalog, target: Target, r
     cached(), bounded(cached_bounded)(), bounded(plain_bounded)()  # the caches hold the first render
     runs: dict[str, list[float]] = {}
     for run in range(repeat):
-        catalog = one_change(catalog, run)
+        previous, catalog = catalog, one_change(catalog, run)
+        timed(runs, "drop guard", lambda: str(check_drop(previous, catalog, Guard(), DEFAULT_SERVED_HEALTH)))
         text = timed(runs, "in process, fragment cache", cached)
         assert text == timed(runs, "in process, uncached", lambda: render(source, catalog, target))
         text = timed(runs, "bounded, fragment cache", bounded(cached_bounded))
         assert text == timed(runs, "bounded, uncached", bounded(plain_bounded))
     cached_bounded.close()
     plain_bounded.close()
-    paths = {"in process": "lbgen.core.render.render",
+    paths = {"in process": "lbgen.core.render.render", "drop guard": "lbgen.core.guard.check_drop, in process",
              "bounded": "BoundedRenderer (its render worker; CPU includes it)"}
     label = f"{target.template} (runtime: true)" if target.runtime else target.template
     for name, values in runs.items():
@@ -229,18 +233,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--services", type=int, default=10_000)
     parser.add_argument("--per-service", type=int, default=10)
+    parser.add_argument("--ports", type=int, default=100,
+                        help="listen ports the services share (1: every service a virtual host of one port)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--check", action="store_true", help="also time nginx -t / haproxy -c")
     parser.add_argument("--bounded", action="store_true", help="also render through the bounded renderer")
     parser.add_argument("--change", type=int, default=0, metavar="N",
                         help="instead: N one-endpoint changes, re-rendered with and without the fragment cache")
     args = parser.parse_args()
-    catalog = big_catalog(args.services, args.per_service)
+    catalog = big_catalog(args.services, args.per_service, args.ports)
     print(f"catalog: {args.services} services, {catalog.endpoint_count} endpoints, "
           f"peak RSS {peak_rss_mb():.0f} MB")
     if args.change:
-        with Result("render_change", sys.argv) as result:
-            result.notes.append(f"{args.services:,} services, {catalog.endpoint_count:,} endpoints, built in memory; "
+        scenario = "render_change" if args.ports == 100 else f"render_change_{args.ports}port"
+        with Result(scenario, sys.argv) as result:
+            result.notes.append(f"{args.services:,} services on {args.ports:,} port{'s' * (args.ports > 1)}, "
+                                f"{catalog.endpoint_count:,} endpoints, built in memory; "
                                 "each run changes one endpoint's weight, then renders")
             nginx, haproxy = templates()[:2]
             runtime = replace(nginx[1], runtime=True, vars={**nginx[1].vars, "lua_dir": "/usr/share/lbgen/lua"})

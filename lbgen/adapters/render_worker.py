@@ -154,7 +154,7 @@ def _warm(catalog: Catalog, target: Target, served_health: frozenset[str], conte
         layout(views)
     warm = lb_kind(target.kind).warm
     if warm is not None:
-        warm(views, target.vars, {**lb_kind(target.kind).context, **context})
+        warm(views, target.vars, {**lb_kind(target.kind).context, **context, "runtime": target.runtime})
     return views
 
 

@@ -40,6 +40,8 @@ class CatalogState:
         self._rejected: dict[str, str] = {}
         self._services: dict[str, Service] = {}
         self._dirty: set[str] = set()
+        self._sorted: tuple[Service, ...] = ()  # the last catalog's services, by name
+        self._position: dict[str, int] = {}  # name → its index in `_sorted`
 
     @property
     def rejected(self) -> list[Rejected]:
@@ -67,19 +69,39 @@ class CatalogState:
         return rejected
 
     def catalog(self) -> Catalog:
-        """The catalog at the current revision (only services changed since last call are rebuilt)."""
+        """The catalog at the current revision (only services changed since last call are rebuilt;
+        the sorted order is redone only when a service came or went: 10 ms at 10,000, issue 13)."""
         with _collector_paused():
+            moved = False
             for name in self._dirty:
                 if name in self._specs or self._endpoints.get(name):
+                    moved |= name not in self._services
                     self._services[name] = Service(
                         name=name,
                         spec=self._specs.get(name, {}),
                         all_endpoints=tuple(v for _, v in sorted(self._endpoints.get(name, {}).items())),
                     )
                 else:
-                    self._services.pop(name, None)
+                    moved |= self._services.pop(name, None) is not None
+            self._sorted = self._resorted() if moved else self._replaced(self._dirty)
             self._dirty.clear()
-            return Catalog(self.revision, tuple(v for _, v in sorted(self._services.items())))
+            return Catalog(self.revision, self._sorted)
+
+    def _resorted(self) -> tuple[Service, ...]:
+        found = tuple(v for _, v in sorted(self._services.items()))
+        self._position = {s.name: i for i, s in enumerate(found)}
+        return found
+
+    def _replaced(self, names: set[str]) -> tuple[Service, ...]:
+        """The last order with the services of `names` in their new version (a name that is no
+        service, before or now, is skipped: a rejected value)."""
+        changed = [name for name in names if name in self._position]
+        if not changed:
+            return self._sorted
+        services = list(self._sorted)
+        for name in changed:
+            services[self._position[name]] = self._services[name]
+        return tuple(services)
 
     def _put(self, key: str, raw: bytes) -> Rejected | None:
         ref = parse_key(self.prefix, key)

@@ -1,10 +1,11 @@
 """The text each fragment rendered, per key, kept per target from one render to the next (issue 13).
 
 A `FragmentCache` keeps what its last successful render used (hits and new texts) and drops the
-rest, so memory stays about one rendered config. A render works through a `FragmentSession`: it
-records the entries it hit and the texts it rendered, and `commit()` stores them. A render that
-fails commits nothing. The bounded renderer keeps the cache in its render worker
-(`lbgen.adapters.render_worker`), where the template renders.
+rest once the rest outnumbers it, so memory stays within about two rendered configs (a sweep walks
+every entry: 4-6 ms at 20,000 of them, a large share of a one-endpoint change). A render works
+through a `FragmentSession`: it records the entries it hit and the texts it rendered, and
+`commit()` stores them. A render that fails commits nothing. The bounded renderer keeps the cache
+in its render worker (`lbgen.adapters.render_worker`), where the template renders.
 
 Entries are never rewritten: a key stands for one text for good. An identity-keyed value (a
 `ServiceView`) is held by every entry whose key has its id, so no other object can take that id
@@ -26,6 +27,7 @@ from lbgen.core.fragments import Fragment, FragmentText, Rules, Session
 
 __all__ = ["FragmentCache", "FragmentSession"]
 
+_SLACK = 64  # unused entries always kept: a small cache is swept only when it has grown a little
 _MAX_KEY_PARTS = 20_000  # a larger value (all of `services`) renders uncached: keying it costs more
 
 Key = tuple[Hashable, ...]
@@ -86,6 +88,29 @@ class FragmentSession(Session):
         self.new[key] = _Entry(text, refs, 0)
         return text
 
+    def loop(self, fragment: Fragment, context: jinja2.runtime.Context, items: Sequence[Any],
+             values: Sequence[Any]) -> FragmentText | None:
+        """A whole loop's text: each item's body by its key, joined (the other values keyed once);
+        None as soon as an item has no key (the loop then runs as written)."""
+        slot, full, texts = fragment.target, list(values), []
+        assert slot is not None  # the caller checked
+        full.insert(slot, None)
+        entries, new, keys = self._cache.entries, self.new, self._keys
+        try:
+            outer = keys.outer(fragment, full, slot)
+            for item in items:
+                key, refs = keys.item(fragment, context, outer, slot, item)
+                entry = entries.get(key) or new.get(key)
+                if entry is None:
+                    full[slot] = item
+                    entry = new[key] = _Entry(fragment.render(context, full), refs, 0)
+                else:
+                    self.hits.append(entry)
+                texts.append(entry.text)
+        except _Unkeyable:
+            return None
+        return FragmentText("".join(texts))
+
     def commit(self) -> None:
         """Keep what this render used, and drop the rest (call after a successful render)."""
         self._store(self.hits, self.new)
@@ -99,13 +124,15 @@ class FragmentSession(Session):
         for key, entry in new.items():
             entry.generation = cache.generation
             cache.entries.setdefault(key, entry)
-        if sweep:  # `list` and `pop`: atomic, should another thread's render commit meanwhile
+        if sweep and len(cache.entries) > 2 * (len(hits) + len(new)) + _SLACK:
+            # `list` and `pop`: atomic, should another thread's render commit meanwhile
             for key, entry in list(cache.entries.items()):
                 if entry.generation != cache.generation:
                     cache.entries.pop(key, None)
 
 
 _Memo = tuple[object, Hashable, tuple[object, ...], tuple[Any, ...]]  # value, key, refs, context reads
+_Outer = tuple[list[Hashable], tuple[object, ...], tuple[Any, ...], int]  # parts, refs, context reads, budget left
 _NO_KEY = object()
 
 
@@ -124,28 +151,45 @@ class _Keys:
     def of(self, fragment: Fragment, context: jinja2.runtime.Context, values: Sequence[Any]
            ) -> tuple[Key, tuple[object, ...]]:
         """The key of `fragment` rendered with `values` in `context`; `_Unkeyable` if there is none."""
+        return self.item(fragment, context, self.outer(fragment, values, None), None, None)
+
+    def outer(self, fragment: Fragment, values: Sequence[Any], skip: int | None) -> _Outer:
+        """The key parts of `values` but the one at `skip` (a loop's item: `item` adds it)."""
         self._refs, self._reads, self._budget = [], [], _MAX_KEY_PARTS
         env = fragment.template.environment
         parts: list[Hashable] = [fragment.uid]
-        identity = self._rules.identity_types
         for slot, (value, chains) in enumerate(zip(values, fragment.chains)):
-            kind = type(value)
-            if kind in identity and not self._by_chains(env, fragment.uid, slot, value, chains):
-                self._refs.append(value)  # the common cases first: a service, a plain value
-                parts.append((kind, id(value)))
-            elif kind in _SCALARS:
-                parts.append(value)
-            else:
-                parts.append(self._named(env, value, chains))
-        refs = tuple(self._refs)
+            parts.append(None if slot == skip else self._part(env, fragment.uid, slot, value, chains))
+        return parts, tuple(self._refs), tuple(self._reads), self._budget
+
+    def item(self, fragment: Fragment, context: jinja2.runtime.Context, outer: _Outer, skip: int | None,
+             value: Any) -> tuple[Key, tuple[object, ...]]:
+        """The whole key: `outer`'s parts with `value` at `skip`, then what the context reads say."""
+        parts, refs, reads, self._budget = outer
+        if skip is not None:
+            self._refs, self._reads, parts = list(refs), list(reads), list(parts)
+            env = fragment.template.environment
+            parts[skip + 1] = self._part(env, fragment.uid, skip, value, fragment.chains[skip])
+            refs, reads = tuple(self._refs), tuple(self._reads)
+        if not reads:
+            return tuple(parts), refs
         try:
-            for read in dict.fromkeys(self._reads):
+            for read in dict.fromkeys(reads):
                 if not fragment.stored.isdisjoint(read.names):
                     raise _Unkeyable  # the body assigns a name the global reads: not the context's
                 parts.extend(read.key(context, ref) for ref in refs)
         except Exception as e:  # noqa: BLE001  # the render itself says what is wrong, if it reads it
             raise _Unkeyable from e
         return tuple(parts), refs
+
+    def _part(self, env: jinja2.Environment, uid: int, slot: int, value: Any, chains: Any) -> Hashable:
+        kind = type(value)
+        if kind in self._rules.identity_types and not self._by_chains(env, uid, slot, value, chains):
+            self._refs.append(value)  # the common cases first: a service, a plain value
+            return (kind, id(value))
+        if kind in _SCALARS:
+            return value  # type: ignore[no-any-return]
+        return self._named(env, value, chains)
 
     def _by_chains(self, env: jinja2.Environment, uid: int, slot: int, value: Any, chains: Any) -> bool:
         """Whether an identity-keyed value read only as `name.a.b` is keyed by those values: when

@@ -11,18 +11,12 @@ state, not an operator).
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
+from typing import Mapping
 
 from lbgen.core.durations import format_duration
-from lbgen.core.layout import IdentityMemo
-from lbgen.core.model import Catalog, Service
+from lbgen.core.model import Catalog, replaced
 from lbgen.core.settings import Guard
-
-# Served counts per `Service` object, swept at each `check_drop`: it keeps the services of the
-# last comparison (baseline and new), so a one-endpoint change recounts one service, not 10,000
-# (issue 13). Used by the watcher's consumer thread only (and the one-shot `lbgen render`).
-_COUNTS = IdentityMemo()
 
 
 @dataclass(frozen=True)
@@ -35,22 +29,50 @@ class Verdict:
     held: frozenset[str] = frozenset()
 
 
-def served_counts(catalog: Catalog, served_health: frozenset[str]) -> dict[str, int]:
-    """Served endpoints per service."""
-    return {s.name: _COUNTS.get(s, served_health, functools.partial(_served, s, served_health))
-            for s in catalog.services}
+@dataclass(frozen=True)
+class _Tally:
+    """A catalog's served endpoints per service, their total, and how many services have a spec."""
+
+    catalog: Catalog
+    served_health: frozenset[str]
+    counts: Mapping[str, int]
+    total: int
+    specs: int
 
 
-def _served(service: Service, served_health: frozenset[str]) -> int:
-    return len(service.served(served_health))
+class _Recent:
+    """The last tallies made: a new catalog's is the previous one's, redone for the services that
+    changed (by identity: the reducer hands out the same `Service` while it is unchanged), so a
+    one-endpoint change at 10,000 services recounts one service, not 10,000 (issue 13). Replaced
+    whole, never changed."""
+
+    tallies: tuple[_Tally, ...] = ()
+    keep = 4  # the catalogs one pass compares: the new one and each target's last applied one
 
 
-def removed_on_purpose(previous: Catalog, new: Catalog) -> frozenset[str]:
-    """Services that had a spec and have none now (`lbgen registry rm`, a deploy's removal); empty
-    when no spec at all is left, which is a registry that lost its state."""
-    had = {s.name for s in previous.services if s.spec}
-    has = {s.name for s in new.services if s.spec}
-    return frozenset(had - has) if has or not had else frozenset()
+def _tally(catalog: Catalog, served_health: frozenset[str]) -> _Tally:
+    recent = [t for t in _Recent.tallies if t.served_health == served_health]
+    found = next((t for t in recent if t.catalog is catalog), None)
+    if found is None:
+        found = _counted(catalog, served_health) if not recent else _recounted(recent[0], catalog)
+        _Recent.tallies = (found, *_Recent.tallies)[:_Recent.keep]
+    return found
+
+
+def _counted(catalog: Catalog, served_health: frozenset[str]) -> _Tally:
+    counts = {s.name: len(s.served(served_health)) for s in catalog.services}
+    return _Tally(catalog, served_health, counts, sum(counts.values()), sum(1 for s in catalog.services if s.spec))
+
+
+def _recounted(base: _Tally, catalog: Catalog) -> _Tally:
+    gone, came = replaced(base.catalog.services, catalog.services)
+    counts, total, specs = dict(base.counts), base.total, base.specs
+    for service in gone:
+        total, specs = total - counts.pop(service.name), specs - bool(service.spec)
+    for service in came:
+        counts[service.name] = served = len(service.served(base.served_health))
+        total, specs = total + served, specs + bool(service.spec)
+    return _Tally(catalog, base.served_health, counts, total, specs)
 
 
 def check_drop(
@@ -65,11 +87,13 @@ def check_drop(
     already; past `guard.hold_max` (when above 0) the drop is accepted as real."""
     if previous is None or not guard.enabled:
         return Verdict(True)
-    _COUNTS.sweep()
-    gone = removed_on_purpose(previous, new)
-    before = {n: c for n, c in served_counts(previous, served_health).items() if n not in gone}
-    after = {n: c for n, c in served_counts(new, served_health).items() if n not in gone}
-    held, problem = _drop(before, after, guard)
+    before, after = _tally(previous, served_health), _tally(new, served_health)
+    gone, came = replaced(previous.services, new.services)
+    had, has = {s.name for s in gone if s.spec}, {s.name for s in came if s.spec}
+    # Spec deleted (`lbgen registry rm`, a deploy's removal): gone on purpose, unless no spec at
+    # all is left, which is a registry that lost its state.
+    removed = had - has if after.specs or not before.specs else set()
+    held, problem = _drop(before, after, {s.name for s in (*gone, *came)}, removed, guard)
     if not held:
         return Verdict(True)
     if guard.hold_max > 0 and held_for >= guard.hold_max:
@@ -84,22 +108,26 @@ def check_one_shot(previous: Catalog | None, live_exists: bool, new: Catalog, gu
     must not replace an existing config. There is no later pass, so nothing is held: refused."""
     if previous is not None:
         return check_drop(previous, new, guard, served_health)
-    if guard.enabled and live_exists and not any(served_counts(new, served_health).values()):
+    if guard.enabled and live_exists and not _tally(new, served_health).total:
         return Verdict(False, f"no served endpoint in the registry at revision {new.revision} "
                               "(wrong --prefix? empty registry?): the live config would lose every backend")
     return Verdict(True)
 
 
-def _drop(before: dict[str, int], after: dict[str, int], guard: Guard) -> tuple[frozenset[str], str]:
-    """The services a drop would hit, and why it is one ("" when there is none)."""
+def _drop(before: _Tally, after: _Tally, changed: set[str], removed: set[str], guard: Guard
+          ) -> tuple[frozenset[str], str]:
+    """The services a drop would hit, and why it is one ("" when there is none). Only `changed`
+    services can be hit: the others serve as many endpoints as before."""
     held: set[str] = set()
     problems = []
-    total_before, total_after = sum(before.values()), sum(after.values())
+    total_before = before.total - sum(before.counts.get(n, 0) for n in removed)
+    total_after = after.total - sum(after.counts.get(n, 0) for n in removed)
+    candidates = [(n, before.counts.get(n, 0), after.counts.get(n, 0)) for n in sorted(changed - removed)]
     if total_before and (total_before - total_after) / total_before > guard.max_drop:
-        held |= {name for name, count in before.items() if after.get(name, 0) < count}
+        held |= {name for name, count, now in candidates if now < count}
         problems.append(f"served endpoints would drop from {total_before} to {total_after} "
                         f"(more than {guard.max_drop:.0%} at once)")
-    emptied = sorted(name for name, count in before.items() if count and not after.get(name))
+    emptied = [name for name, count, now in candidates if count and not now]
     if guard.to_zero and emptied:
         held |= set(emptied)
         problems.append(f"{_names(emptied)} would be left with no served endpoints")

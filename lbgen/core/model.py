@@ -7,7 +7,9 @@ template can trust every field it is handed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence, TypeVar
+
+T = TypeVar("T")
 
 HEALTH_STATES = ("healthy", "starting", "unhealthy", "none")
 DEFAULT_SERVED_HEALTH = frozenset({"healthy", "none"})
@@ -76,3 +78,12 @@ class Catalog:
     def endpoint_count(self) -> int:
         """All registered endpoints, served or not."""
         return sum(len(s.all_endpoints) for s in self.services)
+
+
+def replaced(before: Sequence[T], after: Sequence[T]) -> tuple[list[T], list[T]]:
+    """The items of `before` that `after` no longer holds (as that very object), and the ones new
+    in `after`. The catalog reducer hands out the same `Service` (the view memo the same view)
+    while a service is unchanged, so these are what changed, found without reading any item: at
+    10,000 services a pass then does per-service work for the changed ones only (issue 13)."""
+    old, new = dict(zip(map(id, before), before)), dict(zip(map(id, after), after))
+    return [old[i] for i in old.keys() - new.keys()], [new[i] for i in new.keys() - old.keys()]

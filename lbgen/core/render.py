@@ -146,8 +146,8 @@ def _fragment_rules() -> frag.Rules:
 
 
 # Keyed by identity: immutable, and handed out again while unchanged (the view memo, and the
-# layout's memo per port), so an unchanged service or port is one cheap key part.
-_IDENTITY_TYPES = frozenset({lay.ServiceView, lay.Listener})
+# layout's tables per port and host), so an unchanged service, server or port is one cheap key part.
+_IDENTITY_TYPES = frozenset({lay.ServiceView, lay.VirtualHost, lay.Listener})
 
 
 def _fields(cls: type) -> tuple[str, ...]:
@@ -187,9 +187,9 @@ def compile_template(source: str, name: str, guarded: bool, loader: jinja2.BaseL
     if fragments:
         compile_template(source, name, guarded, loader)  # its errors, as the author wrote the template
         ast = env.parse(source, name=name, filename=name)
-        call = frag.rewrite(env, ast, name)
+        calls = frag.rewrite(env, ast, name)
         code = env.compile(ast, name=name, filename=name)
-        return env.template_class.from_code(env, code, env.make_globals({frag.CALL: call}))
+        return env.template_class.from_code(env, code, env.make_globals(calls))
     try:
         code = env.compile(source, name=name, filename=name)
     except jinja2.TemplateSyntaxError as e:

@@ -6,7 +6,7 @@ from collections.abc import Set
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from lbgen.core.model import Catalog, Service
+from lbgen.core.model import Catalog, Service, replaced
 
 _NS = "lbgen_watcher"
 
@@ -45,7 +45,7 @@ class WatcherMetrics:
                                          ["target", "service"], registry=r)
         # The services whose `served` gauge is set, as last seen: the catalog hands out the same
         # `Service` object while a service is unchanged, so a pass touches only the changed ones.
-        self._seen: dict[str, Service] = {}
+        self._seen: tuple[Service, ...] = ()
         self._seen_health: frozenset[str] = frozenset()
 
     def applied_ok(self, target: str, revision: int, reloaded: bool, method: str = "none", fallback: str = "") -> None:
@@ -61,20 +61,19 @@ class WatcherMetrics:
 
     def catalog(self, catalog: Catalog, served_health: frozenset[str], rejected: int) -> None:
         """The catalog just changed: revision, served endpoints per service (only for services
-        whose object changed, issue 13: every service's gauge cost ms per pass at 10,000),
-        invalid values."""
+        whose object changed, issue 13: every service's gauge cost ms per pass at 10,000; the
+        others are not even read), invalid values."""
         self.revision.set(catalog.revision)
         self.rejected.set(rejected)
         if served_health != self._seen_health:  # a reload changed what counts as served
-            self._seen, self._seen_health = {}, served_health
-        seen, before = {}, self._seen
-        for service in catalog.services:
-            seen[service.name] = service
-            if before.get(service.name) is not service:
-                self.served.labels(service.name).set(len(service.served(served_health)))
-        for gone in before.keys() - seen.keys():
-            self.served.remove(gone)
-        self._seen = seen
+            self._seen, self._seen_health = (), served_health
+        gone, came = replaced(self._seen, catalog.services)
+        left = {s.name for s in gone} - {s.name for s in came}
+        for service in came:
+            self.served.labels(service.name).set(len(service.served(served_health)))
+        for name in sorted(left):
+            self.served.remove(name)
+        self._seen = catalog.services
 
     def quarantine(self, target: str, before: Set[str], after: Set[str]) -> None:
         """The services `target` holds back changed from `before` to `after`."""

@@ -24,7 +24,8 @@ from tests.support.util import wait_until
 
 pytestmark = pytest.mark.integration
 
-GOOD = "{% for s in services %}{{ s.name }}:{% for e in s.endpoints %} {{ e.port }}{% endfor %}\n{% endfor %}r{{ revision }}\n"
+GOOD = ("{% for s in services %}{{ s.name }}:{% for e in s.endpoints %} {{ e.port }}{% endfor %}\n{% endfor %}"
+        "r{{ revision }}\n")
 
 
 def target(**limits: Any) -> Target:
@@ -114,7 +115,8 @@ def test_a_worker_that_crashes_is_one_line_and_the_next_render_forks_another() -
     [("a", "b", "c"), ("a", "c"), ("c", "a"), ("b",), (), ("a", "a", "b"), ("a", "b")],
     [("x",), ("w", "x", "y"), ("y", "x", "w")],
 ], ids=["add-remove-reorder-duplicate", "unsorted"])
-def test_a_catalog_fed_as_changes_renders_as_in_process(renderer: BoundedRenderer, steps: list[tuple[str, ...]]) -> None:
+def test_a_catalog_fed_as_changes_renders_as_in_process(renderer: BoundedRenderer,
+                                                        steps: list[tuple[str, ...]]) -> None:
     """Services added, removed, reordered, a name twice, a changed endpoint: each render byte-identical."""
     for revision, names in enumerate(steps, start=1):
         for port in (80, 81):

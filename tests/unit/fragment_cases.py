@@ -53,6 +53,12 @@ CUSTOM = {
                       "{% endfor %} {{ n }}\n{% else %}none\n{% endfor %}"),
     "tuple_target": ("{% for key, value in vars | dictsort %}{{ key }}={{ value }}{% for s in services %}"
                      " {{ s.name }}{% endfor %}\n{% endfor %}"),
+    # The outer body has no key (a joiner): it renders in place, with the middle loop rewritten in it.
+    "inline_outer": ("{% set comma = joiner(',') %}{% for l in layout(services).http %}{{ comma() }}{{ l.port }}"
+                     "{% for v in l.hosts %} {{ v.names | join(' ') }}{% for r in v.routes %}={{ r.path }}"
+                     "{% endfor %}{% endfor %}\n{% endfor %}"),
+    "filtered_loop": ("{% for s in services if s.mode == 'tcp' and vars.extra %}{{ s.name }}"
+                      "{% for e in s.endpoints %} {{ e.id }}{% endfor %}\n{% endfor %}"),
     "fails_on_tcp": ("{% for s in services %}{{ s.name }}{% for e in s.endpoints %}{{ e.id }}{% endfor %}"
                      "{% if s.mode == 'tcp' %}{{ nope.x }}{% endif %}\n{% endfor %}"),
 }
@@ -63,10 +69,10 @@ def shipped(kind: str) -> str:
 
 
 @st.composite
-def specs(draw: st.DrawFn) -> dict[str, Any]:
+def specs(draw: st.DrawFn, ports: tuple[int, ...] = PORTS) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if draw(st.booleans()):
-        spec["listen"] = draw(st.sampled_from(PORTS))
+        spec["listen"] = draw(st.sampled_from(ports))
     if draw(st.integers(0, 4)) == 0:
         spec["mode"] = "tcp"
     if draw(st.booleans()):
@@ -89,11 +95,20 @@ def endpoints(draw: st.DrawFn, service: str, addresses: tuple[str, ...] = ADDRES
 
 
 @st.composite
-def catalogs(draw: st.DrawFn, addresses: tuple[str, ...] = ADDRESSES) -> dict[str, Service]:
+def catalogs(draw: st.DrawFn, addresses: tuple[str, ...] = ADDRESSES, ports: tuple[int, ...] = PORTS
+             ) -> dict[str, Service]:
     found = {}
     for name in draw(st.lists(st.sampled_from(NAMES), max_size=4, unique=True)):
-        found[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name, addresses), max_size=4)))
+        found[name] = _service(name, draw(specs(ports)), draw(st.lists(endpoints(name, addresses), max_size=4)))
     return found
+
+
+def sites(port: int, count: int) -> dict[str, Service]:
+    """`count` unchanging sites on `port`, each its own host: beside the random services, a port
+    holds many servers (the layout moves changed ones into place instead of sorting them all)."""
+    return {f"site{i:02d}": Service(f"site{i:02d}", {"listen": port, "hosts": [f"site{i:02d}.test"]},
+                                    (Endpoint(f"n1.site{i:02d}", "10.0.0.3", 1000, health="healthy"),))
+            for i in range(count)}
 
 
 def _service(name: str, spec: dict[str, Any], found: list[Endpoint]) -> Service:
@@ -102,8 +117,8 @@ def _service(name: str, spec: dict[str, Any], found: list[Endpoint]) -> Service:
 
 
 @st.composite
-def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str, ...] = ADDRESSES
-            ) -> dict[str, Service]:
+def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str, ...] = ADDRESSES,
+            ports: tuple[int, ...] = PORTS) -> dict[str, Service]:
     """One change, as a registry write makes it: only the touched service gets a new object."""
     name = draw(st.sampled_from(NAMES))
     after = dict(services)
@@ -111,7 +126,7 @@ def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str,
     what = draw(st.sampled_from(("endpoint", "drop_endpoint", "endpoint_field", "spec", "service")))
     if old is None or what == "service":
         if old is None:
-            after[name] = _service(name, draw(specs()), draw(st.lists(endpoints(name, addresses), max_size=3)))
+            after[name] = _service(name, draw(specs(ports)), draw(st.lists(endpoints(name, addresses), max_size=3)))
         else:
             del after[name]
     elif what == "endpoint":
@@ -127,7 +142,7 @@ def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str,
         changed = dataclasses.replace(picked, **{field: value})
         after[name] = _service(name, dict(old.spec), [changed if e is picked else e for e in old.all_endpoints])
     else:
-        after[name] = _service(name, draw(specs()), list(old.all_endpoints))
+        after[name] = _service(name, draw(specs(ports)), list(old.all_endpoints))
     return after
 
 

@@ -4,6 +4,7 @@ import gc
 import json
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from lbgen.core.catalog import CatalogState, catalog_from_snapshot
 from lbgen.core.values import KeyValue, Snapshot, WatchEvent
@@ -108,3 +109,29 @@ def test_loading_leaves_the_cycle_collector_as_it_found_it(enabled: bool) -> Non
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.sampled_from(("put", "delete", "bad")), st.sampled_from("abcd"),
+                                   st.sampled_from(("spec", "endpoints/1", "endpoints/2"))), max_size=4),
+                max_size=8))
+def test_a_catalog_after_events_equals_one_loaded_from_scratch(batches: list[list[tuple[str, str, str]]]) -> None:
+    """Issue 13: the services kept in order between builds (only replaced in place while none
+    comes or goes) are what a fresh load of the same keys gives, after every batch of events."""
+    state, live, revision = CatalogState(P), {}, 1
+    state.load(Snapshot(1, ()))
+    for batch in batches:
+        events = []
+        for kind, service, rest in batch:
+            revision += 1
+            key = f"{P}/services/{service}/{rest}"
+            value = (b'{"listen": 80}' if rest == "spec" else ep(revision)) if kind == "put" else b"{bad"
+            if kind == "delete":
+                live.pop(key, None)
+                events.append(WatchEvent("delete", key, b"", revision))
+            else:
+                live[key] = value
+                events.append(WatchEvent("put", key, value, revision))
+        state.apply(events)
+        fresh, _ = catalog_from_snapshot(P, Snapshot(revision, tuple(KeyValue(k, v, 1) for k, v in live.items())))
+        assert state.catalog().services == fresh.services

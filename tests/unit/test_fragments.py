@@ -18,7 +18,7 @@ from lbgen.core.model import Endpoint, Service
 from lbgen.core.render import _RULES, compiled, fragment_session, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
-from tests.unit.fragment_cases import CUSTOM, catalog_of, catalogs, changes, shipped
+from tests.unit.fragment_cases import CUSTOM, PORTS, catalog_of, catalogs, changes, shipped, sites
 
 VARS = {"stats_socket": "/tmp/s.sock", "status_port": 8999, "min_slots": 2, "extra": "x", "lua_dir": "/tmp/lua"}
 
@@ -38,17 +38,20 @@ def _outcome(make: Callable[[], str]) -> str:
         return f"error: {e}"
 
 
-def _steps(kind: str, source: str, template: str, keep_slots: bool, runtime: bool = False) -> Callable[..., None]:
-    """A property: over a random catalog and changes, cached text == uncached text, every step."""
+def _steps(kind: str, source: str, template: str, keep_slots: bool, runtime: bool = False,
+           ports: tuple[int, ...] = PORTS) -> Callable[..., None]:
+    """A property: over a random catalog and changes, cached text == uncached text, every step.
+    With one port, the random services move in and out of a port of 20 unchanging sites."""
 
     @settings(max_examples=40, deadline=None)
     @given(st.data())
     def check(data: st.DataObject) -> None:
         target, cache = _target(kind, template, runtime), FragmentCache()
-        services = data.draw(catalogs())
+        services = data.draw(catalogs(ports=ports))
+        fixed = sites(ports[0], 20) if len(ports) == 1 else {}
         last = ""
         for revision in range(1, data.draw(st.integers(1, 6)) + 1):
-            catalog = catalog_of(services, revision)
+            catalog = catalog_of({**fixed, **services}, revision)
             context = {"previous_slots": previous_slots(last, catalog)} if keep_slots else None
             expected = _outcome(lambda: render(source, catalog, target, kind_context=context))
             session = fragment_session(cache)
@@ -57,16 +60,20 @@ def _steps(kind: str, source: str, template: str, keep_slots: bool, runtime: boo
             if not got.startswith("error: "):
                 session.commit()
                 last = got
-            services = data.draw(changes(services))
+            services = data.draw(changes(services, ports=ports))
 
     return check
 
 
-@pytest.mark.parametrize("kind, keep_slots, runtime", [
-    ("nginx", False, False), ("nginx", False, True), ("haproxy", False, False), ("haproxy", True, False)],
-    ids=["nginx", "nginx-runtime", "haproxy", "haproxy-previous-slots"])
-def test_shipped_templates_render_identically_with_the_cache(kind: str, keep_slots: bool, runtime: bool) -> None:
-    _steps(kind, shipped(kind), f"{kind}.j2", keep_slots, runtime)()
+@pytest.mark.parametrize("kind, keep_slots, runtime, ports", [
+    ("nginx", False, False, PORTS), ("nginx", False, True, PORTS), ("haproxy", False, False, PORTS),
+    ("haproxy", True, False, PORTS), ("nginx", False, False, PORTS[:1]), ("nginx", False, True, PORTS[:1]),
+    ("haproxy", True, False, PORTS[:1])],
+    ids=["nginx", "nginx-runtime", "haproxy", "haproxy-previous-slots", "nginx-one-port", "nginx-runtime-one-port",
+         "haproxy-one-port"])
+def test_shipped_templates_render_identically_with_the_cache(kind: str, keep_slots: bool, runtime: bool,
+                                                             ports: tuple[int, ...]) -> None:
+    _steps(kind, shipped(kind), f"{kind}.j2", keep_slots, runtime, ports)()
 
 
 @pytest.mark.parametrize("name", sorted(CUSTOM))
@@ -191,3 +198,22 @@ def test_slots_read_through_a_listener_follow_previous_slots() -> None:
         got = render(source, catalog, target, kind_context=context, fragments=session)
         session.commit()
         assert got == render(source, catalog, target, kind_context=context)
+
+
+def test_unused_entries_are_dropped_once_they_outnumber_the_used_ones() -> None:
+    """A one-service change keeps the old texts for a while (a sweep walks every entry); a render
+    that uses few of them sweeps the rest, so memory stays within about two configs."""
+    services = {f"s{i:02d}": _svc(f"s{i:02d}", 8080) for i in range(60)}
+    target, cache = _target("nginx", "nginx.j2"), FragmentCache()
+
+    def rendered(revision: int) -> int:
+        session = fragment_session(cache)
+        render(shipped("nginx"), catalog_of(services, revision), target, fragments=session)
+        session.commit()
+        return len(session.hits) + len(session.new)
+
+    used = rendered(1)
+    services["s07"] = _svc("s07", 8080, weight=2)
+    assert rendered(2) == used and len(cache) > used  # the old upstream and server block are kept
+    services = {name: services[name] for name in ("s01", "s02")}
+    assert rendered(3) == len(cache)

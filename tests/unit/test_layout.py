@@ -176,3 +176,15 @@ def test_haproxy_rules_fit_haproxys_line_limits_and_keep_every_host(hosts: list[
     assert all(len(line.split()) <= 64 and len(line) <= 2048 for line in lines), max(lines, key=len)
     named = [word for r in rules for word in str(r.condition).split() if "." in word and "/" not in word and "(" not in word]
     assert sorted(set(named)) == sorted(h.removeprefix("*") for h in hosts)
+
+
+def test_views_are_reused_by_identity_when_services_come_and_go() -> None:
+    a, b, c = (Service(n, {}, (Endpoint("e", "127.0.0.1", 1),)) for n in "abc")
+    first = service_views(Catalog(1, (a, b)), DEFAULT_SERVED_HEALTH)
+    grown = service_views(Catalog(2, (a, b, c)), DEFAULT_SERVED_HEALTH)
+    assert grown[0] is first[0] and grown[1] is first[1] and grown[2].name == "c"
+    b2 = Service("b", {}, ())
+    unsorted = service_views(Catalog(3, (c, b2, a)), DEFAULT_SERVED_HEALTH)
+    assert [v.name for v in unsorted] == ["c", "b", "a"] and unsorted[1].endpoints == ()
+    shrunk = service_views(Catalog(4, (a, c)), DEFAULT_SERVED_HEALTH)
+    assert shrunk[0] is unsorted[2] and shrunk[1] is unsorted[0]

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from lbgen.core.layout import ServiceView
 from lbgen.core.model import Endpoint
+from lbgen.core.kinds.nginx import endpoints
 from lbgen.core.kinds.nginx.endpoints import (
     LINE_BYTES, SEPARATOR, dict_megabytes, endpoint_block, lua_balanced, lua_string_call, plan_endpoints,
 )
@@ -140,3 +141,15 @@ def test_a_separator_every_few_lines_moves_with_them_and_is_no_change() -> None:
     grown = [view("s0", *(("fd00::" + format(i, "x"), 9000 + i, 1) for i in range(80))), *services[1:]]
     plan = plan_endpoints(config(*services, per_function=2), config(*grown, per_function=2))
     assert plan is not None and set(plan.upstreams) == {"s0"}  # s0 took 3 lines: every separator moved
+
+
+def test_the_block_is_made_before_the_fork_only_with_runtime_on_and_then_reused() -> None:
+    """The bounded renderer's parent warms the block (the child's own work would be lost with it):
+    the template's `lua_endpoints(services)` then gets that very block."""
+    views = (view("web", ("10.0.0.1", 80, 1)), view("api", ("10.0.0.2", 80, 1)))
+    endpoints._Last.block = None
+    endpoints.warm(views, {}, {"runtime": False})
+    assert endpoints._Last.block is None
+    endpoints.warm(views, {}, {"runtime": True})
+    made = endpoints._Last.block
+    assert made is not None and made[0] is views and endpoint_block(views) is made[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lbgen.core.catalog import CatalogState
-from lbgen.core.model import DEFAULT_SERVED_HEALTH
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 from lbgen.services.watcher_metrics import WatcherMetrics
 from tests.unit.test_watcher import P, endpoint, key
@@ -53,6 +53,31 @@ def test_a_removed_service_loses_its_series_and_only_it_is_touched() -> None:
     metrics.catalog(state.catalog(), DEFAULT_SERVED_HEALTH, 0)
     assert counting.touched == [("svc00007",)] and served(metrics, "svc00007") is None
     assert served(metrics, "svc00008") == 1
+
+
+class Watched(Service):
+    """A service that notes each read of its fields (in `READS`)."""
+
+    def __getattribute__(self, attribute: str) -> Any:
+        if attribute in ("name", "spec", "all_endpoints", "served"):
+            READS.append(object.__getattribute__(self, "name"))
+        return object.__getattribute__(self, attribute)
+
+
+READS: list[str] = []
+
+
+def test_a_pass_reads_only_the_services_that_changed() -> None:
+    """Not only the series: the unchanged services are not even read (issue 13)."""
+    services = {f"svc{i:04}": Watched(f"svc{i:04}", {}, (Endpoint("a", "10.0.0.1", 80),)) for i in range(1000)}
+    metrics = WatcherMetrics()
+    metrics.catalog(Catalog(1, tuple(services.values())), DEFAULT_SERVED_HEALTH, 0)
+    READS.clear()
+    services["svc0042"] = Watched("svc0042", {}, ())
+    del services["svc0007"]
+    metrics.catalog(Catalog(2, tuple(services.values())), DEFAULT_SERVED_HEALTH, 0)
+    assert set(READS) == {"svc0042", "svc0007"}
+    assert served(metrics, "svc0042") == 0 and served(metrics, "svc0007") is None and served(metrics, "svc0008") == 1
 
 
 def test_a_new_served_health_recounts_every_service() -> None:

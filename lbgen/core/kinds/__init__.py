@@ -69,8 +69,9 @@ class LbKind:
     `value_types`: frozen value types whose fields templates read (the sandbox's fast path).
     `runtime_default`: None when the kind has no runtime API; else whether `runtime` defaults on,
     from the target's vars. `plan_runtime(old, new)`: the runtime change between two rendered
-    texts, or None when only a reload can apply it. `warm(views, vars, context)`: what the render
-    worker precomputes before it limits the template's render (and keeps for the next one).
+    texts, or None when only a reload can apply it. `warm(views, vars, context)` (`context`: the
+    kind's render context and `runtime`): what the render worker precomputes before it limits the
+    template's render (and keeps for the next one).
     `fragment_context`: per template global that reads the render context, what it reads
     (`ContextRead`); a loop body calling an undeclared one is never cached.
     """

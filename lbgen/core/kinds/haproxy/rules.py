@@ -7,9 +7,10 @@ as an ordered list of conditions built only from validated host names and paths.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from lbgen.core.layout import Listener, UnsafeValue, Verbatim
+from lbgen.core.layout import Listener, UnsafeValue, Verbatim, VirtualHost, memo
 from lbgen.core.schema import PATH_RE, is_hostname
 
 
@@ -23,27 +24,36 @@ class HaproxyRule:
 
 def haproxy_rules(listener: Listener) -> tuple[HaproxyRule, ...]:
     """`use_backend` rules in match order: exact hosts, wildcard hosts (longest first), any host;
-    within each, longest path first. A host-less `/` route is left to `default_backend`."""
-    ranked: list[tuple[tuple[int, int, int], HaproxyRule]] = []
-    for vhost in listener.hosts:
-        unsafe = [n for n in vhost.names if not is_hostname(n, allow_wildcard=True)]
-        if unsafe:
-            raise UnsafeValue(f"refusing host name {unsafe[0]!r:.100} in an HAProxy rule")
-        exact = [n for n in vhost.names if not n.startswith("*.")]
-        wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
-        host_tests: list[tuple[tuple[int, int], str]] = []
-        for names in _line_chunks(exact):
-            host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(names)} }}"))
-        for names in _line_chunks(wild):
-            host_tests.append(((1, -len(names[0])), f"{{ var(txn.host) -m end {' '.join(names)} }}"))
-        if not vhost.names:
-            host_tests.append(((2, 0), ""))
-        for rank, host_test in host_tests:
-            for route in vhost.routes:
-                if host_test or route.path != "/":
-                    rule = HaproxyRule(route.service.name, _condition(host_test, route.path))
-                    ranked.append(((*rank, -len(route.path)), rule))
+    within each, longest path first. A host-less `/` route is left to `default_backend`.
+    Each server's rules are remembered while it is the same object (issue 13: one port can hold
+    10,000 of them, and one change makes a new listener): only the merge is redone."""
+    ranked = [item for vhost in listener.hosts for item in _RULES.get(vhost, None, functools.partial(_ranked, vhost))]
     return tuple(rule for _, rule in sorted(ranked, key=lambda item: item[0]))
+
+
+_RULES = memo("haproxy_rules")
+
+
+def _ranked(vhost: VirtualHost) -> list[tuple[tuple[int, int, int], HaproxyRule]]:
+    unsafe = [n for n in vhost.names if not is_hostname(n, allow_wildcard=True)]
+    if unsafe:
+        raise UnsafeValue(f"refusing host name {unsafe[0]!r:.100} in an HAProxy rule")
+    exact = [n for n in vhost.names if not n.startswith("*.")]
+    wild = sorted((n[1:] for n in vhost.names if n.startswith("*.")), key=lambda n: (-len(n), n))
+    host_tests: list[tuple[tuple[int, int], str]] = []
+    for names in _line_chunks(exact):
+        host_tests.append(((0, 0), f"{{ var(txn.host) -m str {' '.join(names)} }}"))
+    for names in _line_chunks(wild):
+        host_tests.append(((1, -len(names[0])), f"{{ var(txn.host) -m end {' '.join(names)} }}"))
+    if not vhost.names:
+        host_tests.append(((2, 0), ""))
+    ranked = []
+    for rank, host_test in host_tests:
+        for route in vhost.routes:
+            if host_test or route.path != "/":
+                rule = HaproxyRule(route.service.name, _condition(host_test, route.path))
+                ranked.append(((*rank, -len(route.path)), rule))
+    return ranked
 
 
 # HAProxy refuses a line of more than 64 words or 2,048 characters, and a path rule repeats the

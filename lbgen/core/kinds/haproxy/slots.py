@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jinja2
 
 from lbgen.core.layout import ServiceView, Verbatim, host_port, memo
-from lbgen.core.model import Catalog, Endpoint
+from lbgen.core.model import Catalog, Endpoint, Service
 
 # `    server slot3 10.0.0.1:80 ...` inside a `backend <name>` section (the default template's form).
 _LINE_RE = re.compile(r"^backend[ \t]+'?([^'\s]+)'?[ \t]*$|^[ \t]+server[ \t]+slot(\d+)[ \t]+(\S+)|^\S",
@@ -102,14 +102,20 @@ def assign(servers: Servers, catalog: Catalog) -> Assignment:
     found: Assignment = {}
     for service in catalog.services:
         lines = servers.get(service.name)
-        if not lines:
-            continue
-        waiting: dict[str, list[str]] = {}
-        for endpoint in service.all_endpoints:
-            waiting.setdefault(_addr(endpoint.address, endpoint.port), []).append(endpoint.id)
-        for number, addr in lines:
-            if ids := waiting.get(addr):
-                found.setdefault(service.name, {})[ids.pop(0)] = number
+        if lines and (ids := assign_service(lines, service)):
+            found[service.name] = ids
+    return found
+
+
+def assign_service(lines: list[tuple[int, str]], service: Service) -> dict[str, int]:
+    """`assign` for one service and its backend's server lines."""
+    waiting: dict[str, list[str]] = {}
+    for endpoint in service.all_endpoints:
+        waiting.setdefault(_addr(endpoint.address, endpoint.port), []).append(endpoint.id)
+    found: dict[str, int] = {}
+    for number, addr in lines:
+        if ids := waiting.get(addr):
+            found[ids.pop(0)] = number
     return found
 
 

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import Any
 
 from lbgen.core.kinds import LbKind
-from lbgen.core.kinds.nginx.endpoints import EndpointBlock, endpoint_block, plan_endpoints
+from lbgen.core.kinds.nginx.endpoints import EndpointBlock, endpoint_block, plan_endpoints, warm
 from lbgen.core.layout import UnsafeValue, Verbatim
 from lbgen.core.quoting import BARE_RE, scalar_text
 
@@ -75,4 +75,5 @@ KIND = LbKind(
     value_types=(EndpointBlock,),
     runtime_default=_runtime_default,
     plan_runtime=plan_endpoints,
+    warm=warm,
 )
