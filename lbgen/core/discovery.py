@@ -110,7 +110,7 @@ def drained(desired: Mapping[str, Endpoint], drain_ids: Iterable[str]) -> dict[s
     """`desired` with weight 0 for every endpoint a deploy is draining (`{prefix}/drain/{id}` exists),
     so a reconcile during a rolling update never puts traffic back on a replica about to stop."""
     ids = set(drain_ids)
-    return {k: replace(e, weight=0) if e.id in ids else e for k, e in desired.items()}
+    return {k: e.with_weight(0) if e.id in ids else e for k, e in desired.items()}
 
 
 def discover(containers: Iterable[ContainerInfo], options: DiscoveryOptions, prefix: str) -> Discovered:
