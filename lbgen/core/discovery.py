@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
+from lbgen.core.addresses import is_ip
 from lbgen.core.bounded import quote
 from lbgen.core.model import HEALTH_STATES, Endpoint
 from lbgen.core.schema import (
@@ -20,7 +21,6 @@ from lbgen.core.schema import (
     NAME_RE,
     check_name,
     endpoint_key,
-    is_ip,
 )
 from lbgen.errors import InvalidValue
 from lbgen.core.values import ContainerInfo, PortBinding

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from lbgen.core.model import Catalog, Endpoint, Service
-from lbgen.core.schema import normalize_address
+from lbgen.core.addresses import normalize_address
 
 T = TypeVar("T")
 

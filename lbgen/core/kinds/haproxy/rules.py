@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lbgen.core.layout import Listener, UnsafeValue, Verbatim
-from lbgen.core.schema import PATH_RE, is_hostname
+from lbgen.core.addresses import is_hostname
+from lbgen.core.schema import PATH_RE
 
 
 @dataclass(frozen=True)
