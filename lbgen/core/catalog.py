@@ -88,18 +88,26 @@ class CatalogState:
             return Rejected(key, why)
         if ref is None or not ref.in_catalog:
             return None
-        self._forget(key, ref)
         try:
-            if ref.kind == "spec":
-                self._specs[ref.service] = decode_spec(raw)
-            else:
-                endpoint = decode_endpoint(ref.endpoint_id, raw)
-                self._endpoints.setdefault(ref.service, {})[ref.endpoint_id] = endpoint
+            self._keep(ref, raw)
         except InvalidValue as e:
+            self._forget(key, ref)
             self._rejected[key] = str(e)
             return Rejected(key, str(e))
+        if self._rejected:
+            self._rejected.pop(key, None)
         self._dirty.add(ref.service)
         return None
+
+    def _keep(self, ref: KeyRef, raw: bytes) -> None:
+        """Decode `raw` and store it in place of what the key held (a rejection leaves that as it was)."""
+        if ref.kind == "spec":
+            self._specs[ref.service] = decode_spec(raw)
+            return
+        endpoints = self._endpoints.get(ref.service)
+        if endpoints is None:
+            endpoints = self._endpoints[ref.service] = {}
+        endpoints[ref.endpoint_id] = decode_endpoint(ref.endpoint_id, raw)
 
     def _delete(self, key: str) -> None:
         self._rejected.pop(key, None)

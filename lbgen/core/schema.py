@@ -12,7 +12,6 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Literal, Mapping
 
 import msgspec
@@ -34,10 +33,10 @@ MODES = ("http", "tcp")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
 
 
-@dataclass(frozen=True)
-class KeyRef:
+class KeyRef(msgspec.Struct, frozen=True, gc=False):
     """What a registry key names: a service's spec, one of its endpoints, an LB node's status, a drain
-    marker, or an agent's presence."""
+    marker, or an agent's presence. A msgspec Struct: a watcher's start parses 110,000 keys, and a
+    frozen dataclass cost 1 us each to build (issue 13)."""
 
     kind: str  # "spec" | "endpoint" | "lb" | "drain" | "agent"
     service: str = ""
