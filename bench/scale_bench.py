@@ -69,11 +69,6 @@ def main() -> None:
                             "(setup, transactions of 128)")
         keys = len(items)
         del items
-        paged = timed(result, "paged snapshot, decoded as it arrives", "catalog.state_from_pages(EtcdStore."
-                      "snapshot_pages): lbgen watch's start, each page decoded while etcd serves the next",
-                      state_from_pages, PREFIX, store.snapshot_pages(PREFIX))
-        assert not paged[1] and paged[2] == keys, paged[1][:3]
-        del paged
         snapshot = timed(result, "etcd snapshot", "EtcdStore.snapshot, paged", store.snapshot, PREFIX)
         state = CatalogState(PREFIX)
         rejected = timed(result, "decode + validate", "CatalogState.load(snapshot): keys parsed, values "
@@ -81,6 +76,11 @@ def main() -> None:
         catalog = timed(result, "build the catalog", "CatalogState.catalog()", state.catalog)
         del snapshot
         assert not rejected, rejected[:3]
+        paged = timed(result, "paged snapshot, decoded as it arrives", "catalog.state_from_pages(EtcdStore."
+                      "snapshot_pages): lbgen watch's start, each page decoded while etcd serves the next",
+                      state_from_pages, PREFIX, store.snapshot_pages(PREFIX))
+        assert not paged[1] and paged[2] == keys, paged[1][:3]
+        del paged
         for kind, name, facts in (("nginx", "nginx.conf.j2", nginx_vars(root)), ("haproxy", "haproxy.cfg.j2", haproxy_vars(root))):
             target = Target(name=kind, template=name, dest="/dev/null", kind=kind, vars=facts)
             template = (ROOT / "templates" / name).read_text()
