@@ -32,6 +32,11 @@ MAX_LIST = 64  # tags, hosts, meta keys: a few in practice; the bound keeps mess
 MODES = ("http", "tcp")
 BALANCE_ALGORITHMS = ("roundrobin", "leastconn", "random", "source")
 
+# One object for what most endpoints share, not one each (issue 13: 100,000 endpoints): an empty
+# meta (64 bytes each), and a port number (32 bytes each above 256; a few ports in practice).
+NO_META: Mapping[str, str] = {}  # read-only by its type, as Endpoint.meta; never mutated
+_PORTS: dict[int, int] = {}  # filled by the watcher's follower and consumer threads: setdefault is atomic
+
 
 class KeyRef(msgspec.Struct, frozen=True, gc=False):
     """What a registry key names: a service's spec, one of its endpoints, an LB node's status, a drain
@@ -304,12 +309,6 @@ def endpoint_from_typed(endpoint_id: str, value: EndpointValue) -> Endpoint | No
     port = _PORTS.setdefault(value.port, value.port) if len(_PORTS) < 1024 else value.port
     return Endpoint(endpoint_id, address, port, value.weight, sys.intern(value.node), value.container,
                     value.health, value.tags, meta)
-
-
-# One object for what most endpoints share, not one each (issue 13: 100,000 endpoints): an empty
-# meta (64 bytes each), and a port number (32 bytes each above 256; a few ports in practice).
-NO_META: Mapping[str, str] = {}  # read-only by its type, as Endpoint.meta; never mutated
-_PORTS: dict[int, int] = {}
 
 
 def encode_endpoint(endpoint: Endpoint) -> bytes:
