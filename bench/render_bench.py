@@ -184,7 +184,7 @@ def one_change(catalog: Catalog, run: int) -> Catalog:
     services = list(catalog.services)
     index = run * 7919 % len(services)
     service = services[index]
-    first = replace(service.all_endpoints[0], weight=service.all_endpoints[0].weight % 3 + 1)
+    first = service.all_endpoints[0].with_weight(service.all_endpoints[0].weight % 3 + 1)
     services[index] = replace(service, all_endpoints=(first, *service.all_endpoints[1:]))
     return Catalog(revision=catalog.revision + 1, services=tuple(services))
 

@@ -43,6 +43,12 @@ class Store(Protocol):
 
     def snapshot(self, prefix: str) -> Snapshot: ...
 
+    def snapshot_pages(self, prefix: str) -> Iterator[Snapshot]:
+        """The snapshot in consecutive pages, each at the first page's revision: a caller can decode a
+        page while the next is fetched (issue 13). Raises `Compacted` when the revision is gone
+        before the last page; only a fully iterated snapshot is complete."""
+        ...
+
     def get(self, key: str) -> KeyValue | None: ...
 
     def get_many(self, keys: Sequence[str]) -> list[KeyValue]:

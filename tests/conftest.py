@@ -14,6 +14,12 @@ from typing import Generator
 
 import pytest
 
+# As lbgen.adapters.etcd_connection does before grpc loads: a test module that imports grpc or
+# pyetcd itself (third-party imports sort first) would otherwise load it with fork support on, and
+# then every render worker forked in that pytest process restarts gRPC's poller on descriptors it
+# closes, and aborts (SIGABRT).
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
+
 pytest_plugins: list[str] = [
     "tests.support.docker", "tests.support.etcd", "tests.support.lb", "tests.support.nginx_lua",
 ]

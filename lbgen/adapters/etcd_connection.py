@@ -28,10 +28,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
-# lbgen forks without exec only for bounded renders (adapters/bounded_render.py), whose children
-# never use gRPC: its fork support would restart gRPC's threads in every such child for nothing.
-# Set before grpc is first imported; `etcd_store` and `etcd_watch` import grpc only after this module.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+# lbgen forks without exec only for its render workers (adapters/render_worker.py), which never use
+# gRPC and close every inherited descriptor: gRPC's fork support (on by default in grpcio 1.85)
+# restarts its poller in the child on the closed epoll descriptor, and the worker aborts (SIGABRT;
+# 9 of 20 forks in a test). Forced, not defaulted, for that reason; set before grpc is first
+# imported (`etcd_store` and `etcd_watch` import grpc only after this module).
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "false"
 
 import grpc  # noqa: E402
 import pyetcd  # noqa: E402

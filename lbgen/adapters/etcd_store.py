@@ -13,7 +13,8 @@ this module is the registry on top of it (docs/registry.md, "Design choices"):
 from __future__ import annotations
 
 import logging
-from typing import Any, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
 
 # etcd_connection first: it sets GRPC_ENABLE_FORK_SUPPORT before grpc is imported.
 from lbgen.adapters.etcd_connection import EtcdConfig, EtcdConnection, status_code
@@ -54,32 +55,39 @@ class EtcdStore:
         """Every key under `prefix` at one revision, read in pages of `PAGE_SIZE` keys."""
         for _ in range(3):
             try:
-                return self._snapshot_pages(prefix)
+                pages = list(self.snapshot_pages(prefix))
+                items = tuple(kv for page in pages for kv in page.items)
+                return Snapshot(pages[0].revision, items, pages[0].cluster_id)
             except Compacted:
                 log.info("etcd %s: snapshot of %r outran a compaction, starting again", self.name, prefix)
         raise StoreError(f"etcd {self.name}: snapshot {prefix!r}: compacted three times while paging")
 
-    def _snapshot_pages(self, prefix: str) -> Snapshot:
-        start = prefix.encode()
-        end = utils.prefix_range_end(start)
-        revision, cluster_id = 0, ""
-        items: list[KeyValue] = []
-        while True:
-            try:
-                response = self.connection.call(
-                    f"snapshot {prefix!r}",
-                    lambda: self._client.get_range_response(start, end, limit=PAGE_SIZE, revision=revision or None),
-                )
-            except StoreError as e:
-                if revision and status_code(e.__cause__ or e) == grpc.StatusCode.OUT_OF_RANGE:
-                    raise Compacted(revision, 0) from e
-                raise
-            if not revision:
-                revision, cluster_id = int(response.header.revision), f"{response.header.cluster_id:x}"
-            items.extend(_key_value(kv) for kv in response.kvs)
-            if not response.more or not response.kvs:
-                return Snapshot(revision, tuple(items), cluster_id)
-            start = response.kvs[-1].key + b"\0"
+    def snapshot_pages(self, prefix: str) -> Iterator[Snapshot]:
+        """The snapshot in pages of `PAGE_SIZE` keys, each at the first page's revision. The next page
+        is requested as soon as a page arrives, so etcd serves it while the caller decodes this one."""
+        start, end = prefix.encode(), utils.prefix_range_end(prefix.encode())
+        response = self._page(prefix, start, end, 0)
+        revision, cluster_id = int(response.header.revision), f"{response.header.cluster_id:x}"
+        with ThreadPoolExecutor(1, thread_name_prefix="etcd-next-page") as pool:
+            while True:
+                following = (pool.submit(self._page, prefix, response.kvs[-1].key + b"\0", end, revision)
+                             if response.more and response.kvs else None)
+                yield Snapshot(revision, tuple([_key_value(kv) for kv in response.kvs]), cluster_id)
+                if following is None:
+                    return
+                response = following.result()
+
+    def _page(self, prefix: str, start: bytes, end: bytes, revision: int) -> Any:
+        """One range response of at most `PAGE_SIZE` keys from `start`, at `revision` (0: the current one)."""
+        try:
+            return self.connection.call(
+                f"snapshot {prefix!r}",
+                lambda: self._client.get_range_response(start, end, limit=PAGE_SIZE, revision=revision or None),
+            )
+        except StoreError as e:
+            if revision and status_code(e.__cause__ or e) == grpc.StatusCode.OUT_OF_RANGE:
+                raise Compacted(revision, 0) from e
+            raise
 
     def get(self, key: str) -> KeyValue | None:
         response = self.connection.call(f"get {key!r}", lambda: self._client.get_response(key))

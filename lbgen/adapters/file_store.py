@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
@@ -174,6 +174,9 @@ class FileStore:
 
     def snapshot(self, prefix: str) -> Snapshot:
         return self._memory.snapshot(prefix)
+
+    def snapshot_pages(self, prefix: str) -> Iterator[Snapshot]:
+        return self._memory.snapshot_pages(prefix)
 
     def get(self, key: str) -> KeyValue | None:
         return self._memory.get(key)

@@ -106,6 +106,9 @@ class MemoryStore:
             items = tuple(kv for key, kv in sorted(self._data.items()) if key.startswith(prefix))
             return Snapshot(self._revision, items, self.cluster_id)
 
+    def snapshot_pages(self, prefix: str) -> Iterator[Snapshot]:
+        yield self.snapshot(prefix)  # one page
+
     def get(self, key: str) -> KeyValue | None:
         with self._lock:
             self._check()

@@ -50,10 +50,18 @@ class CatalogState:
 
     def load(self, snapshot: Snapshot) -> list[Rejected]:
         """Replace the whole state with `snapshot`; returns the values it rejected."""
+        return self.load_pages((snapshot,))
+
+    def load_pages(self, pages: Iterable[Snapshot]) -> list[Rejected]:
+        """`load` of a snapshot read in pages (`Store.snapshot_pages`): each page is decoded as it
+        comes, then let go, so the raw values of the whole registry are never held at once (issue
+        13). Complete only when `pages` ends: an error on the way leaves a partial state."""
         self._reset()
+        rejected: list[Rejected] = []
         with _collector_paused():
-            rejected = [r for kv in snapshot.items if (r := self._put(kv.key, kv.value))]
-        self.revision = snapshot.revision
+            for page in pages:
+                rejected += [r for kv in page.items if (r := self._put(kv.key, kv.value))]
+                self.revision = page.revision
         return rejected
 
     def apply(self, events: Iterable[WatchEvent]) -> list[Rejected]:
@@ -110,18 +118,26 @@ class CatalogState:
             return Rejected(key, why)
         if ref is None or not ref.in_catalog:
             return None
-        self._forget(key, ref)
         try:
-            if ref.kind == "spec":
-                self._specs[ref.service] = decode_spec(raw)
-            else:
-                endpoint = decode_endpoint(ref.endpoint_id, raw)
-                self._endpoints.setdefault(ref.service, {})[ref.endpoint_id] = endpoint
+            self._keep(ref, raw)
         except InvalidValue as e:
+            self._forget(key, ref)
             self._rejected[key] = str(e)
             return Rejected(key, str(e))
+        if self._rejected:
+            self._rejected.pop(key, None)
         self._dirty.add(ref.service)
         return None
+
+    def _keep(self, ref: KeyRef, raw: bytes) -> None:
+        """Decode `raw` and store it in place of what the key held (a rejection leaves that as it was)."""
+        if ref.kind == "spec":
+            self._specs[ref.service] = decode_spec(raw)
+            return
+        endpoints = self._endpoints.get(ref.service)
+        if endpoints is None:
+            endpoints = self._endpoints[ref.service] = {}
+        endpoints[ref.endpoint_id] = decode_endpoint(ref.endpoint_id, raw)
 
     def _delete(self, key: str) -> None:
         self._rejected.pop(key, None)
@@ -173,6 +189,21 @@ def misnamed(prefix: str, key: str) -> str | None:
 
 def _cut(text: str, limit: int = 100) -> str:
     return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def state_from_pages(prefix: str, pages: Iterable[Snapshot]) -> tuple[CatalogState, list[Rejected], int]:
+    """A fresh state loaded from a paged snapshot (`CatalogState.load_pages`), what it rejected, and
+    how many keys it read."""
+    state, keys = CatalogState(prefix), 0
+
+    def counted() -> Iterator[Snapshot]:
+        nonlocal keys
+        for page in pages:
+            keys += len(page.items)
+            yield page
+
+    rejected = state.load_pages(counted())
+    return state, rejected, keys
 
 
 def catalog_from_snapshot(prefix: str, snapshot: Snapshot) -> tuple[Catalog, list[Rejected]]:

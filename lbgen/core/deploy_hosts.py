@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from lbgen.core.bounded import quote
 from lbgen.core.deploy_checks import choice, host_path, int_in, matching
 from lbgen.core.fields import Section
-from lbgen.core.schema import NAME_RE, is_ip, normalize_address
+from lbgen.core.addresses import is_ip, normalize_address
+from lbgen.core.schema import NAME_RE
 from lbgen.errors import ConfigError
 
 URL_RE = re.compile(r"(unix:///[A-Za-z0-9_.~/@+-]{1,4095}|tcp://[A-Za-z0-9.:\[\]-]{1,255}:\d{1,5})")

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
+from lbgen.core.addresses import is_ip
 from lbgen.core.bounded import quote
 from lbgen.core.model import HEALTH_STATES, Endpoint
 from lbgen.core.schema import (
@@ -20,7 +21,6 @@ from lbgen.core.schema import (
     NAME_RE,
     check_name,
     endpoint_key,
-    is_ip,
 )
 from lbgen.errors import InvalidValue
 from lbgen.core.values import ContainerInfo, PortBinding
@@ -110,7 +110,7 @@ def drained(desired: Mapping[str, Endpoint], drain_ids: Iterable[str]) -> dict[s
     """`desired` with weight 0 for every endpoint a deploy is draining (`{prefix}/drain/{id}` exists),
     so a reconcile during a rolling update never puts traffic back on a replica about to stop."""
     ids = set(drain_ids)
-    return {k: replace(e, weight=0) if e.id in ids else e for k, e in desired.items()}
+    return {k: e.with_weight(0) if e.id in ids else e for k, e in desired.items()}
 
 
 def discover(containers: Iterable[ContainerInfo], options: DiscoveryOptions, prefix: str) -> Discovered:

@@ -15,9 +15,9 @@ import operator
 from collections import defaultdict
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
+from lbgen.core.addresses import normalize_address
 from lbgen.core.listeners import Port, empty_port, update_port
 from lbgen.core.model import Catalog, Service, replaced
-from lbgen.core.schema import normalize_address
 from lbgen.core.views import Layout, Listener, Route, ServiceView, VirtualHost
 
 __all__ = ["IdentityMemo", "Layout", "Listener", "Route", "ServiceView", "UnsafeValue", "Verbatim", "VirtualHost",

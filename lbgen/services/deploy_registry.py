@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.model import Endpoint
@@ -91,7 +91,7 @@ class Registry:
         lease = self.store.grant_lease(max(10, int(ttl) + 1))
         marker = encode_drain_marker(container_id, registered.key)
         self.store.put(self.drain_key(registered.endpoint.id), marker, lease=lease)
-        zero = encode_endpoint(replace(registered.endpoint, weight=0))
+        zero = encode_endpoint(registered.endpoint.with_weight(0))
         try:
             revision = self.store.put(registered.key, zero, lease=registered.lease)
         except StoreError as e:  # the agent's lease is gone, and the endpoint with it

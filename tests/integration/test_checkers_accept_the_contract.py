@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from lbgen.core.catalog import catalog_from_snapshot
 from lbgen.core.model import HEALTH_STATES, Catalog
-from lbgen.core.schema import BALANCE_ALGORITHMS, HOST_LABEL_RE, META_VALUE_RE, MODES, NAME_RE, PATH_RE
+from lbgen.core.addresses import HOST_LABEL_RE
+from lbgen.core.schema import BALANCE_ALGORITHMS, META_VALUE_RE, MODES, NAME_RE, PATH_RE
 from lbgen.core.values import KeyValue, Snapshot
 from tests.unit.catalogs import render_default
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -176,3 +178,41 @@ def test_a_job_that_does_not_pickle_is_rendered_by_a_new_fork(renderer: BoundedR
     source = _Unpicklable("odd {{ revision }}")
     assert renderer.render(source, catalog(2, "a"), target(), DEFAULT_SERVED_HEALTH) == "odd 2"
     assert worker_pid(renderer) != pid and gone(pid)
+
+
+_GRPC_THEN_RENDER = """
+import sys, time
+import lbgen.adapters.etcd_connection  # what lbgen's registry adapters import before grpc
+import grpc
+from lbgen.adapters.bounded_render import BoundedRenderer
+from lbgen.core.model import DEFAULT_SERVED_HEALTH
+from tests.integration.test_render_worker import GOOD, catalog, target
+channel = grpc.insecure_channel("127.0.0.1:1")  # gRPC's poller threads running, as in `lbgen watch`
+try:
+    grpc.channel_ready_future(channel).result(timeout=0.3)
+except grpc.FutureTimeoutError:
+    pass
+failed = 0
+for revision in range(1, 21):
+    renderer = BoundedRenderer()  # a fresh worker forked each time, asked again once it has idled
+    try:
+        renderer.render(GOOD, catalog(revision, "a"), target(), DEFAULT_SERVED_HEALTH)
+        time.sleep(0.2)
+        renderer.render(GOOD, catalog(revision, "a", "b"), target(), DEFAULT_SERVED_HEALTH)
+    except Exception as e:
+        failed += 1
+        print(e, file=sys.stderr)
+    renderer.close()
+print(failed)
+"""
+
+
+def test_render_workers_forked_beside_grpc_threads_do_not_abort(tmp_path: Path) -> None:
+    """gRPC's fork support restarted its poller in the worker on a descriptor the worker closes,
+    and the worker aborted (SIGABRT), in about half of the forks; lbgen turns it off before grpc
+    loads."""
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}  # grpcio's default: on
+    done = subprocess.run([sys.executable, "-c", _GRPC_THEN_RENDER], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == "0", done.stderr[-2000:]

@@ -322,3 +322,29 @@ def test_etcd_cluster_keeps_serving_and_watching_while_each_member_restarts(
     store.close()
     print(f"3-member cluster, each member restarted in turn: watch resumed {resumes} times, no event lost")
     assert [e.key for e in seen] == written
+
+
+def test_snapshot_pages_are_the_snapshot_at_one_revision(case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lbgen.adapters.etcd_store.PAGE_SIZE", 3)
+    for i in range(8):
+        case.store.put(key(case, f"s{i}", "a"), endpoint_value(8000 + i))
+    pages = list(case.store.snapshot_pages(case.prefix))
+    whole = case.store.snapshot(case.prefix)
+    assert [kv for page in pages for kv in page.items] == list(whole.items) and len(whole.items) == 8
+    assert {(page.revision, page.cluster_id) for page in pages} == {(whole.revision, whole.cluster_id)}
+    if isinstance(case.store, EtcdStore):
+        assert [len(page.items) for page in pages] == [3, 3, 2]
+
+
+def test_etcd_snapshot_pages_raise_compacted_when_their_revision_goes(
+    etcd: EtcdStore, etcd_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("lbgen.adapters.etcd_store.PAGE_SIZE", 2)
+    for i in range(8):
+        revision = etcd.put(f"{etcd_prefix}/services/s{i}/spec", b"{}")
+    pages = etcd.snapshot_pages(f"{etcd_prefix}/")
+    first = next(pages)
+    etcd.compact(etcd.put(f"{etcd_prefix}/services/s0/spec", b"{}"))  # the snapshot's revision is gone
+    with pytest.raises(Compacted):
+        list(pages)  # the page requested before the compaction may still arrive; a later one cannot
+    assert first.revision == revision

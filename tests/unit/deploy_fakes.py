@@ -4,7 +4,6 @@ plan and deployer unit tests."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from typing import Any
 
 from lbgen.core.deploy_spec import DeploySpec, parse_deploy_spec
@@ -91,7 +90,7 @@ class FakeAgent:
             self.store.delete(key)
         for key, endpoint in desired.items():
             if f"{self.prefix}/drain/{endpoint.id}" in self.store.kv:  # the drain contract
-                endpoint = replace(endpoint, weight=0)
+                endpoint = endpoint.with_weight(0)
             current = self.store.kv.get(key)
             if current is None or current.value != encode_endpoint(endpoint):
                 self.store.put(key, encode_endpoint(endpoint), lease=self.lease)

@@ -3,7 +3,7 @@ its `Service` object while unchanged, as the catalog reducer does, so the cache 
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 from typing import Any
 
 from hypothesis import strategies as st
@@ -139,7 +139,7 @@ def changes(draw: st.DrawFn, services: dict[str, Service], addresses: tuple[str,
         field, value = draw(st.sampled_from((
             ("weight", 0), ("weight", 2), ("health", "unhealthy"), ("health", "healthy"),
             ("address", "10.0.0.9"), ("port", 7000))))
-        changed = dataclasses.replace(picked, **{field: value})
+        changed = msgspec.structs.replace(picked, **{field: value})
         after[name] = _service(name, dict(old.spec), [changed if e is picked else e for e in old.all_endpoints])
     else:
         after[name] = _service(name, draw(specs(ports)), list(old.all_endpoints))

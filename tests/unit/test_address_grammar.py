@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from lbgen.core.layout import UnsafeValue, Verbatim, host_port
 from lbgen.core.model import Catalog, Endpoint, Service
 from lbgen.core.render import render
-from lbgen.core.schema import decode_endpoint, is_ip, normalize_address
+from lbgen.core.addresses import is_ip, normalize_address
+from lbgen.core.schema import decode_endpoint
 from lbgen.core.settings import Target
 from lbgen.errors import InvalidValue, TemplateError
 from tests.unit.catalogs import render_default

@@ -4,6 +4,7 @@ and re-encodes only the services that changed."""
 from __future__ import annotations
 
 import json
+from typing import Any, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -12,8 +13,10 @@ from hypothesis import strategies as st
 from lbgen.core import applied_state
 from lbgen.core.applied_state import AppliedEncoder, encode_applied
 from lbgen.core.catalog import CatalogState
+from lbgen.core.model import Catalog
 from lbgen.core.values import KeyValue, Snapshot, WatchEvent
 from lbgen.errors import InvalidValue
+from tests.unit.test_endpoint_fast_path import endpoint_values
 
 P = "/lbgen"
 NAMES = ["api", "web", "db-1", "z_9", "a.b"]
@@ -77,3 +80,54 @@ def test_an_applied_state_value_is_validated_as_the_registry_value_would_be(serv
     raw = json.dumps({"format": applied_state.FORMAT, "revision": 3, "services": services}).encode()
     with pytest.raises(InvalidValue, match=error):
         applied_state.decode_applied(raw)
+
+
+def _outcome(decode: Callable[[bytes], Catalog], raw: bytes) -> str:
+    try:
+        return f"catalog {decode(raw)!r}"
+    except InvalidValue as e:
+        return f"refused: {e}"
+
+
+def _file(services: dict[str, Any], revision: Any = 3, format: Any = applied_state.FORMAT) -> bytes:
+    return json.dumps({"format": format, "revision": revision, "services": services}).encode()
+
+
+SERVICES = st.dictionaries(
+    st.sampled_from(["web", "api", "a.b", "bad name", ""]),
+    st.fixed_dictionaries({}, optional={
+        "spec": st.sampled_from([{}, {"listen": 80, "mode": "http"}, {"listen": 0}, {"hosts": ["*.x.test"]}, []]),
+        "endpoints": st.dictionaries(st.sampled_from(["e1", "e2", "bad id"]), endpoint_values(), max_size=3),
+        "future": st.just(1)}),
+    max_size=3)
+
+
+@settings(max_examples=150, deadline=None)
+@given(services=SERVICES, revision=st.sampled_from([3, 0, -1, True, 2**63]), format=st.sampled_from([1, True, 2]))
+def test_the_applied_state_decodes_as_the_python_checks_decode_it(services: dict[str, Any], revision: Any,
+                                                                   format: Any) -> None:
+    """The msgspec path for a whole applied-state file (issue 13) gives the catalog, or the
+    rejection, that the Python checks give, whatever a field holds."""
+    raw = _file(services, revision, format)
+    assert _outcome(applied_state.decode_applied, raw) == _outcome(applied_state._checked, raw)
+
+
+def test_a_file_lbgen_wrote_takes_the_msgspec_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = CatalogState(P)
+    for revision, event in enumerate([spec("web", 8080, 1), put("web", "e1", 80, 1, 2), put("api", "e2", 81, 0, 3)]):
+        state.apply([event])
+    catalog = state.catalog()
+    raw = encode_applied(catalog)
+    monkeypatch.setattr(applied_state, "_checked", lambda raw: pytest.fail("took the Python checks"))
+    assert applied_state.decode_applied(raw) == catalog
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"format":1,"revision":3,"services":{},"x":' + b"1" * 5000 + b"}",
+    b'{"format":1,"revision":3,"services":{"web":{"x":' + b"1" * 5000 + b"}}}",
+], ids=["top-level", "in-a-service"])
+def test_a_field_nobody_reads_is_refused_where_json_loads_refuses_it(raw: bytes) -> None:
+    """json.loads refuses an integer of over 4,300 digits, even in a field lbgen ignores; so does
+    the msgspec path, which takes no unknown field."""
+    assert _outcome(applied_state.decode_applied, raw) == _outcome(applied_state._checked, raw)
+    assert _outcome(applied_state.decode_applied, raw).startswith("refused: not JSON")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from lbgen.core.addresses import is_hostname
 from lbgen.core.layout import Listener, UnsafeValue, Verbatim, VirtualHost, memo
-from lbgen.core.schema import PATH_RE, is_hostname
+from lbgen.core.schema import PATH_RE
 
 
 @dataclass(frozen=True)

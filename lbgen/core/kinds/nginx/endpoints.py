@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lbgen.core.layout import ServiceView, Verbatim, memo
-from lbgen.core.schema import is_ip
+from lbgen.core.addresses import is_ip
 
 # The lines run inside functions of at most PER_FUNCTION lines each: LuaJIT refuses a function
 # with more than 65,536 constants, and every line is one (nginx would not start at ~65,000 upstreams).
