@@ -212,7 +212,7 @@ def test_render_workers_forked_beside_grpc_threads_do_not_abort(tmp_path: Path) 
     and the worker aborted (SIGABRT), in about half of the forks; lbgen turns it off before grpc
     loads."""
     env = {k: v for k, v in os.environ.items() if k != "GRPC_ENABLE_FORK_SUPPORT"}  # grpcio's default: on
-    done = subprocess.run([sys.executable, "-c", _GRPC_THEN_RENDER], env=env, capture_output=True, text=True, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run([sys.executable, "-c", _GRPC_THEN_RENDER], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "0", done.stderr[-2000:]
