@@ -62,7 +62,8 @@ def test_render_help_imports_no_etcd_client_docker_metrics_or_file_watching() ->
 
 def test_a_one_shot_render_of_a_generic_target_imports_no_lb_module_and_no_quarantine(tmp_path: Path) -> None:
     """The nginx and HAProxy adapters load only for a target of their kind (lbgen.adapters.kinds),
-    the quarantine search only for a dry run the checker refuses."""
+    the quarantine search only for a dry run the checker refuses, HAProxy's runtime planner only
+    when a change is planned; nor the etcd client, Docker, metrics or file watching."""
     (tmp_path / "t.j2").write_text("{% for s in services %}{{ s.name }}\n{% endfor %}")
     (tmp_path / "registry.yaml").write_text("services:\n  web:\n    spec: {listen: 8080}\n")
     target = {"name": "conf", "kind": "generic", "template": "t.j2", "dest": "out.conf",
@@ -71,8 +72,10 @@ def test_a_one_shot_render_of_a_generic_target_imports_no_lb_module_and_no_quara
     stdout, modules = modules_after(["render", "-c", "lbgen.yaml"], cwd=tmp_path)
     assert "conf: applied revision" in stdout and (tmp_path / "out.conf").read_text() == "web\n"
     unused = {"lbgen.adapters.kinds.nginx", "lbgen.adapters.kinds.haproxy", "lbgen.services.quarantine",
-              "lbgen.core.quarantine"}
+              "lbgen.core.quarantine", "lbgen.core.kinds.haproxy.runtime_plan"}
     assert modules.isdisjoint(unused), sorted(modules & unused)
+    heavy = {"grpc", "pyetcd", "docker", "prometheus_client", "watchdog", "google", "requests"}
+    assert heavy.isdisjoint(name.split(".")[0] for name in modules), sorted(heavy & {m.split(".")[0] for m in modules})
 
 
 def test_a_real_process_freezes_what_its_command_imported_a_caller_passing_argv_does_not() -> None:
