@@ -73,10 +73,10 @@ def measure(result: Result, name: str, path: str, argv: Sequence[str], runs: int
     `ru_maxrss` includes the forking bench's own pages before the exec.)"""
     walls, cpus = [], []
     for _ in range(runs):
-        for path in before:
-            if path.is_dir():
-                shutil.rmtree(path)
-            path.unlink(missing_ok=True)
+        for stale in before:
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            stale.unlink(missing_ok=True)
         wall, cpu = run_once(argv, cwd)
         walls.append(wall)
         cpus.append(cpu)

@@ -54,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true",
                         help="apply a render the drop guard refuses (a sudden loss of served endpoints "
                         "against what was last applied, or an empty registry over a live config)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, one_shot=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lbgen.cli import main
+from lbgen.cli import ONE_SHOT_GC_THRESHOLD, main
 
 HEAVY = ("grpc", "docker", "jinja2", "prometheus_client", "watchdog", "pyetcd")
 
@@ -86,3 +86,20 @@ def test_a_real_process_freezes_what_its_command_imported_a_caller_passing_argv_
     before = gc.get_freeze_count()
     assert main([]) == 0
     assert gc.get_freeze_count() == before
+
+
+def test_a_one_shot_render_process_collects_its_young_objects_less_often(tmp_path: Path) -> None:
+    """A real `lbgen render` raises the young generation's threshold; a caller passing argv is left alone."""
+    (tmp_path / "t.j2").write_text("{{ revision }}\n")
+    (tmp_path / "registry.yaml").write_text("services: {}\n")
+    target = {"name": "conf", "kind": "generic", "template": "t.j2", "dest": "out.conf",
+              "check": ["test", "-f", "{staged}"]}
+    (tmp_path / "lbgen.yaml").write_text(yaml.safe_dump({"registry": "file:registry.yaml", "targets": [target]}))
+    probe = ("import gc, sys; sys.argv = ['lbgen', 'render', '-c', 'lbgen.yaml']; from lbgen.cli import main; "
+             "print(main(), gc.get_threshold()[0])")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True,
+                          cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == f"0 {ONE_SHOT_GC_THRESHOLD}"
+    before = gc.get_threshold()
+    assert main(["render", "-c", str(tmp_path / "lbgen.yaml")]) == 0
+    assert gc.get_threshold() == before
