@@ -7,7 +7,7 @@ connection does about each of its caveats (docs/registry.md, "Design choices"):
 - After a failed call pyetcd refuses an endpoint for `time_retry` (300 s by default): we lower it
   to `retry_after` and, when every endpoint is marked failed, try them again anyway: the caller's
   backoff (`lbgen.core.backoff`, capped at a few seconds) decides when, not the library.
-- gRPC's reconnect backoff grows to 120 s (confd took 91 s to notice etcd was back): capped at 1 s.
+- gRPC's reconnect backoff grows to 120 s (confd 0.16 took 91 s to notice etcd was back, 2026-11-25): capped at 1 s.
 - gRPC's `min_reconnect_backoff_ms` is really the *minimum connect timeout* (grpc
   doc/connection-backoff.md, MIN_CONNECT_TIMEOUT): set to 100 ms it failed every connect whose
   HTTP/2 SETTINGS took longer (etcd 50 ms away, issue 10.7). It is the call timeout (`--etcd-timeout`)
