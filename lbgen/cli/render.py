@@ -97,7 +97,7 @@ def _guard(settings: Settings, targets: Sequence[Target], catalog: Catalog, stat
     """The targets the drop guard refuses (each named on stderr); none with `force`."""
     refused = []
     for target in targets:
-        verdict = check_one_shot(states.load(target), Path(target.dest).exists(), catalog, settings.guard,
+        verdict = check_one_shot(states.load(target, catalog), Path(target.dest).exists(), catalog, settings.guard,
                                  settings.served_health)
         if verdict.allowed:
             continue
