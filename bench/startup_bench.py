@@ -6,12 +6,14 @@
 Each run is a fresh process (`sys.executable`, as the installed `lbgen` script runs); wall time,
 CPU time (user + system of the child) comes from `wait4`. The render renders
 templates/nginx.conf.j2 to a generic target checked by `/bin/true` (no nginx), with the dest
-removed before each run so every run writes it; no reload command. The render is measured twice:
-with lbgen's compiled-template cache warm (XDG_CACHE_HOME in the bench's directory, filled by a run
-before), and cold (that cache emptied before each run: the template compiled every time). lbgen's
-modules are compiled to bytecode first, as `pip install` does: with PYTHONDONTWRITEBYTECODE set (as
-in this project's sessions), an editable checkout would otherwise compile every lbgen module from
-source on every start. Prints the median and the spread of the runs and writes bench/results/startup.json.
+removed before each run so every run writes it (the applied state beside it stays: the registry
+is unchanged, so the drop guard finds its own catalog there and decodes nothing); no reload
+command. The render is measured twice: with lbgen's compiled-template cache warm (XDG_CACHE_HOME
+in the bench's directory, filled by a run before), and cold (that cache emptied before each run:
+the template compiled every time). lbgen's modules are compiled to bytecode first, as `pip
+install` does: with PYTHONDONTWRITEBYTECODE set (as in this project's sessions), an editable
+checkout would otherwise compile every lbgen module from source on every start. Prints the median
+and the spread of the runs and writes bench/results/startup.json.
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ def main() -> None:
                          [python, "-m", "lbgen", "--help"], args.runs, root)
         render = [python, "-m", "lbgen", "render", "-c", "lbgen.yaml"]
         path = (f"python -m lbgen render: file registry ({args.services} services x {args.per_service}"
-                " endpoints), nginx.conf.j2 to a generic target, check /bin/true, no reload")
+                " endpoints, unchanged since the run before), nginx.conf.j2 to a generic target, check /bin/true,"
+                " no reload")
         run_once(render, root)  # fills the template code cache
         rendered = measure(result, f"lbgen render, {endpoints:,} endpoints", path + ", template code cached",
                            render, args.runs, root, before=[dest])
