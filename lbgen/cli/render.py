@@ -54,7 +54,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--force", action="store_true",
                         help="apply a render the drop guard refuses (a sudden loss of served endpoints "
                         "against what was last applied, or an empty registry over a live config)")
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, one_shot=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +97,7 @@ def _guard(settings: Settings, targets: Sequence[Target], catalog: Catalog, stat
     """The targets the drop guard refuses (each named on stderr); none with `force`."""
     refused = []
     for target in targets:
-        verdict = check_one_shot(states.load(target), Path(target.dest).exists(), catalog, settings.guard,
+        verdict = check_one_shot(states.load(target, catalog), Path(target.dest).exists(), catalog, settings.guard,
                                  settings.served_health)
         if verdict.allowed:
             continue

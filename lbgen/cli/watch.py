@@ -17,7 +17,7 @@ from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.heap import release_free_heap
+from lbgen.adapters.heap import keep_heap_small, release_free_heap
 from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.common import bounded_number, registry_prefix
@@ -72,6 +72,7 @@ def _template_paths(targets: tuple[Target, ...]) -> set[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    keep_heap_small()  # before any thread starts: its arena count is set when it first allocates
     settings = load_settings(args.config)
     targets = chosen_targets(settings, args.target)
     for target in targets:

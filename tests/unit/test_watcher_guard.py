@@ -100,6 +100,22 @@ def test_a_restarted_watcher_compares_with_what_was_last_applied(
         assert states.saved["lb"].service("web") == served("web", 2), "the held service stays the baseline"
 
 
+def test_a_state_file_holding_the_current_catalog_is_not_decoded_another_one_is(tmp_path: Path) -> None:
+    """A one-shot render of an unchanged registry reads its state back as the catalog it has; a
+    file that differs (or a bad one) is decoded as before, whatever `current` is."""
+    target = Target(name="lb", template="t", dest=str(tmp_path / "lb.conf"))
+    files, catalog = AppliedStateFiles(), Catalog(9, (Service("api"), served("web", 1, 2)))
+    files.save(target, catalog)
+    same = Catalog(9, (Service("api"), served("web", 1, 2)))
+    assert AppliedStateFiles().load(target, same) is same
+    newer = Catalog(10, (Service("api"), served("web", 1)))
+    loaded = AppliedStateFiles().load(target, newer)
+    assert loaded == catalog and loaded is not newer
+    state_path(tmp_path / "lb.conf").write_text(json.dumps({"format": 1, "revision": 1, "services": {
+        "web": {"endpoints": {"e": {"address": "1.2.3.4;evil", "port": 80}}}}}))
+    assert AppliedStateFiles().load(target, same) is None
+
+
 def test_the_applied_state_file_round_trips_and_a_bad_one_is_ignored(tmp_path: Path) -> None:
     target = Target(name="lb", template="t", dest=str(tmp_path / "lb.conf"))
     files, catalog = AppliedStateFiles(), Catalog(9, (Service("api"), served("web", 1, 2)))

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lbgen.core.kinds import ContextRead, LbKind
 from lbgen.core.kinds.haproxy.rules import HaproxyRule, default_backend, haproxy_rules
-from lbgen.core.kinds.haproxy.runtime_plan import plan_runtime
 from lbgen.core.kinds.haproxy.slots import Slot, previous_of, template_slots, warm
 from lbgen.core.layout import UnsafeValue, Verbatim
 from lbgen.core.quoting import BARE_RE, scalar_text
+
+if TYPE_CHECKING:
+    from lbgen.core.kinds.haproxy.runtime_plan import RuntimePlan
 
 
 def haproxy_quote(value: Any) -> Verbatim:
@@ -24,6 +26,14 @@ def haproxy_quote(value: Any) -> Verbatim:
     if "'" in text:
         raise UnsafeValue(f"haproxy: refusing {text!r}: a single quote cannot be quoted safely")
     return Verbatim(f"'{text}'")
+
+
+def _plan_runtime(old: str, new: str) -> RuntimePlan | None:
+    """`runtime_plan.plan_runtime`, imported at the first change planned: every one-shot render and
+    every watcher of another kind loads the whole kind registry, not its runtime planner (issue 13)."""
+    from lbgen.core.kinds.haproxy.runtime_plan import plan_runtime
+
+    return plan_runtime(old, new)
 
 
 def _runtime_default(variables: Mapping[str, Any]) -> bool:
@@ -43,7 +53,7 @@ KIND = LbKind(
     context=MappingProxyType({"previous_slots": MappingProxyType({})}),
     value_types=(HaproxyRule, Slot),
     runtime_default=_runtime_default,
-    plan_runtime=plan_runtime,
+    plan_runtime=_plan_runtime,
     warm=warm,
     fragment_context=MappingProxyType({"slots": ContextRead(("previous_slots",), previous_of)}),
 )
