@@ -14,6 +14,7 @@ Each step runs once (n=1). Writes bench/results/scale.json (bench/results.py).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -33,12 +34,15 @@ from common import (
 from render_bench import big_catalog, peak_rss_mb, time_checker
 from results import Result
 
+from lbgen.adapters.etcd_store import EtcdStore
 from lbgen.core.catalog import CatalogState, state_from_pages
+from lbgen.core.model import DEFAULT_SERVED_HEALTH
 from lbgen.core.render import render
 from lbgen.core.schema import encode_endpoint, encode_spec, endpoint_key, spec_key
 from lbgen.core.settings import Target
 
 PREFIX = "/scale"
+CHANGES = 15  # endpoints changed one at a time, each in another service, spread over the catalog
 
 
 def timed(result: Result, what: str, path: str, fn, *args):  # type: ignore[no-untyped-def]
@@ -68,6 +72,8 @@ def main() -> None:
                             f"{len(items):,} keys, loaded into a private etcd in {time.perf_counter() - start:.1f} s "
                             "(setup, transactions of 128)")
         keys = len(items)
+        moved = [(k, v) for k, v in items[1::max(1, len(items) // CHANGES)] if "/endpoints/" in k
+                 and json.loads(v).get("health", "none") in DEFAULT_SERVED_HEALTH][:CHANGES]  # in the config
         del items
         snapshot = timed(result, "etcd snapshot", "EtcdStore.snapshot, paged", store.snapshot, PREFIX)
         state = CatalogState(PREFIX)
@@ -95,15 +101,21 @@ def main() -> None:
             result.add(f"{checker}, CPU", f"the real checker on the output, verdict {verdict}", "ms", [cpu])
         del state, catalog
         watcher_start(result, root, server.url)
+        watcher_changes(result, root, server.url, store, moved)
 
 
-def watcher_start(result: Result, root: Path, url: str) -> None:
-    """`lbgen watch` on the same registry, one nginx target checked by `/bin/true` (the checker was
-    timed above): time to the first config written, and the daemon's RSS."""
+def watcher_settings(root: Path, url: str, **extra: object) -> tuple[Path, Path]:
+    """Settings of one nginx target checked by `/bin/true` (the checker was timed above), and its dest."""
     dest = root / "nginx.conf"
     target = {"name": "nginx", "kind": "generic", "template": str(ROOT / "templates/nginx.conf.j2"),
               "dest": str(dest), "check": ["/bin/true", "{staged}"], "vars": nginx_vars(root)}
-    settings = write_settings(root / "lbgen.yaml", {"registry": url, "prefix": PREFIX, "targets": [target]})
+    data = {"registry": url, "prefix": PREFIX, "targets": [target], **extra}
+    return write_settings(root / "lbgen.yaml", data), dest
+
+
+def watcher_start(result: Result, root: Path, url: str) -> None:
+    """`lbgen watch` on the same registry: time to the first config written, and the daemon's RSS."""
+    settings, dest = watcher_settings(root, url)
     path = "lbgen watch (a subprocess) on the etcd above, generic target checked by /bin/true, no LB"
     for name, how in (("lbgen watch", path), ("lbgen watch, restarted", f"{path}; again, its applied state "
                                               "(the drop guard's baseline, 10,000 services) read at start")):
@@ -118,6 +130,30 @@ def watcher_start(result: Result, root: Path, url: str) -> None:
         result.add(f"{name}: start → first config written", how, "ms", [elapsed])
         result.add(f"{name}: RSS 0.5 s after the first config", how, "MB", [rss])
         result.add(f"{name}: peak RSS", how, "MB", [peak])
+
+
+def watcher_changes(result: Result, root: Path, url: str, store: EtcdStore,
+                    moved: list[tuple[str, bytes]]) -> None:
+    """`lbgen watch` with quiescence off (`wait: 0`, as watch_bench's reload figures): one endpoint's
+    weight changes in etcd, and the time until the config file is replaced (a new inode)."""
+    settings, dest = watcher_settings(root, url, wait=0)
+    dest.unlink(missing_ok=True)
+    path = ("lbgen watch (a subprocess), wait 0, generic target checked by /bin/true, no LB: one endpoint's "
+            f"weight put in etcd → the config file replaced, {len(moved)} endpoints of as many services")
+    times = []
+    with Processes(root) as procs:
+        procs.watch(settings)
+        wait_until(dest.exists, 600, "the watcher's first render", interval=0.05)
+        for key, value in moved:
+            data = json.loads(value)
+            data["weight"] = data.get("weight", 1) + 1
+            before = dest.stat().st_ino
+            start = time.perf_counter()
+            store.put(key, json.dumps(data).encode())
+            wait_until(lambda: dest.stat().st_ino != before, 60, "the changed config", interval=0.002)
+            times.append((time.perf_counter() - start) * 1000)
+            time.sleep(0.3)  # the status write and metrics of the pass settle before the next put
+    result.add("lbgen watch: one endpoint change → config file", path, "ms", times)
 
 
 if __name__ == "__main__":
