@@ -222,12 +222,11 @@ class Watcher:
     def _handle(self, message: object) -> None:
         now = self._clock.now()
         if isinstance(message, _Loaded):
-            self._state = message.state
-            self._loaded = True
+            first, self._state, self._loaded = not self._loaded, message.state, True
             self._connected(now)
             log.info("registry: snapshot at revision %s, %s keys", self._state.revision, message.keys)
             self._log_rejected(message.rejected)
-            self._note_all(now)
+            self._note_all(now, at_once=first)
         elif isinstance(message, _Changed):
             self._log_rejected(self._state.apply(message.events))
             self._note_all(now)
@@ -269,11 +268,16 @@ class Watcher:
         self.status.disconnected_since = None
         self.metrics.connected.set(1)
 
-    def _note_all(self, now: float) -> None:
+    def _note_all(self, now: float, at_once: bool = False) -> None:
+        """A change for every target; `at_once`: the first complete snapshot, rendered without
+        waiting out `wait.min` (later snapshots, after a break, are debounced as any change)."""
         self.status.revision = self._state.revision
         if self._loaded:
             for name, window in self._windows.items():
-                window.note(now)
+                if at_once:
+                    window.settled(now)
+                else:
+                    window.note(now)
                 self._pending_since.setdefault(name, now)
 
     def _log_rejected(self, rejected: list) -> None:

@@ -49,3 +49,14 @@ def test_deadline_is_the_earlier_of_quiet_and_cap() -> None:
     assert q.deadline() == pytest.approx(10.1)
     q.note(10.95)
     assert q.deadline() == pytest.approx(11.0)
+
+
+def test_a_settled_change_is_due_at_once_and_the_next_window_waits_again() -> None:
+    q = Quiescence(Wait(2.0, 10.0))
+    q.note(9.0)
+    q.settled(10.0)
+    assert q.due(10.0) and q.timeout(10.0) == 0.0
+    q.fired()
+    q.note(11.0)
+    assert not q.due(11.0)
+    assert q.deadline() == pytest.approx(13.0)

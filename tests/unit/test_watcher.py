@@ -279,3 +279,15 @@ def test_a_loaded_snapshot_is_not_kept_while_the_watch_runs(applier: RecordingAp
         wait_for(lambda: applier.last == "web=1,2,;")
         gc.collect()
         assert spy.taken and all(ref() is None for ref in spy.taken)
+
+
+def test_the_first_snapshot_renders_without_waiting_out_the_wait(store: MemoryStore,
+                                                                  applier: RecordingApplier) -> None:
+    """At start there is no burst to wait out: an LB node starting without a config gets one at
+    once, even with a long `wait`; the changes after it are debounced as before."""
+    store.put(key("web", "a"), endpoint(1))
+    for watcher in start_watcher(store, applier, wait=Wait(30.0, 60.0)):
+        wait_for(lambda: applier.last == "web=1,;")
+        store.put(key("web", "b"), endpoint(2))
+        wait_for(lambda: watcher._windows["lb"].pending)
+        assert applier.last == "web=1,;" and len(applier.passes) == 1
