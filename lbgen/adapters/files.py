@@ -13,6 +13,7 @@ import logging
 import os
 import pwd
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -31,6 +32,13 @@ _BIND_MOUNT_ERRNOS = (errno.EBUSY, errno.EXDEV)
 def real_dest(target: Target) -> Path:
     """dest with symlinks resolved: replacing a link would detach it from the file it points to."""
     return Path(os.path.realpath(target.dest))
+
+
+def is_private_dir(info: os.stat_result) -> bool:
+    """Whether `info` (from `os.lstat`: a link is no directory) is a directory that belongs to this
+    process's user and that no other user may enter or change: the rule for a directory whose
+    contents lbgen trusts (the nginx control socket's, the template code cache)."""
+    return stat.S_ISDIR(info.st_mode) and info.st_uid == os.geteuid() and not info.st_mode & 0o077
 
 
 def staged_pattern(dest: Path) -> re.Pattern[str]:

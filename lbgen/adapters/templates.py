@@ -26,6 +26,7 @@ from typing import Callable
 import jinja2
 from jinja2.bccache import Bucket
 
+from lbgen.adapters.files import is_private_dir
 from lbgen.core.render import TemplateSource
 from lbgen.errors import ConfigError
 
@@ -116,7 +117,7 @@ def private_dir(path: Path) -> Path | None:
         log.debug("template code cache: no %s: %s", path, e)
         return None
     uid = os.geteuid()
-    private = stat.S_ISDIR(mine.st_mode) and mine.st_uid == uid and not mine.st_mode & 0o077
+    private = is_private_dir(mine)
     guarded = parent.st_uid in (uid, 0) and (not parent.st_mode & 0o022 or parent.st_mode & stat.S_ISVTX)
     if private and guarded:
         return path

@@ -14,6 +14,7 @@ import os
 import stat
 from pathlib import Path
 
+from lbgen.adapters.files import is_private_dir
 from lbgen.core.kinds.nginx import control_socket
 from lbgen.core.settings import Target
 from lbgen.errors import ApplyError
@@ -45,10 +46,11 @@ def check_private(target: Target) -> None:
         info = os.lstat(directory)
     except OSError as e:
         raise ApplyError(f"{target.name}: control socket directory {directory}: {e.strerror or e}") from e
+    if is_private_dir(info):
+        return
     if not stat.S_ISDIR(info.st_mode):
         raise ApplyError(f"{target.name}: control socket directory {directory} is not a directory")
-    if info.st_uid != os.geteuid() or info.st_mode & 0o077:
-        raise ApplyError(
-            f"{target.name}: control socket directory {directory} is open to other users (owner uid "
-            f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): it must belong to lbgen's user "
-            "with mode 0700 (remove it and lbgen recreates it)")
+    raise ApplyError(
+        f"{target.name}: control socket directory {directory} is open to other users (owner uid "
+        f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): it must belong to lbgen's user "
+        "with mode 0700 (remove it and lbgen recreates it)")
