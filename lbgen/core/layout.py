@@ -94,8 +94,8 @@ def memo(name: str) -> IdentityMemo:
 
 def service_views(catalog: Catalog, served_health: frozenset[str]) -> tuple[ServiceView, ...]:
     """The template's `services`: sorted by name, endpoints sorted by id (the catalog's order).
-    The same tuple again for the same catalog (every target of a pass, and the forked renderer's
-    parent and child), so `layout()` finds it is what it laid out last. A service that is the
+    The same tuple again for the same catalog (every target of a pass, and the render worker's
+    `warm` and render), so `layout()` finds it is what it laid out last. A service that is the
     same object as in the catalog viewed last keeps its view object; while no service came or
     went, only the changed ones are visited (issue 13: 10-15 ms at 10,000 services otherwise)."""
     last = _MEMOS.last

@@ -96,7 +96,7 @@ def endpoint_set(service: ServiceView) -> dict[str, Any]:
 
 class _Last:
     """The last block made and what from: the same views tuple gives it again (every render of a
-    pass, and the bounded renderer's child after the parent made it: `warm`). Replaced whole."""
+    pass, and the render itself after `warm` made it). Replaced whole."""
 
     block: tuple[tuple[ServiceView, ...], int, EndpointBlock] | None = None
 
@@ -114,9 +114,10 @@ def endpoint_block(services: Iterable[ServiceView], per_function: int = PER_FUNC
 
 
 def warm(views: Sequence[ServiceView], variables: Mapping[str, Any], context: Mapping[str, Any]) -> None:
-    """With `runtime` on, the endpoint block, made before the bounded renderer forks: its lines are
-    remembered per service view in this process, where the child's would be lost with it (each
-    child encoded every upstream again: ~0.5 s at 100,000 endpoints, issue 13)."""
+    """With `runtime` on, the endpoint block, made by the render worker before it limits the
+    render: its lines, remembered per service view, then do not count against `render_memory`
+    and are reused by the next render (encoding every upstream again cost ~0.5 s per render at
+    100,000 endpoints, issue 13)."""
     if context.get("runtime"):
         endpoint_block(views)
 
