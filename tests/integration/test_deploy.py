@@ -7,7 +7,6 @@ version that never turns healthy → the update stops, the old replicas keep ser
 
 from __future__ import annotations
 
-import socket
 import threading
 import urllib.request
 import uuid
@@ -26,7 +25,7 @@ from lbgen.core.schema import decode_endpoint
 from lbgen.core.values import ContainerInfo
 from lbgen.ports import Store
 from lbgen.services.agent import Agent, AgentConfig
-from tests.support.util import wait_until
+from tests.support.util import free_block, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -35,26 +34,6 @@ FAST = {"drain": "200ms", "health_timeout": "15s", "register_timeout": "15s", "s
 # of this suite busy on 2 CPUs a check can take seconds, and a flapping replica is not what is tested.
 CHECK = {"cmd": "wget -q -O /dev/null http://127.0.0.1:$PORT/health", "interval": "1s", "timeout": "5s",
          "retries": 3}
-
-
-def _free_block(size: int) -> int:
-    """The first of `size` consecutive loopback ports that are free right now."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size < 65000 and all(_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError(f"no block of {size} free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _answer(port: int) -> str:
@@ -73,7 +52,7 @@ class Deploy:
         self.docker = DockerEngine(docker_host)
         self.docker_host, self.etcd_url, self.prefix = docker_host, etcd_url, prefix
         self.image, self.capsys, self.store = image, capsys, store
-        self.base = _free_block(8)
+        self.base = free_block(8)
 
     def write(self, replicas: int = 3, **web: Any) -> None:
         update = {**FAST, **web.pop("update", {})}
