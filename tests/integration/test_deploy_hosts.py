@@ -19,12 +19,12 @@ import pytest
 import yaml
 
 from lbgen.cli import main
-from tests.integration.test_deploy import FAST, _free_block
+from tests.integration.test_deploy import FAST
 from tests.integration.test_deploy_handshake import Load
 from tests.integration.test_scenarios import Host, LbNode, hosts, running_fleet  # noqa: F401
 from tests.support.etcd import EtcdServer
 from tests.support.lbgen_proc import LbgenProcesses, lbgen_processes  # noqa: F401
-from tests.support.util import wait_until
+from tests.support.util import free_block, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ class MultiDeploy:
 
     def __init__(self, path: Path, fleet: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
         self.path, self.fleet, self.capsys = path, fleet, capsys
-        self.project, self.base = f"mh{uuid.uuid4().hex[:8]}", _free_block(8)
+        self.project, self.base = f"mh{uuid.uuid4().hex[:8]}", free_block(8)
 
     def write(self, version: str, on_host_error: str = "stop", drain: str = "1s") -> None:
         hosts = {h.node: {"docker": h.daemon.url, "address": h.ip, "bind": h.ip} for h in self.fleet["hosts"].values()}
