@@ -30,10 +30,9 @@ FORMAT = 1
 
 
 def encode_applied(catalog: Catalog) -> bytes:
-    """The catalog as compact JSON: revision, and per service its spec and endpoints by id."""
+    """The catalog as compact JSON, keys sorted: revision, and per service its spec and endpoints by id."""
     services = {s.name: _service_value(s) for s in catalog.services}
-    return json.dumps({"format": FORMAT, "revision": catalog.revision, "services": services},
-                      sort_keys=True, separators=(",", ":")).encode()
+    return _compact({"format": FORMAT, "revision": catalog.revision, "services": services})
 
 
 class AppliedEncoder:
@@ -42,26 +41,28 @@ class AppliedEncoder:
     10,500 keys after every apply cost more CPU than the apply itself (issue 13)."""
 
     def __init__(self) -> None:
-        self._pieces: dict[str, tuple[Service, str]] = {}
+        self._pieces: dict[str, tuple[Service, bytes]] = {}
 
     def encode(self, catalog: Catalog) -> bytes:
-        pieces: dict[str, tuple[Service, str]] = {}
+        pieces: dict[str, tuple[Service, bytes]] = {}
         for service in catalog.services:
             known = self._pieces.get(service.name)
             if not known or known[0] is not service:
                 known = (service, _compact(_service_value(service)))
             pieces[service.name] = known
         self._pieces = pieces
-        body = ",".join(f"{_compact(name)}:{pieces[name][1]}" for name in sorted(pieces))
-        return f'{{"format":{_compact(FORMAT)},"revision":{_compact(catalog.revision)},"services":{{{body}}}}}'.encode()
+        body = b",".join(_compact(name) + b":" + pieces[name][1] for name in sorted(pieces))
+        return b'{"format":%d,"revision":%d,"services":{%s}}' % (FORMAT, catalog.revision, body)
 
 
 def _service_value(service: Service) -> dict[str, Any]:
     return {"spec": dict(service.spec), "endpoints": {e.id: e.to_dict() for e in service.all_endpoints}}
 
 
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+# msgspec's encoder, keys sorted, writes what json.dumps(sort_keys=True, separators=(",", ":")) wrote for
+# ASCII text in an eighth of the time: 2,000 endpoints in 0.5 ms instead of 4.1 (issue 13). Text beyond
+# ASCII is written as UTF-8 rather than \u-escaped; both decode alike.
+_compact = msgspec.json.Encoder(order="sorted").encode
 
 
 class _AppliedService(msgspec.Struct, forbid_unknown_fields=True, gc=False):
