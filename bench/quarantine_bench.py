@@ -13,11 +13,12 @@ Each search runs once (n=1). Writes bench/results/quarantine.json (bench/results
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -43,7 +44,7 @@ def changed(catalog: Catalog, count: int, bad: int) -> Catalog:
         if service.name in picked:
             address = "no-such-host.invalid" if picked[service.name] < bad else "10.9.9.9"
             extra = Endpoint(f"new.{service.name}", address, 9000)
-            service = dataclasses.replace(service, all_endpoints=service.all_endpoints + (extra,))
+            service = msgspec.structs.replace(service, all_endpoints=service.all_endpoints + (extra,))
         services.append(service)
     return Catalog(catalog.revision + 1, tuple(services))
 

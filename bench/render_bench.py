@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import replace
 import resource
 import subprocess
 import sys
@@ -35,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable
+
+from msgspec.structs import replace
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]

@@ -13,11 +13,12 @@ bench/results/render_worker.json.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import pickle
 import sys
 import time
 from pathlib import Path
+
+import msgspec
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
@@ -41,7 +42,7 @@ def catalog(services: int, per_service: int) -> Catalog:
 def one_change(now: Catalog, run: int) -> Catalog:
     old = now.services[run * 7 % len(now.services)]
     last = old.all_endpoints[-1]
-    new = dataclasses.replace(old, all_endpoints=old.all_endpoints[:-1] + (dataclasses.replace(last, weight=2 + run),))
+    new = msgspec.structs.replace(old, all_endpoints=old.all_endpoints[:-1] + (last.with_weight(2 + run),))
     return Catalog(now.revision + 1, tuple(new if s is old else s for s in now.services))
 
 

@@ -25,8 +25,9 @@ import logging
 import os
 import random
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
+
+import msgspec
 
 # lbgen forks without exec only for its render workers (adapters/render_worker.py), which never use
 # gRPC and close every inherited descriptor: gRPC's fork support (on by default in grpcio 1.85)
@@ -65,8 +66,7 @@ _UNAVAILABLE_EXCEPTIONS = (
 )
 
 
-@dataclass(frozen=True)
-class EtcdConfig:
+class EtcdConfig(msgspec.Struct, frozen=True):
     """How to reach an etcd cluster. `endpoints` are `(host, port)`; several = one cluster."""
 
     endpoints: tuple[tuple[str, int], ...]
@@ -147,8 +147,7 @@ def rotated(items: Sequence[T], start: int | None) -> list[T]:
     return [*items[offset:], *items[:offset]]
 
 
-@dataclass(frozen=True)
-class WatchStream:
+class WatchStream(msgspec.Struct, frozen=True):
     """An open gRPC watch call and the endpoint it runs on."""
 
     endpoint: str

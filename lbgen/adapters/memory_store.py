@@ -18,8 +18,9 @@ import itertools
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
+
+import msgspec
 
 from lbgen.adapters.process import SystemClock
 from lbgen.errors import Compacted, LeaseLost, StoreUnavailable
@@ -29,11 +30,10 @@ from lbgen.ports import Clock
 _END = object()
 
 
-@dataclass
-class _Lease:
+class _Lease(msgspec.Struct):
     ttl: int
     deadline: float
-    keys: set[str] = field(default_factory=set)
+    keys: set[str] = set()
 
 
 class MemoryWatch:

@@ -26,9 +26,10 @@ import resource
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NoReturn
+
+import msgspec
 
 from lbgen.adapters.kinds import LiveContext, kind_adapter
 from lbgen.core.kinds import lb_kind
@@ -46,8 +47,7 @@ _LENGTH = 8
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-@dataclass(frozen=True)
-class CatalogDelta:
+class CatalogDelta(msgspec.Struct, frozen=True):
     """A catalog as the changes from the worker's previous one; `order`: the services' names in
     order, sent only when they differ from the previous catalog's."""
 
@@ -57,8 +57,7 @@ class CatalogDelta:
     order: tuple[str, ...] | None
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """Render target `name`; a None field is as at the worker's previous job. `rendered`: the
     target's last text, when another worker rendered it (the live-config reader places by it)."""
 

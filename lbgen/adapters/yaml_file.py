@@ -10,10 +10,10 @@ how they were written (`SourceInt`), so `mode: 644` can mean what `chmod 644` me
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 from yaml.composer import Composer, ComposerError
 from yaml.constructor import ConstructorError, SafeConstructor
@@ -28,8 +28,7 @@ from lbgen.core.fields import SourceInt
 from lbgen.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class YamlLimits:
+class YamlLimits(msgspec.Struct, frozen=True):
     """Bounds for one kind of YAML input."""
 
     max_bytes: int = 1024 * 1024

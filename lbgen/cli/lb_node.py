@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
@@ -85,8 +87,7 @@ def build_applier(clock: Clock | None = None) -> Applier:
                    runtimes=lambda target: runtime_for(target, clock))
 
 
-@dataclass(frozen=True)
-class Rendered:
+class Rendered(msgspec.Struct, frozen=True):
     """One-shot render results: the texts that rendered, and an error line per target that did not."""
 
     texts: dict[str, str]

@@ -7,11 +7,11 @@ import logging
 import signal
 from contextlib import ExitStack
 import socket
-from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 from typing import Callable
 
+from msgspec.structs import replace
 
 from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer

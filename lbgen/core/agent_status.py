@@ -10,8 +10,10 @@ compatibility), like every other registry value.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
 from typing import Any
+
+import msgspec
+from msgspec.structs import asdict
 
 from lbgen.core.bounded import quote
 from lbgen.core.lb_node_status import MAX_ERROR, load_node_value
@@ -23,8 +25,7 @@ MAX_INTERVAL = 86_400.0
 STALE_SLACK = 30.0  # seconds beyond two resync intervals: jitter, a slow resync, clock skew
 
 
-@dataclass(frozen=True)
-class AgentStatus:
+class AgentStatus(msgspec.Struct, frozen=True):
     """What one agent reports about itself; times are the agent host's wall clock (epoch seconds)."""
 
     node: str

@@ -13,8 +13,9 @@ cannot be had: the node is then compared with the registry's current revision ("
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping
+
+import msgspec
 
 from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.schema import parse_key, services_prefix
@@ -24,8 +25,7 @@ from lbgen.core.values import Snapshot
 CHANGED, DELETED, COMPACTED = "changed", "deleted", "compacted"
 
 
-@dataclass(frozen=True)
-class History:
+class History(msgspec.Struct, frozen=True):
     """What `lbgen status` knows of `services/` at a snapshot: `last_put` (the newest key's
     `mod_revision`), `keys` (how many there are now), and the key counts at the revisions LB
     nodes applied (None: compacted; a revision not in `counts` was not checked)."""
@@ -33,7 +33,7 @@ class History:
     revision: int
     last_put: int
     keys: int
-    counts: Mapping[int, int | None] = field(default_factory=dict)
+    counts: Mapping[int, int | None] = {}
 
     def behind(self, applied: int) -> str:
         """Why a node that applied `applied` is behind (`CHANGED`, `DELETED`, `COMPACTED`), or ""."""

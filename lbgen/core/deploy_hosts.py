@@ -10,8 +10,9 @@ replicas are added (a placement that shrinks one host moves only the replicas ab
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any, Mapping
+
+import msgspec
 
 from lbgen.core.bounded import quote
 from lbgen.core.deploy_checks import choice, host_path, int_in, matching
@@ -25,8 +26,7 @@ HOST_ERROR_POLICIES = ("stop", "continue")
 SPREAD = "spread"
 
 
-@dataclass(frozen=True)
-class TlsFiles:
+class TlsFiles(msgspec.Struct, frozen=True):
     """Client TLS for a `tcp://` daemon (as `docker --tlsverify`): CA, certificate and key files."""
 
     ca: str
@@ -34,8 +34,7 @@ class TlsFiles:
     key: str
 
 
-@dataclass(frozen=True)
-class DockerHost:
+class DockerHost(msgspec.Struct, frozen=True):
     """A Docker host: its daemon URL, the address and node name its agent registers with, and the
     address replicas bind to (`bind`: env `BIND`, `${BIND}`, and bridge mode's published ports)."""
 

@@ -7,8 +7,9 @@ images without a shell can still be told where to listen.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from lbgen.core.bounded import quote
 from lbgen.core.deploy_checks import argv, boolean, duration, host_path, int_in
@@ -18,8 +19,7 @@ from lbgen.errors import ConfigError
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
-@dataclass(frozen=True)
-class HealthCheck:
+class HealthCheck(msgspec.Struct, frozen=True):
     """A Docker HEALTHCHECK: `test` in Engine form (`CMD ...`, `CMD-SHELL ...` or `NONE`)."""
 
     test: tuple[str, ...]

@@ -16,8 +16,10 @@ it; a stop-first batch frees first and gives each new container its predecessor'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence, Union
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.core.deploy_spec import (
     LABEL_CONFIG_HASH,
@@ -37,8 +39,7 @@ CHANGES = ("create", "recreate", "remove")
 Containers = Union[Iterable[ContainerInfo], Mapping[str, Iterable[ContainerInfo]]]
 
 
-@dataclass(frozen=True)
-class Deployed:
+class Deployed(msgspec.Struct, frozen=True):
     """A container this project owns, as its labels describe it (bad labels read as 0 / empty)."""
 
     id: str
@@ -82,8 +83,7 @@ def read_all(containers: Containers) -> list[Deployed]:
     return [read_deployed(c, host) for host, listed in by_host.items() for c in listed]
 
 
-@dataclass(frozen=True)
-class Step:
+class Step(msgspec.Struct, frozen=True):
     """One replica's move. `old` is the container it replaces or keeps, `new` what it creates."""
 
     action: str  # create | recreate | keep | remove | orphan | skipped
@@ -110,8 +110,7 @@ class Step:
         return replace(self, host=host)
 
 
-@dataclass(frozen=True)
-class Batch:
+class Batch(msgspec.Struct, frozen=True):
     """Steps of one service run together under its update policy."""
 
     service: str
@@ -119,8 +118,7 @@ class Batch:
     policy: UpdatePolicy
 
 
-@dataclass(frozen=True)
-class DeployPlan:
+class DeployPlan(msgspec.Struct, frozen=True):
     """Batches in execution order, plus the containers left as they are."""
 
     project: str

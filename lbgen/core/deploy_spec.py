@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
+
+import msgspec
+from msgspec.structs import asdict
 
 from lbgen.core.bounded import quote
 from lbgen.core.deploy_checks import argv, choice, cpu_count, duration, int_in, mapping, matching, memory_size
@@ -51,8 +53,7 @@ IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}")
 RANGE_RE = re.compile(r"(\d{1,5})-(\d{1,5})")
 
 
-@dataclass(frozen=True)
-class UpdatePolicy:
+class UpdatePolicy(msgspec.Struct, frozen=True):
     """How replicas are replaced: batch size, order, and how long each wait may take (seconds)."""
 
     parallelism: int = 1
@@ -65,8 +66,7 @@ class UpdatePolicy:
     min_healthy: int = 0
 
 
-@dataclass(frozen=True)
-class PortPool:
+class PortPool(msgspec.Struct, frozen=True):
     """The host ports a service's containers may take, `first..last` inclusive."""
 
     first: int
@@ -83,8 +83,7 @@ class PortPool:
         return f"{self.first}-{self.last}"
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
+class ServiceSpec(msgspec.Struct, frozen=True):
     """One service of a deploy spec, validated. `name` is also its registry service name."""
 
     name: str
@@ -92,7 +91,7 @@ class ServiceSpec:
     replicas: int
     pool: PortPool
     command: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = {}
     network: str = "host"
     container_port: int = 0  # bridge only: the port the app listens on inside
     host_ip: str = ""  # bridge only: the host address its ports are published on ("": every address)
@@ -104,7 +103,7 @@ class ServiceSpec:
     healthcheck: HealthCheck | None = None  # None: the image's own HEALTHCHECK
     weight: int = 1
     update: UpdatePolicy = UpdatePolicy()
-    placement: Mapping[str, int] = field(default_factory=dict)  # host name → replicas ("": implicit host)
+    placement: Mapping[str, int] = {}  # host name → replicas ("": implicit host)
 
     def config_hash(self, bind: str = "") -> str:
         """sha256 of every setting that needs a new container when it changes (not ports, not policy).
@@ -143,8 +142,7 @@ class ServiceSpec:
         )
 
 
-@dataclass(frozen=True)
-class DeploySpec:
+class DeploySpec(msgspec.Struct, frozen=True):
     """A whole spec: the project (which owns the containers) and its services, sorted by name."""
 
     project: str

@@ -9,8 +9,10 @@ while every other container is unaffected.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.core.addresses import is_ip
 from lbgen.core.bounded import quote
@@ -43,8 +45,7 @@ class BadLabel(InvalidValue):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class DiscoveryOptions:
+class DiscoveryOptions(msgspec.Struct, frozen=True):
     """How this agent turns containers into endpoints (the `lbgen agent` flags)."""
 
     node: str
@@ -60,8 +61,7 @@ class DiscoveryOptions:
             check_name("internal network", self.internal_network)
 
 
-@dataclass(frozen=True)
-class Reject:
+class Reject(msgspec.Struct, frozen=True):
     """A container skipped because of one bad label."""
 
     container: str
@@ -73,16 +73,14 @@ class Reject:
         return f"container {self.container} ({self.container_id[:12]}): label {self.label}: {self.reason}"
 
 
-@dataclass(frozen=True)
-class Discovered:
+class Discovered(msgspec.Struct, frozen=True):
     """The endpoints this node should register, by registry key, and the containers skipped."""
 
     endpoints: Mapping[str, Endpoint]
     rejects: tuple[Reject, ...] = ()
 
 
-@dataclass(frozen=True)
-class _PortSettings:
+class _PortSettings(msgspec.Struct, frozen=True):
     name: str = ""
     name_source: str = ""
     weight: str = ""
@@ -90,8 +88,7 @@ class _PortSettings:
     ignore: bool = False
 
 
-@dataclass(frozen=True)
-class _Settings:
+class _Settings(msgspec.Struct, frozen=True):
     """A container's registration settings, merged from `lbgen.*` labels and registrator variables."""
 
     name: str = ""
@@ -102,8 +99,8 @@ class _Settings:
     tags: str = ""
     network: str = ""
     ignore: bool = False
-    meta: Mapping[str, str] = field(default_factory=dict)
-    per_port: Mapping[int, _PortSettings] = field(default_factory=dict)
+    meta: Mapping[str, str] = {}
+    per_port: Mapping[int, _PortSettings] = {}
 
 
 def drained(desired: Mapping[str, Endpoint], drain_ids: Iterable[str]) -> dict[str, Endpoint]:

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import msgspec
 from jinja2 import meta, nodes
 from jinja2.utils import _PassArg
 
@@ -54,8 +54,7 @@ class FragmentText(str):
     __slots__ = ()
 
 
-@dataclass(frozen=True)
-class Rules:
+class Rules(msgspec.Struct, frozen=True):
     """What keys allow beyond plain values: `globals`: id → name of the pure template globals;
     `context_reads`: id of a global that reads the render context → what it reads there
     (`lbgen.core.kinds.ContextRead`, per identity-keyed value in the key); `value_types`: frozen
@@ -69,8 +68,7 @@ class Rules:
     text_types: frozenset[type]
 
 
-@dataclass(frozen=True)
-class Fragment:
+class Fragment(msgspec.Struct, frozen=True):
     """One rewritten loop body: its compiled template, the names passed to it (in order) and, per
     name, the `.a.b` chains it is read through (None: read whole)."""
 

@@ -11,16 +11,16 @@ state, not an operator).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
+
+import msgspec
 
 from lbgen.core.durations import format_duration
 from lbgen.core.model import Catalog, replaced
 from lbgen.core.settings import Guard
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """Whether a new catalog may go live as it is. `held` names the services to keep at their
     last applied state; `reason` says why (or, past `hold_max`, why the drop went live anyway)."""
 
@@ -29,8 +29,7 @@ class Verdict:
     held: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
-class _Tally:
+class _Tally(msgspec.Struct, frozen=True):
     """A catalog's served endpoints per service, their total, and how many services have a spec."""
 
     catalog: Catalog

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from typing import Any, Mapping
+
+import msgspec
 
 from lbgen.core.bounded import quote
 from lbgen.core.schema import check_int, check_name, check_object, check_text, check_time, load_json_object
@@ -25,8 +26,7 @@ MAX_REVISION = 2**63 - 1
 VERSION_RE = re.compile(r"[A-Za-z0-9_.+-]{0,64}")
 
 
-@dataclass(frozen=True)
-class TargetStatus:
+class TargetStatus(msgspec.Struct, frozen=True):
     """One target of an LB node: the revision it last applied, its current error, when (the LB
     node's wall clock, seconds since the epoch) it last applied a new revision, whether its LB is
     running (`up` false: its config waits on disk, nothing serves it; absent in older values),
@@ -38,13 +38,12 @@ class TargetStatus:
     error: str = ""
     applied_at: float | None = None
     up: bool = True
-    quarantined: Mapping[str, str] = field(default_factory=dict)
+    quarantined: Mapping[str, str] = {}
     runtime_updates: int = 0
     runtime_fallbacks: int = 0
 
 
-@dataclass(frozen=True)
-class LbStatus:
+class LbStatus(msgspec.Struct, frozen=True):
     """What one LB node reports about itself."""
 
     node: str

@@ -16,7 +16,8 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from lbgen.core.views import Listener, Route, ServiceView, VirtualHost
 
@@ -25,8 +26,7 @@ _EMPTY = VirtualHost((), ())
 _REORDER = 8  # more than 1/8 of the servers rebuilt: sort them all rather than move each one
 
 
-@dataclass(frozen=True)
-class Port:
+class Port(msgspec.Struct, frozen=True):
     """A port's services and what `layout()` makes of them. `hosts`: host name ("" = any host) →
     path → the http services claiming it, by name (the first owns it); `signatures`, `members`
     and `vhosts`: each named host's routes, the hosts sharing them, their server; `starts` and

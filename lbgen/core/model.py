@@ -1,12 +1,13 @@
 """The catalog model: services and their endpoints at one registry revision.
 
-Plain frozen values. They are built only from validated registry data (see `schema`), so a
-template can trust every field it is handed.
+Plain frozen values (msgspec Structs, as every lbgen value class: defining one costs ~0.02 ms at
+import against ~0.5 ms for a frozen dataclass, issue 13). They are built only from validated
+registry data (see `schema`), so a template can trust every field it is handed. None can reach a
+value that holds it, so the cycle collector need not track them (`gc=False`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence, TypeVar
 
 import msgspec
@@ -59,12 +60,11 @@ class Endpoint(msgspec.Struct, frozen=True, gc=False):
         }
 
 
-@dataclass(frozen=True)
-class Service:
+class Service(msgspec.Struct, frozen=True, gc=False):
     """A service: how it is exposed (`spec`) and every endpoint registered for it, sorted by id."""
 
     name: str
-    spec: Mapping[str, Any] = field(default_factory=dict)
+    spec: Mapping[str, Any] = {}
     all_endpoints: tuple[Endpoint, ...] = ()
 
     def served(self, served_health: frozenset[str] = DEFAULT_SERVED_HEALTH) -> tuple[Endpoint, ...]:
@@ -72,8 +72,7 @@ class Service:
         return tuple(e for e in self.all_endpoints if e.is_served(served_health))
 
 
-@dataclass(frozen=True)
-class Catalog:
+class Catalog(msgspec.Struct, frozen=True, gc=False):
     """Every service at one registry revision, sorted by name."""
 
     revision: int

@@ -11,8 +11,10 @@ history (`lbgen.core.behind`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
 from typing import Any, Mapping
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.core.agent_status import AgentStatus, agent_problems, decode_agent_status
 from lbgen.core.behind import CHANGED, COMPACTED, History, history_of
@@ -24,8 +26,7 @@ from lbgen.errors import InvalidValue
 from lbgen.core.values import Snapshot
 
 
-@dataclass(frozen=True)
-class AgentView:
+class AgentView(msgspec.Struct, frozen=True):
     """A Docker host: its agent's presence (None when it does not report, or `invalid` says why its
     value was refused) and the endpoints that name its node."""
 
@@ -37,8 +38,7 @@ class AgentView:
     invalid: str = ""
 
 
-@dataclass(frozen=True)
-class LbView:
+class LbView(msgspec.Struct, frozen=True):
     """An LB node's published status (None when the value is invalid: `invalid` says why)."""
 
     node: str
@@ -48,8 +48,7 @@ class LbView:
     invalid: str = ""
 
 
-@dataclass(frozen=True)
-class Overview:
+class Overview(msgspec.Struct, frozen=True):
     prefix: str
     revision: int  # the registry's revision when read
     services_revision: int  # the last change to a key under {prefix}/services/ still there

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
+
+import msgspec
 
 from lbgen.core.model import Catalog, Service
 from lbgen.errors import telling_line
@@ -30,12 +31,11 @@ _HAPROXY_PREFIX = re.compile(r"^(\[[A-Z]+\])\s+\(\d+\) : ")
 _STAGED = re.compile(r"/\.([^/\s\"']+?)\.[A-Za-z0-9_]{8}\.(?:lbgen|shadow)\b")
 
 
-@dataclass(frozen=True)
-class Culprits:
+class Culprits(msgspec.Struct, frozen=True):
     """The outcome of a search: each held service with the checker's reason, and the cost.
     `exhausted`: the probe budget ran out; the services still suspected are held as well."""
 
-    held: Mapping[str, str] = field(default_factory=dict)
+    held: Mapping[str, str] = {}
     probes: int = 0
     exhausted: bool = False
 

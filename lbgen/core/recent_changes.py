@@ -9,16 +9,16 @@ the keys of the first snapshot, which seed the list by their revisions: changed 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
+
+import msgspec
 
 from lbgen.core.values import Snapshot, WatchEvent
 
 MAX_KEY = 200  # characters of a key kept for display: keys are whatever a client wrote
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(msgspec.Struct, frozen=True):
     key: str
     kind: str  # "put" | "delete"
     revision: int

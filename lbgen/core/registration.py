@@ -7,8 +7,9 @@ never overwritten or deleted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Iterable, Mapping
+
+import msgspec
 
 from lbgen.core.bounded import load_json
 from lbgen.core.model import Endpoint
@@ -17,8 +18,7 @@ from lbgen.core.values import KeyValue
 from lbgen.errors import InvalidValue
 
 
-@dataclass(frozen=True)
-class RegistrationPlan:
+class RegistrationPlan(msgspec.Struct, frozen=True):
     """What to write so the registry holds exactly this node's desired endpoints."""
 
     puts: tuple[tuple[str, bytes], ...] = ()

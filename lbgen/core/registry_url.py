@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Sequence
+
+import msgspec
 
 from lbgen.core.bounded import quote
 from lbgen.core.addresses import is_hostname, is_ip
@@ -21,8 +22,7 @@ _ETCD_RE = re.compile(r"(?P<scheme>etcd|http|https)://(?P<host>\[[^\]]*\]|[^:/\[
 FORMS = "etcd://HOST:PORT, https://HOST:PORT, a comma-separated list of those, or file:PATH"
 
 
-@dataclass(frozen=True)
-class RegistryUrl:
+class RegistryUrl(msgspec.Struct, frozen=True):
     """Where the registry is: an etcd cluster (`endpoints`, `tls`) or a YAML file (`path`)."""
 
     kind: str  # "etcd" | "file"

@@ -8,7 +8,7 @@ the prefix. A file that adds or removes a target is refused as a whole (a restar
 
 from __future__ import annotations
 
-from dataclasses import replace
+from msgspec.structs import replace
 
 from lbgen.core.settings import Settings
 from lbgen.errors import ConfigError

@@ -21,7 +21,6 @@ adapter's, in a private per-user directory): compiling nginx.conf.j2 costs ~18 m
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from types import CodeType, TracebackType
 from collections.abc import Mapping
@@ -100,15 +99,13 @@ _VALUE_TYPES = (Endpoint, lay.ServiceView, lay.Route, lay.VirtualHost, lay.Liste
 
 
 def _fields(cls: type) -> tuple[str, ...]:
-    """The field names of a dataclass, a msgspec Struct (`Endpoint`) or a NamedTuple."""
-    if dataclasses.is_dataclass(cls):
-        return tuple(f.name for f in dataclasses.fields(cls))
+    """The field names of a msgspec Struct or a NamedTuple."""
     return tuple(getattr(cls, "__struct_fields__", None) or getattr(cls, "_fields"))
 
 
 def _public_fields(cls: type) -> frozenset[str]:
-    """A frozen dataclass's or msgspec Struct's fields and properties, or a NamedTuple's fields."""
-    if not dataclasses.is_dataclass(cls) and not hasattr(cls, "__struct_fields__"):
+    """A frozen msgspec Struct's fields and properties, or a NamedTuple's fields."""
+    if not hasattr(cls, "__struct_fields__"):
         return frozenset(getattr(cls, "_fields"))
     return frozenset(_fields(cls)) | {name for name, member in vars(cls).items() if isinstance(member, property)}
 

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.core.durations import parse_duration, parse_size
 from lbgen.core.bounded import quote
@@ -26,12 +28,13 @@ from lbgen.errors import ConfigError, InvalidValue
 MIB = 1024**2
 RENDER_MEMORY_MIN = 4 * MIB  # below this not even a small template renders
 RENDER_TIMEOUT_MAX = 3600.0
+RENDER_TIMEOUT_DEFAULT = 10.0
+RENDER_MEMORY_DEFAULT = 256 * MIB  # a 10,000-service HAProxy render needs ~56 MiB (bench/render_bench.py --bounded)
 PLACEHOLDERS = ("staged", "dest")
 _PLACEHOLDER_RE = re.compile(r"\{([^{}]*)\}")
 
 
-@dataclass(frozen=True)
-class Wait:
+class Wait(msgspec.Struct, frozen=True):
     """Quiescence: render once changes stop for `min` seconds, or at the latest `max` after the first.
 
     `Wait(0, 0)` is off: every change renders at once.
@@ -45,8 +48,7 @@ class Wait:
         return self.min > 0
 
 
-@dataclass(frozen=True)
-class Guard:
+class Guard(msgspec.Struct, frozen=True):
     """The drop guard: a render that suddenly loses too many served endpoints is held back.
 
     `max_drop` is the share (0..1) of all served endpoints one render may remove (1.0 = no limit);
@@ -64,10 +66,10 @@ class Guard:
 
 
 GUARD_OFF = Guard(max_drop=1.0, to_zero=False, hold_max=0.0)
+DEFAULT_WAIT = Wait(0.1, 1.0)
 
 
-@dataclass(frozen=True)
-class EtcdOptions:
+class EtcdOptions(msgspec.Struct, frozen=True):
     """How to reach etcd: TLS material, user and password file (read by the adapter), RPC timeout."""
 
     ca: str | None = None
@@ -78,8 +80,7 @@ class EtcdOptions:
     timeout: float = 5.0
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """One rendered file and how to make it live.
 
     `check`, `reload` and `verify` are argv lists; `{staged}` is replaced by the path of the
@@ -104,22 +105,21 @@ class Target:
     mode: int = 0o644
     owner: str | None = None
     group: str | None = None
-    vars: Mapping[str, Any] = field(default_factory=dict)
+    vars: Mapping[str, Any] = {}
     wait: Wait | None = None
     timeout: float = 30.0
     runtime: bool = False
-    render_timeout: float = 10.0
-    render_memory: int = 256 * MIB  # a 10,000-service HAProxy render needs ~56 MiB (bench/render_bench.py --bounded)
+    render_timeout: float = RENDER_TIMEOUT_DEFAULT
+    render_memory: int = RENDER_MEMORY_DEFAULT
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(msgspec.Struct, frozen=True):
     """Everything `lbgen watch` and `lbgen render` need, validated."""
 
     registry: RegistryUrl
     targets: tuple[Target, ...]
     prefix: str = "/lbgen"
-    wait: Wait = Wait(0.1, 1.0)
+    wait: Wait = DEFAULT_WAIT
     served_health: frozenset[str] = DEFAULT_SERVED_HEALTH
     guard: Guard = Guard()
     etcd: EtcdOptions = EtcdOptions()
@@ -133,7 +133,7 @@ def parse_settings(data: Any, base_dir: str) -> Settings:
     settings = Settings(
         registry=root.take("registry", lambda v: parse_registry_setting(v, resolve)),
         prefix=root.take("prefix", _parse_prefix, "/lbgen"),
-        wait=root.take("wait", parse_wait, Settings.wait),
+        wait=root.take("wait", parse_wait, DEFAULT_WAIT),
         served_health=root.take("served_health", _parse_served_health, DEFAULT_SERVED_HEALTH),
         guard=root.take("guard", _parse_guard, Guard()),
         etcd=root.take("etcd", lambda v: _parse_etcd(v, resolve), EtcdOptions()),
@@ -212,11 +212,11 @@ def _parse_bool(value: Any) -> bool:
 def _parse_guard(value: Any) -> Guard:
     if value is False or value == "off":
         return GUARD_OFF
-    section = Section(value, "guard")
+    section, default = Section(value, "guard"), Guard()
     guard = Guard(
-        max_drop=section.take("max_drop", _parse_share, Guard.max_drop),
-        to_zero=section.take("to_zero", _parse_bool, Guard.to_zero),
-        hold_max=section.take("hold_max", parse_duration, Guard.hold_max),
+        max_drop=section.take("max_drop", _parse_share, default.max_drop),
+        to_zero=section.take("to_zero", _parse_bool, default.to_zero),
+        hold_max=section.take("hold_max", parse_duration, default.hold_max),
     )
     section.done()
     return guard
@@ -231,7 +231,7 @@ def _parse_etcd(value: Any, resolve: Callable[[str], str]) -> EtcdOptions:
         key=section.take("key", path, None),
         user=section.take("user", expect_str, None),
         password_file=section.take("password_file", path, None),
-        timeout=section.take("timeout", _positive_duration, EtcdOptions.timeout),
+        timeout=section.take("timeout", _positive_duration, EtcdOptions().timeout),
     )
     section.done()
     if (options.cert is None) != (options.key is None):
@@ -293,8 +293,8 @@ def _parse_target(value: Any, path: str, resolve: Callable[[str], str]) -> Targe
         vars=section.take("vars", _parse_vars, MappingProxyType({})),
         wait=section.take("wait", parse_wait, None),
         timeout=section.take("timeout", _positive_duration, 30.0),
-        render_timeout=section.take("render_timeout", _render_timeout, Target.render_timeout),
-        render_memory=section.take("render_memory", _render_memory, Target.render_memory),
+        render_timeout=section.take("render_timeout", _render_timeout, RENDER_TIMEOUT_DEFAULT),
+        render_memory=section.take("render_memory", _render_memory, RENDER_MEMORY_DEFAULT),
     )
     target = replace(target, runtime=_runtime(section.take("runtime", _parse_bool, None), target, path))
     section.done()

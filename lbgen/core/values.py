@@ -1,10 +1,9 @@
 """The values lbgen's ports carry (issue 11): registry keys and snapshots, watch events, commands'
-results, containers and LB generations. Plain frozen values, so the core can use them without
-importing the ports (`lbgen.ports` holds only the Protocols that speak them)."""
+results, containers and LB generations. Plain frozen msgspec Structs, so the core can use them
+without importing the ports (`lbgen.ports` holds only the Protocols that speak them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping
 
 import msgspec
@@ -22,8 +21,7 @@ class KeyValue(msgspec.Struct, frozen=True, gc=False):
     lease: int = 0
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(msgspec.Struct, frozen=True):
     """Every key under a prefix at exactly one revision.
 
     `cluster_id` identifies the backend's data set: when it changes, or the revision goes
@@ -35,8 +33,7 @@ class Snapshot:
     cluster_id: str = ""
 
 
-@dataclass(frozen=True)
-class WatchEvent:
+class WatchEvent(msgspec.Struct, frozen=True, gc=False):
     """A put or a delete of one key, at `revision`."""
 
     kind: str  # "put" | "delete"
@@ -45,8 +42,7 @@ class WatchEvent:
     revision: int
 
 
-@dataclass(frozen=True)
-class CommandResult:
+class CommandResult(msgspec.Struct, frozen=True):
     """What a finished command left: exit code (None when killed at its timeout) and its output."""
 
     argv: tuple[str, ...]
@@ -58,8 +54,7 @@ class CommandResult:
         return self.returncode == 0
 
 
-@dataclass(frozen=True)
-class PortBinding:
+class PortBinding(msgspec.Struct, frozen=True):
     """A container port published on the host (`HostIp:HostPort` → `container_port/protocol`)."""
 
     container_port: int
@@ -68,8 +63,7 @@ class PortBinding:
     host_port: int
 
 
-@dataclass(frozen=True)
-class ContainerInfo:
+class ContainerInfo(msgspec.Struct, frozen=True):
     """What lbgen needs to know of one container, read from `docker inspect`.
 
     `health` is the Docker HEALTHCHECK status (`healthy|starting|unhealthy`), or `none` when the
@@ -86,11 +80,10 @@ class ContainerInfo:
     network_mode: str
     exposed_ports: tuple[int, ...] = ()
     bindings: tuple[PortBinding, ...] = ()
-    networks: Mapping[str, str] = field(default_factory=dict)
+    networks: Mapping[str, str] = {}
 
 
-@dataclass(frozen=True)
-class DockerEvent:
+class DockerEvent(msgspec.Struct, frozen=True):
     """One event from the Docker daemon (type `container`, action `start`, `die`, `health_status: healthy`...)."""
 
     type: str
@@ -100,17 +93,16 @@ class DockerEvent:
     name: str = ""  # the container's name (Actor.Attributes.name), for logs: a destroyed one cannot be inspected
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(msgspec.Struct, frozen=True):
     """What `deploy` asks Docker to create (a subset of the Engine API's container create body)."""
 
     name: str
     image: str
     command: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    labels: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = {}
+    labels: Mapping[str, str] = {}
     network_mode: str = "host"
-    ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (bridge only)
+    ports: Mapping[int, int] = {}  # container port → host port (bridge only)
     host_ip: str = ""  # the host address published ports bind to ("": every address)
     mem_limit: int = 0  # bytes, 0 = unlimited
     nano_cpus: int = 0  # 1e9 = one CPU, 0 = unlimited
@@ -119,8 +111,7 @@ class ContainerSpec:
     healthcheck: Mapping[str, object] | None = None  # Engine API HealthConfig
 
 
-@dataclass(frozen=True)
-class Generation:
+class Generation(msgspec.Struct, frozen=True):
     """One observed generation of a running load balancer: its master and worker processes.
 
     `reloads`/`failed` are the master's own counters when it has them (HAProxy's `show proc`).

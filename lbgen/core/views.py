@@ -2,18 +2,20 @@
 
 Frozen, and handed out again while unchanged (`lbgen.core.layout`, `lbgen.core.listeners`): the
 fragment cache keys a `ServiceView`, a `VirtualHost` and a `Listener` by identity (issue 13).
+Each holds only values built before it, never one that leads back to it: untracked by the cycle
+collector (`gc=False`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Mapping
+
+import msgspec
 
 from lbgen.core.model import Endpoint
 
 
-@dataclass(frozen=True)
-class ServiceView:
+class ServiceView(msgspec.Struct, frozen=True, gc=False):
     """A service as templates see it: `endpoints` are the served ones, `all_endpoints` every one."""
 
     name: str
@@ -32,24 +34,21 @@ class ServiceView:
         return str(self.spec.get("balance", "roundrobin"))
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(msgspec.Struct, frozen=True, gc=False):
     """A URL path prefix (`/` or `/api`, never with a trailing slash) served by one service."""
 
     path: str
     service: ServiceView
 
 
-@dataclass(frozen=True)
-class VirtualHost:
+class VirtualHost(msgspec.Struct, frozen=True, gc=False):
     """Host names that route alike on one port; `names == ()` is the port's default server."""
 
     names: tuple[str, ...]
     routes: tuple[Route, ...]  # longest path first
 
 
-@dataclass(frozen=True)
-class Listener:
+class Listener(msgspec.Struct, frozen=True, gc=False):
     """One listen port: HTTP virtual hosts (named first, the default last), or one TCP service."""
 
     port: int
@@ -58,8 +57,7 @@ class Listener:
     service: ServiceView | None = None
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(msgspec.Struct, frozen=True):
     """Every listener, and the spec conflicts that were resolved (reported, not rendered; each a
     `Verbatim` line)."""
 

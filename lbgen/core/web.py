@@ -11,8 +11,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
+
+import msgspec
 
 from lbgen.errors import UsageError
 
@@ -20,8 +21,7 @@ TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 
 
-@dataclass(frozen=True)
-class ListenAddress:
+class ListenAddress(msgspec.Struct, frozen=True):
     host: str
     port: int
 
@@ -49,25 +49,23 @@ def parse_listen_address(text: str, what: str = "metrics address") -> ListenAddr
     return ListenAddress(host, int(port))
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(msgspec.Struct, frozen=True):
     """What a route sees of a request: header names are lower-case, each query name keeps its first value."""
 
     method: str
     path: str
-    query: Mapping[str, str] = field(default_factory=dict)
-    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = {}
+    headers: Mapping[str, str] = {}
 
 
-@dataclass(frozen=True)
-class Response:
+class Response(msgspec.Struct, frozen=True):
     """A whole body, or a `stream` of chunks the server writes and flushes one by one (server-sent
     events); the server closes the stream's iterator when the client goes away."""
 
     status: int = 200
     body: bytes = b""
     content_type: str = TEXT
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = {}
     stream: Iterable[bytes] | None = None
 
 

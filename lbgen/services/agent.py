@@ -20,9 +20,9 @@ import queue
 import random
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping
 
+import msgspec
 from prometheus_client import CollectorRegistry
 
 from lbgen.core.agent_status import encode_agent_status
@@ -48,8 +48,7 @@ from lbgen.services.metrics import Health
 
 log = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class AgentConfig:
+class AgentConfig(msgspec.Struct, frozen=True):
     """How the agent behaves; `options` says how containers become endpoints."""
 
     prefix: str
@@ -57,8 +56,8 @@ class AgentConfig:
     ttl: int = 15
     resync_interval: float = 60.0
     keep_on_exit: bool = False
-    store_retry: RetryDelay = field(default=jittered_backoff(0.1, 2.0))
-    docker_retry: RetryDelay = field(default=jittered_backoff(0.2, 5.0))
+    store_retry: RetryDelay = jittered_backoff(0.1, 2.0)
+    docker_retry: RetryDelay = jittered_backoff(0.2, 5.0)
 
 
 class Agent(AgentProducers):

@@ -10,8 +10,9 @@ watcher sees: watchers watch `{prefix}/services/` only).
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from typing import Callable
+
+from msgspec.structs import replace
 
 from lbgen import __version__
 from lbgen.core.agent_status import AgentStatus

@@ -12,9 +12,9 @@ import logging
 import queue
 import random
 import threading
-from dataclasses import dataclass
 from typing import Any, Callable
 
+import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from lbgen.core.backoff import backoff, jittered
@@ -34,30 +34,25 @@ def jittered_backoff(base: float, cap: float) -> RetryDelay:
 # --- messages from the producers -----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ContainerChanged:
+class ContainerChanged(msgspec.Struct, frozen=True):
     container_id: str
     name: str
     action: str
 
 
-@dataclass(frozen=True)
-class DockerConnected:
+class DockerConnected(msgspec.Struct, frozen=True):
     """A new event stream is open: list everything again (subscribe first, then list)."""
 
 
-@dataclass(frozen=True)
-class DockerLost:
+class DockerLost(msgspec.Struct, frozen=True):
     reason: str
 
 
-@dataclass(frozen=True)
-class LeaseExpired:
+class LeaseExpired(msgspec.Struct, frozen=True):
     lease: int
 
 
-@dataclass(frozen=True)
-class Resync:
+class Resync(msgspec.Struct, frozen=True):
     """Re-list containers and re-read this node's keys; writes only if something differs."""
 
 

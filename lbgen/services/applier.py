@@ -28,9 +28,11 @@ import difflib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import msgspec
+from msgspec.structs import replace
 
 from lbgen.core.kinds import RuntimeChange, lb_kind
 from lbgen.core.settings import Target
@@ -43,8 +45,7 @@ ControlFactory = Callable[[Target], "LbControl[Any] | None"]
 RuntimeFactory = Callable[[Target], "RuntimeApi | None"]
 
 
-@dataclass(frozen=True)
-class TargetResult:
+class TargetResult(msgspec.Struct, frozen=True):
     """What one pass did to one target. `error` is None on success; `step` names where it failed
     (`check`, `write`, `reload`, or `down`: the LB is not running, the checked config is written);
     after a failed reload `rolled_back` tells whether the LKG is live.
@@ -67,8 +68,7 @@ class TargetResult:
         return self.error is None
 
 
-@dataclass(frozen=True)
-class Preview:
+class Preview(msgspec.Struct, frozen=True):
     """Dry-run verdict for one target: the diff against the live file ("" = no change) and the checker's;
     `runtime` when the change would go through the runtime API rather than a reload."""
 
@@ -79,8 +79,7 @@ class Preview:
     runtime: bool = False
 
 
-@dataclass(frozen=True)
-class _Outcome:
+class _Outcome(msgspec.Struct, frozen=True):
     """How the reload of one LB went, for every target it carries."""
 
     reloaded: bool = False

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 from contextlib import suppress
-from dataclasses import dataclass
+
+import msgspec
 
 from lbgen.core.lb_node_status import decode_lb_status
 from lbgen.core.model import Endpoint
@@ -17,8 +18,7 @@ from lbgen.ports import Store
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Registered:
+class Registered(msgspec.Struct, frozen=True):
     """A container's endpoint as the agent registered it: key, value, revision and the agent's lease."""
 
     key: str
@@ -27,8 +27,7 @@ class Registered:
     lease: int
 
 
-@dataclass(frozen=True)
-class Drained:
+class Drained(msgspec.Struct, frozen=True):
     """An endpoint taken out of the served set, and the lease holding its drain marker."""
 
     registered: Registered

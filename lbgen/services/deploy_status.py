@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from lbgen.core.deploy_hosts import assign
 from lbgen.core.deploy_plan import Containers, Deployed, read_all
@@ -10,8 +10,7 @@ from lbgen.core.deploy_spec import DeploySpec
 from lbgen.services.deploy_registry import Registered, Registry
 
 
-@dataclass(frozen=True)
-class ReplicaStatus:
+class ReplicaStatus(msgspec.Struct, frozen=True):
     """One replica for `lbgen deploy status`: its container (None when missing) and registration."""
 
     subject: str

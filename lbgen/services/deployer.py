@@ -15,8 +15,9 @@ that host's), so a replica is never mistaken for one with the same container id 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol, Sequence, TypeVar
+
+import msgspec
 
 from lbgen.core.deploy_hosts import IMPLICIT, DockerHost
 from lbgen.core.deploy_plan import Batch, Deployed, DeployPlan, Step, read_deployed
@@ -44,8 +45,7 @@ class LogReporter:
         log.info("%s: %s", subject, message)
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     """What `Deployer.apply` did: the steps completed, and the error that stopped it, if any."""
 
     done: tuple[Step, ...]

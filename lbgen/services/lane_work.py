@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from lbgen.core.model import Catalog
 from lbgen.core.quarantine import checker_reason
@@ -26,8 +27,7 @@ from lbgen.services.watcher_metrics import WatcherMetrics
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Applied:
+class Applied(msgspec.Struct, frozen=True):
     """A lane's results; per target on disk, the catalog that went there (a quarantined service at
     its last applied state) and the services quarantined, with the checker's reasons."""
 

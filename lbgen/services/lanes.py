@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+
+import msgspec
 
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Target
@@ -22,15 +23,14 @@ from lbgen.ports import Clock
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(msgspec.Struct, frozen=True):
     """Rendered texts for some targets of one LB, and the catalog and template source each text was
     rendered from (a quarantine renders variants of it)."""
 
     targets: tuple[Target, ...]
     texts: Mapping[str, str]
     catalogs: Mapping[str, Catalog]
-    sources: Mapping[str, str] = field(default_factory=dict)
+    sources: Mapping[str, str] = {}
 
     def merged(self, newer: Job) -> Job:
         """This job with `newer`'s targets added or replacing their older renders."""

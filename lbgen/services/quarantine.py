@@ -10,8 +10,9 @@ caller applies the resolution. The narrow interface — `search()` for one-shot 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Mapping
+
+import msgspec
 
 from lbgen.core.model import Catalog
 from lbgen.core.quarantine import changed_services, checker_reason, find_culprits, hold_services
@@ -27,14 +28,13 @@ CheckText = Callable[[Target, str], "ApplyError | None"]  # Applier.check_text
 RenderCatalog = Callable[[Catalog], str]  # the target's template on a catalog; raises LbgenError
 
 
-@dataclass(frozen=True)
-class Resolution:
+class Resolution(msgspec.Struct, frozen=True):
     """What to apply instead of the refused render: `catalog` (the new one with the `held` services
     at their last applied state) rendered as `text`; `held` maps each service to the checker's reason."""
 
     catalog: Catalog
     text: str
-    held: Mapping[str, str] = field(default_factory=dict)
+    held: Mapping[str, str] = {}
     probes: int = 0
     exhausted: bool = False
 

@@ -18,8 +18,9 @@ import logging
 import random
 import threading
 import time
-from dataclasses import replace
 from typing import Callable, Sequence
+
+from msgspec.structs import replace
 
 from lbgen import __version__
 from lbgen.core.backoff import backoff

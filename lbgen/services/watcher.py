@@ -18,9 +18,10 @@ import logging
 import queue
 import random
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
+
+import msgspec
 
 from lbgen.core.backoff import backoff, full_jitter
 from lbgen.core.catalog import CatalogState, Rejected, state_from_pages
@@ -43,8 +44,7 @@ from lbgen.services.watcher_status import WatcherStatus
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class _Loaded:
+class _Loaded(msgspec.Struct, frozen=True):
     """A complete snapshot, decoded by the follower as its pages arrived."""
 
     state: CatalogState
@@ -52,13 +52,11 @@ class _Loaded:
     keys: int
 
 
-@dataclass(frozen=True)
-class _Changed:
+class _Changed(msgspec.Struct, frozen=True):
     events: list[WatchEvent]
 
 
-@dataclass(frozen=True)
-class _Disconnected:
+class _Disconnected(msgspec.Struct, frozen=True):
     error: str
 
 

@@ -3,11 +3,10 @@ node's status value) and the dashboard read it. Updated by the watcher's consume
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 
-@dataclass
-class WatcherStatus:
+class WatcherStatus(msgspec.Struct):
     """What the health endpoint, metrics and `lbgen status` report; updated by the consumer only."""
 
     connected: bool = False
@@ -15,14 +14,14 @@ class WatcherStatus:
     applied_revision: int = 0
     last_error: str = ""
     disconnected_since: float | None = None
-    failures: dict[str, int] = field(default_factory=dict)
-    applied: dict[str, int] = field(default_factory=dict)  # target → the revision it last applied
-    errors: dict[str, str] = field(default_factory=dict)  # target → its error, until it applies again
-    down: dict[str, str] = field(default_factory=dict)  # target → why its LB is not running
-    held: dict[str, str] = field(default_factory=dict)  # target → what the drop guard holds, and why
-    quarantined: dict[str, dict[str, str]] = field(default_factory=dict)  # target → service → checker's reason
-    runtime_updates: dict[str, int] = field(default_factory=dict)  # target → changes live without a reload
-    runtime_fallbacks: dict[str, int] = field(default_factory=dict)  # target → runtime updates that reloaded
+    failures: dict[str, int] = {}
+    applied: dict[str, int] = {}  # target → the revision it last applied
+    errors: dict[str, str] = {}  # target → its error, until it applies again
+    down: dict[str, str] = {}  # target → why its LB is not running
+    held: dict[str, str] = {}  # target → what the drop guard holds, and why
+    quarantined: dict[str, dict[str, str]] = {}  # target → service → checker's reason
+    runtime_updates: dict[str, int] = {}  # target → changes live without a reload
+    runtime_fallbacks: dict[str, int] = {}  # target → runtime updates that reloaded
 
     def went_live(self, target: str, method: str, fallback: str) -> None:
         """Count how a change of `target` went live: through the runtime API, or a reload after a

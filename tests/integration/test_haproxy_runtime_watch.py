@@ -8,8 +8,8 @@ import json
 import random
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 
+from msgspec.structs import replace
 import pytest
 
 from lbgen.adapters.bounded_render import BoundedRenderer

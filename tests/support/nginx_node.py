@@ -6,9 +6,10 @@ Shared by tests/integration/test_nginx_runtime.py and bench/nginx_runtime_bench.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import replace
 
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.kinds.nginx import LuaDir, NginxControl, NginxRuntime

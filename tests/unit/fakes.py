@@ -6,8 +6,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from dataclasses import replace
 from typing import Callable, Iterator
+
+from msgspec.structs import replace
 
 from lbgen.errors import DockerError
 from lbgen.core.values import ContainerInfo, ContainerSpec, DockerEvent

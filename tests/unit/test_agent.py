@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterator
 
-import pytest
+from msgspec.structs import replace
 from prometheus_client import CollectorRegistry
+import pytest
 
 from lbgen.adapters.file_store import FileStore
 from lbgen.adapters.memory_store import MemoryStore

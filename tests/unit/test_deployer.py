@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import msgspec
 import pytest
 
 from lbgen.core.deploy_plan import plan_deploy, plan_removal
@@ -191,7 +192,7 @@ def test_min_healthy_refuses_to_take_out_a_replica() -> None:
     assert world.docker
     for cid, c in list(world.docker.containers.items()):
         if c.name != "demo-web-1-p18081":
-            world.docker.containers[cid] = type(c)(**{**c.__dict__, "health": "unhealthy"})
+            world.docker.containers[cid] = msgspec.structs.replace(c, health="unhealthy")
     spec = make_spec(env={"VERSION": "2"}, update={"order": "stop-first", "min_healthy": 1})
     outcome = world.deploy(spec)
     assert str(outcome.error) == "web: taking out demo-web-1-p18081 would leave 0 healthy replicas, below min_healthy 1"

@@ -3,9 +3,9 @@ nginx kind's `plan_runtime` takes as endpoint-only."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
+from msgspec.structs import replace
 import pytest
 
 from lbgen.core.kinds import lb_kind

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 import random
 import zlib
 from pathlib import Path
@@ -125,7 +125,7 @@ def test_bounded_renderer_keeps_live_endpoints_in_their_slots(tmp_path: Path, wr
     rng = random.Random(11)
     for trial in range(30):
         renderer = BoundedRenderer()
-        target = dataclasses.replace(TARGET, dest=str(tmp_path / f"haproxy{trial}.cfg"))
+        target = msgspec.structs.replace(TARGET, dest=str(tmp_path / f"haproxy{trial}.cfg"))
         ids = [f"{rng.getrandbits(64):016x}" for _ in range(rng.randint(2, 9))]
         first = random_catalog(ids)
         text = renderer.render(TEMPLATE, first, target, DEFAULT_SERVED_HEALTH)

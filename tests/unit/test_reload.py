@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
+from msgspec.structs import replace
 
 from lbgen.core.registry_url import RegistryUrl
 from lbgen.core.reload import reloaded

@@ -60,6 +60,15 @@ def test_minimal_settings_get_documented_defaults() -> None:
     assert (target.render_timeout, target.render_memory) == (10.0, 256 * 1024**2)
 
 
+def test_a_partial_section_keeps_the_documented_defaults_of_the_rest() -> None:
+    """The defaults come from the parser's own constants (a Struct's class attribute is a field
+    descriptor, not its default)."""
+    settings = parse_settings({**BASE, "guard": {"max_drop": "25%"}, "etcd": {"ca": "ca.pem"}}, "/srv/lb")
+    assert settings.guard == Guard(max_drop=0.25, to_zero=True, hold_max=120.0)
+    assert settings.etcd.timeout == 5.0
+
+
+
 def test_full_target_and_top_level_fields() -> None:
     data = with_("targets.0.vars", {"pid": "/run/nginx.pid", "min_slots": 8})
     data.update(prefix="lbgen/", wait="50ms:2s", served_health=["healthy"],

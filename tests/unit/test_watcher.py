@@ -255,6 +255,10 @@ def test_health_and_metrics_follow_the_registry(store: MemoryStore, applier: Rec
         thread.join(timeout=5)
 
 
+class _Tracked(Snapshot, weakref=True):
+    """A Snapshot that can be referred to weakly (lbgen's own takes no weak references)."""
+
+
 class SnapshotSpy(MemoryStore):
     """A MemoryStore that remembers each snapshot it handed out, weakly."""
 
@@ -263,7 +267,8 @@ class SnapshotSpy(MemoryStore):
         self.taken: list[weakref.ref[Snapshot]] = []
 
     def snapshot(self, prefix: str) -> Snapshot:
-        snapshot = super().snapshot(prefix)
+        taken = super().snapshot(prefix)
+        snapshot = _Tracked(taken.revision, taken.items, taken.cluster_id)
         self.taken.append(weakref.ref(snapshot))
         return snapshot
 

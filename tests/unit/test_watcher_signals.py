@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 
+from msgspec.structs import replace
 import pytest
 
 from lbgen.adapters.memory_store import MemoryStore

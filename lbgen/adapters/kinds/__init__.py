@@ -10,8 +10,9 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
+
+import msgspec
 
 from lbgen.core.kinds import lb_kind
 from lbgen.core.model import Catalog
@@ -32,8 +33,7 @@ class LiveContext(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class KindAdapter:
+class KindAdapter(msgspec.Struct, frozen=True):
     """What one kind brings beyond its pure rules; None where it has nothing of the sort.
 
     `control`: the built-in check of the whole config, reload and verify (`LbControl`); None: the

@@ -17,9 +17,10 @@ import importlib
 import pkgutil
 import posixpath
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
+
+import msgspec
 
 from lbgen.errors import ConfigError
 
@@ -42,8 +43,7 @@ class RuntimeChange(Protocol):
     def __len__(self) -> int: ...
 
 
-@dataclass(frozen=True)
-class ContextRead:
+class ContextRead(msgspec.Struct, frozen=True):
     """What a template global that reads the render context reads, so the fragment cache can key
     it (`lbgen.core.fragments`): the context `names` it reads, and `key(context, value)`: a hashable
     value standing for what it reads there about one identity-keyed value of a fragment's key
@@ -57,8 +57,7 @@ class ContextRead:
 Warm = Callable[["Sequence[ServiceView]", Mapping[str, Any], Mapping[str, Any]], None]
 
 
-@dataclass(frozen=True)
-class LbKind:
+class LbKind(msgspec.Struct, frozen=True):
     """The pure rules of one kind of load balancer.
 
     `check`: the built-in checker's argv with `{staged}` (() for none: the target must set one).
@@ -79,14 +78,14 @@ class LbKind:
     name: str
     check: tuple[str, ...] = ()
     guarded: bool = False
-    filters: Mapping[str, Callable[..., Any]] = field(default_factory=lambda: _EMPTY)
-    template_globals: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
-    context: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    filters: Mapping[str, Callable[..., Any]] = _EMPTY
+    template_globals: Mapping[str, Any] = _EMPTY
+    context: Mapping[str, Any] = _EMPTY
     value_types: tuple[type, ...] = ()
     runtime_default: Callable[[Mapping[str, Any]], bool] | None = None
     plan_runtime: Callable[[str, str], RuntimeChange | None] | None = None
     warm: Warm | None = None
-    fragment_context: Mapping[str, ContextRead] = field(default_factory=lambda: _EMPTY)
+    fragment_context: Mapping[str, ContextRead] = _EMPTY
 
 
 def kind_names() -> tuple[str, ...]:

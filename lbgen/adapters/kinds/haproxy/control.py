@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from lbgen.adapters import process
 from lbgen.core.settings import Target
@@ -130,8 +131,7 @@ def cli_command(path: Path, command: str, timeout: float = _IO_TIMEOUT) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-@dataclass(frozen=True)
-class _ProcLine:
+class _ProcLine(msgspec.Struct, frozen=True):
     pid: int
     kind: str
     reloads: int

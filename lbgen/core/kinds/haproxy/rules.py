@@ -8,15 +8,15 @@ as an ordered list of conditions built only from validated host names and paths.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+
+import msgspec
 
 from lbgen.core.addresses import is_hostname
 from lbgen.core.layout import Listener, UnsafeValue, Verbatim, VirtualHost, memo
 from lbgen.core.schema import PATH_RE
 
 
-@dataclass(frozen=True)
-class HaproxyRule:
+class HaproxyRule(msgspec.Struct, frozen=True):
     """One `use_backend <backend> if <condition>` line; the condition is built from validated values."""
 
     backend: str

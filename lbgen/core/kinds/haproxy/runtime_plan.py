@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 # `show servers state` srv_admin_state bits (HAProxy include/haproxy/server-t.h): forced, inherited,
 # resolution and host-name maintenance; forced and inherited drain. CMAINT (0x04, `disabled` in the
@@ -33,8 +34,7 @@ _ADMIN_DRAIN = 0x08 | 0x10
 _BODY = ("", " ", "\t", "#")  # first characters of lines inside a section (or blank, or comments)
 
 
-@dataclass(frozen=True)
-class ServerState:
+class ServerState(msgspec.Struct, frozen=True):
     """What lbgen decides about one server: where it points, its weight, whether it takes traffic."""
 
     address: str
@@ -43,8 +43,7 @@ class ServerState:
     enabled: bool
 
 
-@dataclass(frozen=True)
-class RuntimePlan:
+class RuntimePlan(msgspec.Struct, frozen=True):
     """Commands in order, and the expected state of every server of every backend they touch.
     `needs_check`: `haproxy -c` runs on the file first (the slot lines are parsed, not generated
     by lbgen alone: a custom template may put anything on them)."""
@@ -58,8 +57,7 @@ class RuntimePlan:
         return len(self.commands)
 
 
-@dataclass(frozen=True)
-class _ServerLine:
+class _ServerLine(msgspec.Struct, frozen=True):
     backend: str
     name: str
     options: tuple[str, ...]  # everything but address, weight and `disabled`: must not change
@@ -199,8 +197,7 @@ def _ref(server: _ServerLine) -> str:
 # --- reading the state back -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ObservedServer:
+class ObservedServer(msgspec.Struct, frozen=True):
     """One row of `show servers state`: address, port, user weight, admin state bits."""
 
     address: str

@@ -29,8 +29,9 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from lbgen.core.layout import ServiceView, Verbatim, memo
 from lbgen.core.addresses import is_ip
@@ -52,8 +53,7 @@ _VERSION_CHARS = 16  # hex digits of the digest: the control API takes up to 64 
 _MIB = 1 << 20
 
 
-@dataclass(frozen=True)
-class EndpointBlock:
+class EndpointBlock(msgspec.Struct, frozen=True):
     """What the template writes: `open`, then `lines`, then `close`, each on a line of its own.
     `upstreams`: the Lua-balanced upstreams' names; `dict_size`: the default `lua_shared_dict`
     size for them (`4m`, ...)."""
@@ -66,8 +66,7 @@ class EndpointBlock:
     close: Verbatim = Verbatim(CLOSE)
 
 
-@dataclass(frozen=True)
-class EndpointPlan:
+class EndpointPlan(msgspec.Struct, frozen=True):
     """The control API's write: the new version and the new set of every upstream that changed.
 
     `needs_check` is False: the lines that differ are lbgen's own encoding of validated values,
