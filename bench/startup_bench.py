@@ -14,11 +14,15 @@ the template compiled every time). lbgen's modules are compiled to bytecode firs
 install` does: with PYTHONDONTWRITEBYTECODE set (as in this project's sessions), an editable
 checkout would otherwise compile every lbgen module from source on every start. Prints the median
 and the spread of the runs and writes bench/results/startup.json.
+
+Where a render's time goes: `--runs` more renders (cache warm), each in a fresh process running
+bench/render_steps.py, which times each step of `lbgen render` in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -87,6 +91,20 @@ def measure(result: Result, name: str, path: str, argv: Sequence[str], runs: int
     return statistics.median(walls), statistics.median(cpus)
 
 
+def measure_phases(result: Result, path: str, runs: int, cwd: Path, dest: Path) -> None:
+    """Each step's median over `runs` fresh processes of bench/render_steps.py."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cwd / "cache")}
+    steps: dict[str, list[float]] = {}
+    for _ in range(runs):
+        dest.unlink(missing_ok=True)
+        out = subprocess.run([sys.executable, str(Path(__file__).with_name("render_steps.py"))], cwd=cwd, env=env,
+                             check=True, capture_output=True, text=True).stdout
+        for step, ms in json.loads(out.splitlines()[-1]).items():
+            steps.setdefault(step, []).append(ms)
+    for step, values in steps.items():
+        result.add(f"lbgen render step: {step}", path, "ms", values)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
@@ -113,6 +131,8 @@ def main() -> None:
         cold = measure(result, f"lbgen render, {endpoints:,} endpoints, template compiled",
                        path + ", template code cache emptied before each run", render, args.runs, root,
                        before=[dest, root / "cache"])
+        measure_phases(result, "the render above (template code cached), each step timed in place "
+                       "(bench/render_steps.py)", args.runs, root, dest)
         result.notes.append("lbgen's modules precompiled to bytecode before the runs (as pip install does)")
         result.notes.append(f"medians, wall: --help {helped[0] / bare[0]:.1f}x python -c pass (goal 4x), "
                             f"render {rendered[0] / bare[0]:.1f}x (goal 8x), {cold[0] / bare[0]:.1f}x with the "
