@@ -213,8 +213,9 @@ class RuntimeApi(Protocol):
 class AppliedStates(Protocol):
     """What each target last applied, kept across restarts for the drop guard (issue 10.6)."""
 
-    def load(self, target: Target) -> Catalog | None:
-        """The catalog last applied to `target`; None when unknown (never written, or unreadable)."""
+    def load(self, target: Target, current: Catalog | None = None) -> Catalog | None:
+        """The catalog last applied to `target`; None when unknown (never written, or unreadable).
+        Its services equal to `current`'s (the registry's catalog now) are `current`'s objects."""
         ...
 
     def save(self, target: Target, catalog: Catalog) -> None:

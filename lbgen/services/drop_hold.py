@@ -78,12 +78,13 @@ class DropHolds:
                     verdict.reason or "the services are back, or were removed on purpose (spec deleted)")
 
 
-def load_baselines(states: AppliedStates, targets: Sequence[Target]) -> dict[str, Catalog]:
+def load_baselines(states: AppliedStates, targets: Sequence[Target], current: Catalog) -> dict[str, Catalog]:
     """What each target last applied before a restart (kept beside its dest): the guard compares
-    the first renders with it, so agents that are down at start do not empty the LBs."""
+    the first renders with it, so agents that are down at start do not empty the LBs. What did not
+    change since is `current`'s own services (no second copy, issue 13)."""
     found = {}
     for target in targets:
-        applied = states.load(target)
+        applied = states.load(target, current)
         if applied is not None:
             found[target.name] = applied
             log.info("%s: last applied revision %s (%d services) is the drop guard's baseline",

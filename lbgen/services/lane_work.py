@@ -54,12 +54,13 @@ class LaneWork:
         # Writing the applied state costs ~1-2 s at 100,000 endpoints: its own lane, off the apply path.
         self.saver = Lane("applied-state", self._save)
 
-    def load_baselines(self, targets: Sequence[Target]) -> dict[str, Catalog]:
-        """What each target applied before a restart (kept beside dest): the quarantine's base, and
-        the drop guard's (returned for the watcher). Called before the lanes start."""
+    def load_baselines(self, targets: Sequence[Target], current: Catalog) -> dict[str, Catalog]:
+        """What each target applied before a restart (kept beside dest), sharing what did not change
+        with `current`: the quarantine's base, and the drop guard's (returned for the watcher).
+        Called at the first pass, before any job reaches a lane."""
         if self._states is None:
             return {}
-        self.applied.update(load_baselines(self._states, targets))
+        self.applied.update(load_baselines(self._states, targets, current))
         return dict(self.applied)
 
     def close(self) -> None:

@@ -96,6 +96,7 @@ class Watcher:
         self._windows = {t.name: Quiescence(t.wait or settings.wait) for t in settings.targets}
         self._templates: dict[str, str] = {}
         self._applied: dict[str, Catalog] = {}  # the guard's baseline, per target
+        self._baselines_read = False  # what each target applied before a restart: read at the first pass
         self._submitted: dict[str, Catalog] = {}  # handed to its lane, maybe not applied yet
         self._holds = DropHolds(settings.guard, settings.served_health, self.metrics)
         self._retry_at: dict[str, float] = {}
@@ -181,7 +182,6 @@ class Watcher:
         """The consumer loop: runs until `stop()`. Starts the registry follower itself."""
         follower = threading.Thread(target=self.follow_registry, name="registry-follower", daemon=True)
         follower.start()
-        self._applied.update(self._work.load_baselines(self.settings.targets))  # from before a restart
         for lane in (*self._lanes.values(), self._work.saver):
             lane.start()
         try:
@@ -293,6 +293,9 @@ class Watcher:
             self._windows[target.name].fired()
             self._retry_at.pop(target.name, None)
         catalog = self._state.catalog()
+        if not self._baselines_read:  # from before a restart, sharing what did not change with `catalog`
+            self._baselines_read = True
+            self._applied.update(self._work.load_baselines(self.settings.targets, catalog))
         rendered: dict[str, str] = {}
         catalogs: dict[str, Catalog] = {}
         for target in due:

@@ -131,3 +131,30 @@ def test_a_field_nobody_reads_is_refused_where_json_loads_refuses_it(raw: bytes)
     the msgspec path, which takes no unknown field."""
     assert _outcome(applied_state.decode_applied, raw) == _outcome(applied_state._checked, raw)
     assert _outcome(applied_state.decode_applied, raw).startswith("refused: not JSON")
+
+
+def _catalog_after(steps: list) -> tuple[Catalog, Catalog]:
+    """The catalog after the first half of `steps`, and after all of them."""
+    state, half = CatalogState(P), None
+    for revision, (kind, service, eid, port, weight) in enumerate(steps, start=2):
+        if kind == "delete":
+            state.apply([WatchEvent("delete", f"{P}/services/{service}/endpoints/{eid}", b"", revision)])
+        else:
+            state.apply([(put if kind == "put" else lambda s, e, p, w, r: spec(s, p, r))(service, eid, port, weight,
+                                                                                            revision)])
+        if revision - 1 == len(steps) // 2:
+            half = state.catalog()
+    return half or Catalog(0), state.catalog()
+
+
+@settings(max_examples=100, deadline=None)
+@given(changes)
+def test_a_baseline_read_beside_the_current_catalog_shares_what_did_not_change(steps: list) -> None:
+    """A restarted watcher's baseline (issue 13): the value read back whatever changed meanwhile,
+    and each service equal to the current one is that very object."""
+    applied, current = _catalog_after(steps)
+    read = applied_state.decode_applied(encode_applied(applied), current, AppliedEncoder())
+    assert read == applied
+    now = {s.name: s for s in current.services}
+    for service in read.services:
+        assert (service is now.get(service.name)) == (service == now.get(service.name))

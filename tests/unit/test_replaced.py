@@ -33,3 +33,4 @@ def test_an_equal_but_new_object_is_a_change_and_a_moved_one_is_not() -> None:
     assert replaced((a, b, c), (POOL[5], a, b, c)) == ([], [POOL[5]])
     assert replaced((a, b, c), (c, b, a)) == ([], [])
     assert replaced((a, b, c), (a, c)) == ([b], [])
+

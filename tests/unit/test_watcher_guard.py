@@ -80,7 +80,7 @@ class MemoryStates:
     def __init__(self, saved: dict[str, Catalog]) -> None:
         self.saved = saved
 
-    def load(self, target: Target) -> Catalog | None:
+    def load(self, target: Target, current: Catalog | None = None) -> Catalog | None:
         return self.saved.get(target.name)
 
     def save(self, target: Target, catalog: Catalog) -> None:
