@@ -31,17 +31,12 @@ class AppliedStateFiles:
         self._encoders: dict[str, AppliedEncoder] = {}
 
     def load(self, target: Target, current: Catalog | None = None) -> Catalog | None:
-        """What `target` last applied. `current` (the catalog just read): returned itself, nothing
-        decoded, when the file holds exactly its encoding (a one-shot render of an unchanged
-        registry: ~14 ms of reading 2,000 endpoints back, issue 13), else each of its services that
-        did not change stands for itself (`decode_applied`); the encoding is kept for `save`."""
+        """What `target` last applied. `current` (the catalog just read): what did not change is
+        its own (`decode_applied`: `current` itself when nothing did, as for a one-shot render of
+        an unchanged registry); its encoding is kept for `save`."""
         path = state_path(real_dest(target))
-        encoder = self._encoder(target)
         try:
-            raw = path.read_bytes()
-            if current is not None and raw == encoder.encode(current):
-                return current
-            return decode_applied(raw, current, encoder)
+            return decode_applied(path.read_bytes(), current, self._encoder(target))
         except FileNotFoundError:
             return None
         except (OSError, InvalidValue) as e:

@@ -9,6 +9,7 @@ contract's own encodings, read back through the same validators as a registry va
 from __future__ import annotations
 
 import json
+from operator import is_
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -96,7 +97,9 @@ def decode_applied(raw: bytes, like: Catalog | None = None, encoder: AppliedEnco
     are exactly `encoder`'s encoding of `like`'s service of that name is that very object, not
     decoded: a restarted watcher's baseline then holds no second copy of what did not change while
     it was down (issue 13: at 110,000 keys a restarted watcher held 152 MB, now 118), and the drop
-    guard's comparison by identity finds only what did."""
+    guard's comparison by identity finds only what did. The file holding exactly `like` (same
+    revision, every service its own) reads as `like` itself: a one-shot render of an unchanged
+    registry compares nothing more."""
     try:
         value = _APPLIED.decode(raw)
     except msgspec.DecodeError:  # and its ValidationError
@@ -116,6 +119,9 @@ def decode_applied(raw: bytes, like: Catalog | None = None, encoder: AppliedEnco
         if service is None:
             return _checked(raw)
         services.append(service)
+    if like is not None and value.revision == like.revision and len(services) == len(like.services) \
+            and all(map(is_, services, like.services)):
+        return like
     return Catalog(value.revision, tuple(services))
 
 
