@@ -102,7 +102,7 @@ def decode_applied(raw: bytes, like: Catalog | None = None, encoder: AppliedEnco
     registry compares nothing more."""
     try:
         value = _APPLIED.decode(raw)
-    except msgspec.DecodeError:  # and its ValidationError
+    except (msgspec.DecodeError, RecursionError):  # and its ValidationError; deep nesting in a Raw or Any field
         return _checked(raw)
     current = {s.name: s for s in like.services} if like is not None else {}
     piece = (encoder or AppliedEncoder()).piece
@@ -114,7 +114,7 @@ def decode_applied(raw: bytes, like: Catalog | None = None, encoder: AppliedEnco
             continue
         try:
             service = _typed_service(name, _SERVICE.decode(data))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             service = None
         if service is None:
             return _checked(raw)

@@ -158,3 +158,15 @@ def test_a_baseline_read_beside_the_current_catalog_shares_what_did_not_change(s
     now = {s.name: s for s in current.services}
     for service in read.services:
         assert (service is now.get(service.name)) == (service == now.get(service.name))
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"format":1,"revision":3,"services":{"web":' + b"[" * 100_000 + b"]" * 100_000 + b"}}",
+    b'{"format":1,"revision":3,"services":{"web":{"spec":' + b"[" * 100_000 + b"]" * 100_000 + b"}}}",
+], ids=["a-service", "a-spec"])
+def test_a_file_nested_beyond_any_parser_is_refused_not_raised(raw: bytes) -> None:
+    """msgspec raises RecursionError (not DecodeError) deep inside a field it skips or decodes as
+    Any: the applied-state read must still refuse it in one line, with or without a current catalog."""
+    like = Catalog(3, ())
+    for current in (None, like):
+        assert _outcome(lambda data: applied_state.decode_applied(data, current), raw).startswith("refused: not JSON")
