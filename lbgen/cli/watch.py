@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     _remove_stale_staged(targets)
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=after_first_apply(publisher.update, release_free_heap), renderer=BoundedRenderer(),
+                      on_status=releasing_heap(publisher.update, release_free_heap), renderer=BoundedRenderer(),
                       load_settings=lambda: _reload_settings(args), states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
@@ -104,15 +104,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def after_first_apply(update: Callable[[WatcherStatus], None],
-                      once: Callable[[], object]) -> Callable[[WatcherStatus], None]:
-    """The watcher's status hook, which also runs `once` the first time a config is applied: the
-    start-up load is over, what it freed can go back to the OS (issue 13)."""
-    pending = [once]
+def releasing_heap(update: Callable[[WatcherStatus], None],
+                   release: Callable[[bool], object]) -> Callable[[WatcherStatus], None]:
+    """The watcher's status hook, which also hands the heap a pass freed back to the OS whenever a
+    newer revision was applied (issue 13; `lbgen.adapters.heap`): the first time with a cycle
+    collection (the start-up load is over), after that the trim alone."""
+    applied = [0]
 
     def hook(status: WatcherStatus) -> None:
-        if pending and status.applied_revision:
-            pending.pop()()
+        if status.applied_revision != applied[0]:
+            release(not applied[0])
+            applied[0] = status.applied_revision
         update(status)
 
     return hook
