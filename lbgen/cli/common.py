@@ -6,7 +6,6 @@ import argparse
 import os
 from typing import Callable, Sequence
 
-from lbgen.adapters.file_store import FileStore
 from lbgen.core.registry_url import FORMS, RegistryUrl, parse_registry_url
 from lbgen.core.schema import DEFAULT_PREFIX, normalize_prefix
 from lbgen.errors import InvalidValue, UsageError
@@ -61,6 +60,8 @@ def open_store(args: argparse.Namespace, url: RegistryUrl, prefix: str, create: 
     if url.kind == "file":
         if etcd_only:
             raise UsageError(f"{', '.join(etcd_only)}: only for an etcd registry, not {url}")
+        from lbgen.adapters.file_store import FileStore  # and each adapter only for its own registry kind
+
         return FileStore(url.path, prefix=prefix, must_exist=not create)
     password = args.password or os.environ.get(PASSWORD_ENV)
     if args.user and not password:
