@@ -24,7 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
 from lbgen.adapters.bounded_render import _Handle  # noqa: E402
-from lbgen.adapters.render_worker import Worker, encode_request  # noqa: E402
+from lbgen.adapters.render_wire import encode_request  # noqa: E402
+from lbgen.adapters.render_worker import Worker  # noqa: E402
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service  # noqa: E402
 from lbgen.core.settings import Target  # noqa: E402
 from results import Result  # noqa: E402

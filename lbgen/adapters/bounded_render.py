@@ -4,7 +4,9 @@ hang, crash or bloat the daemon that renders it, and a render costs no fork.
 The renderer forks a worker (`lbgen.adapters.render_worker`) at its first render: the child
 inherits that render's catalog, target and template, and keeps them, the compiled templates and
 the fragment cache for the next renders, which send it only what changed (the services that are
-not the same objects as in its previous render). The worker limits each render's memory to its
+not the same objects as in its previous render; `lbgen.adapters.render_wire`). Only the child
+imports Jinja and the renderer, right after the fork (~20 ms): they stay out of the watcher
+process (~2.4 MB of its resident size, issue 13). The worker limits each render's memory to its
 size at the render plus `render_memory` and its CPU to `render_timeout` + 1 s; the parent waits at
 most `render_timeout` for the answer and reads at most `render_memory` bytes. Past either, when the
 worker dies (a crash, a limit) or on `close()`, the parent kills it (SIGKILL) and reaps it; the
@@ -27,10 +29,12 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable
+from typing import NoReturn
 
 from lbgen.adapters.kinds import kind_adapter
-from lbgen.adapters.render_worker import (
-    FAILED, HEADER, LIMIT, OK, CatalogDelta, RenderFn, Request, Worker, encode_request, serve, write_all,
+from lbgen.adapters.template_file import TemplateFile
+from lbgen.adapters.render_wire import (
+    FAILED, HEADER, LIMIT, OK, CatalogDelta, RenderFn, Request, encode_request, write_all,
 )
 from lbgen.core.model import Catalog, Service
 from lbgen.core.settings import Target
@@ -61,7 +65,7 @@ class _Handle:
         name = target.name
         changed_target = None if self.targets.get(name) == target else target
         old = self.sources.get(name)
-        changed_source = None if old is source or (old == source and _loader(old) is _loader(source)) else source
+        changed_source = None if old is source or (old == source and _origin(old) == _origin(source)) else source
         rendered = None
         if last is not None and self.seen.get(name) != last[0]:
             rendered = last[1]
@@ -128,8 +132,22 @@ class _Handle:
             return 0
 
 
-def _loader(source: str) -> object:
+def _origin(source: str) -> object:
+    """Where `source`'s includes resolve: a template file's directory (its loader is made in the
+    worker), or the loader a source carries."""
+    if isinstance(source, TemplateFile):
+        return source.directory
     return getattr(source, "loader", None)
+
+
+def _serve_in_child(read_fd: int, write_fd: int, render_fn: RenderFn | None, fragments: bool,
+                    first: Request) -> NoReturn:
+    """The forked child: import the renderer (the watcher process never does, `render_worker`) and
+    serve. Imported here, in the child's only thread: no lock of another thread's import can be
+    held, as the watcher's threads never import these modules."""
+    from lbgen.adapters.render_worker import Worker, serve
+
+    serve(read_fd, write_fd, Worker(render_fn, fragments), first)
 
 
 class BoundedRenderer:
@@ -218,7 +236,7 @@ class BoundedRenderer:
         first = Request(target.name, target, source, served_health, catalog, last[1] if last else None)
         pid = os.fork()
         if pid == 0:
-            serve(to_child[0], from_child[1], Worker(self._render_fn, self._use_fragments), first)
+            _serve_in_child(to_child[0], from_child[1], self._render_fn, self._use_fragments, first)
         os.close(to_child[0])
         os.close(from_child[1])
         worker = _Handle(pid, to_child[1], from_child[0])

@@ -16,22 +16,17 @@ worker itself is answered too, then the parent ends it. The parent enforces the 
 
 from __future__ import annotations
 
-import copyreg
 import gc
-import io
 import math
 import os
-import pickle
 import resource
 import signal
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from types import MappingProxyType
 from typing import Any, NoReturn
 
-import msgspec
-
 from lbgen.adapters.kinds import LiveContext, kind_adapter
+from lbgen.adapters.render_wire import BROKEN, FAILED, LIMIT, OK, CatalogDelta, RenderFn, Request, answer, read_request
 from lbgen.core.kinds import lb_kind
 from lbgen.core.layout import ServiceView, layout, service_views
 from lbgen.core.model import Catalog, Service
@@ -39,34 +34,7 @@ from lbgen.core.render import FragmentCache, compiled, fragment_session, render
 from lbgen.core.settings import Target
 from lbgen.errors import TemplateError
 
-RenderFn = Callable[[str, Catalog, Target, frozenset[str]], str]
-
-OK, FAILED, LIMIT, BROKEN = b"0", b"1", b"2", b"3"  # answers; after LIMIT or BROKEN the parent ends the worker
-HEADER = 9  # an answer: its status byte, the length of what follows (8 bytes), the text or the error line
-_LENGTH = 8
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-class CatalogDelta(msgspec.Struct, frozen=True):
-    """A catalog as the changes from the worker's previous one; `order`: the services' names in
-    order, sent only when they differ from the previous catalog's."""
-
-    revision: int
-    changed: tuple[Service, ...]
-    removed: tuple[str, ...]
-    order: tuple[str, ...] | None
-
-
-class Request(msgspec.Struct, frozen=True):
-    """Render target `name`; a None field is as at the worker's previous job. `rendered`: the
-    target's last text, when another worker rendered it (the live-config reader places by it)."""
-
-    name: str
-    target: Target | None = None
-    source: str | None = None
-    served_health: frozenset[str] | None = None
-    catalog: Catalog | CatalogDelta | None = None
-    rendered: str | None = None
 
 
 class Worker:
@@ -200,8 +168,8 @@ def serve(read_fd: int, write_fd: int, worker: Worker, first: Request) -> NoRetu
         request: Request | None = first
         while request is not None:
             status, text = worker.handle(request)
-            _answer(write_fd, status, text)
-            request = _read_request(read_fd) if status in (OK, FAILED) else None
+            answer(write_fd, status, text)
+            request = read_request(read_fd) if status in (OK, FAILED) else None
         code = 0
     finally:
         os._exit(code)
@@ -221,59 +189,3 @@ def _confine(read_fd: int, write_fd: int) -> None:
     os.closerange(high + 1, os.sysconf("SC_OPEN_MAX"))
     gc.freeze()
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _answer(fd: int, status: bytes, text: str) -> None:
-    data = text.encode("utf-8", "surrogatepass")
-    write_all(fd, status + len(data).to_bytes(_LENGTH, "big"))
-    write_all(fd, data)
-
-
-def _read_request(fd: int) -> Request | None:
-    """The next request, or None when the parent closed the pipe (it ended, or ends this worker)."""
-    header = _read_exactly(fd, _LENGTH)
-    if len(header) < _LENGTH:
-        return None
-    size = int.from_bytes(header, "big")
-    data = _read_exactly(fd, size)
-    return pickle.loads(data) if len(data) == size else None
-
-
-def _read_exactly(fd: int, size: int) -> bytes:
-    chunks, left = [], size
-    while left:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
-
-
-def encode_request(request: Request) -> bytes:
-    """The request as the worker reads it: its length, then the pickle (settings and specs hold
-    read-only mappings, which pickle as the mappings they show)."""
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
-    pickler.dispatch_table = _DISPATCH
-    pickler.dump(request)
-    data = buffer.getvalue()
-    return len(data).to_bytes(_LENGTH, "big") + data
-
-
-def _mapping(proxy: MappingProxyType[Any, Any]) -> tuple[Callable[[dict[Any, Any]], Any], tuple[dict[Any, Any]]]:
-    return read_only, (dict(proxy),)
-
-
-def read_only(mapping: dict[Any, Any]) -> MappingProxyType[Any, Any]:
-    """A pickled read-only mapping, read back."""
-    return MappingProxyType(mapping)
-
-
-_DISPATCH = {**copyreg.dispatch_table, MappingProxyType: _mapping}
-
-
-def write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -1,4 +1,5 @@
-"""Template files: their text, and a sandboxed loader for `{% include %}` rooted at their directory.
+"""A template file's sandboxed loader for `{% include %}`, rooted at its directory, and the cache of
+compiled templates (`lbgen.adapters.template_file.TemplateFile` makes them where it is compiled).
 
 An include names a file relative to the including template's directory: no absolute path, no
 `..`, and no symlink that leads out of the directory, so a template cannot read `/etc/shadow` or
@@ -27,8 +28,6 @@ import jinja2
 from jinja2.bccache import Bucket
 
 from lbgen.adapters.files import is_private_dir
-from lbgen.core.render import TemplateSource
-from lbgen.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +61,6 @@ class TemplateDirLoader(jinja2.FileSystemLoader):
 def loader_for(directory: str) -> TemplateDirLoader:
     """The one loader of `directory`."""
     return TemplateDirLoader(directory)
-
-
-def read_template(path: str) -> TemplateSource:
-    """A template file's text with the loader of its directory and this user's code cache; a
-    missing or unreadable file is a `ConfigError` naming it."""
-    try:
-        text = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"template {path}: {e.strerror or e}") from e
-    return TemplateSource(text, loader_for(str(Path(path).resolve().parent)), user_code_cache())
 
 
 class TemplateCodeCache(jinja2.FileSystemBytecodeCache):

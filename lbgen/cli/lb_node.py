@@ -14,7 +14,7 @@ from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.files import LocalFiles
 from lbgen.adapters.kinds import control_for, runtime_for
 from lbgen.adapters.process import SubprocessRunner, SystemClock
-from lbgen.adapters.templates import read_template
+from lbgen.adapters.template_file import read_template
 from lbgen.adapters.yaml_file import load_yaml
 from lbgen.cli.common import add_store_arguments, open_store, registry_prefix, registry_url
 from lbgen.core.catalog import Rejected

@@ -28,7 +28,7 @@ from lbgen.cli.lb_node import (
     load_settings,
     open_registry,
 )
-from lbgen.adapters.templates import read_template
+from lbgen.adapters.template_file import read_template
 from lbgen.core.schema import check_name
 from lbgen.core.settings import Settings, Target
 from lbgen.core.web import parse_listen_address

@@ -11,12 +11,12 @@ globals are registered in the one environment. Templates are compiled once per s
 Loop bodies are rendered through the fragment cache (`lbgen.core.fragments`, issue 13) when the
 caller passes a `FragmentSession`: the text stays byte-identical, only the unchanged parts are reused.
 
-`{% include %}` and `{% import %}` resolve through the loader a `TemplateSource` carries, built by
-the adapter that read the template (`lbgen.adapters.templates`: rooted at the template's own
-directory, no `..`, no absolute names). A plain `str` source has no loader: an include is then a
-`TemplateError`, never a crash. A `TemplateSource` may also carry a Jinja bytecode cache (the
-adapter's, in a private per-user directory): compiling nginx.conf.j2 costs ~18 ms, a one-shot
-`lbgen render` pays it at every start without one (issue 13).
+`{% include %}` and `{% import %}` resolve through the `loader` a source carries: a template read
+from its file (`lbgen.adapters.template_file`) has the loader of its directory (no `..`, no
+absolute names), a `TemplateSource` the one it was given. A plain `str` source has no loader: an
+include is then a `TemplateError`, never a crash. A source may also carry a Jinja bytecode cache
+(`code_cache`; a file's is this user's private one): compiling nginx.conf.j2 costs ~18 ms, a
+one-shot `lbgen render` pays it at every start without one (issue 13).
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def _environment(guarded: bool) -> ImmutableSandboxedEnvironment:
     env.globals.update(layout=layout)
     for kind in all_kinds():
         env.filters.update(kind.filters)
-        env.globals.update(kind.template_globals)
+        env.globals.update({name: jinja2.pass_context(g) if name in kind.fragment_context else g
+                            for name, g in kind.template_globals.items()})
     return env
 
 

@@ -28,7 +28,6 @@ from lbgen.core.catalog import CatalogState, Rejected, state_from_pages
 from lbgen.core.model import Catalog
 from lbgen.core.quiescence import Quiescence
 from lbgen.core.reload import reloaded
-from lbgen.core.render import InProcessRenderer
 from lbgen.core.schema import services_prefix
 from lbgen.core.settings import Settings, Target
 from lbgen.errors import Compacted, LbgenError, RenderLimit, StoreError
@@ -102,7 +101,7 @@ class Watcher:
         self._retry_at: dict[str, float] = {}
         self._consecutive_failures: dict[str, int] = {}
         self._watch: Watch | None = None
-        self._renderer, self._load_settings = renderer or InProcessRenderer(), load_settings  # issue 10
+        self._renderer, self._load_settings = renderer or _in_process_renderer(), load_settings  # issue 10
         self._lanes = self._make_lanes(applier, states)
         self._on_status = on_status  # gets a copy of `status` after every message (lbgen.services.status_publisher)
 
@@ -393,3 +392,9 @@ class Watcher:
             when = f"retry in {delay:.1f}s"
         log.log(logging.DEBUG if repeated else logging.ERROR, "%s: revision %s not applied (%s failed, %s): %s",
                 target.name, self._state.revision, step, when, error)
+
+
+def _in_process_renderer() -> Renderer:
+    """Tests' and benchmarks' renderer, imported only for them: Jinja stays out of `lbgen watch` (issue 13)."""
+    from lbgen.core.render import InProcessRenderer
+    return InProcessRenderer()

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from lbgen.adapters.bounded_render import BoundedRenderer
-from lbgen.adapters.templates import read_template
+from lbgen.adapters.template_file import read_template
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
 from lbgen.core.render import render
 from lbgen.core.settings import Target

@@ -47,6 +47,11 @@ def _read(path: Path) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def _maps_jinja(pid: int) -> bool:
+    """Whether the process has Jinja loaded (its markupsafe dependency's C module is mapped)."""
+    return "markupsafe" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def _get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
@@ -69,6 +74,11 @@ def test_registry_and_template_edits_are_rendered(watch: tuple[Path, int, subpro
 
     (directory / "t.j2").write_text("{% for s in services %}{{ s.name }}={{ s.endpoints | length }}{% endfor %}\n")
     wait_until(lambda: _read(out) == "web=2", 10, "the template edit rendered")
+
+    tasks = Path(f"/proc/{proc.pid}/task").iterdir()
+    workers = [pid for task in tasks for pid in (task / "children").read_text().split()]
+    assert workers and all(_maps_jinja(int(pid)) for pid in workers)  # it renders: Jinja is there
+    assert not _maps_jinja(proc.pid)  # issue 13: the watcher process never imports Jinja
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(10) == 0

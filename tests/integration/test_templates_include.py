@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lbgen.adapters.templates import read_template
+from lbgen.adapters.template_file import read_template
 from lbgen.core.model import Catalog
 from lbgen.core.settings import Target
 from lbgen.core.render import render

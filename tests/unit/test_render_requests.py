@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from lbgen.adapters.bounded_render import _Handle
-from lbgen.adapters.render_worker import CatalogDelta, Request, Worker, encode_request
+from lbgen.adapters.render_wire import CatalogDelta, Request, encode_request
+from lbgen.adapters.render_worker import Worker
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.settings import Target
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lbgen.adapters import templates
-from lbgen.adapters.templates import TemplateCodeCache, private_dir, read_template, user_code_cache
+from lbgen.adapters.template_file import read_template
+from lbgen.adapters.templates import TemplateCodeCache, private_dir, user_code_cache
 from lbgen.core.model import Catalog, Service
 from lbgen.core.render import TemplateSource, compile_template, render
 from lbgen.core.settings import Target

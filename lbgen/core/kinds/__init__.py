@@ -72,7 +72,9 @@ class LbKind(msgspec.Struct, frozen=True):
     kind's render context and `runtime`): what the render worker precomputes before it limits the
     template's render (and keeps for the next one).
     `fragment_context`: per template global that reads the render context, what it reads
-    (`ContextRead`); a loop body calling an undeclared one is never cached.
+    (`ContextRead`); the renderer passes such a global the context as its first argument (kinds
+    know no Jinja: the watcher process imports them, and only its render worker imports Jinja).
+    A loop body calling an undeclared global that reads the context is never cached.
     """
 
     name: str

@@ -23,8 +23,6 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-import jinja2
-
 from lbgen.core.layout import ServiceView, Verbatim, host_port, memo
 from lbgen.core.model import Catalog, Endpoint, Service
 
@@ -207,10 +205,9 @@ def _slot(number: int, e: Endpoint, enabled: bool) -> Slot:
     return Slot(_slot_name(number), e.address, e.port, e.weight, enabled, e.id, host_port(e.address, e.port))
 
 
-@jinja2.pass_context
-def template_slots(context: jinja2.runtime.Context, service: ServiceView, minimum: int = 4
-                   ) -> tuple[Slot, ...]:
-    """`slots(service, minimum)` as templates call it: each live endpoint stays in the slot the
+def template_slots(context: Mapping[str, Any], service: ServiceView, minimum: int = 4) -> tuple[Slot, ...]:
+    """`slots(service, minimum)` as templates call it (the renderer passes the render context, as
+    for every global of `LbKind.fragment_context`): each live endpoint stays in the slot the
     context's `previous_slots` (service → endpoint id → slot number) gives it."""
     previous = context.get("previous_slots") or {}
     return slots(service, minimum, previous.get(service.name))
