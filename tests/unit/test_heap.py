@@ -9,14 +9,16 @@ from lbgen.cli.watch import releasing_heap
 from lbgen.services.watcher import WatcherStatus
 
 
-def test_the_heap_is_released_after_each_newer_applied_revision_collecting_only_the_first_time() -> None:
+def test_the_heap_is_released_after_a_newer_applied_revision_at_most_once_a_second() -> None:
     released: list[bool] = []
     seen: list[int] = []
-    hook = releasing_heap(lambda status: seen.append(status.applied_revision), released.append)
-    for revision in (0, 0, 7, 7, 8, 9, 9):
+    now = [100.0]
+    hook = releasing_heap(lambda status: seen.append(status.applied_revision), released.append, lambda: now[0])
+    for revision, at in ((0, 100.0), (7, 100.0), (7, 101.5), (8, 101.5), (9, 102.0), (10, 102.6), (11, 103.4)):
+        now[0] = at
         hook(WatcherStatus(applied_revision=revision))
-    assert released == [True, False, False]
-    assert seen == [0, 0, 7, 7, 8, 9, 9]
+    assert released == [True, False, False]  # 7 (collecting), 8 (1.5 s later), 10 (1.1 s after 8)
+    assert seen == [0, 7, 7, 8, 9, 10, 11]
 
 
 def test_glibc_takes_the_free_heap_back() -> None:
