@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
+from lbgen.adapters.heap import HeapTrimmer
 from lbgen.adapters.kinds import LiveContext, kind_adapter
 from lbgen.adapters.render_wire import BROKEN, FAILED, LIMIT, OK, CatalogDelta, RenderFn, Request, answer, read_request
 from lbgen.core.kinds import lb_kind
@@ -166,9 +167,11 @@ def serve(read_fd: int, write_fd: int, worker: Worker, first: Request) -> NoRetu
     try:
         _confine(read_fd, write_fd)
         request: Request | None = first
+        trim = HeapTrimmer()
         while request is not None:
             status, text = worker.handle(request)
             answer(write_fd, status, text)
+            trim()  # after the answer, off the render's path: what the render freed goes back to the OS
             request = read_request(read_fd) if status in (OK, FAILED) else None
         code = 0
     finally:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import signal
 from contextlib import ExitStack
 import socket
-import time
 from pathlib import Path
 from types import FrameType
 from typing import Callable
@@ -19,7 +17,7 @@ from lbgen.adapters.applied_state import AppliedStateFiles
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.file_watch import FileWatch
 from lbgen.adapters.files import LocalFiles
-from lbgen.adapters.heap import keep_heap_small, release_free_heap
+from lbgen.adapters.heap import HeapTrimmer, keep_heap_small
 from lbgen.adapters.http_server import start_http_server
 from lbgen.adapters.process import SystemClock
 from lbgen.cli.common import bounded_number, registry_prefix
@@ -85,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     _remove_stale_staged(targets)
     publisher = StatusPublisher(store, settings.prefix, node, [t.name for t in targets], ttl=args.status_ttl)
     watcher = Watcher(settings, store, build_applier(), SystemClock(), read_template=read_template,
-                      on_status=releasing_heap(publisher.update, release_free_heap), renderer=BoundedRenderer(),
+                      on_status=releasing_heap(publisher.update, HeapTrimmer()), renderer=BoundedRenderer(),
                       load_settings=lambda: _reload_settings(args), states=AppliedStateFiles())
     with ExitStack() as stack:
         stack.callback(store.close)
@@ -106,19 +104,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def releasing_heap(update: Callable[[WatcherStatus], None], release: Callable[[bool], object],
-                   clock: Callable[[], float] = time.monotonic, every: float = 1.0) -> Callable[[WatcherStatus], None]:
-    """The watcher's status hook, which also hands the heap its passes freed back to the OS (issue
-    13; `lbgen.adapters.heap`) when a newer revision was applied: the first time with a cycle
-    collection (the start-up load is over), then the trim alone, at most once per `every` seconds
-    (each trim costs the pages it returned a fault when they are used again: 0.25 ms per change
-    at 100 keys, trimming after every one)."""
-    applied, trimmed = [0], [-math.inf]
+def releasing_heap(update: Callable[[WatcherStatus], None],
+                   trim: Callable[[bool], bool]) -> Callable[[WatcherStatus], None]:
+    """The watcher's status hook, which also hands the heap its passes freed back to the OS
+    (issue 13; `lbgen.adapters.heap`) when a newer revision was applied: the first time at once,
+    with a cycle collection (the start-up load is over), then as often as `trim` allows."""
+    applied = [0]
 
     def hook(status: WatcherStatus) -> None:
-        if status.applied_revision != applied[0] and (not applied[0] or clock() - trimmed[0] >= every):
-            release(not applied[0])
-            applied[0], trimmed[0] = status.applied_revision, clock()
+        if status.applied_revision != applied[0] and trim(not applied[0]):
+            applied[0] = status.applied_revision
         update(status)
 
     return hook

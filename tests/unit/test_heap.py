@@ -4,21 +4,34 @@ from __future__ import annotations
 
 import platform
 
-from lbgen.adapters.heap import SETTINGS, keep_heap_small, release_free_heap
+from lbgen.adapters.heap import SETTINGS, HeapTrimmer, keep_heap_small, release_free_heap
 from lbgen.cli.watch import releasing_heap
 from lbgen.services.watcher import WatcherStatus
 
 
-def test_the_heap_is_released_after_a_newer_applied_revision_at_most_once_a_second() -> None:
-    released: list[bool] = []
+def test_the_heap_is_released_after_a_newer_applied_revision_as_often_as_the_trimmer_allows() -> None:
+    trims: list[bool] = []
     seen: list[int] = []
     now = [100.0]
-    hook = releasing_heap(lambda status: seen.append(status.applied_revision), released.append, lambda: now[0])
+    trimmer = HeapTrimmer(1.0, lambda: now[0], trims.append)
+    hook = releasing_heap(lambda status: seen.append(status.applied_revision), trimmer)
     for revision, at in ((0, 100.0), (7, 100.0), (7, 101.5), (8, 101.5), (9, 102.0), (10, 102.6), (11, 103.4)):
         now[0] = at
         hook(WatcherStatus(applied_revision=revision))
-    assert released == [True, False, False]  # 7 (collecting), 8 (1.5 s later), 10 (1.1 s after 8)
+    assert trims == [True, False, False]  # 7 (collecting), 8 (1.5 s later), 10 (1.1 s after 8)
     assert seen == [0, 7, 7, 8, 9, 10, 11]
+
+
+def test_the_trimmer_trims_at_most_once_per_period_unless_told_to_collect() -> None:
+    trims: list[bool] = []
+    now = [0.0]
+    trimmer = HeapTrimmer(1.0, lambda: now[0], trims.append)
+    assert [trimmer(), trimmer(), trimmer(collect=True)] == [True, False, True]
+    now[0] = 0.9
+    assert trimmer() is False
+    now[0] = 1.0
+    assert trimmer() is True
+    assert trims == [False, True, False]
 
 
 def test_glibc_takes_the_free_heap_back() -> None:
