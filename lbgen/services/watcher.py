@@ -18,6 +18,7 @@ import logging
 import queue
 import random
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -38,7 +39,7 @@ from lbgen.services.drop_hold import DropHolds, newest
 from lbgen.services.lane_work import Applied, LaneWork
 from lbgen.services.lanes import Lane, split_by_lane, stop_lanes
 from lbgen.services.watcher_metrics import WatcherMetrics
-from lbgen.services.watcher_status import WatcherStatus
+from lbgen.services.watcher_status import WatcherStatus, problems
 
 log = logging.getLogger(__name__)
 
@@ -161,19 +162,8 @@ class Watcher:
             self._watch.cancel()
 
     def problems(self) -> list[str]:
-        """Why this watcher is not healthy (for `/healthz`): no snapshot yet, a stale watch, a
-        template that does not render, an LB that is not running."""
-        status = self.status
-        if not self._loaded:
-            return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
-        found = [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
-                 if error.startswith("render: ")]  # a template that does not render (`_fail`)
-        found += [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
-        since = status.disconnected_since
-        if since is not None and self._clock.now() - since >= self._stale_after:
-            return [f"registry: disconnected for {self._clock.now() - since:.0f}s, serving revision "
-                    f"{status.applied_revision}: {status.last_error}"] + found
-        return found
+        """Why this watcher is not healthy (for `/healthz`; `watcher_status.problems`)."""
+        return problems(self.status, self._loaded, self._clock.now(), self._stale_after)
 
     # --- the consumer ----------------------------------------------------------------------
 
@@ -292,15 +282,20 @@ class Watcher:
             self._windows[target.name].fired()
             self._retry_at.pop(target.name, None)
         catalog = self._state.catalog()
+        ahead: dict[str, Future[str]] = {}
         if not self._baselines_read:  # from before a restart, sharing what did not change with `catalog`
             self._baselines_read = True
-            self._applied.update(self._work.load_baselines(self.settings.targets, catalog))
+            with ThreadPoolExecutor(1, thread_name_prefix="render-ahead") as pool:
+                # the render worker renders `catalog` meanwhile: the guard holds nothing, mostly (issue 13)
+                ahead = {t.name: pool.submit(self._render_text, t, catalog) for t in due}
+                self._applied.update(self._work.load_baselines(self.settings.targets, catalog))
         rendered: dict[str, str] = {}
         catalogs: dict[str, Catalog] = {}
         for target in due:
             base = newest(self._applied.get(target.name), self._submitted.get(target.name))
-            catalogs[target.name] = self._holds.catalog_for(target.name, base, catalog, now)
-            if (text := self._render(target, catalogs[target.name])) is not None:
+            catalogs[target.name] = chosen = self._holds.catalog_for(target.name, base, catalog, now)
+            early = ahead.get(target.name) if chosen is catalog else None
+            if (text := self._render(target, chosen, early)) is not None:
                 rendered[target.name] = text
         self.status.held = self._holds.descriptions()
         if self._stopping.is_set():  # stopped mid-render: apply nothing
@@ -318,11 +313,10 @@ class Watcher:
         return (self._windows[name].due(now) or (retry_at is not None and now >= retry_at)
                 or (expiry is not None and now >= expiry))
 
-    def _render(self, target: Target, catalog: Catalog) -> str | None:
+    def _render(self, target: Target, catalog: Catalog, ahead: Future[str] | None = None) -> str | None:
+        """`catalog` rendered for `target` (`ahead`: that render, started before), or None: failed."""
         try:
-            source = self._templates.get(target.template) or self._read_template(target.template)
-            self._templates[target.template] = source
-            text = self._renderer.render(source, catalog, target, self.settings.served_health)
+            text = ahead.result() if ahead is not None else self._render_text(target, catalog)
             self._clear_error(target.name, render=True)
         except (LbgenError, OSError) as e:
             if not self._stopping.is_set():
@@ -330,6 +324,11 @@ class Watcher:
                 self._fail(target, "render", str(e), retry=not isinstance(e, RenderLimit))
             return None
         return text
+
+    def _render_text(self, target: Target, catalog: Catalog) -> str:
+        source = self._templates.get(target.template) or self._read_template(target.template)
+        self._templates[target.template] = source  # (from the render-ahead thread too: one dict store)
+        return self._renderer.render(source, catalog, target, self.settings.served_health)
 
     def _applied_results(self, message: Applied) -> None:
         targets = {t.name: t for t in message.job.targets}

@@ -30,3 +30,18 @@ class WatcherStatus(msgspec.Struct):
             self.runtime_updates[target] = self.runtime_updates.get(target, 0) + 1
         if fallback:
             self.runtime_fallbacks[target] = self.runtime_fallbacks.get(target, 0) + 1
+
+
+def problems(status: WatcherStatus, loaded: bool, now: float, stale_after: float) -> list[str]:
+    """Why a watcher is not healthy (for `/healthz`): no snapshot yet (`loaded`), a watch stale for
+    `stale_after` seconds, a template that does not render, an LB that is not running."""
+    if not loaded:
+        return [f"registry: no snapshot yet{': ' + status.last_error if status.last_error else ''}"]
+    found = [f"{name}: {error.removeprefix('render: ')}" for name, error in sorted(status.errors.items())
+             if error.startswith("render: ")]  # a template that does not render (the watcher's `_fail`)
+    found += [f"{name}: LB down: {reason}" for name, reason in sorted(status.down.items())]
+    since = status.disconnected_since
+    if since is not None and now - since >= stale_after:
+        return [f"registry: disconnected for {now - since:.0f}s, serving revision "
+                f"{status.applied_revision}: {status.last_error}"] + found
+    return found

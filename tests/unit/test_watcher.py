@@ -99,13 +99,14 @@ def applier() -> RecordingApplier:
 
 def start_watcher(store: MemoryStore, applier: RecordingApplier, guard: Guard = GUARD_OFF,
                   template: Callable[[str], str] = lambda _: TEMPLATE, wait: Wait = Wait(0.02, 0.2),
-                  names: Sequence[str] = ("lb",), states: object = None, recheck: float = 60.0
-                  ) -> Iterator[Watcher]:
+                  names: Sequence[str] = ("lb",), states: object = None, recheck: float = 60.0,
+                  renderer: object = None) -> Iterator[Watcher]:
     """A running watcher over `store` with one target per name (the fake applier ignores dest)."""
     targets = tuple(Target(name=name, template="lb.j2", dest="/unused") for name in names)
     settings = Settings(registry=REGISTRY, prefix=P, wait=wait, guard=guard, targets=targets)
     watcher = Watcher(settings, store, applier, SystemClock(), read_template=template,  # type: ignore[arg-type]
-                      retry_base=0.01, retry_cap=0.05, states=states, recheck=recheck)
+                      retry_base=0.01, retry_cap=0.05, states=states, recheck=recheck,
+                      renderer=renderer)  # type: ignore[arg-type]
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from lbgen.adapters.applied_state import AppliedStateFiles, state_path
 from lbgen.adapters.memory_store import MemoryStore
 from lbgen.core.applied_state import decode_applied, encode_applied
 from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
+from lbgen.core.render import InProcessRenderer
 from lbgen.core.settings import Guard, Target
 from lbgen.services.drop_hold import DropHolds
 from tests.unit.test_watcher import P, RecordingApplier, endpoint, key, start_watcher, wait_for
@@ -98,6 +100,52 @@ def test_a_restarted_watcher_compares_with_what_was_last_applied(
         assert "drop guard holds web" in watcher.status.held["lb"]
         wait_for(lambda: states.saved["lb"].revision == store.revision)
         assert states.saved["lb"].service("web") == served("web", 2), "the held service stays the baseline"
+
+
+class RecordingRenderer(InProcessRenderer):
+    """Renders in process, keeping each catalog it rendered; `started` once the first began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rendered: list[Catalog] = []
+        self.started = threading.Event()
+
+    def render(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+        self.started.set()
+        self.rendered.append(catalog)
+        return super().render(source, catalog, target, served_health)
+
+
+class LoadingStates(MemoryStates):
+    """Reading the baseline ends once a render has begun (or after 5 s): whether one began meanwhile."""
+
+    def __init__(self, saved: dict[str, Catalog], renderer: RecordingRenderer) -> None:
+        super().__init__(saved)
+        self.renderer, self.overlapped = renderer, False
+
+    def load(self, target: Target, current: Catalog | None = None) -> Catalog | None:
+        self.overlapped = self.renderer.started.wait(5)
+        return super().load(target, current)
+
+
+@pytest.mark.parametrize("agents_down", [False, True])
+def test_a_restarted_watcher_renders_while_it_reads_its_baseline(
+        agents_down: bool, store: MemoryStore, applier: RecordingApplier) -> None:
+    """Issue 13: the first render after a restart does not wait for the applied state to be read.
+    It is applied when the guard holds nothing; when the guard holds a service (the agents are
+    down: web has no endpoint), the held catalog is rendered and applied instead."""
+    renderer = RecordingRenderer()
+    states = LoadingStates({"lb": Catalog(7, (served("web", 2),))}, renderer)
+    store.put(spec("web"), b'{"listen": 80}')
+    store.put(*((key("api", "a"), endpoint(1)) if agents_down else (key("web", "web2"), endpoint(2))))
+    expected = "api=1,;web=2,;" if agents_down else "web=2,;"
+    for watcher in start_watcher(store, applier, guard=GUARD, states=states, renderer=renderer):
+        wait_for(lambda: applier.last == expected)
+        assert states.overlapped
+        assert {p["lb"] for p in applier.passes} == {expected}  # the render ahead, without web, never applied
+        assert [c.service("web") for c in renderer.rendered] == (
+            [Service("web", {"listen": 80}), served("web", 2)] if agents_down else [served("web", 2)])
+        assert ("lb" in watcher.status.held) is agents_down
 
 
 def test_a_state_file_holding_the_current_catalog_is_not_decoded_another_one_is(tmp_path: Path) -> None:
