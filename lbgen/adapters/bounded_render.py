@@ -41,6 +41,7 @@ from lbgen.core.settings import Target
 from lbgen.errors import RenderLimit, TemplateError
 
 _CHUNK = 1 << 20
+AHEAD_MAX_ENDPOINTS = 5_000  # a worker forked ahead takes a catalog this big pickled (`fork_ahead`)
 _POLL = 0.25  # seconds between checks of `close()` while the worker renders (close also kills it)
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def _origin(source: str) -> object:
 
 
 def _serve_in_child(read_fd: int, write_fd: int, render_fn: RenderFn | None, fragments: bool,
-                    first: Request) -> NoReturn:
+                    first: Request | None) -> NoReturn:
     """The forked child: import the renderer (the watcher process never does, `render_worker`) and
     serve. Imported here, in the child's only thread: no lock of another thread's import can be
     held, as the watcher's threads never import these modules."""
@@ -214,6 +215,9 @@ class BoundedRenderer:
               last: tuple[int, str] | None) -> _Handle:
         """An idle worker told the job, or a new one forked with it."""
         while (worker := self._checkout()) is not None:
+            if worker.catalog is None and catalog.endpoint_count > AHEAD_MAX_ENDPOINTS:
+                self._end(worker)  # forked ahead: this catalog is cheaper inherited than pickled
+                break
             try:
                 data = encode_request(worker.request(source, catalog, target, served_health, last))
             except (pickle.PicklingError, TypeError, AttributeError) as e:  # a new forked worker inherits it
@@ -228,20 +232,37 @@ class BoundedRenderer:
                 self._end(worker)
         return self._fork(source, catalog, target, served_health, last)
 
+    def fork_ahead(self) -> None:
+        """Fork an idle worker now, holding nothing: it imports Jinja and the renderer on another
+        core while the caller reads the registry (`lbgen render`, issue 13: ~20 ms of 150). Its
+        first job carries the catalog pickled, so a catalog of more than `AHEAD_MAX_ENDPOINTS`
+        endpoints goes to a worker forked with it instead (render_worker_bench: a catalog pickled
+        and read back costs ~3 us per endpoint, the import it saves ~20 ms)."""
+        worker = self._spawn(None)
+        if worker is not None:
+            self._give_back(worker)
+
     def _fork(self, source: str, catalog: Catalog, target: Target, served_health: frozenset[str],
               last: tuple[int, str] | None) -> _Handle:
-        if self._closed:  # close() killed the idle worker this render was told to
-            raise TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
-        to_child, from_child = os.pipe(), os.pipe()
         first = Request(target.name, target, source, served_health, catalog, last[1] if last else None)
+        worker = self._spawn(first)
+        if worker is None:  # close() killed the idle worker this render was told to
+            raise TemplateError(f"{target.template}: render interrupted: lbgen is stopping")
+        worker.forked(catalog)
+        worker.record(source, target, served_health, last)
+        return worker
+
+    def _spawn(self, first: Request | None) -> _Handle | None:
+        """A worker forked with `first` as its first job (None: it waits for one); None when closed."""
+        if self._closed:
+            return None
+        to_child, from_child = os.pipe(), os.pipe()
         pid = os.fork()
         if pid == 0:
             _serve_in_child(to_child[0], from_child[1], self._render_fn, self._use_fragments, first)
         os.close(to_child[0])
         os.close(from_child[1])
         worker = _Handle(pid, to_child[1], from_child[0])
-        worker.forked(catalog)
-        worker.record(source, target, served_health, last)
         self._workers.add(worker)
         if self._closed:  # close() ran before this worker was in `_workers`
             worker.kill()

@@ -160,13 +160,14 @@ def limits(target: Target) -> Iterator[None]:
             resource.setrlimit(limit, previous)
 
 
-def serve(read_fd: int, write_fd: int, worker: Worker, first: Request) -> NoReturn:
-    """The forked child's whole life: answer `first`, then each request, until the parent closes
-    the pipe (or ends the worker); never returns into the parent's code."""
+def serve(read_fd: int, write_fd: int, worker: Worker, first: Request | None) -> NoReturn:
+    """The forked child's whole life: answer `first` (None: read it from the pipe), then each
+    request, until the parent closes the pipe (or ends the worker); never returns into the
+    parent's code."""
     code = 3
     try:
         _confine(read_fd, write_fd)
-        request: Request | None = first
+        request = first if first is not None else read_request(read_fd)
         trim = HeapTrimmer()
         while request is not None:
             status, text = worker.handle(request)

@@ -94,21 +94,26 @@ class Rendered(msgspec.Struct, frozen=True):
     errors: dict[str, str]
 
 
-def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catalog) -> Rendered:
+def one_shot_renderer() -> BoundedRenderer:
+    """The renderer of a command that renders once, its worker forked already (`fork_ahead`): it
+    imports the renderer while the command reads the registry. `close()` it."""
+    renderer = BoundedRenderer(fragments=False)  # one render per target: nothing would reuse a fragment
+    renderer.fork_ahead()
+    return renderer
+
+
+def render_targets(settings: Settings, targets: Sequence[Target], catalog: Catalog,
+                   renderer: BoundedRenderer) -> Rendered:
     """Render every target from `catalog`, each bounded by its `render_timeout` and `render_memory`;
     a failing template does not stop the others."""
     texts: dict[str, str] = {}
     errors: dict[str, str] = {}
-    renderer = BoundedRenderer(fragments=False)  # one render per target: nothing would reuse a fragment
-    try:
-        for target in targets:
-            try:
-                texts[target.name] = renderer.render(read_template(target.template), catalog, target,
-                                                     settings.served_health)
-            except LbgenError as e:
-                errors[target.name] = str(e)
-    finally:
-        renderer.close()
+    for target in targets:
+        try:
+            texts[target.name] = renderer.render(read_template(target.template), catalog, target,
+                                                 settings.served_health)
+        except LbgenError as e:
+            errors[target.name] = str(e)
     return Rendered(texts, errors)
 
 

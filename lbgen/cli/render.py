@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,7 @@ from lbgen.cli.lb_node import (
     chosen_targets,
     load_settings,
     log_rejected,
+    one_shot_renderer,
     open_registry,
     read_template,
     render_targets,
@@ -60,13 +62,14 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     targets = chosen_targets(settings, args.target)
-    store, settings = open_registry(args, settings)
-    try:
-        catalog, rejected = catalog_from_snapshot(settings.prefix, store.snapshot(settings.prefix))
-    finally:
-        store.close()
-    log_rejected(rejected, catalog.revision)
-    rendered = render_targets(settings, targets, catalog)
+    with closing(one_shot_renderer()) as renderer:  # forked before gRPC's threads start, too
+        store, settings = open_registry(args, settings)
+        try:
+            catalog, rejected = catalog_from_snapshot(settings.prefix, store.snapshot(settings.prefix))
+        finally:
+            store.close()
+        log_rejected(rejected, catalog.revision)
+        rendered = render_targets(settings, targets, catalog, renderer)
     for name, error in rendered.errors.items():
         print(f"{name}: render failed: {error}", file=sys.stderr)
     states = AppliedStateFiles()

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
+from lbgen.adapters import bounded_render
 from lbgen.adapters.bounded_render import BoundedRenderer
 from lbgen.adapters.template_file import read_template
-from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog
+from lbgen.core.model import DEFAULT_SERVED_HEALTH, Catalog, Endpoint, Service
 from lbgen.core.render import render
 from lbgen.core.settings import Target
 from lbgen.errors import RenderLimit, TemplateError
@@ -45,9 +46,38 @@ def bounded(source: str, catalog: Catalog = EMPTY, **limits: Any) -> str:
 
 def _no_children_left() -> bool:
     """No forked copy of this process (a worker) is left, running or unreaped; other children (etcd) may be."""
+    return not _workers()
+
+
+def _workers() -> set[int]:
+    """This process's forked copies (render workers), running or unreaped; not its other children."""
     me = Path("/proc/self/cmdline").read_bytes()
     pids = [c for task in Path("/proc/self/task").iterdir() for c in (task / "children").read_text().split()]
-    return not [pid for pid in pids if _cmdline(pid) in (me, b"")]
+    return {int(pid) for pid in pids if _cmdline(pid) in (me, b"")}
+
+
+def _pid_and_endpoints(source: str, catalog: Catalog, target: Target, served_health: frozenset[str]) -> str:
+    return f"{os.getpid()} {catalog.endpoint_count}"
+
+
+@pytest.mark.parametrize("endpoints", [2, 3])
+def test_a_worker_forked_ahead_takes_a_small_catalog_and_leaves_a_big_one(
+        endpoints: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`lbgen render` forks its worker before it reads the registry (issue 13); a catalog over
+    AHEAD_MAX_ENDPOINTS is cheaper inherited by a new fork than pickled to that worker."""
+    monkeypatch.setattr(bounded_render, "AHEAD_MAX_ENDPOINTS", 2)
+    catalog = Catalog(5, (Service("web", {}, tuple(Endpoint(f"e{i}", "127.0.0.1", 80 + i) for i in range(endpoints))),))
+    renderer = BoundedRenderer(render_fn=_pid_and_endpoints)
+    try:
+        renderer.fork_ahead()
+        ahead = _workers()
+        pid, count = renderer.render("x", catalog, target(), DEFAULT_SERVED_HEALTH).split()
+        assert int(count) == endpoints  # the whole catalog, sent or inherited
+        assert (int(pid) in ahead) is (endpoints <= 2)
+        assert len(ahead) == 1 and _workers() == {int(pid)}  # a worker left behind is ended
+    finally:
+        renderer.close()
+    assert _no_children_left()
 
 
 def _cmdline(pid: str) -> bytes | None:
@@ -59,11 +89,15 @@ def _cmdline(pid: str) -> bytes | None:
 
 @pytest.mark.parametrize("kind", sorted(TEMPLATES))
 @pytest.mark.parametrize("catalog", [example_catalog, tricky_catalog], ids=["example", "tricky"])
-def test_default_templates_render_byte_identical(kind: str, catalog: Any) -> None:
+@pytest.mark.parametrize("ahead", [False, True], ids=["inherited", "forked-ahead"])
+def test_default_templates_render_byte_identical(kind: str, catalog: Any, ahead: bool) -> None:
+    """Whether the worker inherits the catalog (forked with the job) or is sent it (forked ahead)."""
     source = (ROOT / "templates" / TEMPLATES[kind]).read_text()
     the_target = Target(name=kind, template=TEMPLATES[kind], dest="/dev/null", kind=kind, vars=GOLDEN_VARS[kind])
     expected = render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)
     renderer = BoundedRenderer()
+    if ahead:
+        renderer.fork_ahead()
     got = renderer.render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)
     again = renderer.render(source, catalog(), the_target, DEFAULT_SERVED_HEALTH)  # in the worker, told no change
     renderer.close()
