@@ -17,7 +17,8 @@ import sys  # noqa: E402
 from typing import Any, Callable  # noqa: E402
 
 # The steps of `lbgen.cli.render.run`, by the names it calls them by.
-STEPS = {"load_settings": "settings", "open_registry": "registry file read", "catalog_from_snapshot": "catalog",
+STEPS = {"load_settings": "settings", "one_shot_renderer": "render worker forked ahead",
+         "open_registry": "registry file read", "catalog_from_snapshot": "catalog",
          "render_targets": "bounded render", "_guard": "drop guard", "_save_applied": "applied state written"}
 
 
