@@ -56,7 +56,7 @@ class HeapTrimmer:
     100 keys). The watcher trims after an applied revision, its render worker after an answer."""
 
     def __init__(self, every: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 release: Callable[[bool], object] = lambda collect: release_free_heap(collect)) -> None:
+                 release: Callable[[bool], object] = release_free_heap) -> None:
         self._every, self._clock, self._release = every, clock, release
         self._last = -math.inf
 
