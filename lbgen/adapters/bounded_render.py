@@ -6,7 +6,8 @@ inherits that render's catalog, target and template, and keeps them, the compile
 the fragment cache for the next renders, which send it only what changed (the services that are
 not the same objects as in its previous render; `lbgen.adapters.render_wire`). Only the child
 imports Jinja and the renderer, right after the fork (~20 ms): they stay out of the watcher
-process (~2.4 MB of its resident size, issue 13). The worker limits each render's memory to its
+process (~2.4 MB of its resident size, issue 13). A one-shot command forks its worker ahead
+instead (`fork_ahead`), so that import overlaps its registry read. The worker limits each render's memory to its
 size at the render plus `render_memory` and its CPU to `render_timeout` + 1 s; the parent waits at
 most `render_timeout` for the answer and reads at most `render_memory` bytes. Past either, when the
 worker dies (a crash, a limit) or on `close()`, the parent kills it (SIGKILL) and reaps it; the
