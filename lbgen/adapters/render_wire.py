@@ -51,6 +51,7 @@ class Request(msgspec.Struct, frozen=True):
 
 
 def answer(fd: int, status: bytes, text: str) -> None:
+    """The worker's answer: the status byte, the text's length, the text (UTF-8, lone surrogates kept)."""
     data = text.encode("utf-8", "surrogatepass")
     write_all(fd, status + len(data).to_bytes(_LENGTH, "big"))
     write_all(fd, data)
