@@ -140,6 +140,9 @@ def running_fleet(tmp_path: Path, etcd_server: EtcdServer, etcd_prefix: str, hos
         yield {"registry": etcd_server.url, "prefix": etcd_prefix, "hosts": hosts, "agents": agents,
                "watchers": watchers, "lbs": lbs, "logs": lbgen_processes.logs}
     finally:
+        for watcher in watchers.values():  # first: a reload during HAProxy's stop re-execs its master,
+            if watcher.alive():            # which forgets the SIGTERM it was handling (CI, 2026-12-04)
+                watcher.kill()
         for lb in lbs.values():
             lb.stop_lb()
 
