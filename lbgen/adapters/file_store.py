@@ -28,7 +28,6 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-import msgspec
 import yaml
 
 from lbgen.adapters.file_watch import FileWatch
@@ -89,17 +88,13 @@ def _good_name(name: object, where: str) -> bool:
 
 
 # YAML may hold dates and the like: they become strings, then face the schema like any value.
-# msgspec encodes a registry of 2,000 endpoints in 1.3 ms where json took 5 (issue 13); what it
-# cannot write (an integer beyond 64 bits, a key that is not a string) goes through json as before.
-_ENCODE = msgspec.json.Encoder(enc_hook=lambda value: int(value) if isinstance(value, int) else str(value)).encode
-_ENCODE_ANY = json.JSONEncoder(default=str, separators=(",", ":")).encode
+# One encoder for every value (json.dumps with options builds one per call). Not msgspec, though
+# ~4 ms faster at 2,000 endpoints: it writes a YAML timestamp, binary, a `true` key otherwise.
+_ENCODE = json.JSONEncoder(default=str, separators=(",", ":")).encode
 
 
 def _json(value: Any) -> bytes:
-    try:
-        return _ENCODE(value)
-    except (TypeError, ValueError, msgspec.EncodeError):
-        return _ENCODE_ANY(value).encode()
+    return _ENCODE(value).encode()
 
 
 class FileStore:

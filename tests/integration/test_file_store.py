@@ -50,6 +50,20 @@ def test_the_file_maps_to_the_etcd_keys_with_json_values(store: FileStore) -> No
     }
 
 
+def test_yaml_only_values_become_the_strings_python_writes_for_them(tmp_path: Path) -> None:
+    """A timestamp, a boolean key (`on`), binary data: each reaches the registry value as `str()` or
+    JSON writes it, then faces the schema like any value (encoding must not reinterpret them)."""
+    path = tmp_path / "registry.yaml"
+    path.write_text("services:\n  web:\n    endpoints:\n      a: {address: 127.0.0.1, port: 80, "
+                    "meta: {built: 2020-01-02 03:04:05, on: x, null: y, blob: !!binary eA==}}\n")
+    store = FileStore(path)
+    try:
+        (item,) = store.snapshot("/lbgen/").items
+    finally:
+        store.close()
+    assert json.loads(item.value)["meta"] == {"built": "2020-01-02 03:04:05", "true": "x", "null": "y", "blob": "b'x'"}
+
+
 def test_editing_the_file_in_place_becomes_watch_events(store: FileStore, path: Path) -> None:
     reader = WatchReader(store.watch("/lbgen/", store.snapshot("/lbgen/").revision + 1))
     try:
